@@ -1,0 +1,50 @@
+"""`llmcls <command>`: dispatch only. Each command lives in its own module with `main(argv)`."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from llmcls import __version__
+from llmcls.errors import LlmclsError
+
+# name -> (module, one-line description). Modules are imported only when their command runs, so --help is fast.
+COMMANDS = {
+    "data": ("llmcls.explore", "Inspect data: `data list` (bundled samples), `data stats PATH` (counts, plots)."),
+    "train-linear": ("llmcls.linear", "Train the TF-IDF + linear one-vs-rest baseline; writes a run directory."),
+    "evaluate": ("llmcls.evaluation", "Recompute and print the metrics of a predictions.jsonl."),
+    "compare": ("llmcls.report", "One metrics table over run directories (terminal, Markdown, CSV)."),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = [f"usage: llmcls <command> [options]    (llmcls {__version__})", "",
+             "Multi-label classification of scientific abstracts: linear, encoder and LLM systems, one metrics table.",
+             "", "commands:"]
+    lines += [f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()]
+    lines += ["", "`llmcls <command> --help` shows the options of a command."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        print(f"llmcls: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except LlmclsError as err:
+        print(f"llmcls {name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"llmcls {name}: interrupted", file=sys.stderr)
+        return 130

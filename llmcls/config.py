@@ -1,0 +1,90 @@
+"""Typed arguments shared by the commands, parsed by one mechanism: `trl.TrlParser` over dataclasses.
+
+`--config x.yaml` sets defaults, command-line flags override them, and unknown keys in either are errors.
+Flags, dataclass fields and YAML keys share one snake_case name (`--text_field`; `--text-field` also works).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcls.errors import LlmclsError
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how it is read, filtered and split."""
+
+    train: str | None = field(default=None, metadata={"help": "Training file (.jsonl/.json/.csv/.parquet[.gz], AAPD "
+                                                             "text_*/label_* pair) or a bundled sample name."})
+    validation: str | None = field(default=None, metadata={"help": "Validation file or bundled sample name."})
+    test: str | None = field(default=None, metadata={"help": "Test file or bundled sample name."})
+    labels: str | None = field(default=None, metadata={
+        "help": "Fix the label space: a labels.json or a text file with one label a line. Default: the labels of "
+                "the training split (of all given splits when there is none)."})
+    text_field: str | None = field(default=None, metadata={"help": "Column with the abstract (auto-detected)."})
+    title_field: str | None = field(default=None, metadata={"help": "Column with the title (auto-detected)."})
+    label_field: str | None = field(default=None, metadata={"help": "Column with the labels (auto-detected)."})
+    id_field: str | None = field(default=None, metadata={"help": "Column with the id (default: id, else row number)."})
+    label_sep: str | None = field(default=None, metadata={
+        "help": "Separator of labels given as one string (default: whitespace, commas or semicolons)."})
+    categories: str | None = field(default=None, metadata={
+        "help": "Keep only these archives or categories, comma-separated (e.g. 'cs,stat.ML'); other labels are "
+                "dropped and rows left without labels are removed."})
+    since: str | None = field(default=None, metadata={"help": "Keep rows dated on or after YYYY-MM-DD (snapshot)."})
+    until: str | None = field(default=None, metadata={"help": "Keep rows dated on or before YYYY-MM-DD (snapshot)."})
+    date_field: str = field(default="update_date", metadata={
+        "help": "Date that --since/--until filter on.", "choices": ["update_date", "first_version"]})
+    min_label_count: int = field(default=1, metadata={
+        "help": "Drop labels with fewer training examples than this."})
+    top_labels: int | None = field(default=None, metadata={"help": "Keep only the K most frequent labels."})
+    label_level: str = field(default="category", metadata={
+        "help": "category (cs.IT) or archive (cs.IT -> cs, cond-mat.str-el -> cond-mat).",
+        "choices": ["category", "archive"]})
+    split_ratios: str | None = field(default=None, metadata={
+        "help": "Split --train into train/validation/test by these ratios (e.g. 0.8,0.1,0.1), stratified so that "
+                "every label with at least 3 examples is present in train."})
+    seed: int = field(default=42, metadata={"help": "Seed for splitting and sampling."})
+    max_train_examples: int | None = field(default=None, metadata={
+        "help": "Use only the first N training rows (after filtering), for quick runs."})
+    skip_bad_rows: bool = field(default=False, metadata={
+        "help": "Skip malformed or incomplete rows and report their count instead of stopping at the first."})
+
+
+def build_parser(dataclass_types: list[type], prog: str, description: str,
+                 positional: tuple[str, dict[str, Any]] | None = None):
+    """A `trl.TrlParser` over `dataclass_types`, plus one positional argument when given."""
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types, prog=prog, description=description)
+    if positional is not None:
+        parser.add_argument(positional[0], **positional[1])
+    return parser
+
+
+def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
+    """Parse `argv` into the parser's dataclasses (plus a namespace holding the positional, if any).
+
+    Config-file problems (missing file, unknown keys) become one-line `LlmclsError`s.
+    """
+    try:
+        return parser.parse_args_and_config(args=argv)
+    except (OSError, ValueError) as err:  # unreadable --config, unknown YAML keys, bad YAML mapping
+        raise LlmclsError(str(err).splitlines()[0]) from None
+
+
+def to_dict(*objs: Any) -> dict[str, Any]:
+    """Merge dataclass instances into one plain dict (the resolved configuration of a run)."""
+    from dataclasses import asdict, is_dataclass
+
+    merged: dict[str, Any] = {}
+    for obj in objs:
+        merged.update(asdict(obj) if is_dataclass(obj) else vars(obj))
+    return merged
+
+
+def command_line() -> str:
+    """The command line that started this process, for run records."""
+    return " ".join(sys.argv)

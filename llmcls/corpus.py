@@ -1,0 +1,148 @@
+"""Assemble the splits and the label space of a run from `DataArguments`.
+
+Order of operations (documented in the README): read each file -> keep `--categories` -> map to `--label_level`
+-> split `--train` by `--split_ratios` -> label space (`--labels`, else the training labels filtered by
+`--min_label_count` and `--top_labels`) -> drop labels outside the space from every split and the rows left
+without a label -> `--max_train_examples`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from llmcls.config import DataArguments
+from llmcls.data import ReadOptions, read_file
+from llmcls.errors import DataError, LlmclsError
+from llmcls.labels import LabelSpace, archive_of
+from llmcls.splits import iterative_stratification, parse_ratios
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class Corpus:
+    """The splits of a run (`datasets.Dataset` with id, title, abstract, labels, or None) and its label space."""
+
+    label_space: LabelSpace
+    splits: dict[str, object] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was skipped or dropped, for the user and config.yaml
+
+    def get(self, name: str):
+        return self.splits.get(name)
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(ds) for name, ds in self.splits.items() if ds is not None}
+
+
+def read_options(args: DataArguments) -> ReadOptions:
+    return ReadOptions(text_field=args.text_field, title_field=args.title_field, label_field=args.label_field,
+                       id_field=args.id_field, label_sep=args.label_sep, skip_bad_rows=args.skip_bad_rows,
+                       since=args.since, until=args.until, date_field=args.date_field)
+
+
+def load_corpus(args: DataArguments, required: tuple[str, ...] = ()) -> Corpus:
+    """Read, filter and split the data named by `args`; `required` names splits that must exist."""
+    notes: list[str] = []
+    splits = {}
+    for name in SPLITS:
+        spec = getattr(args, name)
+        if spec is None:
+            continue
+        result = read_file(spec, read_options(args))
+        if result.n_skipped:
+            notes.append(f"{name}: skipped {result.n_skipped} bad rows in {result.path}")
+        if result.n_filtered_by_date:
+            notes.append(f"{name}: {result.n_filtered_by_date} rows outside --since/--until")
+        splits[name] = _map_labels(result.dataset, args)
+    if args.split_ratios:
+        splits = _split(splits, args, notes)
+    missing = [name for name in required if splits.get(name) is None]
+    if missing:
+        raise LlmclsError(f"this command needs --{' and --'.join(missing)}")
+    if not splits:
+        raise LlmclsError("no data given: pass --train, --validation or --test (see `llmcls data list`)")
+    space = _label_space(splits, args)
+    for name, ds in list(splits.items()):
+        splits[name] = _restrict(ds, space, name, notes)
+    if args.max_train_examples is not None and splits.get("train") is not None:
+        train = splits["train"]
+        splits["train"] = train.select(range(min(args.max_train_examples, len(train))))
+    return Corpus(space, splits, notes)
+
+
+def _map_labels(ds, args: DataArguments):
+    """Apply --categories and --label_level to the label lists."""
+    if not args.categories and args.label_level == "category":
+        return ds
+    wanted = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
+
+    def keep(label: str) -> bool:
+        return not wanted or label in wanted or archive_of(label) in wanted
+
+    def convert(labels: list[str]) -> list[str]:
+        kept = [lab for lab in labels if keep(lab)]
+        if args.label_level == "archive":
+            kept = list(dict.fromkeys(archive_of(lab) for lab in kept))
+        return kept
+
+    ds = ds.map(lambda batch: {"labels": [convert(labels) for labels in batch]}, input_columns="labels",
+                batched=True, desc="Mapping labels")
+    return ds.filter(lambda batch: [bool(labels) for labels in batch], input_columns="labels", batched=True,
+                     desc="Keeping --categories")
+
+
+def _split(splits: dict, args: DataArguments, notes: list[str]) -> dict:
+    if set(splits) != {"train"}:
+        raise LlmclsError("--split_ratios splits the --train file: do not also pass --validation or --test")
+    try:
+        ratios = parse_ratios(args.split_ratios)
+    except ValueError as err:
+        raise LlmclsError(str(err)) from None
+    train = splits["train"]
+    label_lists = train["labels"]
+    index = {label: i for i, label in enumerate(sorted({lab for labels in label_lists for lab in labels}))}
+    encoded = [[index[lab] for lab in labels] for labels in label_lists]
+    parts = iterative_stratification(encoded, len(index), ratios, seed=args.seed)
+    names = SPLITS if len(ratios) == 3 else ("train", "validation")
+    notes.append("split --train by " + ", ".join(f"{n}={len(p)}" for n, p in zip(names, parts, strict=True))
+                 + f" (iterative stratification, seed {args.seed})")
+    return {name: train.select(part) for name, part in zip(names, parts, strict=True)}
+
+
+def _label_space(splits: dict, args: DataArguments) -> LabelSpace:
+    if args.labels:
+        try:
+            return LabelSpace.load(args.labels)
+        except ValueError as err:
+            raise DataError(args.labels, str(err)) from None
+    source = [splits["train"]] if splits.get("train") is not None else list(splits.values())
+    counts: dict[str, int] = {}
+    for ds in source:
+        for label, count in label_counts(ds).items():
+            counts[label] = counts.get(label, 0) + count
+    space = LabelSpace.from_counts(counts, min_count=args.min_label_count, top_k=args.top_labels)
+    if len(space) == 0:
+        raise LlmclsError("the label space is empty after --min_label_count/--top_labels/--categories")
+    return space
+
+
+def label_counts(ds) -> dict[str, int]:
+    """Examples per label, counted in Arrow (labels are de-duplicated within a row by the readers)."""
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(pc.list_flatten(ds.data.column("labels")))
+    return {item["values"].as_py(): item["counts"].as_py() for item in counts}
+
+
+def _restrict(ds, space: LabelSpace, name: str, notes: list[str]):
+    """Drop labels outside the space, then rows left with none (counted in the notes)."""
+    known = set(space.labels)
+    if set(label_counts(ds)) <= known:  # nothing to drop: skip a pass over a possibly large file
+        return ds
+    ds = ds.map(lambda batch: {"labels": [[lab for lab in labels if lab in known] for labels in batch]},
+                input_columns="labels", batched=True, desc=f"Label space ({name})")
+    before = len(ds)
+    ds = ds.filter(lambda batch: [bool(labels) for labels in batch], input_columns="labels", batched=True)
+    if len(ds) < before:
+        notes.append(f"{name}: dropped {before - len(ds)} rows with no label in the label space")
+    return ds

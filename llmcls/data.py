@@ -1,0 +1,478 @@
+"""Readers: one data file -> `datasets.Dataset` with columns `id, title, abstract, labels` (normalised).
+
+Formats, detected from the file name and the fields it has (override with `ReadOptions`):
+- the arXiv metadata snapshot (`arxiv-metadata-oai-snapshot.json`, JSON lines; `categories` is one space-separated
+  string, titles and abstracts carry line breaks and indentation);
+- AAPD as JSON lines (`{"id", "abstract", "labels"}`) or as the original paired text files `text_<split>` /
+  `label_<split>` (one abstract / one space-separated label list a line);
+- any JSONL / JSON / CSV / Parquet (optionally `.gz`) with a text and a label column; labels as a list or a string.
+
+Big files go through `datasets`' Arrow-backed loaders and an Arrow-format batched `map`, never a Python list of
+rows. Problems in the input become one-line `DataError`s naming the file, the line (row for Parquet) and the field.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import re
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+from llmcls.errors import DataError
+
+TEXT_FIELDS = ("abstract", "text", "summary", "summaries", "body", "content")
+TITLE_FIELDS = ("title", "titles")
+LABEL_FIELDS = ("labels", "label", "categories", "terms", "tags")
+ID_FIELDS = ("id", "paper_id", "arxiv_id")
+SUFFIX_LOADERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".csv": "csv", ".parquet": "parquet"}
+SAMPLES_DIR = Path(__file__).parent / "resources" / "data"
+SAMPLE_DESCRIPTIONS = {
+    "aapd-train": "AAPD: 400 rows of the original validation split (its rows 0-399), lower-cased, no titles",
+    "aapd-validation": "AAPD: 100 rows (rows 800-899 of the original validation split)",
+    "aapd-test": "AAPD: 100 rows (rows 900-999 of the original validation split)",
+    "arxiv-snapshot": "arXiv metadata snapshot: 300 raw records (ids 0704.*), the snapshot's own format",
+    "arxiv-abstracts": "arXiv titles + abstracts (cs, stat, math heavy), 300 rows, labels as lists",
+}
+_WHITESPACE = r"\s+"
+
+
+@dataclass
+class ReadOptions:
+    """How to read one file; `None` fields are auto-detected."""
+
+    text_field: str | None = None
+    title_field: str | None = None
+    label_field: str | None = None
+    id_field: str | None = None
+    label_sep: str | None = None
+    skip_bad_rows: bool = False
+    since: str | None = None
+    until: str | None = None
+    date_field: str = "update_date"
+
+
+@dataclass
+class ReadResult:
+    dataset: object  # datasets.Dataset with id, title, abstract, labels
+    path: str
+    format: str  # "arxiv-snapshot", "aapd-text", "json", "csv", "parquet"
+    n_skipped: int = 0
+    n_filtered_by_date: int = 0
+
+
+def bundled_samples() -> dict[str, Path]:
+    """Bundled sample name -> file."""
+    return {name: SAMPLES_DIR / f"{name}.jsonl" for name in SAMPLE_DESCRIPTIONS}
+
+
+def resolve_path(spec: str) -> Path:
+    """A file path, or the name of a bundled sample (`llmcls data list`)."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    samples = bundled_samples()
+    if spec in samples:
+        return samples[spec]
+    raise DataError(spec, f"no such file or bundled sample (bundled: {', '.join(samples)})")
+
+
+def read_file(spec: str, options: ReadOptions | None = None):
+    """Read one file into a normalised `ReadResult`."""
+    options = options or ReadOptions()
+    path = resolve_path(spec)
+    if path.is_dir():
+        raise DataError(path, "is a directory, not a data file")
+    pair = _aapd_pair(path)
+    if pair is not None:
+        return _read_aapd_text(*pair, options)
+    loader = _loader_for(path)
+    raw = _load_arrow(path, loader, options)
+    columns = raw.column_names
+    fields = _detect_fields(path, loader, columns, options)
+    return _normalise(path, loader, raw, fields, options)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _loader_for(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    loader = SUFFIX_LOADERS.get(suffixes[-1] if suffixes else "")
+    if loader is None:
+        raise DataError(path, f"unsupported file type (use one of {', '.join(SUFFIX_LOADERS)}, optionally .gz, "
+                              "or an AAPD text_<split>/label_<split> pair)")
+    return loader
+
+
+def _open_text(path: Path):
+    if path.suffix.lower() == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _load_arrow(path: Path, loader: str, options: ReadOptions):
+    """Arrow-backed load; on failure find the offending line and say so in one line."""
+    import datasets
+
+    datasets.logging.set_verbosity_error()
+    try:
+        return datasets.load_dataset(loader, data_files=str(path), split="train")
+    except Exception as err:  # datasets wraps parser errors in several exception types
+        if loader != "json":
+            raise DataError(path, f"cannot read {loader.upper()}: {_first_line(err)}") from None
+        bad = _first_bad_json_line(path)
+        if bad is not None and not options.skip_bad_rows:
+            raise DataError(path, f"malformed JSON ({bad[1]})", line=bad[0]) from None
+        # Malformed lines to skip, or values whose types vary between rows (a label list here, a string
+        # there): read line by line instead, still into Arrow.
+        return _load_json_lines_python(path, options)
+
+
+def _first_line(err: BaseException) -> str:
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def _iter_lines(path: Path):
+    try:
+        with _open_text(path) as handle:
+            yield from enumerate(handle, start=1)
+    except (OSError, UnicodeDecodeError, EOFError) as err:
+        raise DataError(path, f"cannot read: {_first_line(err)}") from None
+
+
+def _first_bad_json_line(path: Path) -> tuple[int, str] | None:
+    for number, line in _iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.rstrip("\r\n"))
+        except json.JSONDecodeError as err:
+            if number == 1 and line.lstrip().startswith("["):
+                return None  # one JSON array, not JSON lines
+            return number, f"{err.msg} at column {err.colno}"
+        if not isinstance(row, dict):
+            return number, f"expected an object, got {type(row).__name__}"
+    return None
+
+
+def _load_json_lines_python(path: Path, options: ReadOptions):
+    """Line-by-line JSON reader (still into Arrow) that keeps line numbers and marks malformed lines.
+
+    Used when the Arrow loader fails: malformed lines to skip, or values whose types vary between rows (a label
+    list here, a string there). Every value is carried as text; the normaliser parses label lists back.
+    """
+    import datasets
+
+    keys: dict[str, None] = {}
+    for _, line in _iter_lines(path):
+        row = _json_object(line)
+        if row:
+            keys.update(dict.fromkeys(row))
+    features = datasets.Features({**{key: datasets.Value("string") for key in keys},
+                                  "_line": datasets.Value("int64"), "_malformed": datasets.Value("bool")})
+
+    def rows(path: str, stamp: str):  # `stamp` (mtime, size) keys datasets' cache to this version of the file
+        for number, line in _iter_lines(Path(path)):
+            if not line.strip():
+                continue
+            row = _json_object(line)
+            cells = {key: _as_cell(row.get(key)) for key in keys} if row is not None else dict.fromkeys(keys)
+            yield {**cells, "_line": number, "_malformed": row is None}
+
+    stat = path.stat()
+    stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
+    return datasets.Dataset.from_generator(rows, features=features, gen_kwargs={"path": str(path), "stamp": stamp})
+
+
+def _json_object(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _as_cell(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------- AAPD text pairs
+
+
+def _aapd_pair(path: Path) -> tuple[Path, Path] | None:
+    """`text_train` with `label_train` beside it (or the other way round): AAPD's original release."""
+    name = path.name
+    for own, other in (("text_", "label_"), ("label_", "text_")):
+        if name.startswith(own) and not path.suffix:
+            partner = path.with_name(other + name[len(own):])
+            if not partner.exists():
+                raise DataError(path, f"AAPD text/label pair incomplete: {partner} not found")
+            return (path, partner) if own == "text_" else (partner, path)
+    return None
+
+
+def _read_aapd_text(text_path: Path, label_path: Path, options: ReadOptions) -> ReadResult:
+    import datasets
+
+    texts = [line.rstrip("\n") for _, line in _iter_lines(text_path)]
+    labels = [line.rstrip("\n") for _, line in _iter_lines(label_path)]
+    if len(texts) != len(labels):
+        raise DataError(text_path, f"has {len(texts)} lines but {label_path} has {len(labels)}",
+                        line=min(len(texts), len(labels)) + 1)
+    raw = datasets.Dataset.from_dict({"id": [f"{text_path.name}:{i}" for i in range(1, len(texts) + 1)],
+                                      "abstract": texts, "labels": labels,
+                                      "_line": list(range(1, len(texts) + 1))})
+    fields = _Fields(text="abstract", title=None, labels="labels", id="id", snapshot=False)
+    result = _normalise(text_path, "aapd-text", raw, fields, options)
+    result.format = "aapd-text"
+    return result
+
+
+# ---------------------------------------------------------------------------------------------- fields
+
+
+@dataclass
+class _Fields:
+    text: str
+    title: str | None
+    labels: str
+    id: str | None
+    snapshot: bool
+
+
+def _detect_fields(path: Path, loader: str, columns: list[str], options: ReadOptions) -> _Fields:
+    visible = [c for c in columns if not c.startswith("_")]
+    first = _record_position(path, loader, 0)
+
+    def pick(explicit, candidates, role, required=True):
+        if explicit is not None:
+            if explicit not in columns:
+                raise DataError(path, "is missing", line=first, field=explicit, fields=visible,
+                                where=_where(loader))
+            return explicit
+        found = next((c for c in candidates if c in columns), None)
+        if found is None and required:
+            raise DataError(path, f"no {role} field (looked for {', '.join(candidates)}; set --{role}_field)",
+                            line=first, field=candidates[0], fields=visible, where=_where(loader))
+        return found
+
+    snapshot = "categories" in columns and "abstract" in columns and (
+        "update_date" in columns or "versions" in columns)
+    return _Fields(
+        text=pick(options.text_field, TEXT_FIELDS, "text"),
+        title=pick(options.title_field, TITLE_FIELDS, "title", required=False),
+        labels=pick(options.label_field, ("categories",) if snapshot else LABEL_FIELDS, "label"),
+        id=pick(options.id_field, ID_FIELDS, "id", required=False),
+        snapshot=snapshot,
+    )
+
+
+def _where(loader: str) -> str:
+    return "row" if loader == "parquet" else "line"
+
+
+# ---------------------------------------------------------------------------------------------- normalisation
+
+
+def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptions) -> ReadResult:
+    """Arrow-format batched map to the common schema, then report or skip rows with problems."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    dated = options.since is not None or options.until is not None
+    if dated and not fields.snapshot and options.date_field not in raw.column_names:
+        raise DataError(path, "--since/--until need dates: this file has no update_date or versions field")
+    keep = [c for c in (fields.text, fields.title, fields.labels, fields.id, "_line", "_malformed")
+            if c in raw.column_names]
+    if dated:
+        keep.append("versions" if options.date_field == "first_version" else options.date_field)
+    raw = raw.select_columns(sorted(set(keep), key=keep.index))
+    normalised = raw.with_format("arrow").map(
+        _normalise_batch, batched=True, batch_size=10_000, with_indices=True, remove_columns=raw.column_names,
+        fn_kwargs={"fields": fields, "options": options}, desc=f"Reading {path.name}",
+    ).with_format(None)
+    problems = normalised.data.column("_problem")
+    bad = np.flatnonzero(pc.is_valid(problems).to_numpy(zero_copy_only=False))
+    n_skipped = 0
+    if len(bad):
+        if not options.skip_bad_rows:
+            row = normalised[int(bad[0])]
+            line = row["_line"] if row["_line"] is not None else _record_position(path, loader, int(bad[0]))
+            field, _, problem = row["_problem"].partition("\t")
+            raise DataError(path, problem, line=line, field=field or None, where=_where(loader))
+        n_skipped = len(bad)
+        normalised = normalised.select(np.setdiff1d(np.arange(len(normalised)), bad))
+    n_before = len(normalised)
+    if dated:
+        normalised = _filter_dates(normalised, options)
+    normalised = normalised.remove_columns(["_problem", "_line", "_date"]).flatten_indices()
+    fmt = "arxiv-snapshot" if fields.snapshot else loader
+    return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised))
+
+
+def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = batch.num_rows
+    text = _clean_text(batch.column(fields.text))
+    title = _clean_text(batch.column(fields.title)) if fields.title else pa.nulls(n, pa.string())
+    row_numbers = pa.array([str(i) for i in indices], pa.string())
+    ids = row_numbers
+    if fields.id:  # rows without an id (some public samples have none) are named by their row number
+        given = pc.utf8_trim_whitespace(pc.cast(batch.column(fields.id), pa.string()))
+        ids = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(given), 0), False), given, row_numbers)
+    labels = [_parse_label_cell(cell, options.label_sep) for cell in batch.column(fields.labels).to_pylist()]
+    malformed = batch.column("_malformed").to_pylist() if "_malformed" in batch.column_names else [False] * n
+    text_values = text.to_pylist()
+    problems = [_row_problem(t, lab, bad, fields) for t, lab, bad in zip(text_values, labels, malformed, strict=True)]
+    lines = batch.column("_line") if "_line" in batch.column_names else pa.nulls(n, pa.int64())
+    dates = _dates(batch, options) if (options.since or options.until) else pa.nulls(n, pa.string())
+    return pa.table({
+        "id": ids,
+        "title": pc.fill_null(title, ""),
+        "abstract": pc.fill_null(text, ""),
+        "labels": pa.array([lab or [] for lab in labels], pa.list_(pa.string())),
+        "_problem": pa.array(problems, pa.string()),
+        "_line": pc.cast(lines, pa.int64()),
+        "_date": dates,
+    })
+
+
+def _clean_text(column):
+    """Collapse line breaks and runs of spaces (the snapshot wraps and indents its text) and trim."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        column = pc.cast(column, pa.string())
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(column, _WHITESPACE, " "))
+
+
+def _parse_label_cell(cell, sep: str | None) -> list[str] | None:
+    """A label list from a list, a JSON / Python list literal, or a separated string; None when missing."""
+    if cell is None:
+        return None
+    if isinstance(cell, str):
+        stripped = cell.strip()
+        if len(stripped) > 1 and stripped[0] == stripped[-1] == '"':  # datasets encodes mixed-type cells as JSON
+            stripped = _json_string(stripped)
+        if stripped.startswith("[") and stripped.endswith("]"):
+            cell = _literal_list(stripped)
+        elif sep is not None:
+            cell = stripped.split(sep)
+        else:
+            cell = re.split(r"[\s,;]+", stripped)
+    if not isinstance(cell, list):
+        cell = [cell]
+    out: list[str] = []
+    for value in cell:
+        label = str(value).strip()
+        if label and label not in out:
+            out.append(label)
+    return out
+
+
+def _json_string(text: str) -> str:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return value.strip() if isinstance(value, str) else text
+
+
+def _literal_list(text: str) -> list:
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, list):
+            return value
+    return re.split(r"[\s,;]+", text.strip("[]"))
+
+
+def _row_problem(text: str | None, labels: list[str] | None, malformed: bool, fields: _Fields) -> str | None:
+    """`field<TAB>problem` for a bad row, else None."""
+    if malformed:
+        return "\tmalformed JSON"
+    if text is None:
+        return f"{fields.text}\tis missing"
+    if not text:
+        return f"{fields.text}\tis empty"
+    if labels is None:
+        return f"{fields.labels}\tis missing"
+    if not labels:
+        return f"{fields.labels}\thas no labels"
+    return None
+
+
+def _dates(batch, options: ReadOptions):
+    import pyarrow as pa
+
+    if options.date_field == "first_version":
+        values = [_first_version_date(v) for v in batch.column("versions").to_pylist()]
+    else:
+        values = [None if v is None else str(v)[:10] for v in batch.column(options.date_field).to_pylist()]
+    return pa.array(values, pa.string())
+
+
+def _first_version_date(versions) -> str | None:
+    """ISO date of the snapshot's first version (`"Mon, 2 Apr 2007 19:18:42 GMT"`)."""
+    if isinstance(versions, str):
+        versions = json.loads(versions)
+    if not versions:
+        return None
+    created = versions[0].get("created") if isinstance(versions[0], dict) else None
+    try:
+        return parsedate_to_datetime(created).date().isoformat() if created else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _filter_dates(dataset, options: ReadOptions):
+    """Keep rows whose date lies in [since, until] (ISO strings compare in date order); undated rows go."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    dates = dataset.data.column("_date")
+    mask = pc.is_valid(dates)
+    if options.since:
+        mask = pc.and_(mask, pc.greater_equal(dates, options.since))
+    if options.until:
+        mask = pc.and_(mask, pc.less_equal(dates, options.until))
+    keep = np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
+    return dataset.select(keep)
+
+
+def _record_position(path: Path, loader: str, index: int) -> int:
+    """Line number (row number for Parquet) of the index-th record, found by scanning the file."""
+    if loader == "parquet":
+        return index + 1
+    if loader == "csv":
+        import csv
+
+        with _open_text(path) as handle:
+            reader = csv.reader(handle)
+            next(reader, None)  # header
+            for i, _ in enumerate(reader):
+                if i == index:
+                    return reader.line_num
+        return index + 2
+    seen = -1
+    for number, line in _iter_lines(path):
+        if line.strip():
+            seen += 1
+            if seen == index:
+                return number
+    return index + 1

@@ -1,0 +1,60 @@
+"""`llmcls evaluate PREDICTIONS.jsonl`: recompute the metrics of a predictions file with `metrics.py`.
+
+    llmcls evaluate runs/linear/predictions.jsonl            # a table on stderr
+    llmcls evaluate runs/linear/predictions.jsonl --json     # the metrics object alone on stdout
+
+The label space is `--labels` (a labels.json or one label a line), else the labels.json beside the file, else the
+labels seen in the file (gold and predicted, most frequent first).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmcls.config import build_parser, parse
+from llmcls.labels import LabelSpace
+from llmcls.metrics import compute_metrics
+from llmcls.progress import console
+from llmcls.runs import predictions_from_records, read_predictions
+
+
+@dataclass
+class EvaluateArguments:
+    labels: str | None = field(default=None, metadata={"help": "labels.json or a file with one label a line."})
+    json: bool = field(default=False, metadata={"help": "Print the metrics object alone on stdout."})
+
+
+def make_parser():
+    return build_parser([EvaluateArguments], prog="llmcls evaluate",
+                        description="Recompute the metrics of a predictions.jsonl.",
+                        positional=("predictions", {"help": "A predictions.jsonl file."}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, extra = parse(make_parser(), argv)
+    path = Path(extra.predictions)
+    records = read_predictions(path)
+    space = label_space_for(path, records, args.labels)
+    predictions = predictions_from_records(records, space)
+    metrics = compute_metrics(predictions.gold, predictions.predicted, predictions.scores)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        from llmcls.report import metrics_table
+
+        console.print(metrics_table(metrics, title=f"{path} ({len(records)} examples, {len(space)} labels)"))
+    return 0
+
+
+def label_space_for(path: Path, records: list[dict], labels_file: str | None) -> LabelSpace:
+    from llmcls.errors import LlmclsError
+
+    candidate = Path(labels_file) if labels_file else path.parent / "labels.json"
+    if labels_file or candidate.exists():
+        try:
+            return LabelSpace.load(candidate)
+        except ValueError as err:
+            raise LlmclsError(str(err)) from None
+    return LabelSpace.from_label_lists([r["labels"] + r["predicted"] for r in records])

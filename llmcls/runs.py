@@ -1,0 +1,176 @@
+"""Run directories: the one on-disk record that every predicting command writes and `llmcls compare` reads.
+
+```
+RUN_DIR/
+  config.yaml                  the resolved configuration (and the command line)
+  labels.json                  the label space (its order is the column order of every matrix)
+  predictions.jsonl            one line per example of the reported split (test when given, else validation)
+  metrics.json                 {"schema": 1, "system", "model", "split", "metrics": {...}, "timing": {...}}
+  predictions.<split>.jsonl    other evaluated splits (e.g. validation), same schemas
+  metrics.<split>.json
+```
+Every file is written to a temporary name and renamed into place, so a killed run never leaves a truncated
+`metrics.json`. Prediction lines: `{"id", "labels": [gold], "predicted": [...], "scores": {label: float}}`
+(`scores` optional; generative runs add `"raw"`, the generated text).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmcls.errors import LlmclsError
+from llmcls.labels import LabelSpace
+
+SCHEMA = 1
+PRIMARY_SPLIT_ORDER = ("test", "validation")
+
+
+def atomic_write(path: str | Path, text: str) -> None:
+    """Write text to `path` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def split_suffix(split: str, primary: str) -> str:
+    return "" if split == primary else f".{split}"
+
+
+def primary_split(splits: Iterable[str]) -> str:
+    """The split reported in `metrics.json`: test when it was evaluated, else validation."""
+    present = set(splits)
+    return next((s for s in PRIMARY_SPLIT_ORDER if s in present), next(iter(sorted(present)), "test"))
+
+
+@dataclass
+class Predictions:
+    """Predictions of one split: ids, gold and predicted multi-hot matrices, optional scores, optional raw text."""
+
+    ids: list[str]
+    gold: np.ndarray
+    predicted: np.ndarray
+    scores: np.ndarray | None = None
+    raw: list[str] | None = None
+
+    def records(self, space: LabelSpace) -> Iterator[dict[str, Any]]:
+        gold, pred = space.from_multi_hot(self.gold), space.from_multi_hot(self.predicted)
+        for i, example_id in enumerate(self.ids):
+            record: dict[str, Any] = {"id": example_id, "labels": gold[i], "predicted": pred[i]}
+            if self.scores is not None:
+                record["scores"] = {lab: float(s) for lab, s in zip(space.labels, self.scores[i],
+                                                                              strict=True)}
+            if self.raw is not None:
+                record["raw"] = self.raw[i]
+            yield record
+
+
+class RunDir:
+    """Writer and reader of one run directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def create(self) -> RunDir:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def file(self, stem: str, split: str, primary: str, ext: str) -> Path:
+        return self.path / f"{stem}{split_suffix(split, primary)}.{ext}"
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        import yaml
+
+        atomic_write(self.path / "config.yaml", yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write(self.path / name, json.dumps(obj, indent=2) + "\n")
+
+    def write_labels(self, space: LabelSpace) -> None:
+        space.save(self.path / "labels.json")
+
+    def write_predictions(self, predictions: Predictions, space: LabelSpace, split: str, primary: str) -> Path:
+        path = self.file("predictions", split, primary, "jsonl")
+        lines = (json.dumps(r, ensure_ascii=False) + "\n" for r in predictions.records(space))
+        atomic_write(path, "".join(lines))
+        return path
+
+    def write_metrics(self, metrics: dict[str, Any], *, system: str, model: str, split: str, primary: str,
+                      timing: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        record = {"schema": SCHEMA, "system": system, "model": model, "split": split, "metrics": metrics,
+                  "timing": timing, **(extra or {})}
+        path = self.file("metrics", split, primary, "json")
+        self.write_json(path.name, record)
+        return path
+
+    def read_metrics(self, split: str | None = None) -> dict[str, Any]:
+        path = self.path / ("metrics.json" if split is None else f"metrics.{split}.json")
+        if not path.exists():
+            raise LlmclsError(f"{self.path}: not a finished run directory (no {path.name})")
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise LlmclsError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+        if record.get("schema") != SCHEMA:
+            raise LlmclsError(f"{path}: unknown schema {record.get('schema')!r} (this llmcls reads {SCHEMA})")
+        return record
+
+    def label_space(self) -> LabelSpace | None:
+        path = self.path / "labels.json"
+        return LabelSpace.load(path) if path.exists() else None
+
+
+def read_predictions(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a predictions.jsonl; errors name the file, the line and the field."""
+    path = Path(path)
+    records = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    records.append(_prediction_record(line, path, number))
+    except OSError as err:
+        raise LlmclsError(f"{path}: cannot read ({err.strerror})") from None
+    return records
+
+
+def _prediction_record(line: str, path: Path, number: int) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise LlmclsError(f"{path}:{number}: malformed JSON ({err.msg} at column {err.colno})") from None
+    for key in ("labels", "predicted"):
+        if not isinstance(record, dict) or not isinstance(record.get(key), list):
+            present = ", ".join(record) if isinstance(record, dict) else "none"
+            raise LlmclsError(f"{path}:{number}: field '{key}' is missing or not a list (fields present: {present})")
+    return record
+
+
+def predictions_from_records(records: list[dict[str, Any]], space: LabelSpace) -> Predictions:
+    """Rebuild matrices from prediction records over `space` (labels outside it are ignored)."""
+    gold = space.to_multi_hot([r["labels"] for r in records], unknown="ignore")
+    predicted = space.to_multi_hot([r["predicted"] for r in records], unknown="ignore")
+    scores = None
+    if records and all(isinstance(r.get("scores"), dict) for r in records):
+        scores = np.full((len(records), len(space)), -np.inf)
+        for i, record in enumerate(records):
+            for label, value in record["scores"].items():
+                if label in space:
+                    scores[i, space.index(label)] = float(value)
+    return Predictions([str(r.get("id", i)) for i, r in enumerate(records)], gold, predicted, scores)

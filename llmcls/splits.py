@@ -1,0 +1,80 @@
+"""Multi-label stratified splitting (iterative stratification, Sechidis et al., ECML PKDD 2011), with a guarantee.
+
+The algorithm hands out the examples of the rarest remaining label first, each to the subset that still wants
+most of that label (ties: the subset that wants most examples overall, then a seeded coin). It keeps label
+proportions close to the requested ratios, but cannot by itself promise that a rare label lands in train; a
+repair pass then moves one example into train for every label that has at least `min_train_count` examples in
+all and none in train. Deterministic for a seed. Pure numpy; no torch, no datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def parse_ratios(text: str) -> list[float]:
+    """`"0.8,0.1,0.1"` -> [0.8, 0.1, 0.1]; two or three positive numbers summing to 1."""
+    try:
+        ratios = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--split_ratios: expected numbers like 0.8,0.1,0.1, got {text!r}") from None
+    if len(ratios) not in (2, 3) or any(r <= 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+        raise ValueError(f"--split_ratios: need 2 or 3 positive ratios summing to 1, got {text!r}")
+    return ratios
+
+
+def iterative_stratification(label_lists: Sequence[Sequence[int]], n_labels: int, ratios: Sequence[float],
+                             seed: int = 42, min_train_count: int = 3) -> list[np.ndarray]:
+    """Split example indices into len(ratios) subsets (the first is train); returns sorted index arrays."""
+    n = len(label_lists)
+    rng = np.random.default_rng(seed)
+    ratios_arr = np.asarray(ratios, dtype=float)
+    counts = np.zeros(n_labels, dtype=np.int64)
+    by_label: list[list[int]] = [[] for _ in range(n_labels)]
+    for i, labels in enumerate(label_lists):
+        for label in labels:
+            by_label[label].append(i)
+            counts[label] += 1
+    wanted_examples = ratios_arr * n
+    wanted_labels = np.outer(ratios_arr, counts).astype(float)
+    assignment = np.full(n, -1, dtype=np.int64)
+    remaining = counts.astype(float)
+    remaining[remaining == 0] = np.inf
+    while np.isfinite(remaining).any():
+        label = int(np.argmin(remaining))
+        candidates = np.asarray(by_label[label], dtype=np.int64)
+        candidates = candidates[assignment[candidates] < 0]
+        for i in rng.permutation(candidates):
+            subset = _choose(wanted_labels[:, label], wanted_examples, rng)
+            assignment[i] = subset
+            wanted_examples[subset] -= 1
+            row = list(label_lists[i])
+            wanted_labels[subset, row] -= 1
+            remaining[row] -= 1
+        remaining[label] = np.inf
+        remaining[remaining <= 0] = np.inf
+    for i in rng.permutation(np.flatnonzero(assignment < 0)):  # examples without labels
+        subset = int(np.argmax(wanted_examples))
+        assignment[i] = subset
+        wanted_examples[subset] -= 1
+    _repair(assignment, by_label, counts, min_train_count)
+    return [np.flatnonzero(assignment == s) for s in range(len(ratios))]
+
+
+def _choose(wanted_for_label: np.ndarray, wanted_examples: np.ndarray, rng: np.random.Generator) -> int:
+    best = np.flatnonzero(wanted_for_label == wanted_for_label.max())
+    if len(best) > 1:
+        overall = wanted_examples[best]
+        best = best[overall == overall.max()]
+    return int(best[0] if len(best) == 1 else rng.choice(best))
+
+
+def _repair(assignment: np.ndarray, by_label: list[list[int]], counts: np.ndarray, min_train_count: int) -> None:
+    """Move one example into train (subset 0) for each label with enough examples but none in train."""
+    for label in np.argsort(counts, kind="stable"):
+        members = np.asarray(by_label[label], dtype=np.int64)
+        if counts[label] < min_train_count or (assignment[members] == 0).any():
+            continue
+        assignment[members[0]] = 0  # the lowest index: deterministic

@@ -1,0 +1,47 @@
+"""Shared fixtures: real rows from the bundled samples, written to temporary files in the formats under test."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network or the user's caches.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RESOURCES = Path(__file__).resolve().parents[1] / "llmcls" / "resources" / "data"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_datasets_cache(tmp_path_factory):
+    """datasets' cache in a temporary folder, so tests neither reuse nor pollute ~/.cache."""
+    import datasets
+
+    cache = tmp_path_factory.mktemp("hf_datasets_cache")
+    os.environ["HF_DATASETS_CACHE"] = str(cache)
+    datasets.config.HF_DATASETS_CACHE = cache
+    datasets.disable_progress_bars()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def aapd_rows() -> list[dict]:
+    return read_jsonl(RESOURCES / "aapd-train.jsonl")
+
+
+@pytest.fixture(scope="session")
+def snapshot_rows() -> list[dict]:
+    return read_jsonl(RESOURCES / "arxiv-snapshot.jsonl")

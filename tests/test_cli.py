@@ -1,0 +1,128 @@
+"""The command line end to end on the bundled sample: help, data, train-linear, evaluate, compare, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llmcls.cli import COMMANDS, main
+from llmcls.labels import LabelSpace
+from llmcls.metrics import compute_metrics
+from llmcls.runs import RunDir
+
+AAPD = ["--train", "aapd-train", "--validation", "aapd-validation", "--test", "aapd-test"]
+
+
+def test_top_level_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, (_, description) in COMMANDS.items():
+        assert name in out and description in out
+
+
+@pytest.mark.parametrize("command", [["data", "list"], ["data", "stats"], ["train-linear"], ["evaluate"],
+                                     ["compare"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    assert "usage: llmcls" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "llmcls", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train-linear" in result.stdout
+
+
+def test_unknown_command_and_data_error_are_one_line(capsys, tmp_path):
+    assert main(["frobnicate"]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "abstract": "a", "labels": ["x"]}\n{"id": 2,\n')
+    assert main(["data", "stats", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"llmcls data: error: {bad}:2: malformed JSON (Expecting property name enclosed in double " \
+                      "quotes at column 10)"
+
+
+def test_config_file_sets_defaults_and_rejects_unknown_keys(tmp_path, capsys):
+    config = tmp_path / "linear.yaml"
+    config.write_text("train: aapd-train\nclassifer: svm\n")  # typo must not pass silently
+    assert main(["train-linear", "--config", str(config), "--output_dir", str(tmp_path / "run")]) == 2
+    assert "classifer" in capsys.readouterr().err
+
+
+def test_data_stats_json_and_plot(tmp_path, capsys):
+    plot = tmp_path / "stats.png"
+    assert main(["data", "stats", "arxiv-snapshot", "--json", "--plot", str(plot)]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["n_examples"] == 300
+    assert stats["label_frequency"][0]["label"] == "astro-ph"
+    co = stats["cooccurrence"]
+    assert np.array_equal(np.diag(co["counts"]), [item["count"] for item in stats["label_frequency"][:10]])
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def linear_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "linear"
+    assert main(["train-linear", *AAPD, "--output_dir", str(out), "--c", "0.5,1.0"]) == 0
+    return out
+
+
+def test_linear_run_directory_is_complete(linear_run):
+    for name in ("config.yaml", "labels.json", "predictions.jsonl", "metrics.json", "thresholds.json",
+                 "predictions.validation.jsonl", "metrics.validation.json"):
+        assert (linear_run / name).exists(), name
+    record = RunDir(linear_run).read_metrics()
+    assert record["schema"] == 1 and record["system"] == "linear" and record["split"] == "test"
+    assert set(record["timing"]) >= {"wall_s", "examples_per_s", "device"}
+    lines = (linear_run / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 100
+    first = json.loads(lines[0])
+    assert set(first) == {"id", "labels", "predicted", "scores"}
+
+
+def test_linear_beats_most_frequent_labels_baseline(linear_run):
+    space = LabelSpace.load(linear_run / "labels.json")
+    records = [json.loads(line) for line in (linear_run / "predictions.jsonl").read_text().splitlines()]
+    gold = space.to_multi_hot([r["labels"] for r in records], unknown="ignore")
+    # the baseline: always predict the two most frequent training labels (AAPD rows have at least 2)
+    frequent = np.zeros_like(gold)
+    frequent[:, :2] = True
+    floor = compute_metrics(gold, frequent)["micro_f1"]
+    model = RunDir(linear_run).read_metrics()["metrics"]["micro_f1"]
+    assert model > floor + 0.15, (model, floor)
+
+
+def test_evaluate_recomputes_the_stored_metrics(linear_run, capsys):
+    assert main(["evaluate", str(linear_run / "predictions.jsonl"), "--json"]) == 0
+    recomputed = json.loads(capsys.readouterr().out)
+    stored = RunDir(linear_run).read_metrics()["metrics"]
+    assert recomputed.keys() == stored.keys()
+    for key, value in stored.items():
+        assert recomputed[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_evaluate_rejects_a_broken_predictions_file(tmp_path, capsys):
+    path = tmp_path / "predictions.jsonl"
+    path.write_text('{"id": "1", "labels": ["a"], "predicted": ["a"]}\n{"id": "2", "labels": ["a"]}\n')
+    assert main(["evaluate", str(path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"llmcls evaluate: error: {path}:2: field 'predicted' is missing or "
+                                               "not a list (fields present: id, labels)")
+
+
+def test_compare_writes_markdown_and_csv(linear_run, tmp_path):
+    prefix = tmp_path / "table"
+    assert main(["compare", str(linear_run), str(linear_run.parent), "--out", str(prefix)]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
+    assert len(rows) == 2 and rows[0]["system"] == "linear"
+    stored = RunDir(linear_run).read_metrics()["metrics"]
+    assert float(rows[0]["micro-F1"]) == pytest.approx(stored["micro_f1"])
+    assert f"{stored['micro_f1']:.4f}" in (tmp_path / "table.md").read_text()
+    assert main(["compare", str(tmp_path)]) == 2  # no finished run below it

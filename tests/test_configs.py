@@ -1,0 +1,35 @@
+"""Every shipped recipe parses with the parser of the command its header names (typos must not pass)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from llmcls.cli import COMMANDS
+from llmcls.config import parse
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def command_of(recipe: Path) -> str:
+    """The command in the recipe's header comment: `#   llmcls <command> --config configs/<name>.yaml`."""
+    match = re.search(r"^#\s+llmcls ([\w-]+) --config", recipe.read_text(), flags=re.MULTILINE)
+    assert match, f"{recipe.name}: the header must show the launch command"
+    return match.group(1)
+
+
+def test_there_are_recipes():
+    assert RECIPES
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_parses(recipe):
+    command = command_of(recipe)
+    assert command in COMMANDS, f"{recipe.name} names unknown command {command!r}"
+    module = importlib.import_module(COMMANDS[command][0])
+    parsed = parse(module.make_parser(), ["--config", str(recipe)])
+    assert parsed  # dataclass instances built from the YAML keys

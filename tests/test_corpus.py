@@ -1,0 +1,126 @@
+"""Splits, label filters and the label space of a run (`corpus.load_corpus`)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from conftest import write_jsonl
+
+from llmcls.config import DataArguments
+from llmcls.corpus import load_corpus
+from llmcls.errors import LlmclsError
+from llmcls.splits import iterative_stratification, parse_ratios
+
+
+def test_parse_ratios():
+    assert parse_ratios("0.8,0.1,0.1") == [0.8, 0.1, 0.1]
+    assert parse_ratios("0.9,0.1") == [0.9, 0.1]
+    for bad in ("0.8,0.3", "1", "a,b", "0.5,0.5,0,0"):
+        with pytest.raises(ValueError):
+            parse_ratios(bad)
+
+
+def _random_label_lists(n: int, n_labels: int, seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    weights = 1.0 / np.arange(1, n_labels + 1) ** 1.3  # long tail, like arXiv categories
+    weights /= weights.sum()
+    return [sorted(set(rng.choice(n_labels, size=rng.integers(1, 4), p=weights).tolist())) for _ in range(n)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_stratification_keeps_every_label_with_three_examples_in_train(seed):
+    lists = _random_label_lists(600, 80, seed)
+    parts = iterative_stratification(lists, 80, [0.8, 0.1, 0.1], seed=seed)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(600))  # a partition
+    counts = Counter(label for labels in lists for label in labels)
+    in_train = {label for i in parts[0] for label in lists[i]}
+    assert all(label in in_train for label, c in counts.items() if c >= 3)
+    assert abs(len(parts[0]) - 480) <= 15
+
+
+def test_stratification_is_deterministic_and_balanced():
+    lists = _random_label_lists(1000, 30, 7)
+    a = iterative_stratification(lists, 30, [0.5, 0.5], seed=3)
+    b = iterative_stratification(lists, 30, [0.5, 0.5], seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    counts = [Counter(label for i in part for label in lists[i]) for part in a]
+    total = Counter(label for labels in lists for label in labels)
+    for label, c in total.items():  # each half holds about half of every frequent label
+        if c >= 40:
+            assert abs(counts[0][label] - c / 2) <= 0.1 * c + 1
+
+
+def test_repair_moves_a_rare_label_into_train():
+    # label 1 occurs 3 times; ratios that would put few examples in train
+    lists = [[0]] * 30 + [[1]] * 3
+    parts = iterative_stratification(lists, 2, [0.1, 0.45, 0.45], seed=0)
+    assert any(1 in lists[i] for i in parts[0])
+
+
+def test_split_ratios_through_load_corpus(aapd_rows, tmp_path):
+    path = write_jsonl(tmp_path / "all.jsonl", aapd_rows)
+    corpus = load_corpus(DataArguments(train=str(path), split_ratios="0.8,0.1,0.1", seed=5))
+    sizes = corpus.sizes()
+    assert sum(sizes.values()) == len(aapd_rows)
+    assert set(sizes) == {"train", "validation", "test"}
+    train_labels = {lab for labels in corpus.get("train")["labels"] for lab in labels}
+    counts = Counter(lab for r in aapd_rows for lab in r["labels"])
+    assert {lab for lab, c in counts.items() if c >= 3} <= train_labels
+    again = load_corpus(DataArguments(train=str(path), split_ratios="0.8,0.1,0.1", seed=5))
+    assert again.get("test")["id"] == corpus.get("test")["id"]
+    with pytest.raises(LlmclsError, match="do not also pass"):
+        load_corpus(DataArguments(train=str(path), test=str(path), split_ratios="0.8,0.1,0.1"))
+
+
+def test_label_space_comes_from_train_and_restricts_other_splits(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [
+        {"id": "1", "abstract": "a", "labels": ["cs.LG", "stat.ML"]},
+        {"id": "2", "abstract": "b", "labels": ["cs.LG"]},
+    ])
+    test = write_jsonl(tmp_path / "test.jsonl", [
+        {"id": "3", "abstract": "c", "labels": ["cs.LG", "cs.CV"]},
+        {"id": "4", "abstract": "d", "labels": ["cs.CV"]},
+    ])
+    corpus = load_corpus(DataArguments(train=str(train), test=str(test)))
+    assert corpus.label_space.labels == ("cs.LG", "stat.ML")
+    assert corpus.get("test")["labels"] == [["cs.LG"]]
+    assert any("dropped 1 rows" in note for note in corpus.notes)
+
+
+def test_label_filters(snapshot_rows, tmp_path):
+    path = write_jsonl(tmp_path / "snap.jsonl", snapshot_rows)
+    archive = load_corpus(DataArguments(train=str(path), label_level="archive"))
+    assert "cond-mat" in archive.label_space and "cond-mat.str-el" not in archive.label_space
+    assert "astro-ph" in archive.label_space and "math" in archive.label_space
+    top = load_corpus(DataArguments(train=str(path), top_labels=5))
+    assert len(top.label_space) == 5
+    assert all(set(labels) <= set(top.label_space.labels) for labels in top.get("train")["labels"])
+    frequent = load_corpus(DataArguments(train=str(path), min_label_count=10))
+    counts = Counter(lab for r in snapshot_rows for lab in r["categories"].split())
+    assert set(frequent.label_space.labels) == {lab for lab, c in counts.items() if c >= 10}
+    math = load_corpus(DataArguments(train=str(path), categories="math,hep-th"))
+    assert all(lab == "hep-th" or lab.startswith("math.") for lab in math.label_space.labels)
+    expected = sum(any(lab == "hep-th" or lab.startswith("math.") for lab in r["categories"].split())
+                   for r in snapshot_rows)
+    assert len(math.get("train")) == expected
+
+
+def test_labels_file_fixes_the_space(aapd_rows, tmp_path):
+    path = write_jsonl(tmp_path / "aapd.jsonl", aapd_rows[:50])
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cs.IT\nmath.IT\ncs.LG\n")
+    corpus = load_corpus(DataArguments(train=str(path), labels=str(labels)))
+    assert corpus.label_space.labels == ("cs.IT", "math.IT", "cs.LG")
+    (tmp_path / "labels.json").write_text(json.dumps({"labels": ["cs.LG"]}))
+    corpus = load_corpus(DataArguments(train=str(path), labels=str(tmp_path / "labels.json")))
+    assert corpus.label_space.labels == ("cs.LG",)
+
+
+def test_required_split_and_max_train_examples():
+    with pytest.raises(LlmclsError, match="needs --train"):
+        load_corpus(DataArguments(test="aapd-test"), required=("train",))
+    corpus = load_corpus(DataArguments(train="aapd-train", max_train_examples=25))
+    assert len(corpus.get("train")) == 25

@@ -1,0 +1,213 @@
+"""Readers: every format, field detection, normalisation, bad input (one clear line), filters."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+
+import pytest
+from conftest import write_jsonl
+
+from llmcls.data import ReadOptions, bundled_samples, read_file
+from llmcls.errors import DataError
+
+
+def test_snapshot_is_detected_and_normalised(snapshot_rows, tmp_path):
+    path = write_jsonl(tmp_path / "arxiv-metadata-oai-snapshot.json", snapshot_rows[:50])
+    result = read_file(str(path))
+    assert result.format == "arxiv-snapshot"
+    ds = result.dataset
+    assert ds.column_names == ["id", "title", "abstract", "labels"]
+    first = ds[0]
+    raw = snapshot_rows[0]
+    assert first["id"] == raw["id"]
+    assert first["labels"] == raw["categories"].split()
+    assert "\n" not in first["title"] and "  " not in first["title"]
+    assert first["abstract"] == " ".join(raw["abstract"].split())  # line breaks and indentation collapsed
+    multi = next(r for r in ds if len(r["labels"]) > 1)
+    assert all(" " not in label for label in multi["labels"])
+
+
+def test_aapd_jsonl(aapd_rows, tmp_path):
+    ds = read_file(str(write_jsonl(tmp_path / "val.jsonl", aapd_rows[:20]))).dataset
+    assert ds["labels"][:3] == [r["labels"] for r in aapd_rows[:3]]
+    assert ds["title"][0] == ""  # AAPD has no title (null in the file)
+
+
+def test_aapd_paired_text_files(aapd_rows, tmp_path):
+    (tmp_path / "text_train").write_text("".join(r["abstract"] + "\n" for r in aapd_rows[:10]))
+    (tmp_path / "label_train").write_text("".join(" ".join(r["labels"]) + "\n" for r in aapd_rows[:10]))
+    for name in ("text_train", "label_train"):
+        result = read_file(str(tmp_path / name))
+        assert result.format == "aapd-text"
+        assert result.dataset["labels"] == [r["labels"] for r in aapd_rows[:10]]
+        assert result.dataset["abstract"][3] == aapd_rows[3]["abstract"]
+
+
+def test_aapd_pair_with_mismatched_lengths(tmp_path):
+    (tmp_path / "text_test").write_text("a b c\nd e f\n")
+    (tmp_path / "label_test").write_text("cs.IT\n")
+    with pytest.raises(DataError, match="text_test.*2 lines.*label_test has 1"):
+        read_file(str(tmp_path / "text_test"))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl.gz", ".json"])
+def test_generic_formats_with_field_flags(aapd_rows, tmp_path, suffix):
+    rows = [{"paper": f"p{i}", "body": r["abstract"], "cats": ";".join(r["labels"])} for i, r in
+            enumerate(aapd_rows[:12])]
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".csv":
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    elif suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        with gzip.open(path, "wt") as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    options = ReadOptions(text_field="body", label_field="cats", id_field="paper", label_sep=";")
+    ds = read_file(str(path), options).dataset
+    assert ds["id"][:2] == ["p0", "p1"]
+    assert ds["labels"] == [r["labels"] for r in aapd_rows[:12]]
+
+
+def test_label_strings_as_python_lists_and_missing_ids(tmp_path):
+    rows = [{"titles": "A  title", "summaries": "some text\nhere", "terms": "['cs.LG', 'stat.ML']"},
+            {"titles": "B", "summaries": "more text", "terms": "cs.CV, cs.LG"}]
+    ds = read_file(str(write_jsonl(tmp_path / "kaggle.jsonl", rows))).dataset
+    assert ds["labels"] == [["cs.LG", "stat.ML"], ["cs.CV", "cs.LG"]]
+    assert ds["title"] == ["A title", "B"]
+    assert ds["abstract"][0] == "some text here"
+    assert ds["id"] == ["0", "1"]  # no id column: the row number
+
+
+def test_mixed_label_types_fall_back_to_line_reader(tmp_path):
+    rows = [{"id": "a", "abstract": "x y", "labels": ["cs.IT", "math.IT"]},
+            {"id": "b", "abstract": "z", "labels": "cs.LG stat.ML"}]
+    ds = read_file(str(write_jsonl(tmp_path / "mixed.jsonl", rows))).dataset
+    assert ds["labels"] == [["cs.IT", "math.IT"], ["cs.LG", "stat.ML"]]
+
+
+def test_bundled_samples_resolve_by_name():
+    for name in bundled_samples():
+        ds = read_file(name).dataset
+        assert len(ds) >= 100 and all(ds["labels"])
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+
+
+def _good(i: int) -> dict:
+    return {"id": str(i), "abstract": f"abstract number {i}", "labels": ["cs.LG"]}
+
+
+def test_malformed_json_line_is_located(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    lines = [json.dumps(_good(0)), json.dumps(_good(1)), '{"id": "2", "abstract": "oops", "labels": [}',
+             json.dumps(_good(3))]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    message = str(info.value)
+    assert message.startswith(f"{path}:3: malformed JSON")
+    assert "\n" not in message
+
+
+def test_skip_bad_rows_counts_instead_of_failing(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    lines = [json.dumps(_good(0)), "not json", json.dumps({"id": "2", "abstract": "  ", "labels": ["x"]}),
+             json.dumps({"id": "3", "labels": ["x"]}), json.dumps(_good(4))]
+    path.write_text("\n".join(lines) + "\n")
+    result = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert result.dataset["id"] == ["0", "4"]
+    assert result.n_skipped == 3
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ({"id": "x", "labels": ["cs.LG"]}, ":2: field 'abstract' is missing"),
+    ({"id": "x", "abstract": " \n ", "labels": ["cs.LG"]}, ":2: field 'abstract' is empty"),
+    ({"id": "x", "abstract": "text", "labels": []}, ":2: field 'labels' has no labels"),
+    ({"id": "x", "abstract": "text"}, ":2: field 'labels' is missing"),
+])
+def test_bad_rows_name_line_and_field(tmp_path, row, expected):
+    path = write_jsonl(tmp_path / "rows.jsonl", [_good(0), row, _good(2)])
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}{expected}"
+
+
+def test_missing_column_lists_the_fields_present(tmp_path):
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"id": "1", "blurb": "t", "labels": ["a"]}])
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == (f"{path}:1: field 'abstract': no text field (looked for abstract, text, summary, "
+                               "summaries, body, content; set --text_field) (fields present: id, blurb, labels)")
+
+
+def test_explicit_field_that_does_not_exist(tmp_path):
+    path = write_jsonl(tmp_path / "rows.jsonl", [_good(0)])
+    with pytest.raises(DataError) as info:
+        read_file(str(path), ReadOptions(label_field="categories"))
+    assert str(info.value) == f"{path}:1: field 'categories' is missing (fields present: id, abstract, labels)"
+
+
+def test_unreadable_and_unsupported_files(tmp_path):
+    with pytest.raises(DataError, match="no such file or bundled sample"):
+        read_file(str(tmp_path / "nope.jsonl"))
+    with pytest.raises(DataError, match="unsupported file type"):
+        read_file(str(write_jsonl(tmp_path / "rows.txt", [_good(0)])))
+    broken = tmp_path / "broken.jsonl.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DataError, match="broken.jsonl.gz"):
+        read_file(str(broken))
+    with pytest.raises(DataError, match="is a directory"):
+        read_file(str(tmp_path))
+
+
+def test_csv_error_names_the_physical_line(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text('id,abstract,labels\n1,"two\nlines",cs.LG\n2,,cs.LG\n')
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:4: field 'abstract' is missing"
+
+
+def test_parquet_error_names_the_row(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist([_good(0), {"id": "1", "abstract": "", "labels": ["a"]}]), path)
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}: row 2: field 'abstract' is empty"
+
+
+# ------------------------------------------------------------------------------------------------ dates
+
+
+def test_date_filters_on_update_date_and_first_version(snapshot_rows, tmp_path):
+    path = write_jsonl(tmp_path / "snap.jsonl", snapshot_rows)
+    dates = sorted(r["update_date"] for r in snapshot_rows)
+    middle = dates[len(dates) // 2]
+    kept = read_file(str(path), ReadOptions(since=middle))
+    assert len(kept.dataset) == sum(d >= middle for d in dates)
+    assert kept.n_filtered_by_date == len(snapshot_rows) - len(kept.dataset)
+    until = read_file(str(path), ReadOptions(until=middle)).dataset
+    assert len(until) == sum(d <= middle for d in dates)
+    first = read_file(str(path), ReadOptions(since="2007-04-03", until="2007-04-03", date_field="first_version"))
+    expected = sum(" 3 Apr 2007" in r["versions"][0]["created"] for r in snapshot_rows)
+    assert len(first.dataset) == expected > 0
+
+
+def test_date_filter_needs_dates(aapd_rows, tmp_path):
+    path = write_jsonl(tmp_path / "aapd.jsonl", aapd_rows[:5])
+    with pytest.raises(DataError, match="need dates"):
+        read_file(str(path), ReadOptions(since="2020-01-01"))
