@@ -14,6 +14,7 @@ from llmcls.config import DataArguments
 from llmcls.data import ReadOptions, read_file
 from llmcls.errors import DataError, LlmclsError
 from llmcls.labels import LabelSpace, archive_of
+from llmcls.progress import console
 from llmcls.splits import iterative_stratification, parse_ratios
 
 SPLITS = ("train", "validation", "test")
@@ -67,6 +68,8 @@ def load_corpus(args: DataArguments, required: tuple[str, ...] = ()) -> Corpus:
     if args.max_train_examples is not None and splits.get("train") is not None:
         train = splits["train"]
         splits["train"] = train.select(range(min(args.max_train_examples, len(train))))
+    for note in notes:  # skipped rows, dropped rows, the split: the user sees them, config.yaml keeps them
+        console.print(f"note: {note}")
     return Corpus(space, splits, notes)
 
 

@@ -17,6 +17,7 @@ import ast
 import gzip
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ SAMPLE_DESCRIPTIONS = {
     "arxiv-abstracts": "arXiv titles + abstracts (cs, stat, math heavy), 300 rows, labels as lists",
 }
 _WHITESPACE = r"\s+"
+PROGRESS_MIN_BYTES = 50 << 20
 
 
 @dataclass
@@ -119,9 +121,9 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions):
     """Arrow-backed load; on failure find the offending line and say so in one line."""
     import datasets
 
-    datasets.logging.set_verbosity_error()
     try:
-        return datasets.load_dataset(loader, data_files=str(path), split="train")
+        with quiet_datasets(path):
+            return datasets.load_dataset(loader, data_files=str(path), split="train")
     except Exception as err:  # datasets wraps parser errors in several exception types
         if loader != "json":
             raise DataError(path, f"cannot read {loader.upper()}: {_first_line(err)}") from None
@@ -131,6 +133,25 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions):
         # Malformed lines to skip, or values whose types vary between rows (a label list here, a string
         # there): read line by line instead, still into Arrow.
         return _load_json_lines_python(path, options)
+
+
+@contextmanager
+def quiet_datasets(path: Path):
+    """Silence datasets' own logging (we report errors ourselves, in one line); show its progress bars only for
+    files big enough to take a while."""
+    import datasets
+
+    was_disabled = datasets.are_progress_bars_disabled()
+    previous = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    if path.stat().st_size < PROGRESS_MIN_BYTES:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(previous)
+        if not was_disabled:
+            datasets.enable_progress_bars()
 
 
 def _first_line(err: BaseException) -> str:
@@ -297,10 +318,11 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     if dated:
         keep.append("versions" if options.date_field == "first_version" else options.date_field)
     raw = raw.select_columns(sorted(set(keep), key=keep.index))
-    normalised = raw.with_format("arrow").map(
-        _normalise_batch, batched=True, batch_size=10_000, with_indices=True, remove_columns=raw.column_names,
-        fn_kwargs={"fields": fields, "options": options}, desc=f"Reading {path.name}",
-    ).with_format(None)
+    with quiet_datasets(path):
+        normalised = raw.with_format("arrow").map(
+            _normalise_batch, batched=True, batch_size=10_000, with_indices=True, remove_columns=raw.column_names,
+            fn_kwargs={"fields": fields, "options": options}, desc=f"Reading {path.name}",
+        ).with_format(None)
     problems = normalised.data.column("_problem")
     bad = np.flatnonzero(pc.is_valid(problems).to_numpy(zero_copy_only=False))
     n_skipped = 0

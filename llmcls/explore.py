@@ -167,8 +167,6 @@ def print_stats(stats: dict, name: str) -> None:
         rows = [[f"{i} {lab}", *(f"{v:,}" for v in row)]
                 for i, (lab, row) in enumerate(zip(co["labels"], co["counts"], strict=True), start=1)]
         console.print(rich_table(header, rows, title="Co-occurrence of the most frequent labels (examples)"))
-    for note in stats.get("notes", []):
-        console.print(f"note: {note}")
 
 
 def plot_stats(stats: dict, path: str) -> None:

@@ -1,12 +1,24 @@
-"""Terminal output: one rich console (stderr, so stdout stays clean for `--json`), spinners and progress bars."""
+"""Terminal output: one rich console for messages and progress (stderr, so stdout stays clean for `--json`),
+one for results (stdout), spinners for steps."""
 
 from __future__ import annotations
 
+import os
+import sys
 from contextlib import contextmanager
 
 from rich.console import Console
 
-console = Console(stderr=True, highlight=False)
+
+def _width(stream) -> int | None:
+    """Rich falls back to 80 columns when not writing to a terminal; tables of metrics need more (logs, CI)."""
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return None
+    return 180
+
+
+console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+results = Console(highlight=False, width=_width(sys.stdout))
 
 
 @contextmanager

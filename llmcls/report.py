@@ -15,12 +15,12 @@ from pathlib import Path
 
 from llmcls.config import build_parser, parse
 from llmcls.errors import LlmclsError
-from llmcls.progress import console
+from llmcls.progress import console, results
 from llmcls.runs import RunDir, atomic_write
 
 # (header, where the value lives, format); "-" where a run has no such value (e.g. P@1 without scores)
 COLUMNS = [
-    ("system", "system", "{}"), ("model", "model", "{}"), ("split", "split", "{}"),
+    ("run", "run", "{}"), ("system", "system", "{}"), ("model", "model", "{}"), ("split", "split", "{}"),
     ("n", "metrics.n_examples", "{}"),
     ("micro-F1", "metrics.micro_f1", "{:.4f}"), ("macro-F1", "metrics.macro_f1", "{:.4f}"),
     ("samples-F1", "metrics.samples_f1", "{:.4f}"),
@@ -46,9 +46,9 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(make_parser(), argv)
-    records = [RunDir(path).read_metrics(args.split) for path in find_runs(extra.runs)]
+    records = [{"run": path.name, **RunDir(path).read_metrics(args.split)} for path in find_runs(extra.runs)]
     header, rows = table_rows(records)
-    console.print(rich_table(header, rows, title="llmcls compare"))
+    results.print(rich_table(header, rows, title="llmcls compare"))
     if args.out:
         prefix = Path(args.out)
         atomic_write(prefix.with_name(prefix.name + ".md"), markdown(header, rows))
@@ -100,7 +100,7 @@ def rich_table(header: list[str], rows: list[list[str]], title: str):
 
     table = Table(title=title)
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < 3 else "right")
+        table.add_column(name, justify="left" if i < 4 else "right")
     for row in rows:
         table.add_row(*row)
     return table
@@ -113,7 +113,7 @@ def metrics_table(metrics: dict, title: str):
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 3 else "---:" for i in range(len(header)))
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 4 else "---:" for i in range(len(header)))
              + "|"]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
