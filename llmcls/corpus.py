@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llmcls.config import DataArguments
-from llmcls.data import ReadOptions, read_file
+from llmcls.data import ReadOptions, quiet_datasets, read_file
 from llmcls.errors import DataError, LlmclsError
 from llmcls.labels import LabelSpace, archive_of
 from llmcls.progress import console
@@ -43,6 +43,11 @@ def read_options(args: DataArguments) -> ReadOptions:
 
 def load_corpus(args: DataArguments, required: tuple[str, ...] = ()) -> Corpus:
     """Read, filter and split the data named by `args`; `required` names splits that must exist."""
+    with quiet_datasets(show_progress=False):  # the readers show progress for big files themselves
+        return _load_corpus(args, required)
+
+
+def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
     notes: list[str] = []
     splits = {}
     for name in SPLITS:

@@ -38,7 +38,7 @@ SAMPLE_DESCRIPTIONS = {
     "arxiv-abstracts": "arXiv titles + abstracts (cs, stat, math heavy), 300 rows, labels as lists",
 }
 _WHITESPACE = r"\s+"
-PROGRESS_MIN_BYTES = 50 << 20
+PROGRESS_MIN_BYTES = 50 << 20  # datasets' own progress bars only for files that take a while
 
 
 @dataclass
@@ -87,14 +87,14 @@ def read_file(spec: str, options: ReadOptions | None = None):
     path = resolve_path(spec)
     if path.is_dir():
         raise DataError(path, "is a directory, not a data file")
-    pair = _aapd_pair(path)
-    if pair is not None:
-        return _read_aapd_text(*pair, options)
-    loader = _loader_for(path)
-    raw = _load_arrow(path, loader, options)
-    columns = raw.column_names
-    fields = _detect_fields(path, loader, columns, options)
-    return _normalise(path, loader, raw, fields, options)
+    with quiet_datasets(show_progress=path.stat().st_size >= PROGRESS_MIN_BYTES):
+        pair = _aapd_pair(path)
+        if pair is not None:
+            return _read_aapd_text(*pair, options)
+        loader = _loader_for(path)
+        raw = _load_arrow(path, loader, options)
+        fields = _detect_fields(path, loader, raw.column_names, options)
+        return _normalise(path, loader, raw, fields, options)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -122,8 +122,7 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions):
     import datasets
 
     try:
-        with quiet_datasets(path):
-            return datasets.load_dataset(loader, data_files=str(path), split="train")
+        return datasets.load_dataset(loader, data_files=str(path), split="train")
     except Exception as err:  # datasets wraps parser errors in several exception types
         if loader != "json":
             raise DataError(path, f"cannot read {loader.upper()}: {_first_line(err)}") from None
@@ -136,22 +135,20 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions):
 
 
 @contextmanager
-def quiet_datasets(path: Path):
+def quiet_datasets(show_progress: bool = False):
     """Silence datasets' own logging (we report errors ourselves, in one line); show its progress bars only for
-    files big enough to take a while."""
+    work big enough to take a while."""
     import datasets
 
     was_disabled = datasets.are_progress_bars_disabled()
     previous = datasets.logging.get_verbosity()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-    if path.stat().st_size < PROGRESS_MIN_BYTES:
-        datasets.disable_progress_bars()
+    (datasets.enable_progress_bars if show_progress else datasets.disable_progress_bars)()
     try:
         yield
     finally:
         datasets.logging.set_verbosity(previous)
-        if not was_disabled:
-            datasets.enable_progress_bars()
+        (datasets.disable_progress_bars if was_disabled else datasets.enable_progress_bars)()
 
 
 def _first_line(err: BaseException) -> str:
@@ -170,17 +167,27 @@ def _iter_lines(path: Path):
 
 
 def _first_bad_json_line(path: Path) -> tuple[int, str] | None:
+    """(line, problem) of the first malformed record; a file holding one JSON array is parsed whole."""
     for number, line in _iter_lines(path):
         if not line.strip():
             continue
+        if number == 1 and line.lstrip().startswith("["):
+            return _json_array_problem(path)
         try:
             row = json.loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as err:
-            if number == 1 and line.lstrip().startswith("["):
-                return None  # one JSON array, not JSON lines
             return number, f"{err.msg} at column {err.colno}"
         if not isinstance(row, dict):
             return number, f"expected an object, got {type(row).__name__}"
+    return None
+
+
+def _json_array_problem(path: Path) -> tuple[int, str] | None:
+    with _open_text(path) as handle:
+        try:
+            json.load(handle)
+        except json.JSONDecodeError as err:
+            return err.lineno, f"{err.msg} at column {err.colno}"
     return None
 
 
@@ -318,11 +325,10 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     if dated:
         keep.append("versions" if options.date_field == "first_version" else options.date_field)
     raw = raw.select_columns(sorted(set(keep), key=keep.index))
-    with quiet_datasets(path):
-        normalised = raw.with_format("arrow").map(
-            _normalise_batch, batched=True, batch_size=10_000, with_indices=True, remove_columns=raw.column_names,
-            fn_kwargs={"fields": fields, "options": options}, desc=f"Reading {path.name}",
-        ).with_format(None)
+    normalised = raw.with_format("arrow").map(
+        _normalise_batch, batched=True, batch_size=10_000, with_indices=True, remove_columns=raw.column_names,
+        fn_kwargs={"fields": fields, "options": options}, desc=f"Reading {path.name}",
+    ).with_format(None)
     problems = normalised.data.column("_problem")
     bad = np.flatnonzero(pc.is_valid(problems).to_numpy(zero_copy_only=False))
     n_skipped = 0
