@@ -46,7 +46,8 @@ class DataArguments:
     split_ratios: str | None = field(default=None, metadata={
         "help": "Split --train into train/validation/test by these ratios (e.g. 0.8,0.1,0.1), stratified so that "
                 "every label with at least 3 examples is present in train."})
-    seed: int = field(default=42, metadata={"help": "Seed for splitting and sampling."})
+    # Not `seed`: that name belongs to transformers' TrainingArguments, which shares a parser with this class.
+    split_seed: int = field(default=42, metadata={"help": "Seed of --split_ratios."})
     max_train_examples: int | None = field(default=None, metadata={
         "help": "Use only the first N training rows (after filtering), for quick runs."})
     skip_bad_rows: bool = field(default=False, metadata={

@@ -110,10 +110,10 @@ def _split(splits: dict, args: DataArguments, notes: list[str]) -> dict:
     label_lists = train["labels"]
     index = {label: i for i, label in enumerate(sorted({lab for labels in label_lists for lab in labels}))}
     encoded = [[index[lab] for lab in labels] for labels in label_lists]
-    parts = iterative_stratification(encoded, len(index), ratios, seed=args.seed)
+    parts = iterative_stratification(encoded, len(index), ratios, seed=args.split_seed)
     names = SPLITS if len(ratios) == 3 else ("train", "validation")
     notes.append("split --train by " + ", ".join(f"{n}={len(p)}" for n, p in zip(names, parts, strict=True))
-                 + f" (iterative stratification, seed {args.seed})")
+                 + f" (iterative stratification, seed {args.split_seed})")
     return {name: train.select(part) for name, part in zip(names, parts, strict=True)}
 
 

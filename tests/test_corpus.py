@@ -62,14 +62,14 @@ def test_repair_moves_a_rare_label_into_train():
 
 def test_split_ratios_through_load_corpus(aapd_rows, tmp_path):
     path = write_jsonl(tmp_path / "all.jsonl", aapd_rows)
-    corpus = load_corpus(DataArguments(train=str(path), split_ratios="0.8,0.1,0.1", seed=5))
+    corpus = load_corpus(DataArguments(train=str(path), split_ratios="0.8,0.1,0.1", split_seed=5))
     sizes = corpus.sizes()
     assert sum(sizes.values()) == len(aapd_rows)
     assert set(sizes) == {"train", "validation", "test"}
     train_labels = {lab for labels in corpus.get("train")["labels"] for lab in labels}
     counts = Counter(lab for r in aapd_rows for lab in r["labels"])
     assert {lab for lab, c in counts.items() if c >= 3} <= train_labels
-    again = load_corpus(DataArguments(train=str(path), split_ratios="0.8,0.1,0.1", seed=5))
+    again = load_corpus(DataArguments(train=str(path), split_ratios="0.8,0.1,0.1", split_seed=5))
     assert again.get("test")["id"] == corpus.get("test")["id"]
     with pytest.raises(LlmclsError, match="do not also pass"):
         load_corpus(DataArguments(train=str(path), test=str(path), split_ratios="0.8,0.1,0.1"))
