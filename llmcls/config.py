@@ -50,6 +50,8 @@ class DataArguments:
     split_seed: int = field(default=42, metadata={"help": "Seed of --split_ratios."})
     max_train_examples: int | None = field(default=None, metadata={
         "help": "Use only the first N training rows (after filtering), for quick runs."})
+    max_eval_examples: int | None = field(default=None, metadata={
+        "help": "Use only the first N validation and test rows (after filtering), for quick runs."})
     skip_bad_rows: bool = field(default=False, metadata={
         "help": "Skip malformed or incomplete rows and report their count instead of stopping at the first."})
 

@@ -3,7 +3,7 @@
 Order of operations (documented in the README): read each file -> keep `--categories` -> map to `--label_level`
 -> split `--train` by `--split_ratios` -> label space (`--labels`, else the training labels filtered by
 `--min_label_count` and `--top_labels`) -> drop labels outside the space from every split and the rows left
-without a label -> `--max_train_examples`.
+without a label -> `--max_train_examples` / `--max_eval_examples`.
 """
 
 from __future__ import annotations
@@ -70,9 +70,10 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
     space = _label_space(splits, args)
     for name, ds in list(splits.items()):
         splits[name] = _restrict(ds, space, name, notes)
-    if args.max_train_examples is not None and splits.get("train") is not None:
-        train = splits["train"]
-        splits["train"] = train.select(range(min(args.max_train_examples, len(train))))
+    for names, limit in ((("train",), args.max_train_examples), (("validation", "test"), args.max_eval_examples)):
+        for name in names:
+            if limit is not None and splits.get(name) is not None:
+                splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
     for note in notes:  # skipped rows, dropped rows, the split: the user sees them, config.yaml keeps them
         console.print(f"note: {note}")
     return Corpus(space, splits, notes)

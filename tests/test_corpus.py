@@ -122,5 +122,6 @@ def test_labels_file_fixes_the_space(aapd_rows, tmp_path):
 def test_required_split_and_max_train_examples():
     with pytest.raises(LlmclsError, match="needs --train"):
         load_corpus(DataArguments(test="aapd-test"), required=("train",))
-    corpus = load_corpus(DataArguments(train="aapd-train", max_train_examples=25))
-    assert len(corpus.get("train")) == 25
+    corpus = load_corpus(DataArguments(train="aapd-train", test="aapd-test", max_train_examples=25,
+                                       max_eval_examples=7))
+    assert len(corpus.get("train")) == 25 and len(corpus.get("test")) == 7
