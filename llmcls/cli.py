@@ -12,6 +12,16 @@ from llmcls.errors import LlmclsError
 COMMANDS = {
     "data": ("llmcls.explore", "Inspect data: `data list` (bundled samples), `data stats PATH` (counts, plots)."),
     "train-linear": ("llmcls.linear", "Train the TF-IDF + linear one-vs-rest baseline; writes a run directory."),
+    "train-encoder": ("llmcls.encoder", "Fine-tune an encoder (BERT, SciBERT, DeBERTa-v3, ...) with the Two-Way or "
+                                        "BCE loss; writes a run directory."),
+    "predict-encoder": ("llmcls.encoder_predict", "Predict a file with a trained encoder run; writes a run "
+                                                  "directory."),
+    "zeroshot": ("llmcls.generative", "Classify by prompting an LLM (free, --constrained or --mode score); writes a "
+                                      "run directory."),
+    "fewshot": ("llmcls.generative", "The same with --k examples per prompt from --train (--selection knn, random, "
+                                     "balanced)."),
+    "sft": ("llmcls.sft", "LoRA/QLoRA instruction tuning of an LLM (TRL), then its predictions; also "
+                          "`accelerate launch llmcls/sft.py`."),
     "evaluate": ("llmcls.evaluation", "Recompute and print the metrics of a predictions.jsonl."),
     "compare": ("llmcls.report", "One metrics table over run directories (terminal, Markdown, CSV)."),
 }

@@ -174,3 +174,42 @@ def predictions_from_records(records: list[dict[str, Any]], space: LabelSpace) -
                 if label in space:
                     scores[i, space.index(label)] = float(value)
     return Predictions([str(r.get("id", i)) for i, r in enumerate(records)], gold, predicted, scores)
+
+
+class PredictionWriter:
+    """Appends prediction records to a JSON-lines file as they are made, so an interrupted run loses at most the
+    batch in flight and a rerun skips the finished ids.
+
+    `read()` returns the finished records by id; a last line cut short by a kill (no newline) is dropped from the
+    file first, so appended lines never join it. `append()` writes, flushes and fsyncs one batch. `rewrite()`
+    replaces the file atomically (the final, ordered predictions).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with open(self.path, "r+b") as handle:
+                handle.truncate(end)
+        records: dict[str, dict[str, Any]] = {}
+        for number, line in enumerate(data[:end].decode("utf-8").splitlines(), start=1):
+            if line.strip():
+                record = _prediction_record(line, self.path, number)
+                records[str(record.get("id"))] = record
+        return records
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
+        atomic_write(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

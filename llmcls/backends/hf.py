@@ -1,0 +1,422 @@
+"""The transformers backend: batched greedy generation, constrained decoding and label scoring on one model.
+
+Generation pads on the left, sorts prompts by length so a batch holds prompts of similar length (little padding),
+stops each row at EOS / end of turn / a stop string, and with a `LabelConstraint` runs the trie logits processor of
+`constrained.py`. Scoring encodes each prompt once and runs the label tries' inner nodes as one extra forward pass
+against the prompt's KV cache (no copy of the cache per label; see `constrained.ScorePlan` and `_score_batch`).
+
+Loading: dtype and device automatic (bfloat16 on GPU, float32 on CPU), `--load_in_4bit` through bitsandbytes,
+`--adapter` loads a PEFT LoRA adapter (merged into the weights unless the base is 4-bit), a `.gguf` file is
+converted once into a normal model folder in the cache and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from llmcls.backends import LabelConstraint, ModelArguments, cut_at_stop, encode_prompts, end_token_ids
+from llmcls.backends.constrained import (
+    ScorePlan,
+    build_grammar,
+    common_suffix,
+    complete_items,
+    label_sequences,
+    make_processor,
+)
+from llmcls.errors import LlmclsError, missing_extra
+from llmcls.progress import status
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LLMCLS_CACHE", "~/.cache/llmcls")).expanduser()
+
+
+def gguf_folder(path: str | Path) -> Path:
+    """A normal model folder (safetensors, config, tokenizer) converted from a .gguf file, made on first use.
+
+    Dequantising a GGUF file takes ~15 s even for a 135M model; loading the converted folder takes well under a
+    second. The folder name holds the file's size and modification time, so a changed file is converted again.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise LlmclsError(f"{path}: no such GGUF file")
+    stat = path.stat()
+    folder = cache_root() / "gguf" / f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    if (folder / "config.json").exists():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
+    with status(f"Converting {path.name} to a model folder (once) in {folder.parent}"):
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        # dequantize=True gives a plain dense model that save_pretrained can write (packed GGUF blocks cannot be)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     quantization_config=GgufConfig(dequantize=True))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    try:
+        os.replace(tmp, folder)  # atomic: a folder that exists is complete
+    except OSError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def resolve_model(spec: str) -> str:
+    """A loadable name: a .gguf file becomes its converted folder; folders and hub ids pass through."""
+    if spec.endswith(".gguf"):
+        return str(gguf_folder(spec))
+    return spec
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(requested: str, device: str):
+    import torch
+
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32  # CPU matmuls in bf16 are slow and less exact on most CPUs
+
+
+def _quantization_config(dtype):
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise missing_extra("bitsandbytes", "bnb") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype)
+
+
+def load_tokenizer(path: str, adapter: str | None = None, trust_remote_code: bool = False):
+    """The tokenizer of the adapter folder when it has one (SFT may add tokens or a chat template), else the
+    model's; left padding for generation, and a pad token (the EOS token) when the model has none."""
+    from transformers import AutoTokenizer
+
+    source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else path
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(path: str, args: ModelArguments, device: str, dtype, quantization=None):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"dtype": dtype, "trust_remote_code": args.trust_remote_code}
+    if quantization is not None:
+        kwargs |= {"quantization_config": quantization, "device_map": {"": device}}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if args.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter)
+        if not args.load_in_4bit:  # merged weights generate as fast as the base model
+            model = model.merge_and_unload()
+    if not args.load_in_4bit:
+        model.to(device)
+    return model.eval()
+
+
+def base_model_of(adapter: str) -> str:
+    """The base model an adapter was trained on (from its adapter_config.json)."""
+    config = Path(adapter) / "adapter_config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        raise LlmclsError(f"{adapter}: not a PEFT adapter folder (no readable adapter_config.json); "
+                          "pass --model") from None
+
+
+def describe_device(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"{device} ({torch.get_num_threads()} threads)" if device == "cpu" else device
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The backend
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model, tokenizer, *, device: str = "cpu", batch_size: int = 16,
+                 score_chunk_bytes: int | None = None, share_prefix: bool = True):
+        self.model, self.tokenizer = model, tokenizer
+        self.device = describe_device(device)
+        self.batch_size = batch_size
+        # bound on the logits held at once while scoring (a 152k vocabulary makes them the largest tensor)
+        self.score_chunk_bytes = score_chunk_bytes or ((4 << 30) if device.startswith("cuda") else (1 << 30))
+        # the prompts of a run start alike (instructions, label list): encode that prefix once, not once a prompt;
+        # sliding-window layers would need the window applied to the reused cache, so they go the plain way
+        layer_types = getattr(self._core().config.get_text_config(), "layer_types", None) or []
+        self.share_prefix = share_prefix and not any("sliding" in str(kind) for kind in layer_types)
+        self._prefix: tuple[tuple[int, ...], list] | None = None  # (token ids, per-layer keys and values)
+        self.end_ids = end_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
+        self._grammars: dict = {}
+        self._plans: dict = {}
+        # transformers renamed forward's `past_key_values` to `cache` within 5.x; use whichever this one takes
+        forward = inspect.signature(type(self._core()).forward).parameters
+        self._cache_kw = "cache" if "cache" in forward else "past_key_values"
+
+    @classmethod
+    def load(cls, args: ModelArguments, *, seed: int = 42, batch_size: int = 16) -> HFBackend:
+        from transformers import set_seed
+
+        set_seed(seed)  # only matters when sampling (--temperature > 0)
+        device = pick_device(args.device)
+        dtype = pick_dtype(args.dtype, device)
+        quantization = _quantization_config(dtype) if args.load_in_4bit else None  # a missing extra fails first
+        path = resolve_model(args.model or base_model_of(args.adapter))
+        with status(f"Loading {path} ({dtype}, {device})" + (f" + adapter {args.adapter}" if args.adapter else "")):
+            try:
+                tokenizer = load_tokenizer(path, args.adapter, args.trust_remote_code)
+                model = load_model(path, args, device, dtype, quantization)
+            except OSError as err:  # not a folder, not in the hub cache and offline, a typo in a hub id, ...
+                raise LlmclsError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
+        return cls(model, tokenizer, device=device, batch_size=batch_size)
+
+    def _core(self):
+        """The transformers model under a PEFT wrapper, if any."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    # ---------------------------------------------------------------- helpers
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in encode_prompts(self.tokenizer, texts)]
+
+    def _batches(self, encoded: list[list[int]]) -> list[list[int]]:
+        """Indices in batches of similar length, longest first (an out-of-memory error shows up at once)."""
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
+        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+
+    def _pad(self, rows: list[list[int]]):
+        import torch
+
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row):] = 1
+        device = self._core().device
+        return ids.to(device), mask.to(device)
+
+    def _inputs(self, rows: list[list[int]]):
+        """Token ids and attention mask of a batch, and a KV cache already holding their shared prefix (or None).
+
+        With a shared prefix of P tokens the layout is [prefix | padding | rest of the prompt]: the padding sits
+        in the middle, where the attention mask hides it and position ids (counted over the mask) skip it.
+        """
+        import torch
+
+        shared = self._shared_length(rows)
+        if shared == 0:
+            return (*self._pad(rows), None)
+        prefix_kv = self._prefix_kv(tuple(rows[0][:shared]))
+        rest, rest_mask = self._pad([row[shared:] for row in rows])
+        n = len(rows)
+        head = torch.tensor(rows[0][:shared], dtype=torch.long, device=rest.device)[None].expand(n, shared)
+        ids = torch.cat([head, rest], dim=1)
+        mask = torch.cat([torch.ones((n, shared), dtype=rest_mask.dtype, device=rest.device), rest_mask], dim=1)
+        return ids, mask, _cache_of([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix_kv])
+
+    def _shared_length(self, rows: list[list[int]], minimum: int = 32) -> int:
+        """Length of the token prefix all rows share (every row keeps at least one token of its own), or 0 when
+        prefix sharing is off or the prefix is too short to be worth it."""
+        if not self.share_prefix:
+            return 0
+        first, limit = rows[0], min(len(r) for r in rows) - 1
+        shared = 0
+        while shared < limit and all(r[shared] == first[shared] for r in rows):
+            shared += 1
+        return shared if shared >= minimum else 0
+
+    def _prefix_kv(self, prefix: tuple[int, ...]) -> list:
+        """Keys and values of the shared prefix, computed once per prefix (one batch row)."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._prefix is None or self._prefix[0] != prefix:
+            cache = DynamicCache(config=self._core().config)
+            ids = torch.tensor([prefix], dtype=torch.long, device=self._core().device)
+            with torch.inference_mode():
+                self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
+            self._prefix = (prefix, [(layer[0], layer[1]) for layer in cache])
+        return self._prefix[1]
+
+    # ---------------------------------------------------------------- generation
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, constraint: LabelConstraint | None = None,
+                 stop: Sequence[str] = (), temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
+        encoded = encode_prompts(self.tokenizer, prompts)
+        grammar = self._grammar(constraint, prompts) if constraint is not None else None
+        stop = () if grammar is not None else tuple(stop)  # the grammar ends answers itself
+        outputs = [""] * len(prompts)
+        for batch in self._batches(encoded):
+            texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, grammar, stop, temperature,
+                                         top_p)
+            for i, text in zip(batch, texts, strict=True):
+                outputs[i] = text if constraint is None else complete_items(text, constraint.labels,
+                                                                            constraint.separator)
+        return outputs
+
+    def _grammar(self, constraint: LabelConstraint, prompts: Sequence[str]):
+        key = (constraint, common_suffix(prompts))
+        if key not in self._grammars:
+            _keep_recent(self._grammars)
+            self._grammars[key] = build_grammar(self.tokenizer, constraint.labels, constraint.separator, key[1],
+                                                self.end_ids, constraint.max_labels, constraint.prefix,
+                                                constraint.stop_off_format)
+        return self._grammars[key]
+
+    def _generate_batch(self, rows, max_new_tokens, grammar, stop, temperature, top_p) -> list[str]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        ids, mask, cache = self._inputs(rows)
+        # a fresh config: the model's own may ask for sampling (temperature, top_p) and we want greedy by default
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
+        config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, eos_token_id=list(self.end_ids),
+                                  pad_token_id=self.pad_id, use_cache=True, stop_strings=list(stop) or None,
+                                  **sampling)
+        processors = LogitsProcessorList([make_processor(grammar, max_new_tokens)]) if grammar else None
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
+                                      logits_processor=processors, tokenizer=self.tokenizer if stop else None,
+                                      **({self._cache_kw: cache} if cache is not None else {}))
+        texts = self.tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+        return [cut_at_stop(text, stop) for text in texts]
+
+    # ---------------------------------------------------------------- scoring
+    def score(self, prompts: Sequence[str], continuations: Sequence[str], *, separator: str | None = None,
+              ends: str = "prefixes") -> np.ndarray:
+        encoded = encode_prompts(self.tokenizer, prompts)
+        plan, tensors = self._plan(tuple(continuations), separator, ends, common_suffix(prompts))
+        values = np.empty((len(prompts), len(plan.pairs)))
+        for batch in self._batches(encoded):
+            values[batch] = self._score_batch([encoded[i] for i in batch], tensors)
+        return plan.combine(values)
+
+    def _plan(self, continuations: tuple[str, ...], separator: str | None, ends: str, context: str):
+        key = (continuations, separator, ends, context)
+        if key not in self._plans:
+            _keep_recent(self._plans)
+            first, after = label_sequences(self.tokenizer, continuations, separator or "", context)
+            if separator is None:
+                plan = ScorePlan.build(first, (), "none")
+            else:  # the answer goes on with the separator (its first token) or ends
+                plan = ScorePlan.build(first, tuple(dict.fromkeys([seq[0] for seq in after])) + self.end_ids, ends)
+            self._plans[key] = (plan, self._plan_tensors(plan))
+        return self._plans[key]
+
+    def _plan_tensors(self, plan: ScorePlan) -> dict:
+        """The plan as index tensors: the extra positions run after the prompt and where to read each pair."""
+        import torch
+
+        device, trie = self._core().device, plan.trie
+        extra = plan.query_nodes[1:]  # the root is the prompt's last position
+        slot = {node: i for i, node in enumerate(extra)}
+        ancestors = torch.zeros((len(extra), len(extra)), dtype=torch.bool)
+        for i, node in enumerate(extra):
+            walk = node
+            while walk != 0:  # every ancestor of a node with children has children, so it is in `extra`
+                ancestors[i, slot[walk]] = True
+                walk = trie.parent[walk]
+        root = [p for p, (q, _) in enumerate(plan.pairs) if q == 0]
+        inner = [p for p, (q, _) in enumerate(plan.pairs) if q > 0]
+
+        def long(values):
+            return torch.tensor(values, dtype=torch.long, device=device)
+
+        return {"n_pairs": len(plan.pairs),
+                "tokens": long([trie.token[n] for n in extra]), "depth": long([trie.depth[n] for n in extra]),
+                "ancestors": ancestors.to(device),
+                "root_pairs": np.array(root, dtype=int), "root_tokens": long([plan.pairs[p][1] for p in root]),
+                "inner_pairs": np.array(inner, dtype=int), "inner_slots": long([plan.pairs[p][0] - 1 for p in inner]),
+                "inner_tokens": long([plan.pairs[p][1] for p in inner])}
+
+    def _score_batch(self, rows: list[list[int]], t: dict) -> np.ndarray:
+        """Log-probabilities of the plan's pairs for one batch of prompts: (len(rows), n_pairs)."""
+        import torch
+        from transformers import DynamicCache
+
+        ids, mask, cache = self._inputs(rows)
+        values = np.empty((len(rows), t["n_pairs"]))
+        done = 0 if cache is None else cache.get_seq_length()  # tokens of the shared prefix already encoded
+        cache = cache if cache is not None else DynamicCache(config=self._core().config)
+        with torch.inference_mode():
+            # position ids count real tokens only, so a padded prompt is encoded exactly as an unpadded one
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids[:, done:], attention_mask=mask, position_ids=positions[:, done:],
+                                use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1].float()
+            first = logits[:, t["root_tokens"]] - torch.logsumexp(logits, dim=-1, keepdim=True)
+            values[:, t["root_pairs"]] = first.double().cpu().numpy()
+            n_extra = len(t["tokens"])
+            if n_extra == 0:
+                return values
+            rows_per_chunk = max(1, self.score_chunk_bytes // (n_extra * logits.shape[-1] * 6))
+            for start in range(0, len(rows), rows_per_chunk):
+                part = slice(start, min(start + rows_per_chunk, len(rows)))
+                sub = cache if rows_per_chunk >= len(rows) else _slice_cache(cache, part)
+                values[part, t["inner_pairs"]] = self._extra_pass(sub, mask[part], t).double().cpu().numpy()
+        return values
+
+    def _extra_pass(self, cache, mask, t: dict):
+        """One forward pass of the trie's inner nodes after the cached prompts: each node attends to the real
+        prompt tokens and to its own ancestors, at the positions it would have right after the prompt."""
+        import torch
+
+        n_rows, n_extra = mask.shape[0], len(t["tokens"])
+        dtype = self._core().get_input_embeddings().weight.dtype
+        allowed = torch.cat([mask.bool()[:, None, None, :].expand(n_rows, 1, n_extra, mask.shape[1]),
+                             t["ancestors"][None, None].expand(n_rows, 1, n_extra, n_extra)], dim=-1)
+        # an additive float mask works with both the sdpa and the eager attention of transformers
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
+        additive.masked_fill_(~allowed, torch.finfo(dtype).min)
+        positions = mask.sum(-1, keepdim=True) + t["depth"][None, :] - 1
+        logits = self.model(input_ids=t["tokens"][None].expand(n_rows, n_extra), attention_mask=additive,
+                            position_ids=positions, use_cache=True, **{self._cache_kw: cache}).logits.float()
+        picked = logits[:, t["inner_slots"], t["inner_tokens"]]
+        return picked - torch.logsumexp(logits, dim=-1)[:, t["inner_slots"]]
+
+
+def _keep_recent(cache: dict, size: int = 8) -> None:
+    """Make room for one more entry in a small memo (grammars and score plans are keyed by label set and context)."""
+    while len(cache) >= size:
+        cache.pop(next(iter(cache)))
+
+
+def _cache_of(layers: list):
+    """A DynamicCache holding the given per-layer (keys, values); it copies them on its first update."""
+    from transformers import DynamicCache
+
+    return DynamicCache(layers)
+
+
+def _slice_cache(cache, rows: slice):
+    """A cache holding some rows of `cache` (the extra pass appends to it; the original stays as it was)."""
+    return _cache_of([(layer[0][rows], layer[1][rows]) for layer in cache])

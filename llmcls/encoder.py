@@ -1,0 +1,395 @@
+"""`llmcls train-encoder`: fine-tune an encoder (BERT, SciBERT, RoBERTa, DeBERTa-v3, ModernBERT) for multi-label
+classification with the Two-Way loss (or BCE); thresholds tuned on validation; writes a run directory.
+
+    llmcls train-encoder --model allenai/scibert_scivocab_uncased --loss twoway \\
+        --train train.jsonl --validation val.jsonl --test test.jsonl --output_dir runs/scibert-twoway
+    llmcls train-encoder --config configs/encoder_scibert.yaml                  # a recipe; flags override it
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml -m llmcls.encoder \\
+        --config configs/encoder_scibert.yaml                                     # DDP on every GPU of the machine
+
+Steps: read the splits and the label space (`corpus.py`) -> tokenise once (`datasets.map`, cached; dynamic padding
+per batch) -> `AutoModelForSequenceClassification` (or the mean-pooling head, `encoder_model.py`) -> `Trainer`
+whose `compute_loss` calls `losses.py` -> after each epoch, tune the threshold(s) on validation and score
+micro-F1; the best epoch's weights are kept -> tune the final thresholds on validation, apply them to test ->
+`RUN_DIR/{config.yaml, labels.json, thresholds.json, predictions*.jsonl, metrics*.json, model/}`.
+
+Scores in predictions.jsonl and thresholds are raw logits. The Two-Way loss is unchanged when a constant is added to
+every logit, so 0 is no natural cut for it: the thresholds tuned on validation are what turn scores into labels.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from transformers import Trainer, TrainingArguments
+
+from llmcls.config import DataArguments, build_parser, command_line, parse
+from llmcls.corpus import Corpus, load_corpus
+from llmcls.encoder_model import count_trainable, load_for_training, load_tokenizer, save_trained
+from llmcls.errors import LlmclsError
+from llmcls.labels import LabelSpace
+from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
+from llmcls.progress import console
+from llmcls.runs import Predictions, RunDir, primary_split
+
+SYSTEM = "encoder"
+EVAL_KEYS = ("micro_f1", "macro_f1", "samples_f1", "p_at_1", "lrap")  # logged after each epoch
+
+
+@dataclass
+class EncoderArguments(TrainingArguments):
+    """Options of `train-encoder`: its own fields, then every `transformers.TrainingArguments` field (some with
+    other defaults, below)."""
+
+    model: str | None = field(default=None, metadata={
+        "help": "Model to fine-tune: a Hugging Face name or a local folder (e.g. allenai/scibert_scivocab_uncased)."})
+    loss: str = field(default="twoway", metadata={"help": "Training loss.", "choices": ["twoway", "bce"]})
+    tp: float = field(default=4.0, metadata={"help": "Two-Way loss: temperature of the positives."})
+    tn: float = field(default=1.0, metadata={"help": "Two-Way loss: temperature of the negatives."})
+    pos_weight: float | None = field(default=None, metadata={
+        "help": "BCE: weight of the positive entries (> 1 favours recall)."})
+    pooling: str = field(default="model", metadata={
+        "help": "'model': the architecture's own classification head (BERT: [CLS] pooler); 'mean': mean of the "
+                "token states + a linear layer (the head sentence-transformers models are trained for).",
+        "choices": ["model", "mean"]})
+    text_fields: str = field(default="title,abstract", metadata={
+        "help": "Fields joined (with the tokenizer's separator) into the input; empty ones are skipped."})
+    max_length: int = field(default=512, metadata={"help": "Truncate inputs to this many tokens."})
+    per_label_thresholds: bool = field(default=False, metadata={
+        "help": "Tune one threshold per label (needs a large validation split) instead of one global."})
+    min_labels: str = field(default="0,1,2", metadata={
+        "help": "Always predict at least this many top-scored labels; a list is searched on --validation."})
+    early_stopping_patience: int | None = field(default=None, metadata={
+        "help": "Stop after this many evaluations without a better validation micro-F1."})
+    resume: bool = field(default=False, metadata={
+        "help": "Continue from the last checkpoint in --output_dir (after a crash); --resume_from_checkpoint "
+                "names one explicitly."})
+    keep_checkpoints: bool = field(default=False, metadata={
+        "help": "Keep the checkpoint-* folders (optimizer state, for --resume) after a successful run."})
+
+    # TrainingArguments fields with defaults for this task (the original research's lr; evaluation each epoch)
+    output_dir: str | None = field(default="runs/encoder", metadata={"help": "Run directory to write."})
+    learning_rate: float = field(default=2.0e-5, metadata={"help": "Peak AdamW learning rate."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
+    per_device_eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
+    warmup_steps: float = field(default=0.1, metadata={
+        "help": "Linear warm-up: a number of steps, or a fraction (< 1) of all steps."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: 'no', 'steps', 'epoch'."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to checkpoint (as --eval_strategy)."})
+    save_total_limit: int | None = field(default=1, metadata={
+        "help": "Checkpoints to keep besides the best one."})
+    load_best_model_at_end: bool = field(default=True, metadata={
+        "help": "End with the weights of the evaluation with the best validation micro-F1."})
+    metric_for_best_model: str | None = field(default="micro_f1", metadata={
+        "help": "Validation metric (thresholds tuned first) that picks the best checkpoint."})
+    logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
+    train_sampling_strategy: str = field(default="group_by_length", metadata={
+        "help": "Batches of similar lengths waste less compute on padding ('group_by_length'), or 'random'.",
+        "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]})
+    dataloader_num_workers: int | None = field(default=None, metadata={
+        "help": "Processes that collate batches; default: 4 with a GPU (the GPU outruns one Python process), "
+                "0 without."})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={
+        "help": "DDP: search the graph for parameters without gradients every step (every parameter is used here)."})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 autocast; default: on when the GPU supports it."})
+
+    def __post_init__(self):
+        import torch
+
+        if self.bf16 is None:
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if self.dataloader_num_workers is None:
+            self.dataloader_num_workers = min(4, os.cpu_count() or 1) if torch.cuda.is_available() else 0
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader otherwise
+        if str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
+            self.load_best_model_at_end = False  # nothing to select on; transformers would refuse the combination
+        super().__post_init__()
+
+
+def make_parser():
+    return build_parser([DataArguments, EncoderArguments], prog="llmcls train-encoder",
+                        description="Fine-tune an encoder with the Two-Way (or BCE) loss and write a run directory.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    data_args, args = parse(make_parser(), argv)
+    check_arguments(args)
+    with args.main_process_first(desc="reading and tokenising"):  # rank 0 fills datasets' cache, then the rest
+        corpus = load_corpus(data_args, required=("train", "validation"))
+        tokenizer = load_tokenizer(args.model)
+        splits = encode_corpus(corpus, tokenizer, args)
+    model = load_for_training(args.model, corpus.label_space, args.pooling)
+    trainer = build_trainer(model, tokenizer, splits["train"], splits["validation"], args)
+    started = time.perf_counter()
+    train_metrics = train(trainer, args)
+    train_s = time.perf_counter() - started
+    run = RunDir(args.output_dir)
+    if trainer.is_world_process_zero():  # saved before predicting: --bf16_full_eval casts the weights in place
+        trained = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
+        save_trained(trained, tokenizer, run.create().path / "model")
+    scores = {name: predict_scores(trainer, split) for name, split in splits.items() if name != "train"}
+    thresholds = tune(splits["validation"].gold, scores["validation"].scores, args)
+    if trainer.is_world_process_zero():
+        timing = {"train_s": round(train_s, 3),
+                  "train_examples_per_s": round(train_metrics.get("train_samples_per_second", 0.0), 1)}
+        write_run(run, corpus, args, data_args, splits, scores, thresholds, trainer.model, timing)
+        if not args.keep_checkpoints:
+            remove_checkpoints(run.path)
+    return 0
+
+
+def check_arguments(args: EncoderArguments) -> None:
+    if not args.model:
+        raise LlmclsError("--model is required (a Hugging Face name or a local model folder)")
+    if args.max_length < 8:
+        raise LlmclsError(f"--max_length must be at least 8, got {args.max_length}")
+    if args.tp <= 0 or args.tn <= 0:
+        raise LlmclsError("--tp and --tn must be positive")
+    parse_min_labels(args.min_labels)
+    if args.resume_from_checkpoint and not Path(args.resume_from_checkpoint).is_dir():
+        raise LlmclsError(f"--resume_from_checkpoint: no checkpoint folder {args.resume_from_checkpoint}")
+    if args.resume and not args.resume_from_checkpoint:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        if not Path(args.output_dir).is_dir() or get_last_checkpoint(args.output_dir) is None:
+            raise LlmclsError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from")
+
+
+def parse_min_labels(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise LlmclsError(f"--min_labels must be integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise LlmclsError(f"--min_labels must be integers >= 0, got {text!r}")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------- data
+@dataclass
+class EncodedSplit:
+    """A tokenised split. Evaluation splits are sorted longest first (less padding per batch); `order[i]` is the
+    original row of dataset row i, and `ids` / `gold` stay in the original order."""
+
+    dataset: object  # datasets.Dataset: input_ids, attention_mask, [token_type_ids], labels (multi-hot int8)
+    ids: list[str]
+    gold: np.ndarray
+    order: np.ndarray
+
+    def restore_order(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty_like(rows)
+        out[self.order] = rows
+        return out
+
+
+def encode_corpus(corpus: Corpus, tokenizer, args: EncoderArguments) -> dict[str, EncodedSplit]:
+    if effective_max_length(tokenizer, args.max_length) < args.max_length:
+        console.print(f"note: --max_length {args.max_length} capped at the model's {tokenizer.model_max_length} "
+                      "positions")
+    return {name: encode_split(ds, tokenizer, corpus.label_space, args.text_fields, args.max_length,
+                               sort=name != "train")
+            for name, ds in corpus.splits.items() if ds is not None}
+
+
+def effective_max_length(tokenizer, max_length: int) -> int:
+    """--max_length, capped at the tokenizer's model_max_length when it states a real one (BERT: 512): longer inputs
+    would index past the position embeddings."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and limit < 100_000 and max_length > limit else max_length
+
+
+def encode_split(ds, tokenizer, space: LabelSpace, text_fields: str, max_length: int, sort: bool) -> EncodedSplit:
+    """Tokenise with one batched `datasets.map` (cached by datasets across runs); labels become multi-hot rows."""
+    import pyarrow.compute as pc
+
+    names = [name.strip() for name in text_fields.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ds.column_names]
+    if not names or unknown:
+        raise LlmclsError(f"--text_fields: unknown field(s) {', '.join(unknown) or '(none given)'} "
+                          f"(fields: {', '.join(c for c in ds.column_names if c not in ('id', 'labels'))})")
+    sep = f" {tokenizer.sep_token} " if tokenizer.sep_token else " "  # a real separator token between fields
+    max_length = effective_max_length(tokenizer, max_length)
+
+    def encode(batch):
+        texts = [sep.join(part for part in parts if part) for parts in zip(*(batch[n] for n in names), strict=True)]
+        encoded = tokenizer(texts, truncation=True, max_length=max_length)
+        # int8 keeps the cache small (1 byte a label); the losses read targets by comparison (> 0, == 0, < 0)
+        encoded["labels"] = space.to_multi_hot(batch["labels"]).astype(np.int8)
+        return encoded
+
+    gold = space.to_multi_hot(ds["labels"])
+    ids = [str(i) for i in ds["id"]]
+    tokenised = ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenising")
+    order = np.arange(len(tokenised))
+    if sort:
+        lengths = pc.list_value_length(tokenised.data.column("input_ids")).to_numpy()
+        order = np.argsort(-lengths, kind="stable")
+        tokenised = tokenised.select(order)
+    return EncodedSplit(tokenised, ids, gold, order)
+
+
+# ---------------------------------------------------------------------------------------------- training
+class EncoderTrainer(Trainer):
+    """A `Trainer` whose loss comes from `losses.py` (the model never sees the labels)."""
+
+    # Our losses are per-batch means: the Trainer must divide them by the gradient-accumulation steps itself.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, loss_fn, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_fn = loss_fn
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        targets = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.loss_fn(outputs.logits, targets)
+        return (loss, outputs) if return_outputs else loss
+
+    def _get_eval_sampler(self, eval_dataset):
+        # transformers 5 applies group_by_length to evaluation too, which would shuffle predictions away from their
+        # ids; evaluation splits are sorted by length beforehand instead, so a sequential order is both fast and safe.
+        # Under DDP, None lets accelerate shard the dataset in order.
+        import torch
+
+        return torch.utils.data.SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+
+def loss_function(args: EncoderArguments):
+    from llmcls.losses import bce_loss, two_way_loss
+
+    if args.loss == "twoway":
+        return functools.partial(two_way_loss, tp=args.tp, tn=args.tn)
+    return functools.partial(bce_loss, pos_weight=args.pos_weight)
+
+
+def build_trainer(model, tokenizer, train_split: EncodedSplit | None, eval_split: EncodedSplit | None,
+                  args: TrainingArguments, loss_fn=None) -> EncoderTrainer:
+    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+
+    callbacks = []
+    if getattr(args, "early_stopping_patience", None):
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
+    if eval_split is None:
+        compute = None
+    else:
+        compute = functools.partial(epoch_metrics, min_labels=getattr(args, "min_labels", "0"),
+                                    per_label=getattr(args, "per_label_thresholds", False))
+    return EncoderTrainer(
+        model=model, args=args, processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),  # tensor cores like multiples of 8
+        train_dataset=train_split.dataset if train_split else None,
+        eval_dataset=eval_split.dataset if eval_split else None,
+        compute_metrics=compute, callbacks=callbacks, loss_fn=loss_fn or loss_function(args))
+
+
+def epoch_metrics(eval_pred, min_labels: str, per_label: bool) -> dict[str, float]:
+    """Validation metrics after each evaluation, with the thresholds tuned on the same predictions: the number
+    that selects the best checkpoint is the micro-F1 the run will actually get from its thresholds."""
+    scores = np.asarray(eval_pred.predictions, dtype=np.float32)
+    gold = np.asarray(eval_pred.label_ids) > 0.5
+    thresholds = tune_thresholds_over(gold, scores, parse_min_labels(min_labels), per_label)
+    metrics = compute_metrics(gold, apply_thresholds(scores, thresholds), scores)
+    return {key: metrics[key] for key in EVAL_KEYS} | {"threshold": float(np.median(thresholds.values)),
+                                                        "min_labels": thresholds.min_labels}
+
+
+def train(trainer: EncoderTrainer, args: EncoderArguments) -> dict[str, float]:
+    checkpoint = args.resume_from_checkpoint or (True if args.resume else None)  # True: the last in output_dir
+    return trainer.train(resume_from_checkpoint=checkpoint).metrics
+
+
+# ---------------------------------------------------------------------------------------------- prediction
+@dataclass
+class SplitScores:
+    scores: np.ndarray  # (n, n_labels) logits, original row order
+    wall_s: float
+
+
+def predict_scores(trainer: EncoderTrainer, split: EncodedSplit) -> SplitScores:
+    """Logits for every row of `split` (all processes take part under DDP), in the split's original order."""
+    dataset = split.dataset.remove_columns("labels")  # no labels: a forward pass only, no loss
+    started = time.perf_counter()
+    logits = trainer.predict(dataset).predictions
+    wall = time.perf_counter() - started
+    return SplitScores(split.restore_order(np.asarray(logits, dtype=np.float32)), wall)
+
+
+def tune_thresholds_over(gold: np.ndarray, scores: np.ndarray, min_labels: list[int], per_label: bool) -> Thresholds:
+    """The thresholds (and "at least N labels" rule) with the best micro-F1 on these validation predictions."""
+    best = None
+    for m in min_labels:
+        candidate = tune_thresholds(gold, scores, per_label=per_label, min_labels=m)
+        if best is None or candidate.validation_micro_f1 > best.validation_micro_f1:
+            best = candidate
+    return best
+
+
+def tune(gold: np.ndarray, scores: np.ndarray, args) -> Thresholds:
+    return tune_thresholds_over(gold, scores, parse_min_labels(args.min_labels), args.per_label_thresholds)
+
+
+# ---------------------------------------------------------------------------------------------- run directory
+def device_name(args: TrainingArguments) -> str:
+    import torch
+
+    if args.device.type == "cuda":
+        name = torch.cuda.get_device_name(args.device)
+        return name if args.world_size <= 1 else f"{args.world_size} x {name}"
+    return args.device.type
+
+
+def write_split(run: RunDir, space: LabelSpace, split: str, primary: str, encoded: EncodedSplit,
+                scored: SplitScores, thresholds: Thresholds, *, system: str, model: str, timing: dict,
+                extra: dict) -> dict:
+    """Apply the thresholds, score with metrics.py, write predictions and metrics of one split."""
+    predicted = apply_thresholds(scored.scores, thresholds)
+    run.write_predictions(Predictions(encoded.ids, encoded.gold, predicted, scored.scores), space, split, primary)
+    metrics = compute_metrics(encoded.gold, predicted, scored.scores)
+    n = len(encoded.ids)
+    timing = {"wall_s": round(scored.wall_s, 3), "examples_per_s": round(n / max(scored.wall_s, 1e-9), 1)} | timing
+    run.write_metrics(metrics, system=system, model=model, split=split, primary=primary, timing=timing, extra=extra)
+    console.print(f"{split}: micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+                  f"P@1 {metrics['p_at_1']:.4f}  ({n} examples)")
+    return metrics
+
+
+def write_run(run: RunDir, corpus: Corpus, args: EncoderArguments, data_args: DataArguments,
+              splits: dict[str, EncodedSplit], scores: dict[str, SplitScores], thresholds: Thresholds, model,
+              timing: dict) -> None:
+    console.print(f"Thresholds tuned on validation: {'per label' if thresholds.per_label else 'global'} "
+                  f"(median {np.median(thresholds.values):.4g}), min_labels={thresholds.min_labels}, "
+                  f"validation micro-F1 {thresholds.validation_micro_f1:.4f}")
+    space = corpus.label_space
+    run.create()
+    run.write_config(asdict(data_args) | args.to_dict() | {
+        "data_sizes": corpus.sizes(), "notes": corpus.notes, "command": command_line()})
+    run.write_labels(space)
+    run.write_json("thresholds.json", thresholds.to_dict())
+    primary = primary_split(scores)
+    timing = {"device": device_name(args)} | timing
+    extra = {"params_trained": count_trainable(model), "loss": args.loss, "pooling": args.pooling}
+    for split in scores:
+        write_split(run, space, split, primary, splits[split], scores[split], thresholds,
+                    system=f"{SYSTEM}-{args.loss}", model=args.model, timing=timing, extra=extra)
+    console.print(f"Run written to {run.path} (model in {run.path / 'model'})")
+
+
+def remove_checkpoints(path: Path) -> None:
+    for checkpoint in path.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+if __name__ == "__main__":  # `accelerate launch -m llmcls.encoder ...`: the same command, one-line errors
+    from llmcls.cli import main as cli_main
+
+    raise SystemExit(cli_main(["train-encoder", *sys.argv[1:]]))

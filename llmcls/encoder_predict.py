@@ -1,0 +1,120 @@
+"""`llmcls predict-encoder`: score a file with a model trained by `llmcls train-encoder`, reusing its run.
+
+    llmcls predict-encoder --run runs/scibert-twoway --test new.jsonl       # writes runs/scibert-twoway/predict-new
+    llmcls predict-encoder --run runs/scibert-twoway --test new.jsonl --output_dir runs/scibert-on-new
+
+The trained run fixes everything that shaped its predictions: the label space (labels.json), the input fields and
+truncation (config.yaml), the thresholds (thresholds.json) and the weights (model/). The output is a run directory
+of its own (predictions.jsonl, metrics.json, ...) that `llmcls compare` reads like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from llmcls.config import DataArguments, build_parser, command_line, parse
+from llmcls.corpus import load_corpus
+from llmcls.encoder import (
+    EncodedSplit,
+    EncoderArguments,
+    SplitScores,
+    build_trainer,
+    device_name,
+    encode_split,
+    predict_scores,
+    write_split,
+)
+from llmcls.encoder_model import load_trained
+from llmcls.errors import LlmclsError
+from llmcls.metrics import Thresholds
+from llmcls.runs import RunDir
+
+
+@dataclass
+class PredictArguments:
+    run: str | None = field(default=None, metadata={"help": "Run directory written by `llmcls train-encoder`."})
+    output_dir: str | None = field(default=None, metadata={
+        "help": "Run directory to write (default: RUN/predict-<name of the --test file>)."})
+    batch_size: int = field(default=128, metadata={"help": "Examples per forward pass."})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "bf16 autocast; default: on when the GPU supports it."})
+
+
+def make_parser():
+    return build_parser([DataArguments, PredictArguments], prog="llmcls predict-encoder",
+                        description="Predict with a trained encoder run; writes a run directory.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    data_args, args = parse(make_parser(), argv)
+    source = trained_run(args.run)
+    trained = read_training_config(source)
+    data_args.labels = str(source.path / "labels.json")  # the trained label space, whatever the file holds
+    corpus = load_corpus(data_args, required=("test",))
+    model, tokenizer = load_trained(source.path / "model")
+    test = encode_split(corpus.get("test"), tokenizer, corpus.label_space, trained["text_fields"],
+                        trained["max_length"], sort=True)
+    scored, device = predict(model, tokenizer, test, args)
+    thresholds = Thresholds.from_dict(json.loads((source.path / "thresholds.json").read_text(encoding="utf-8")))
+    run = RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}").create()
+    run.write_config(asdict(data_args) | asdict(args) | {
+        "trained_run": str(source.path), "model": trained["model"], "text_fields": trained["text_fields"],
+        "max_length": trained["max_length"], "data_sizes": corpus.sizes(), "notes": corpus.notes,
+        "command": command_line()})
+    run.write_labels(corpus.label_space)
+    run.write_json("thresholds.json", thresholds.to_dict())
+    write_split(run, corpus.label_space, "test", "test", test, scored, thresholds, system=trained["system"],
+                model=trained["model"], timing={"device": device}, extra={"trained_run": str(source.path)})
+    return 0
+
+
+def predict(model, tokenizer, test: EncodedSplit, args: PredictArguments) -> tuple[SplitScores, str]:
+    """The training command's prediction path (a Trainer in evaluation mode): logits and the device used."""
+    with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; nothing is kept there
+        trainer_args = EncoderArguments(output_dir=scratch, per_device_eval_batch_size=args.batch_size,
+                                        bf16=args.bf16, eval_strategy="no", save_strategy="no", disable_tqdm=True)
+        trainer = build_trainer(model, tokenizer, None, None, trainer_args, loss_fn=_no_loss)
+        return predict_scores(trainer, test), device_name(trainer_args)
+
+
+def trained_run(path: str | None) -> RunDir:
+    if not path:
+        raise LlmclsError("--run is required (a run directory written by `llmcls train-encoder`)")
+    run = RunDir(path)
+    missing = [name for name in ("config.yaml", "labels.json", "thresholds.json", "model/config.json")
+               if not (run.path / name).exists()]
+    if missing:
+        raise LlmclsError(f"{run.path}: not a finished train-encoder run (missing {', '.join(missing)})")
+    return run
+
+
+def read_training_config(run: RunDir) -> dict:
+    import yaml
+
+    config = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}
+    missing = [key for key in ("model", "text_fields", "max_length", "loss") if key not in config]
+    if missing:
+        raise LlmclsError(f"{run.path / 'config.yaml'}: missing {', '.join(missing)} (not a train-encoder run?)")
+    return config | {"system": f"encoder-{config['loss']}"}
+
+
+def _no_loss(logits, targets):
+    raise AssertionError("predict-encoder computes no loss")  # predict_scores drops the labels before the model
+
+
+def _stem(spec: str) -> str:
+    name = Path(spec).name
+    for suffix in (".gz", ".jsonl", ".json", ".csv", ".parquet", ".ndjson"):
+        name = name.removesuffix(suffix)
+    return name or "test"
+
+
+if __name__ == "__main__":
+    import sys
+
+    from llmcls.cli import main as cli_main
+
+    raise SystemExit(cli_main(["predict-encoder", *sys.argv[1:]]))

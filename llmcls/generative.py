@@ -1,0 +1,414 @@
+"""`llmcls zeroshot` / `llmcls fewshot`: ask an LLM for the arXiv categories of each abstract.
+
+    llmcls zeroshot --model HuggingFaceTB/SmolLM2-135M-Instruct --test aapd-test --labels labels.json \\
+        --constrained --output_dir runs/zeroshot
+    llmcls fewshot --k 5 --selection knn --train aapd-train --test aapd-test --model MODEL --output_dir runs/fewshot
+    llmcls zeroshot --mode score --validation aapd-validation --test aapd-test --model MODEL --output_dir runs/score
+
+Per example: render the prompt (`prompts/*.jinja`, the model's chat template) -> the backend generates an answer
+(free, or `--constrained` to label codes) and `parsing.parse_labels` reads it, or, with `--mode score`, the backend
+scores every label by its log-probability as the answer -> `metrics.py` scores the split. The two commands are one:
+`--k` > 0 makes it few-shot (examples from `--train`, chosen by `--selection`); `system` in metrics.json says which.
+
+Score mode gives a score for every label, so ranking metrics (P@k, nDCG, mAP) exist and thresholds (and "at least
+`--min_labels`") are tuned on `--validation` like the encoders'; without validation the top `--min_labels` labels
+are predicted. Predictions are appended to predictions.jsonl batch by batch: rerunning the same command in the same
+`--output_dir` skips the finished ids (an interrupt loses at most one batch); at the end the file is rewritten in
+data order with the final predictions. metrics.json carries `"generation"`: mode, constrained, well_formed_rate,
+unknown_label_rate, any_label_rate (null in score mode, where nothing is generated).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmcls.backends import Backend, LabelConstraint, ModelArguments, load_backend
+from llmcls.config import DataArguments, build_parser, parse, to_dict
+from llmcls.corpus import Corpus, load_corpus
+from llmcls.errors import LlmclsError
+from llmcls.labels import LabelSpace
+from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
+from llmcls.progress import console
+from llmcls.runs import PredictionWriter, RunDir, primary_split
+
+# answers hold at most this many labels when no train/validation split shows the real maximum (AAPD's is 7)
+DEFAULT_MAX_LABELS = 8
+# config keys that may change between an interrupted run and its resumption without mixing incompatible predictions
+RESUMABLE_CHANGES = {"batch_size", "device", "gpu_memory_utilization", "output_dir"}
+
+
+@dataclass
+class PromptArguments:
+    output_dir: str = field(default="runs/generative", metadata={"help": "Run directory to write (and resume)."})
+    k: int = field(default=0, metadata={"help": "Few-shot examples per prompt, from --train (0: zero-shot)."})
+    selection: str = field(default="knn", metadata={
+        "help": "How examples are chosen: knn (TF-IDF nearest), random, balanced (label coverage).",
+        "choices": ["knn", "random", "balanced"]})
+    prompt: str | None = field(default=None, metadata={
+        "help": "Prompt template: a bundled name or a .jinja file (default: zeroshot, or fewshot when --k > 0)."})
+    chat: str = field(default="auto", metadata={
+        "help": "auto: the tokenizer's chat template when it has one; on; off (plain 'Categories:' layout).",
+        "choices": ["auto", "on", "off"]})
+    seed: int = field(default=42, metadata={"help": "Seed of few-shot selection and of sampling."})
+
+
+@dataclass
+class GenerationArguments:
+    mode: str = field(default="generate", metadata={
+        "help": "generate: the model writes its answer; score: every label scored by its log-probability.",
+        "choices": ["generate", "score"]})
+    constrained: bool = field(default=False, metadata={
+        "help": "Generate only label codes, separators and the end: every output parses."})
+    stop_off_format: bool = field(default=True, metadata={
+        "help": "Constrained mode: end the answer when the model's own first choice leaves the answer format after "
+                "a label (e.g. repeating one) instead of forcing further labels (HF backend)."})
+    batch_size: int = field(default=16, metadata={"help": "Prompts per batch (and per resumable write)."})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "Token budget of an answer (default: sized from the longest formatted label set)."})
+    max_labels: int | None = field(default=None, metadata={
+        "help": "Most labels in an answer: sizes the token budget, caps constrained answers (default: the largest "
+                "label set in --train/--validation, else 8)."})
+    temperature: float = field(default=0.0, metadata={"help": "0: greedy decoding; > 0: sampling."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling (with --temperature > 0)."})
+    min_labels: str = field(default="1,2", metadata={
+        "help": "Score mode: always predict at least the top N labels; a list is searched on --validation."})
+    per_label_thresholds: bool = field(default=False, metadata={
+        "help": "Score mode: one threshold per label instead of one global (needs a large validation split)."})
+    score_ends: str = field(default="prefixes", metadata={
+        "help": "Score mode: add the probability that the label ends there to labels that are a prefix of another "
+                "(prefixes), to all labels (all), or to none.", "choices": ["prefixes", "all", "none"]})
+
+
+def make_parser():
+    return build_parser([DataArguments, ModelArguments, PromptArguments, GenerationArguments],
+                        prog="llmcls zeroshot|fewshot",
+                        description="Classify abstracts by prompting an LLM (zero-shot, or few-shot with --k); "
+                                    "writes a run directory.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    data_args, model_args, prompt_args, gen_args = parse(make_parser(), argv)
+    check_options(model_args, prompt_args, gen_args)
+    system = "fewshot" if prompt_args.k > 0 else "zeroshot"
+    corpus = load_corpus(data_args, required=("train",) if prompt_args.k > 0 else ())
+    evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
+    if not evaluated:
+        raise LlmclsError("nothing to classify: pass --test (and/or --validation)")
+    run = RunDir(prompt_args.output_dir).create()
+    config = to_dict(data_args, model_args, prompt_args, gen_args) | {
+        "system": system, "data_sizes": corpus.sizes(), "notes": corpus.notes}
+    check_resumable(run, config)
+    run.write_config(config)
+    run.write_labels(corpus.label_space)
+    started = time.perf_counter()
+    backend = load_backend(model_args, seed=prompt_args.seed, batch_size=gen_args.batch_size)
+    load_s = time.perf_counter() - started
+    run_splits(corpus, backend, run, prompt_args, gen_args, system=system, model=model_label(model_args),
+               load_s=load_s)
+    console.print(f"Run written to {run.path}")
+    return 0
+
+
+def run_splits(corpus: Corpus, backend: Backend, run: RunDir, prompt_args: PromptArguments,
+               gen_args: GenerationArguments, *, system: str, model: str, load_s: float,
+               extra: dict[str, Any] | None = None, train_s: float | None = None) -> dict[str, dict]:
+    """Predict validation and test with `backend`, tune thresholds (score mode), write predictions, thresholds and
+    metrics into `run` (resuming from its predictions files). Shared with `llmcls sft`, which evaluates its
+    trained model here. Returns the metrics by split."""
+    task = Task.build(corpus, backend, prompt_args, gen_args)
+    evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
+    primary = primary_split(evaluated)
+    outcomes = {split: predict_split(task, corpus.get(split), split, run.file("predictions", split, primary, "jsonl"))
+                for split in evaluated}
+    thresholds = decide_thresholds(task, outcomes.get("validation"), gen_args)
+    if thresholds is not None and "validation" in outcomes:
+        run.write_json("thresholds.json", thresholds.to_dict())
+    record = {"system": system, "model": model, "load_s": load_s, "extra": extra or {}, "train_s": train_s}
+    return {split: finish_split(run, task, outcomes[split], thresholds, split=split, primary=primary, **record)
+            for split in evaluated}
+
+
+def model_label(args: ModelArguments) -> str:
+    if not args.adapter:
+        return args.model
+    from llmcls.backends.hf import base_model_of
+
+    return f"{args.model or base_model_of(args.adapter)} + {args.adapter}"
+
+
+def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_args: GenerationArguments) -> None:
+    if not model_args.model and not model_args.adapter:
+        raise LlmclsError("--model is required (a hub id, a model folder or a .gguf file)")
+    if gen_args.mode == "score" and gen_args.constrained:
+        raise LlmclsError("--constrained applies to --mode generate (score mode generates nothing)")
+    if prompt_args.k < 0 or gen_args.batch_size < 1:
+        raise LlmclsError("--k must be >= 0 and --batch_size >= 1")
+
+
+def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
+    """Refuse to append to predictions made with other options (they would be mixed into one set of metrics)."""
+    import yaml
+
+    if not any(run.path.glob("predictions*.jsonl")) or not (run.path / "config.yaml").exists():
+        return
+    old = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}
+    changed = sorted(key for key in config
+                     if key not in RESUMABLE_CHANGES and old.get(key, config[key]) != config[key])
+    if changed:
+        details = ", ".join(f"{key}: {old.get(key)!r} -> {config[key]!r}" for key in changed[:3])
+        raise LlmclsError(f"{run.path} holds predictions made with other options ({details}); resume with the same "
+                          "options, or use a new --output_dir")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What one run asks the model, for every example
+
+
+@dataclass
+class Task:
+    space: LabelSpace
+    backend: Backend
+    template: Any
+    args: GenerationArguments
+    chat: bool | None
+    pool: list[dict] | None  # few-shot examples: {"title", "abstract", "labels"}
+    prompt_args: PromptArguments
+    max_new_tokens: int
+    max_labels: int
+    answer_prefix: str = ""
+
+    @classmethod
+    def build(cls, corpus: Corpus, backend: Backend, prompt_args: PromptArguments,
+              gen_args: GenerationArguments) -> Task:
+        from llmcls.prompts import load_template
+
+        space = corpus.label_space
+        template = load_template(prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot"))
+        pool = None
+        if prompt_args.k > 0:
+            train = corpus.get("train")
+            pool = [{"title": t, "abstract": a, "labels": ls}
+                    for t, a, ls in zip(train["title"], train["abstract"], train["labels"], strict=True)]
+        # the largest label set of train/validation caps an answer; the test split's gold labels are never looked at
+        seen = [len(labels) for s in ("train", "validation") if corpus.get(s) is not None
+                for labels in corpus.get(s)["labels"]]
+        max_labels = gen_args.max_labels or (max(seen) if seen else DEFAULT_MAX_LABELS)
+        chat = {"auto": None, "on": True, "off": False}[prompt_args.chat]
+        task = cls(space, backend, template, gen_args, chat, pool, prompt_args, 0, max_labels)
+        task.answer_prefix = " " if task.render_one("", "x", []).endswith(_plain_cue()) else ""
+        task.max_new_tokens = gen_args.max_new_tokens or task.answer_budget()
+        return task
+
+    def answer_budget(self) -> int:
+        """Tokens of the longest formatted answer (the `max_labels` longest labels), plus room for the end token;
+        free generation gets 25% more for the lenient spellings the parser still reads."""
+        from llmcls.parsing import format_labels
+
+        longest = sorted(self.space.labels, key=lambda lab: -len(self.backend.tokenizer.encode(
+            lab, add_special_tokens=False)))[: self.max_labels]
+        tokens = len(self.backend.tokenizer.encode(self.answer_prefix + format_labels(longest),
+                                                   add_special_tokens=False))
+        return tokens + 1 if self.args.constrained else math.ceil(1.25 * tokens) + 2
+
+    def render_one(self, title: str | None, abstract: str, examples: list[dict]) -> str:
+        from llmcls.prompts import build_prompt, render_user_message
+
+        message = render_user_message(self.template, title=title, abstract=abstract, label_space=self.space,
+                                      examples=examples)
+        return build_prompt(self.backend.tokenizer, message, chat=self.chat)
+
+    def prompts(self, rows: list[dict], wanted: list[int]) -> list[str]:
+        """The prompts of `rows[i]` for i in `wanted`. Examples are chosen with every row of the split as the
+        queries, as in an uninterrupted run, so a resumed run shows each query the same examples whatever the
+        selection depends on."""
+        examples: list[list[dict]] = [[] for _ in rows]
+        if self.pool:
+            from llmcls.fewshot import select_examples
+
+            picks = select_examples([_text(e) for e in self.pool], [e["labels"] for e in self.pool],
+                                    [_text(r) for r in rows], k=self.prompt_args.k,
+                                    selection=self.prompt_args.selection, seed=self.prompt_args.seed)
+            examples = [[self.pool[i] for i in pick] for pick in picks]
+        return [self.render_one(rows[i].get("title"), rows[i]["abstract"], examples[i]) for i in wanted]
+
+    def predict(self, rows: list[dict], prompts: list[str]) -> list[dict[str, Any]]:
+        """Prediction records of one batch (score mode: provisional `predicted`, final ones need thresholds)."""
+        base = [{"id": r["id"], "labels": list(r["labels"])} for r in rows]
+        if self.args.mode == "score":
+            scores = self.backend.score(prompts, [self.answer_prefix + lab for lab in self.space.labels],
+                                        separator=self._separator(), ends=self.args.score_ends)
+            predicted = self.space.from_multi_hot(apply_thresholds(scores, self.fallback_thresholds()))
+            return [record | {"predicted": pred, "scores": dict(zip(self.space.labels, map(float, row), strict=True))}
+                    for record, pred, row in zip(base, predicted, scores, strict=True)]
+        from llmcls.parsing import answer_stop_strings, parse_labels
+
+        constraint = (LabelConstraint(self.space.labels, self._separator(), self.max_labels, self.answer_prefix,
+                                      self.args.stop_off_format) if self.args.constrained else None)
+        texts = self.backend.generate(prompts, max_new_tokens=self.max_new_tokens, constraint=constraint,
+                                      stop=answer_stop_strings(), temperature=self.args.temperature,
+                                      top_p=self.args.top_p)
+        parsed = [parse_labels(text, self.space) for text in texts]
+        return [record | {"predicted": p.labels, "raw": text, "well_formed": p.well_formed, "unknown": p.unknown}
+                for record, text, p in zip(base, texts, parsed, strict=True)]
+
+    def fallback_thresholds(self) -> Thresholds:
+        """Without validation scores: the top `--min_labels` labels (its first value, at least 1)."""
+        first = max(1, int(self.args.min_labels.split(",")[0]))
+        return Thresholds(values=np.full(len(self.space), np.inf), min_labels=first)
+
+    @staticmethod
+    def _separator() -> str:
+        from llmcls.parsing import ANSWER_SEPARATOR
+
+        return ANSWER_SEPARATOR
+
+
+def _plain_cue() -> str:
+    from llmcls.prompts import PLAIN_ANSWER_CUE
+
+    return PLAIN_ANSWER_CUE
+
+
+def _text(row: dict) -> str:
+    return " ".join(part for part in (row.get("title"), row["abstract"]) if part)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running a split: batches in, records appended, resumable
+
+
+@dataclass
+class SplitOutcome:
+    records: list[dict[str, Any]]  # in data order
+    wall_s: float
+    n_new: int
+
+
+def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
+    rows = [dict(zip(ds.column_names, values, strict=True)) for values in zip(*(ds[c] for c in ds.column_names),
+                                                                                strict=True)]
+    ids = [str(r["id"]) for r in rows]
+    if len(set(ids)) != len(ids):
+        raise LlmclsError(f"{split}: example ids are not unique (needed to resume); set --id_field")
+    writer = PredictionWriter(path)
+    done = writer.read()
+    pending = [i for i, example_id in enumerate(ids) if example_id not in done]
+    if done:
+        console.print(f"{split}: resuming, {len(rows) - len(pending)} of {len(rows)} examples already predicted")
+    started = time.perf_counter()
+    if pending:
+        prompts = task.prompts(rows, pending)
+        lengths = task.backend.count_tokens(prompts)
+        order = sorted(range(len(pending)), key=lambda j: -lengths[j])  # similar lengths share a batch
+        with _progress() as progress:
+            bar = progress.add_task(f"{split} ({task.args.mode})", total=len(pending))
+            for start in range(0, len(order), task.args.batch_size):
+                batch = order[start:start + task.args.batch_size]
+                records = task.predict([rows[pending[j]] for j in batch], [prompts[j] for j in batch])
+                writer.append(records)
+                progress.advance(bar, len(batch))
+    wall = time.perf_counter() - started
+    done = writer.read()
+    return SplitOutcome([done[example_id] for example_id in ids], wall, len(pending))
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
+
+    class Speed(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.1f} ex/s" if task.speed else "- ex/s")
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Speed(),
+                    TimeRemainingColumn(), console=console)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Thresholds, metrics and the final files
+
+
+def decide_thresholds(task: Task, validation: SplitOutcome | None, args: GenerationArguments) -> Thresholds | None:
+    """Score mode: thresholds (and min_labels) tuned on validation for micro-F1, else the top-N fallback."""
+    if args.mode != "score":
+        return None
+    if validation is None:
+        return task.fallback_thresholds()
+    gold, _, scores = _matrices(task.space, validation.records)
+    best = None
+    for m in (int(v) for v in args.min_labels.split(",")):
+        tuned = tune_thresholds(gold, scores, per_label=args.per_label_thresholds, min_labels=m)
+        console.print(f"  min_labels={m}: validation micro-F1 {tuned.validation_micro_f1:.4f}")
+        if best is None or tuned.validation_micro_f1 > best.validation_micro_f1:
+            best = tuned
+    return best
+
+
+def _matrices(space: LabelSpace, records: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    gold = space.to_multi_hot([r["labels"] for r in records], unknown="ignore")
+    predicted = space.to_multi_hot([r["predicted"] for r in records], unknown="ignore")
+    scores = None
+    if records and all("scores" in r for r in records):
+        scores = np.array([[r["scores"][lab] for lab in space.labels] for r in records], dtype=np.float64)
+    return gold, predicted, scores
+
+
+def generation_stats(task: Task, records: list[dict]) -> dict[str, Any]:
+    """The "generation" entry of metrics.json: how the answers were made (settings resolved at run time
+    included) and how well the model kept to the answer format."""
+    stats: dict[str, Any] = {"mode": task.args.mode, "constrained": task.args.constrained, "k": task.prompt_args.k,
+                             "selection": task.prompt_args.selection if task.prompt_args.k else None,
+                             "template": str(task.template.filename), "answer_prefix": task.answer_prefix,
+                             "max_new_tokens": task.max_new_tokens, "max_labels": task.max_labels}
+    if task.args.mode == "score":
+        return stats | {"well_formed_rate": None, "unknown_label_rate": None, "any_label_rate": None}
+    n = max(len(records), 1)
+    known = sum(len(r["predicted"]) for r in records)
+    unknown = sum(len(r.get("unknown", [])) for r in records)
+    return stats | {"well_formed_rate": sum(bool(r.get("well_formed")) for r in records) / n,
+                    "unknown_label_rate": unknown / max(known + unknown, 1),  # share of the labels written
+                    "any_label_rate": sum(bool(r["predicted"]) for r in records) / n}
+
+
+def finish_split(run: RunDir, task: Task, outcome: SplitOutcome, thresholds: Thresholds | None, *, split: str,
+                 primary: str, system: str, model: str, load_s: float, extra: dict[str, Any],
+                 train_s: float | None) -> dict[str, Any]:
+    gold, predicted, scores = _matrices(task.space, outcome.records)
+    records = outcome.records
+    if thresholds is not None and scores is not None:
+        predicted = apply_thresholds(scores, thresholds)
+        records = [r | {"predicted": labels} for r, labels in zip(records, task.space.from_multi_hot(predicted),
+                                                                  strict=True)]
+    PredictionWriter(run.file("predictions", split, primary, "jsonl")).rewrite(records)
+    metrics = compute_metrics(gold, predicted, scores)
+    timing = _timing(run, task, outcome, split, primary, load_s)
+    if train_s is not None:
+        timing["train_s"] = round(train_s, 3)
+    stats = generation_stats(task, records)
+    run.write_metrics(metrics, system=system, model=model, split=split, primary=primary, timing=timing,
+                      extra={"generation": stats, **extra})
+    formed = f"  well-formed {stats['well_formed_rate']:.1%}" if stats["well_formed_rate"] is not None else ""
+    console.print(f"{split}: micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}{formed}  "
+                  f"({len(records)} examples, {timing.get('examples_per_s')} ex/s)")
+    return metrics
+
+
+def _timing(run: RunDir, task: Task, outcome: SplitOutcome, split: str, primary: str, load_s: float) -> dict:
+    if outcome.n_new == 0:  # everything was resumed: keep the speed measured when the predictions were made
+        path = run.file("metrics", split, primary, "json")
+        if path.exists():
+            import json
+
+            return dict(json.loads(path.read_text(encoding="utf-8")).get("timing", {}))
+    return {"wall_s": round(outcome.wall_s, 3), "examples_per_s": round(outcome.n_new / max(outcome.wall_s, 1e-9), 2),
+            "examples_timed": outcome.n_new, "device": task.backend.device, "backend": task.backend.name,
+            "batch_size": task.args.batch_size, "load_s": round(load_s, 3)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""Prompts: render `prompts/*.jinja` (the user message body) and wrap it for a model, chat or plain.
+
+A template receives these fields (a template that uses any other is an error, and so is one that never shows the
+abstract):
+
+- ``title``: the paper's title, ``""`` when the data has none (AAPD);
+- ``abstract``: the abstract;
+- ``labels``: the label space as a list of ``{"code", "name", "display"}`` (``"cs.IT"``, ``"Information Theory"``,
+  ``"cs.IT (Information Theory)"``; name ``""`` and display the bare code for labels that are not arXiv codes);
+- ``label_list``: the same, pre-rendered compactly, one ``display`` a line;
+- ``answer_format``: one sentence that asks for the answer format of `llmcls.parsing`, with an example;
+- ``examples``: few-shot examples, a list of ``{"title", "abstract", "answer"}`` whose answers are written by
+  `llmcls.parsing.format_labels`, like the targets.
+
+The bundled templates put the shared part (instructions, label list, answer format) first and the per-abstract part
+(examples, then the abstract) last, so that a prefix cache computes the long label list once per run.
+
+Templates live in ``prompts/`` at the repository root (the issue's layout, next to ``configs/``), found relative to
+this package; ``llmcls/resources/prompts/`` is looked at too, so shipping them inside a wheel only needs a
+package-data entry.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import jinja2.meta
+
+from llmcls.errors import LlmclsError
+from llmcls.labels import LabelSpace
+from llmcls.parsing import arxiv_name, format_labels
+
+__all__ = [
+    "FIELDS",
+    "PLAIN_ANSWER_CUE",
+    "PROMPTS_DIR",
+    "build_completion",
+    "build_prompt",
+    "load_template",
+    "render_user_message",
+    "template_names",
+]
+
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
+_TEMPLATE_DIRS = (PROMPTS_DIR, Path(__file__).resolve().parent / "resources" / "prompts")
+FIELDS = ("title", "abstract", "labels", "label_list", "answer_format", "examples")
+# The plain layout ends the prompt with this cue; few-shot examples write their answers after the same words.
+PLAIN_ANSWER_CUE = "Categories:"
+# Stands in for an answer when reading off what a chat template writes after one; no template alters it.
+_SENTINEL = "LLMCLS_ANSWER_SENTINEL_7f3a9c"
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Templates
+
+
+def template_names() -> list[str]:
+    """Names of the bundled templates (``zeroshot``, ``fewshot``, ...)."""
+    return sorted({path.stem for folder in _TEMPLATE_DIRS if folder.is_dir() for path in folder.glob("*.jinja")})
+
+
+def load_template(name_or_path: str) -> jinja2.Template:
+    """A bundled template by name (``zeroshot``, ``fewshot``) or a user's ``.jinja`` file by path.
+
+    Rendering is strict (`jinja2.StrictUndefined`), and the fields the template uses are checked here, before any
+    model is loaded: an unknown field, a syntax error or a template that never shows the abstract raises
+    `LlmclsError` with one line naming the file.
+    """
+    path = _resolve(str(name_or_path))
+    # trim/lstrip_blocks: block tags on their own lines leave no blank lines behind.
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(path.parent)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    try:
+        source = path.read_text(encoding="utf-8")
+        used = jinja2.meta.find_undeclared_variables(env.parse(source, filename=str(path)))
+        template = env.get_template(path.name)
+    except jinja2.TemplateSyntaxError as exc:
+        raise LlmclsError(f"prompt template {path}:{exc.lineno}: {_one_line(exc.message)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LlmclsError(f"cannot read prompt template {path}: {_one_line(exc)}") from None
+    _check_fields(path, used)
+    return template
+
+
+def _resolve(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".jinja" or path.parent != Path(".") or path.is_file():
+        if not path.is_file():
+            raise LlmclsError(f"prompt template {path} not found")
+        return path.resolve()
+    for folder in _TEMPLATE_DIRS:
+        candidate = folder / f"{name_or_path}.jinja"
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(template_names()) or "none"
+    raise LlmclsError(f"no prompt template named {name_or_path!r} (bundled: {names}; or give a path to a .jinja file)")
+
+
+def _check_fields(path: Path, used: set[str]) -> None:
+    unknown = sorted(used - set(FIELDS))
+    if unknown:
+        raise LlmclsError(
+            f"prompt template {path}: unknown field {unknown[0]!r} (available fields: {', '.join(FIELDS)})"
+        )
+    if "abstract" not in used:
+        raise LlmclsError(f"prompt template {path}: never uses the field 'abstract', so the model would not see it")
+
+
+def _one_line(exc: object) -> str:
+    return " ".join(str(exc).split())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# User message
+
+
+def render_user_message(
+    template: jinja2.Template | str,
+    *,
+    title: str | None,
+    abstract: str,
+    label_space: LabelSpace | Sequence[str],
+    examples: Sequence[dict[str, Any]] = (),
+) -> str:
+    """The user message for one abstract.
+
+    ``examples`` are rows with ``abstract``, optionally ``title``, and ``labels`` (a label list; only labels of the
+    space are kept, in space order, as in a target) or an already formatted ``answer``.
+    """
+    if isinstance(template, str):
+        template = load_template(template)
+    codes = tuple(label_space.labels if isinstance(label_space, LabelSpace) else label_space)
+    labels = _label_fields(codes)
+    fields = {
+        "title": title or "",
+        "abstract": abstract,
+        "labels": labels,
+        "label_list": _label_list(labels),
+        "answer_format": _answer_format(codes),
+        "examples": [_example_fields(example, codes) for example in examples],
+    }
+    try:
+        return template.render(**fields).strip()
+    except jinja2.TemplateError as exc:  # StrictUndefined: e.g. a misspelt attribute ({{ example.anwser }})
+        raise LlmclsError(f"prompt template {template.filename or template.name}: {_one_line(exc)}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _label_fields(codes: tuple[str, ...]) -> list[dict[str, str]]:
+    # Cached: the same space is rendered for every abstract of a run.
+    fields = []
+    for code in codes:
+        name = arxiv_name(code) or ""
+        fields.append({"code": code, "name": name, "display": f"{code} ({name})" if name else code})
+    return fields
+
+
+def _label_list(labels: list[dict[str, str]]) -> str:
+    # One "code (name)" a line: the name tells the model what a code means, a line per label reads as a menu, and
+    # a newline costs no more tokens than ", ". 150 labels are about 1,500 tokens, paid once thanks to the cache.
+    return "\n".join(label["display"] for label in labels)
+
+
+def _answer_format(codes: tuple[str, ...]) -> str:
+    # The example uses the space's own first two codes (its most frequent ones), so it always shows valid codes.
+    example = format_labels(list(codes[:2]))
+    return f"Answer with the category codes only, separated by commas, and nothing else. Example answer: {example}"
+
+
+def _example_fields(example: dict[str, Any], codes: tuple[str, ...]) -> dict[str, str]:
+    if example.get("labels") is not None:
+        # Like a target: space order, and only labels the model may answer (a label cut from the space is not).
+        wanted = set(example["labels"])
+        answer = format_labels([code for code in codes if code in wanted])
+    else:
+        answer = str(example.get("answer", ""))
+    return {"title": example.get("title") or "", "abstract": example.get("abstract") or "", "answer": answer}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model layout
+
+
+def build_prompt(tokenizer: Any, user_message: str, *, chat: bool | None = None) -> str:
+    """The text the model continues.
+
+    Chat layout (when the tokenizer has a chat template and ``chat`` is not False): the tokenizer's chat template
+    with the user message and the assistant header (``add_generation_prompt``). The result already holds the
+    template's BOS text, if any: tokenize it with ``add_special_tokens=False``.
+
+    Plain layout (no chat template, or ``chat=False``): ``f"{user_message}\\nCategories:"``. The model continues
+    on the same line, as in the few-shot examples, which end with ``Categories: <answer>``.
+    """
+    if _use_chat(tokenizer, chat):
+        messages = [{"role": "user", "content": user_message}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{user_message.rstrip()}\n{PLAIN_ANSWER_CUE}"
+
+
+def build_completion(tokenizer: Any, labels: Sequence[str], *, chat: bool | None = None) -> str:
+    """The target an SFT run trains on, so that ``build_prompt(...) + build_completion(...)`` is the whole example.
+
+    Chat layout: ``format_labels(labels)`` and then what the chat template writes after an assistant message
+    (``<|im_end|>\\n`` for ChatML, ``<|eot_id|>`` for Llama 3). Plain layout: a space (the answer follows
+    ``Categories:``), ``format_labels(labels)`` and the tokenizer's EOS token. Pass labels in label-space order.
+    """
+    answer = format_labels(labels)
+    if _use_chat(tokenizer, chat):
+        return answer + _turn_end(tokenizer)
+    return f" {answer}{getattr(tokenizer, 'eos_token', None) or ''}"
+
+
+def _use_chat(tokenizer: Any, chat: bool | None) -> bool:
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat and not has_template:
+        raise LlmclsError("chat layout requested, but the tokenizer has no chat template (use the plain layout)")
+    return has_template if chat is None else chat
+
+
+_TURN_ENDS: dict[tuple[str, str, str], str] = {}
+
+
+def _turn_end(tokenizer: Any) -> str:
+    """What the chat template writes after an assistant's answer, read off a rendered dummy conversation."""
+    # Keyed by what decides the result, so that SFT renders the template once, not once per example.
+    key = (type(tokenizer).__qualname__, repr(tokenizer.chat_template), repr(getattr(tokenizer, "eos_token", None)))
+    if key not in _TURN_ENDS:
+        messages = [{"role": "user", "content": "Abstract: x"}, {"role": "assistant", "content": _SENTINEL}]
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+        if _SENTINEL not in rendered:
+            raise LlmclsError("the tokenizer's chat template does not render assistant messages; cannot build targets")
+        _TURN_ENDS[key] = rendered[rendered.rindex(_SENTINEL) + len(_SENTINEL) :]
+    return _TURN_ENDS[key]

@@ -1,0 +1,239 @@
+"""LoRA / QLoRA / full supervised fine-tuning of a causal LM with TRL, then evaluation through the generative path.
+
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml llmcls/sft.py \\
+        --config configs/sft_qwen2.5-1.5b_lora.yaml --learning_rate 1.0e-4
+    llmcls sft --config configs/sft_smollm2-135m_lora.yaml            # one process (CPU demo or one GPU)
+
+Each training abstract becomes a prompt-completion pair built exactly as at inference: the same template
+(`prompts/`), the same chat template (plain layout for base models), and as target `format_labels(labels)` in
+label-space order (the canonical order: most frequent label first; `--shuffle_label_order` permutes it per example
+as an augmentation) followed by the model's end-of-turn text, so the trained model learns to stop. Prompt and target
+are tokenised separately, as at inference (`backends.encode_prompts` for the prompt), and the loss covers the target
+tokens only, end token included. After training, the adapter (and with `--merge` a merged model) is saved under
+`--output_dir`, and the model predicts `--validation` / `--test` with the generative path's code (free or
+`--constrained` decoding, or `--mode score`), writing the same run directory files as every other system.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcls.config import DataArguments, build_parser, parse, to_dict
+from llmcls.corpus import Corpus, load_corpus
+from llmcls.errors import LlmclsError
+from llmcls.generative import GenerationArguments
+from llmcls.progress import console
+
+
+@dataclass
+class SFTScriptArguments:
+    prompt: str = field(default="zeroshot", metadata={
+        "help": "Prompt template (bundled name or .jinja file), used for training and evaluation alike."})
+    chat: str = field(default="auto", metadata={
+        "help": "auto: the tokenizer's chat template when it has one; on; off (plain layout, for base models).",
+        "choices": ["auto", "on", "off"]})
+    shuffle_label_order: bool = field(default=False, metadata={
+        "help": "Permute the target's labels per example (augmentation; default: canonical label-space order)."})
+    merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model (output_dir/merged)."})
+    skip_eval: bool = field(default=False, metadata={"help": "Train and save only; no predictions."})
+
+
+def make_parser():
+    from trl import ModelConfig, SFTConfig
+
+    return build_parser([DataArguments, SFTScriptArguments, GenerationArguments, SFTConfig, ModelConfig],
+                        prog="llmcls sft",
+                        description="LoRA/QLoRA SFT of a causal LM on abstracts -> labels (TRL), then evaluation.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
+    check_options(training_args, model_args)
+    corpus = load_corpus(data_args, required=("train",))
+    tokenizer = load_training_tokenizer(model_args, training_args)
+    train_ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
+    eval_ds = (build_sft_dataset(corpus, "validation", tokenizer, script_args, training_args)
+               if training_args.eval_strategy != "no" and corpus.get("validation") is not None else None)
+    trainer = make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_s = time.perf_counter() - started
+    trained = {"params_trained": trainable_parameters(trainer.model), "train_s": round(train_s, 3)}
+    run = save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args,
+                       trained)
+    if not script_args.skip_eval and trainer.accelerator.is_main_process:
+        evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_args, model_args, trained)
+    trainer.accelerator.wait_for_everyone()
+    return 0
+
+
+def check_options(training_args, model_args) -> None:
+    if not model_args.model_name_or_path:
+        raise LlmclsError("--model_name_or_path is required (a hub id, a model folder or a .gguf file)")
+    targets = model_args.lora_target_modules or []
+    if model_args.use_peft and "lm_head" in targets:
+        # TRL computes the loss from lm_head.weight directly (no full logits), so a LoRA there would never train.
+        raise LlmclsError("a LoRA on lm_head is not trained by TRL's loss; drop it from --lora_target_modules "
+                          "(use --lora_modules_to_save lm_head to train the head fully)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data: abstracts -> token ids with the loss on the target only
+
+
+def load_training_tokenizer(model_args, training_args):
+    from llmcls.backends.hf import load_tokenizer, resolve_model
+
+    tokenizer = load_tokenizer(resolve_model(model_args.model_name_or_path),
+                               trust_remote_code=training_args.trust_remote_code)
+    tokenizer.padding_side = "right"  # training pads on the right; generation (evaluate) switches to left
+    return tokenizer
+
+
+def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScriptArguments, training_args):
+    """`input_ids` and `labels` (-100 on the prompt) for every row of `split`."""
+    import datasets
+
+    from llmcls.backends import encode_prompts
+    from llmcls.prompts import build_completion, build_prompt, load_template, render_user_message
+
+    space, ds = corpus.label_space, corpus.get(split)
+    template = load_template(script_args.prompt)
+    chat = {"auto": None, "on": True, "off": False}[script_args.chat]
+    rng = random.Random(training_args.seed)
+    prompts, completions = [], []
+    for title, abstract, labels in zip(ds["title"], ds["abstract"], ds["labels"], strict=True):
+        message = render_user_message(template, title=title, abstract=abstract, label_space=space)
+        prompts.append(build_prompt(tokenizer, message, chat=chat))
+        ordered = [lab for lab in space.labels if lab in set(labels)]
+        if script_args.shuffle_label_order:
+            rng.shuffle(ordered)
+        completions.append(build_completion(tokenizer, ordered, chat=chat))
+    prompt_ids = encode_prompts(tokenizer, prompts)
+    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    rows, cut = [], 0
+    for p_ids, c_ids in zip(prompt_ids, completion_ids, strict=True):
+        p_ids, was_cut = fit_prompt(p_ids, len(c_ids), training_args.max_length)
+        cut += was_cut
+        rows.append({"input_ids": p_ids + c_ids, "labels": [-100] * len(p_ids) + c_ids})
+    if cut:
+        console.print(f"note: {split}: {cut} prompts cut to fit --max_length {training_args.max_length} "
+                      "(the end of the abstract is dropped, the answer kept)")
+    return datasets.Dataset.from_list(rows)
+
+
+KEEP_PROMPT_TAIL = 8  # tokens of the prompt's end kept when cutting: the chat template's assistant header
+
+
+def fit_prompt(prompt_ids: list[int], n_completion: int, max_length: int | None) -> tuple[list[int], bool]:
+    """Cut the prompt (not the target, whose end token teaches the model to stop) to fit `max_length`."""
+    if max_length is None or len(prompt_ids) + n_completion <= max_length:
+        return prompt_ids, False
+    room = max_length - n_completion - KEEP_PROMPT_TAIL
+    if room <= 0:
+        raise LlmclsError(f"--max_length {max_length} leaves no room for the prompt of a {n_completion}-token answer")
+    return prompt_ids[:room] + prompt_ids[-KEEP_PROMPT_TAIL:], True
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model and trainer
+
+
+def make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds):
+    from trl import SFTTrainer, get_peft_config
+
+    model = load_training_model(model_args, training_args)
+    return SFTTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+                      processing_class=tokenizer, peft_config=get_peft_config(model_args))
+
+
+def load_training_model(model_args, training_args):
+    from transformers import AutoModelForCausalLM
+    from trl import get_quantization_config
+
+    from llmcls.backends.hf import resolve_model
+
+    quantization = get_quantization_config(model_args)
+    device_map = None
+    if quantization is not None:
+        import torch
+        from accelerate import PartialState
+
+        if not torch.cuda.is_available():
+            raise LlmclsError("--load_in_4bit/--load_in_8bit (QLoRA) needs a CUDA GPU and bitsandbytes")
+        device_map = {"": PartialState().local_process_index}  # each process quantises onto its own GPU
+    kwargs: dict[str, Any] = {"trust_remote_code": training_args.trust_remote_code,
+                              "attn_implementation": model_args.attn_implementation,
+                              "quantization_config": quantization, "device_map": device_map}
+    if model_args.dtype not in (None, "auto"):
+        kwargs["dtype"] = model_args.dtype
+    elif training_args.bf16:
+        kwargs["dtype"] = "bfloat16"
+    return AutoModelForCausalLM.from_pretrained(resolve_model(model_args.model_name_or_path), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs and evaluation
+
+
+def save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args, trained):
+    from llmcls.runs import RunDir
+
+    run = RunDir(training_args.output_dir).create()
+    trainer.save_model(str(run.path / "adapter"))  # the adapter alone for LoRA, the whole model otherwise
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(str(run.path / "adapter"))
+        config = to_dict(data_args, script_args, gen_args, model_args) | {
+            "training": training_args.to_dict(), "system": "sft", "data_sizes": corpus.sizes(),
+            "notes": corpus.notes, **trained}
+        config.pop("output_dir", None)
+        run.write_config(_plain(config))
+        run.write_labels(corpus.label_space)
+        if script_args.merge and hasattr(trainer.model, "merge_and_unload"):
+            merged = trainer.model.merge_and_unload()
+            merged.save_pretrained(str(run.path / "merged"))
+            tokenizer.save_pretrained(str(run.path / "merged"))
+            trainer.model = merged
+    return run
+
+
+def _plain(obj):
+    """YAML-safe copy: enums, paths and other objects become strings."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj if obj is None or isinstance(obj, (bool, int, float, str)) else str(obj)
+
+
+def trainable_parameters(model) -> int:
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_args, model_args, trained) -> None:
+    """Predict validation/test with the trained model through the generative path (same prompts, same parser)."""
+    from llmcls.backends.hf import HFBackend
+    from llmcls.generative import PromptArguments, run_splits
+
+    model = trainer.model
+    if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
+        model = model.merge_and_unload()  # the adapter is saved; merged weights generate faster
+    model.eval()
+    if getattr(model.config, "use_cache", None) is False:
+        model.config.use_cache = True  # gradient checkpointing turned the cache off for training
+    tokenizer.padding_side = "left"
+    device = str(next(model.parameters()).device)
+    backend = HFBackend(model, tokenizer, device=device, batch_size=gen_args.batch_size)
+    prompt_args = PromptArguments(output_dir=str(run.path), prompt=script_args.prompt, chat=script_args.chat,
+                                  seed=training_args.seed)
+    peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"
+    run_splits(corpus, backend, run, prompt_args, gen_args, system="sft",
+               model=f"{model_args.model_name_or_path}{peft}", load_s=0.0,
+               extra={"params_trained": trained["params_trained"]}, train_s=trained["train_s"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

