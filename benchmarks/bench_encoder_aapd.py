@@ -29,22 +29,13 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_AAPD = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd" / "val.jsonl"
+from aapd_protocol import DEFAULT_AAPD, protocol_splits, write_rows
+
 CONFIGS = {
     "research": {"max_length": 320, "per_device_train_batch_size": 32, "learning_rate": 8.0e-5,
                  "num_train_epochs": 40},
     "cpu": {"max_length": 128, "per_device_train_batch_size": 8, "learning_rate": 8.0e-5, "num_train_epochs": 8},
 }
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def write_rows(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
 
 
 def default_model() -> str:
@@ -92,14 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     settings = CONFIGS[args.config] | ({"num_train_epochs": args.epochs} if args.epochs else {})
     model = args.model or default_model()
-    rows = read_rows(args.aapd)
-    if args.test is not None:
-        train, validation, test = rows[:800], rows[800:], read_rows(args.test)
-        protocol = f"train rows 1-800, validation rows 801-1000 of {args.aapd.name}; test: {args.test}"
-    else:
-        train, validation, test = rows[:600], rows[600:800], rows[800:]
-        protocol = (f"development estimate, no test split given: train rows 1-600, validation 601-800, "
-                    f"scored on rows 801-1000 of {args.aapd.name}")
+    train, validation, test, protocol = protocol_splits(args.aapd, args.test)
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         paths = [write_rows(Path(tmp) / f"{n}.jsonl", r) for n, r in (("train", train), ("val", validation),

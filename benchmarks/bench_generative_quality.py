@@ -31,21 +31,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from aapd_protocol import read_rows, write_rows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd"
 # zero-shot in the model's chat template; 3-shot as a plain completion ("... Categories:"), where the examples'
 # answer pattern carries on (in the chat layout SmolLM2-135M answers 3-shot prompts with prose: the last run shows it)
 DEFAULT_RUNS = "0:chat:free,0:chat:constrained,0:chat:score,3:plain:free,3:plain:constrained,3:plain:score,3:chat:free"
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def write_rows(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
 
 
 def smollm2_gguf() -> Path:

@@ -21,18 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-DEFAULT_AAPD = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd" / "val.jsonl"
-
-
-def read_rows(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
-def write_rows(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
+from aapd_protocol import DEFAULT_AAPD, protocol_splits, write_rows
 
 
 def plain_reference(train: list[dict], test: list[dict]) -> dict[str, float]:
@@ -74,14 +63,7 @@ def main() -> None:
     parser.add_argument("--test", type=Path, default=None, help="AAPD test split (the final check).")
     parser.add_argument("--classifier", default="svm", choices=["svm", "logreg"])
     args = parser.parse_args()
-    rows = read_rows(args.aapd)
-    if args.test is not None:
-        train, validation, test = rows[:800], rows[800:], read_rows(args.test)
-        protocol = f"train rows 1-800, validation rows 801-1000 of {args.aapd.name}; test: {args.test}"
-    else:
-        train, validation, test = rows[:600], rows[600:800], rows[800:]
-        protocol = (f"development estimate, no test split given: train rows 1-600, validation 601-800, "
-                    f"scored on rows 801-1000 of {args.aapd.name}")
+    train, validation, test, protocol = protocol_splits(args.aapd, args.test)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         paths = [write_rows(tmp / f"{n}.jsonl", r) for n, r in (("train", train), ("val", validation),

