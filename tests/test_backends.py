@@ -93,6 +93,16 @@ def test_grammar_never_repeats_a_label_and_respects_max_labels():
     assert _walk(capped, 30, lambda allowed: max((t for t in allowed if t != 99), default=99)) == [13, 20, 11, 12, 99]
 
 
+def test_grammar_with_prefix_labels_never_ends_on_a_repeat():
+    # "cs" = [10], "cs.IT" = [10, 11]; after a separator: [20, 10], [20, 10, 11]
+    grammar = LabelGrammar(TokenTrie([[10], [10, 11]]), TokenTrie([[20, 10], [20, 10, 11]]), (99,))
+    state = RowState()
+    for token in (10, 20, 10):  # "cs" then ", cs" on the way to ", cs.IT"
+        grammar.advance(state, token)
+    assert grammar.allowed(state, budget=5) == [11]  # ending here would write "cs" twice
+    assert complete_items("cs, cs", ["cs", "cs.IT"], ", ") == "cs"
+
+
 def test_grammar_never_starts_a_label_it_cannot_finish():
     grammar = LabelGrammar(TokenTrie([[10], [11, 12, 14]]), TokenTrie([[20, 10], [20, 11, 12, 14]]), (99,))
     assert 11 not in grammar.allowed(RowState(), budget=2)  # [11, 12, 14] needs 3 tokens

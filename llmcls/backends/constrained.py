@@ -117,7 +117,7 @@ class LabelGrammar:
         tokens = [token for token, child in trie.children[state.node].items()
                   if trie.fitting(child, budget - 1) & free]
         label = trie.ends[state.node]
-        if label is not None:  # a complete label: the answer may end here or go on with the next label
+        if label is not None and not state.emitted >> label & 1:  # a new complete label: end, or go on
             tokens.extend(self.end_ids)
             if self.max_labels is None or state.count + 1 < self.max_labels:
                 free_next = free & ~(1 << label)
@@ -266,10 +266,12 @@ def build_grammar(tokenizer, labels: Sequence[str], separator: str, context: str
 
 
 def complete_items(text: str, labels: Sequence[str], separator: str) -> str:
-    """`text` without a last item that is not a complete label (left when the answer ended early, mid-item)."""
+    """`text` without a last item that is not a new complete label (left when the answer ended early, mid-item:
+    "cs.IT, math." or, with prefix labels, "cs, cs" on the way to "cs, cs.IT")."""
     items = text.split(separator)
     known = set(labels)
-    while len(items) > 1 and items[-1].strip() not in known:
+    while len(items) > 1 and (items[-1].strip() not in known
+                              or items[-1].strip() in {item.strip() for item in items[:-1]}):
         items.pop()
     return separator.join(items)
 
