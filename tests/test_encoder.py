@@ -23,6 +23,7 @@ from llmcls.config import DataArguments
 from llmcls.corpus import load_corpus
 from llmcls.encoder import EncoderArguments, EncoderTrainer, build_trainer, encode_split, predict_scores
 from llmcls.encoder_model import MeanPoolingClassifier, load_for_training, load_tokenizer, load_trained, save_trained
+from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds
 from llmcls.runs import RunDir
@@ -284,6 +285,15 @@ def test_bad_input_is_one_line(extra, message, tiny_models, tmp_path, capsys):
     assert main(["train-encoder", *AAPD, "--output_dir", str(tmp_path / "run"), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("llmcls train-encoder: error: ") and message in err[-1], err[-1]
+
+
+@pytest.mark.parametrize("sharding", ["is_fsdp_enabled", "is_deepspeed_enabled"])
+def test_sharded_training_is_refused(sharding):
+    from types import SimpleNamespace
+
+    with pytest.raises(LlmclsError, match="FSDP and DeepSpeed are not supported"):
+        encoder.check_parallelism(SimpleNamespace(**{sharding: True}))
+    encoder.check_parallelism(SimpleNamespace(is_fsdp_enabled=False, is_deepspeed_enabled=False))
 
 
 def test_predict_encoder_rejects_a_directory_that_is_not_an_encoder_run(tmp_path, capsys):
