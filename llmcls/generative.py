@@ -108,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     backend = load_backend(model_args, seed=prompt_args.seed, batch_size=gen_args.batch_size)
     load_s = time.perf_counter() - started
+    trained = {"params_trained": 0} if not model_args.adapter else None  # prompting trains nothing
     run_splits(corpus, backend, run, prompt_args, gen_args, system=system, model=model_label(model_args),
-               load_s=load_s)
+               load_s=load_s, extra=trained)
     console.print(f"Run written to {run.path}")
     return 0
 

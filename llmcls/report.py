@@ -1,106 +1,189 @@
-"""`llmcls compare RUN_DIR...`: one table of the runs' metrics (terminal, and Markdown + CSV with `--out`).
+"""`llmcls compare RUN_DIR...`: the comparison report of finished runs (terminal table; files with `--out`).
 
-    llmcls compare runs/linear runs/encoder-twoway --out runs/comparison     # runs/comparison.md, .csv
-    llmcls compare runs/                                                      # every finished run below runs/
+    llmcls compare runs/linear runs/encoder-twoway --out runs/comparison
+    llmcls compare runs/                                 # every finished run below runs/, terminal table only
+    llmcls compare runs/ --split validation --out runs/validation --plots false
 
-Every number comes from the runs' `metrics.json` files; nothing is recomputed or cached here.
+With `--out PREFIX` it writes:
+
+    PREFIX.md, PREFIX.tex, PREFIX.html   the whole report (HTML self-contained: inline CSS, plots as data URIs;
+                                         LaTeX a booktabs document that includes the PNGs beside it)
+    PREFIX.csv                           the main comparison table, raw values (empty cell: not recorded)
+    PREFIX-original.csv                  the original research's layout (see below)
+    PREFIX-per-label.csv                 per-label F1 of every run; PREFIX-bands.csv its head/middle/tail means
+    PREFIX-runs.csv                      data sources, sizes, label count, hardware and versions of each run
+    PREFIX-per-label-f1.png              per-label F1 by system, labels by support in the evaluated split
+    PREFIX-f1-vs-cost.png                micro-F1 against examples/s and against training time (log axes)
+    PREFIX-precision-recall.png          each system's micro precision/recall, threshold curves where scores exist
+
+Every number comes from the run directories: metrics.json (the metrics, timing, device, params trained,
+environment), config.yaml (data sources and sizes), labels.json and predictions*.jsonl (per-label F1 and the
+threshold curves, computed by llmcls.metrics). A value a run did not record is shown as "-".
+
+The original research notes (ORIGIN.md) report accuracy, precision, recall, F1 and Hamming loss without naming an
+averaging. Their numbers settle it: accuracy + Hamming loss = 1 in every evaluation (so accuracy is label-wise
+accuracy), and F1 equals the harmonic mean of precision and recall to within rounding each time, which holds for
+micro averaging and not in general for macro or per-example averaging. The "original layout" table therefore shows
+label accuracy and micro precision, recall and F1, and says so in its caption.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmcls.config import build_parser, parse
-from llmcls.errors import LlmclsError
 from llmcls.progress import console, results
-from llmcls.runs import RunDir, atomic_write
+from llmcls.report_data import Run, find_runs, load_runs, threshold_curve
+from llmcls.report_formats import Figure, Report, csv_text, html_page, latex, markdown
+from llmcls.report_tables import (
+    MISSING,
+    Table,
+    band_table,
+    comparison_table,
+    data_table,
+    original_table,
+    per_label_table,
+    shared_summary,
+)
+from llmcls.runs import atomic_write
 
-# (header, where the value lives, format); "-" where a run has no such value (e.g. P@1 without scores)
-COLUMNS = [
-    ("run", "run", "{}"), ("system", "system", "{}"), ("model", "model", "{}"), ("split", "split", "{}"),
-    ("n", "metrics.n_examples", "{}"),
-    ("micro-F1", "metrics.micro_f1", "{:.4f}"), ("macro-F1", "metrics.macro_f1", "{:.4f}"),
-    ("samples-F1", "metrics.samples_f1", "{:.4f}"),
-    ("precision", "metrics.micro_precision", "{:.4f}"), ("recall", "metrics.micro_recall", "{:.4f}"),
-    ("Hamming", "metrics.hamming_loss", "{:.5f}"), ("label acc", "metrics.label_accuracy", "{:.5f}"),
-    ("subset acc", "metrics.subset_accuracy", "{:.4f}"), ("P@1", "metrics.p_at_1", "{:.4f}"),
-    ("ex/s", "timing.examples_per_s", "{:,.1f}"),
-]
+__all__ = ["find_runs", "main", "make_parser", "metrics_table", "rich_table", "write_report"]
 
 
 @dataclass
 class CompareArguments:
-    out: str | None = field(default=None, metadata={"help": "Write PREFIX.md and PREFIX.csv."})
+    out: str | None = field(default=None, metadata={
+        "help": "Write the report: PREFIX.md, .csv, .tex, .html and the PNG plots (see the module docstring)."})
     split: str | None = field(default=None, metadata={
         "help": "Compare this split's metrics (metrics.<split>.json) instead of each run's metrics.json."})
+    plots: bool = field(default=True, metadata={"help": "Draw the PNG plots (and embed them in the HTML)."})
 
 
 def make_parser():
     return build_parser([CompareArguments], prog="llmcls compare",
-                        description="Compare run directories in one metrics table.",
+                        description="Compare run directories: one metrics table, and with --out a report in "
+                                    "Markdown, CSV, LaTeX and HTML with plots.",
                         positional=("runs", {"nargs": "+", "help": "Run directories (or folders of runs)."}))
 
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(make_parser(), argv)
-    records = [{"run": path.name, **RunDir(path).read_metrics(args.split)} for path in find_runs(extra.runs)]
-    header, rows = table_rows(records)
-    results.print(rich_table(header, rows, title="llmcls compare"))
+    runs = load_runs(find_runs(extra.runs), args.split)
+    header, rows, title = terminal_columns(comparison_table(runs))
+    if _table_width(header, rows) > results.width:  # too wide: one column per run instead, metrics as rows
+        header, rows = ["", *(row[0] for row in rows)], [[name, *(row[i] for row in rows)]
+                                                        for i, name in enumerate(header) if i > 0]
+    results.print(rich_table(header, rows, title=title, compact=True))
     if args.out:
-        prefix = Path(args.out)
-        atomic_write(prefix.with_name(prefix.name + ".md"), markdown(header, rows))
-        atomic_write(prefix.with_name(prefix.name + ".csv"), csv_text(*table_rows(records, formatted=False)))
-        console.print(f"Wrote {prefix}.md and {prefix}.csv")
+        for path in write_files(build_report(runs, plots=args.plots, prefix=Path(args.out)), Path(args.out)):
+            console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
 
 
-def find_runs(paths: list[str]) -> list[Path]:
-    """Run directories as given; a folder that is not a run stands for the finished runs below it."""
-    runs: list[Path] = []
-    for given in map(Path, paths):
-        if not given.is_dir():
-            raise LlmclsError(f"{given}: no such run directory")
-        if (given / "metrics.json").exists():
-            runs.append(given)
-            continue
-        found = sorted(p.parent for p in given.rglob("metrics.json"))
-        if not found:
-            raise LlmclsError(f"{given}: not a finished run directory (no metrics.json in it or below it)")
-        runs += found
-    return runs
+def write_report(run_dirs: list[Path], prefix: Path, *, split: str | None = None, plots: bool = True) -> list[Path]:
+    """Read the runs (or folders of runs) and write the report files under `prefix`; returns the paths written."""
+    runs = load_runs(find_runs(list(run_dirs)), split)
+    return write_files(build_report(runs, plots=plots, prefix=Path(prefix)), Path(prefix))
 
 
-def _lookup(record: dict, dotted: str):
-    value = record
-    for key in dotted.split("."):
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
+def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("comparison")) -> Report:
+    """Tables (and figures) in reading order: the comparison first, the long per-label table and the runs' data and
+    environment last."""
+    per_label = per_label_table(runs)
+    bands = band_table(per_label)
+    report = Report(title="llmcls comparison", summary=[f"Runs: {len(runs)}", *shared_summary(runs)],
+                    notes=[note for run in runs for note in run.notes])
+    report.sections = [comparison_table(runs), original_table(runs), *([bands] if bands else [])]
+    if plots:
+        report.sections += figures(runs, per_label, prefix.name)
+    report.sections += [per_label, data_table(runs)]
+    return report
 
 
-def table_rows(records: list[dict], formatted: bool = True) -> tuple[list[str], list[list]]:
-    """Header and one row per run: formatted strings for people, raw values (CSV) otherwise."""
-    header = [name for name, _, _ in COLUMNS]
-    rows = []
-    for record in records:
-        row = []
-        for _, where, fmt in COLUMNS:
-            value = _lookup(record, where)
-            if formatted:
-                value = "-" if value is None else fmt.format(value)
-            row.append(value)
-        rows.append(row)
-    return header, rows
+def figures(runs: list[Run], per_label: Table, stem: str) -> list[Figure]:
+    from llmcls import plots
+
+    names = [run.name for run in runs]
+    found: list[Figure] = []
+    if per_label.rows:
+        series = {name: [row[2 + i] for row in per_label.rows] for i, name in enumerate(names)}
+        png = plots.per_label_f1([row[0] for row in per_label.rows], [row[1] for row in per_label.rows], series)
+        found.append(Figure("per-label-f1", "Per-label F1 by system",
+                            "F1 of each label for each run with predictions; labels by support in the evaluated "
+                            "split (bars, log scale), most frequent on the left, rarest on the right.",
+                            f"{stem}-per-label-f1.png", png))
+    f1 = [_number(run.value("metrics.micro_f1")) for run in runs]
+    png = plots.f1_vs_cost(names, f1, [_number(run.value("timing.examples_per_s")) for run in runs],
+                           [_number(run.value("timing.train_s")) for run in runs])
+    found.append(Figure("f1-vs-cost", "Micro-F1 against cost",
+                        "Left: prediction throughput (examples per second, as recorded on each run's device); "
+                        "right: training time. Runs that did not record the cost are left out of that panel.",
+                        f"{stem}-f1-vs-cost.png", png))
+    points = [_pr_point(run) for run in runs]
+    curves = {i: curve for i, run in enumerate(runs) if (curve := threshold_curve(run.predictions))}
+    png = plots.precision_recall(names, points, curves)
+    found.append(Figure("precision-recall", "Precision and recall",
+                        "Markers: each run's micro precision and recall (metrics.json). Lines: for runs whose "
+                        "predictions carry scores, micro precision and recall as one global threshold is swept over "
+                        "the scores (llmcls.metrics; without the run's tuned per-label thresholds or min_labels).",
+                        f"{stem}-precision-recall.png", png))
+    return found
 
 
-def rich_table(header: list[str], rows: list[list[str]], title: str):
-    from rich.table import Table
+def _pr_point(run: Run) -> tuple[float, float] | None:
+    precision, recall = _number(run.value("metrics.micro_precision")), _number(run.value("metrics.micro_recall"))
+    return None if precision is None or recall is None else (precision, recall)
 
-    table = Table(title=title)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < 4 else "right")
+
+def _number(value) -> float | None:
+    """A plottable number, or None (not recorded, or something else recorded in its place)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def write_files(report: Report, prefix: Path) -> list[Path]:
+    """Write every file of the report; the names follow the module docstring."""
+    def named(suffix: str) -> Path:
+        return prefix.with_name(prefix.name + suffix)
+
+    outputs: dict[Path, str | bytes] = {named(".md"): markdown(report), named(".tex"): latex(report),
+                                        named(".html"): html_page(report)}
+    for table in report.tables():
+        outputs[named(".csv" if table.key == "comparison" else f"-{table.key}.csv")] = csv_text(table)
+    outputs.update({prefix.with_name(figure.filename): figure.png for figure in report.figures()})
+    for path, content in outputs.items():
+        atomic_write(path, content)
+    return list(outputs)
+
+
+def terminal_columns(table: Table) -> tuple[list[str], list[list[str]], str]:
+    """The comparison for a narrow terminal: columns no run recorded (P@1 without scores, well-formed without
+    generative runs) are left out, and a split and size shared by every run move into the title. The files keep
+    every column, so their layout is the same for any set of runs."""
+    rows = table.text_rows()
+    keep = [i for i in range(len(table.header)) if any(row[i] != MISSING for row in rows)]
+    title = "llmcls compare"
+    split, n = table.header.index("split"), table.header.index("n")
+    if len(rows) > 1 and len({(row[split], row[n]) for row in rows}) == 1:
+        title += f": {rows[0][split]} split, {rows[0][n]} examples"
+        keep = [i for i in keep if i not in (split, n)]
+    return [table.header[i] for i in keep], [[row[i] for i in keep] for row in rows], title
+
+
+def _table_width(header: list[str], rows: list[list[str]]) -> int:
+    """Characters a compact rich table needs to show every cell on one line (3 of padding and rule a column)."""
+    return sum(max(len(name), *(len(row[i]) for row in rows)) + 3 for i, name in enumerate(header))
+
+
+def rich_table(header: list[str], rows: list[list[str]], title: str, compact: bool = False):
+    """A rich table, text columns first; `compact` drops the vertical rules for wide tables."""
+    from rich import box
+    from rich.table import Table as RichTable
+
+    table = RichTable(title=title, box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
+    for name in header:  # fold, not cut: a narrow terminal must not hide part of a value
+        text = name in ("", "run", "system", "model", "split", "device", "metric", "label", "statistic")
+        table.add_column(name, justify="left" if text else "right", overflow="fold")
     for row in rows:
         table.add_row(*row)
     return table
@@ -110,18 +193,3 @@ def metrics_table(metrics: dict, title: str):
     """All metrics of one evaluation as a two-column table."""
     rows = [[key, f"{value:.6g}" if isinstance(value, float) else str(value)] for key, value in metrics.items()]
     return rich_table(["metric", "value"], rows, title=title)
-
-
-def markdown(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < 4 else "---:" for i in range(len(header)))
-             + "|"]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def csv_text(header: list[str], rows: list[list]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()

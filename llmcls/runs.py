@@ -5,7 +5,8 @@ RUN_DIR/
   config.yaml                  the resolved configuration (and the command line)
   labels.json                  the label space (its order is the column order of every matrix)
   predictions.jsonl            one line per example of the reported split (test when given, else validation)
-  metrics.json                 {"schema": 1, "system", "model", "split", "metrics": {...}, "timing": {...}}
+  metrics.json                 {"schema": 1, "system", "model", "split", "metrics": {...}, "timing": {...},
+                                "environment": {"llmcls", "python", "platform", "cpu", "packages": {...}}, ...}
   predictions.<split>.jsonl    other evaluated splits (e.g. validation), same schemas
   metrics.<split>.json
 ```
@@ -31,15 +32,17 @@ from llmcls.labels import LabelSpace
 
 SCHEMA = 1
 PRIMARY_SPLIT_ORDER = ("test", "validation")
+ENVIRONMENT_PACKAGES = ("numpy", "scikit-learn", "torch", "transformers", "datasets", "accelerate", "trl", "peft",
+                        "bitsandbytes", "vllm")
 
 
-def atomic_write(path: str | Path, text: str) -> None:
-    """Write text to `path` via a temporary file in the same folder and an atomic rename."""
+def atomic_write(path: str | Path, text: str | bytes) -> None:
+    """Write text (or bytes, e.g. a PNG) to `path` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -47,6 +50,43 @@ def atomic_write(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def environment() -> dict[str, Any]:
+    """Versions and hardware of the process writing a run, recorded in metrics.json so that a report can say what
+    produced each number (package versions come from the installed metadata: nothing heavy is imported)."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    from llmcls import __version__
+
+    packages = {}
+    for name in ENVIRONMENT_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    found = {"llmcls": __version__, "python": platform.python_version(), "platform": platform.platform(),
+             "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "packages": packages}
+    torch = sys.modules.get("torch")  # only when the command already uses it
+    if torch is not None and getattr(torch.version, "cuda", None):
+        found["cuda"] = torch.version.cuda
+    return found
+
+
+def _cpu_name() -> str:
+    """The CPU model (Linux reports it in /proc/cpuinfo; platform.processor() is often empty there)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def split_suffix(split: str, primary: str) -> str:
@@ -114,7 +154,7 @@ class RunDir:
     def write_metrics(self, metrics: dict[str, Any], *, system: str, model: str, split: str, primary: str,
                       timing: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         record = {"schema": SCHEMA, "system": system, "model": model, "split": split, "metrics": metrics,
-                  "timing": timing, **(extra or {})}
+                  "timing": timing, "environment": environment(), **(extra or {})}
         path = self.file("metrics", split, primary, "json")
         self.write_json(path.name, record)
         return path

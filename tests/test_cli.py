@@ -121,7 +121,7 @@ def test_compare_writes_markdown_and_csv(linear_run, tmp_path):
     prefix = tmp_path / "table"
     assert main(["compare", str(linear_run), str(linear_run.parent), "--out", str(prefix)]) == 0
     rows = list(csv.DictReader(io.StringIO((tmp_path / "table.csv").read_text())))
-    assert len(rows) == 2 and rows[0]["system"] == "linear"
+    assert len(rows) == 1 and rows[0]["system"] == "linear"  # given twice (itself, its folder): listed once
     stored = RunDir(linear_run).read_metrics()["metrics"]
     assert float(rows[0]["micro-F1"]) == pytest.approx(stored["micro_f1"])
     assert f"{stored['micro_f1']:.4f}" in (tmp_path / "table.md").read_text()

@@ -88,6 +88,7 @@ def test_constrained_zeroshot_writes_a_run_and_every_output_parses(tiny, data, t
     record = _metrics(run)
     assert record["system"] == "zeroshot" and record["split"] == "test" and record["model"] == str(tiny)
     assert set(record["timing"]) >= {"wall_s", "examples_per_s", "device", "backend"}
+    assert record["params_trained"] == 0  # prompting trains nothing: the report's "params trained" column
     generation = record["generation"]
     assert generation["mode"] == "generate" and generation["constrained"] is True
     assert generation["well_formed_rate"] == 1.0 and generation["any_label_rate"] == 1.0

@@ -1,0 +1,132 @@
+"""The report's figures as PNG bytes: per-label F1 by system, micro-F1 against cost, precision-recall.
+
+matplotlib is imported inside the functions (the CLI starts without it) and drawn through a bare `Figure` on the
+Agg canvas: no pyplot, so no global backend switch and no figure left open between reports. Each function takes
+plain numbers, already computed from the runs, and returns the PNG file's bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+
+DPI = 110
+MARKERS = "osD^v<>pPX*h"
+
+
+def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(rows, cols, squeeze=False, **kwargs)
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})  # no version string: stable bytes
+    return buffer.getvalue()
+
+
+def color(i: int):
+    """One colour per run, the same in every figure."""
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](i % 10)
+
+
+def per_label_f1(labels: Sequence[str], support: Sequence[int], series: dict[str, Sequence[float | None]]) -> bytes:
+    """F1 of each label (x, by support, most frequent first) for each run (one line each; `series` holds every run
+    in report order, so colours match the other figures), support below.
+
+    Lines rather than grouped bars: with tens of labels and several systems, crossings (an LLM ahead on the rare
+    labels at the right, behind on the head) stay readable.
+    """
+    n = len(labels)
+    fig, axes = _figure(min(30.0, max(8.0, 0.22 * n)), 6.0, 2, 1, sharex=True,
+                        gridspec_kw={"height_ratios": [3, 1]})
+    top, bottom = axes[0, 0], axes[1, 0]
+    x = np.arange(n)
+    for i, (name, values) in enumerate(series.items()):
+        if all(v is None for v in values):  # a run without predictions: no line, but its colour stays reserved
+            continue
+        y = np.array([np.nan if v is None else v for v in values], dtype=float)
+        top.plot(x, y, marker=MARKERS[i % len(MARKERS)], markersize=4, linewidth=1.2, color=color(i), label=name)
+    absent = [i for i, count in enumerate(support) if count == 0]
+    if absent:  # F1 is 0 there by convention (nothing to find): shade it so it does not read as a failure
+        top.axvspan(min(absent) - 0.5, max(absent) + 0.5, color="0.92", zorder=0)
+        top.text((min(absent) + max(absent)) / 2, 0.5, "no example\nin this split", ha="center", va="center",
+                 fontsize=8, color="0.4")
+    top.set_ylim(-0.02, 1.02)
+    top.set_ylabel("F1")
+    top.set_title("Per-label F1 (labels by support in the evaluated split, most frequent first)")
+    top.grid(axis="y", alpha=0.3)
+    if top.get_lines():
+        top.legend(fontsize=8, loc="upper right")
+    bottom.bar(x, support, color="0.6")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("support")
+    step = max(1, n // 80)  # beyond ~80 labels the names overlap: label every step-th tick
+    bottom.set_xticks(x[::step])
+    bottom.set_xticklabels([labels[i] for i in range(0, n, step)], rotation=90, fontsize=7)
+    return _png(fig)
+
+
+def f1_vs_cost(names: Sequence[str], f1: Sequence[float | None], speed: Sequence[float | None],
+               train_s: Sequence[float | None]) -> bytes:
+    """Micro-F1 against prediction throughput and against training time (log axes), one point per run."""
+    fig, axes = _figure(11.0, 4.5, 1, 2)
+    panels = ((axes[0, 0], speed, "examples per second (prediction, log)"),
+              (axes[0, 1], train_s, "training time, seconds (log)"))
+    for ax, cost, xlabel in panels:
+        shown = 0
+        for i, (name, y, x) in enumerate(zip(names, f1, cost, strict=True)):
+            if y is None or x is None or x <= 0:  # log axis: a run without the value (or 0 s) has no place
+                continue
+            ax.scatter([x], [y], color=color(i), marker=MARKERS[i % len(MARKERS)], s=50, zorder=3)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            shown += 1
+        if shown:
+            ax.set_xscale("log")
+        else:
+            ax.text(0.5, 0.5, "no run recorded this", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("micro-F1")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("Micro-F1 against cost")
+    return _png(fig)
+
+
+def precision_recall(names: Sequence[str], points: Sequence[tuple[float, float] | None],
+                     curves: dict[int, list[dict[str, float]]]) -> bytes:
+    """Each run's operating point (micro recall, micro precision) and, for runs with scores, the curve of one
+    global threshold swept over the scores; grey iso-F1 lines for reading F1 off the plot."""
+    fig, axes = _figure(7.0, 6.0)
+    ax = axes[0, 0]
+    recall = np.linspace(0.01, 1.0, 200)
+    for level in (0.2, 0.4, 0.6, 0.8):
+        precision = level * recall / (2 * recall - level)
+        keep = (precision > 0) & (precision <= 1)
+        ax.plot(recall[keep], precision[keep], color="0.85", linewidth=0.8, zorder=1)
+        ax.annotate(f"F1={level}", (recall[keep][-1], precision[keep][-1]), fontsize=7, color="0.6")
+    for i, name in enumerate(names):
+        curve = curves.get(i)
+        if curve:
+            ax.plot([p["recall"] for p in curve], [p["precision"] for p in curve], color=color(i), linewidth=1.2,
+                    alpha=0.8, zorder=2)
+        if points[i] is not None:
+            ax.scatter([points[i][1]], [points[i][0]], color=color(i), marker=MARKERS[i % len(MARKERS)], s=60,
+                       edgecolors="black", linewidths=0.6, zorder=3, label=name)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("micro recall")
+    ax.set_ylabel("micro precision")
+    ax.set_title("Precision and recall (curves: a global threshold swept over the scores)")
+    if any(p is not None for p in points):
+        ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _png(fig)

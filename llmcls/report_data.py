@@ -1,0 +1,182 @@
+"""What `llmcls compare` reads from each run directory, and the numbers it derives from them with `metrics.py`.
+
+A run contributes its `metrics.json` (or `metrics.<split>.json`), `config.yaml`, `labels.json` and the matching
+`predictions*.jsonl`. Only `metrics.json` is required: a run without predictions still gets its row in the main
+table, and "-" where per-label F1 or a threshold curve would need the predictions. Per-label F1 and the
+precision-recall curves are computed here by `metrics.per_label_metrics`, `metrics.apply_thresholds` and
+`metrics.compute_metrics`; nothing is scored a second way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmcls.errors import LlmclsError
+from llmcls.labels import LabelSpace
+from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, per_label_metrics
+from llmcls.runs import Predictions, RunDir, predictions_from_records, read_predictions
+
+CURVE_POINTS = 40  # thresholds swept per curve: enough for a smooth line, cheap even on large test sets
+QUANTILE_SAMPLE = 1_000_000  # scores the cut points are chosen from (a strided sample of a large test set)
+
+
+@dataclass
+class Run:
+    """One run directory as the report sees it; `record` is its metrics.json, `config` its config.yaml."""
+
+    path: Path
+    name: str
+    record: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    space: LabelSpace | None = None
+    predictions: Predictions | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def value(self, dotted: str) -> Any:
+        """The value at a dotted path ("metrics.micro_f1", "config.train"); None when any step is missing."""
+        source: Any = self.config if dotted.startswith("config.") else self.record
+        for key in dotted.removeprefix("config.").split("."):
+            source = source.get(key) if isinstance(source, dict) else None
+        return source
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories as given; a folder that is not a run stands for the finished runs below it. A run reached
+    twice (given, and below a given folder) is listed once."""
+    runs: list[Path] = []
+    for given in map(Path, paths):
+        if not given.is_dir():
+            raise LlmclsError(f"{given}: no such run directory")
+        if (given / "metrics.json").exists():
+            found = [given]
+        else:
+            found = sorted(p.parent for p in given.rglob("metrics.json"))
+            if not found:
+                raise LlmclsError(f"{given}: not a finished run directory (no metrics.json in it or below it)")
+        runs += [p for p in found if p.resolve() not in {r.resolve() for r in runs}]
+    return runs
+
+
+def run_names(paths: list[Path]) -> list[str]:
+    """Short names for the tables: the folder name, with its parents added only where two runs share it."""
+    for depth in range(1, 1 + max(len(p.parts) for p in paths)):
+        names = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    return [str(p) for p in paths]
+
+
+def load_runs(paths: list[Path], split: str | None = None) -> list[Run]:
+    return [load_run(path, name, split) for path, name in zip(paths, run_names(paths), strict=True)]
+
+
+def load_run(path: Path, name: str, split: str | None = None) -> Run:
+    """Read one run; `split` picks metrics.<split>.json (or metrics.json when that is the split it holds)."""
+    record, predictions_file = _metrics_record(RunDir(path), split)
+    run = Run(path, name, record, _read_config(path / "config.yaml"), _read_space(path / "labels.json"))
+    if predictions_file.exists():
+        records = read_predictions(predictions_file)
+        if run.space is None:  # as `llmcls evaluate`: the labels seen in the file, most frequent first
+            run.space = LabelSpace.from_label_lists([r["labels"] + r["predicted"] for r in records])
+        try:
+            run.predictions = predictions_from_records(records, run.space)
+        except (TypeError, ValueError) as err:  # e.g. a score that is not a number
+            raise LlmclsError(f"{predictions_file}: unreadable predictions ({err})") from None
+        reported = run.value("metrics.n_examples")
+        if reported is not None and reported != len(records):
+            run.notes.append(f"{name}: {predictions_file.name} has {len(records)} examples, "
+                             f"{'metrics.json' if split is None else split} reports {reported}")
+    return run
+
+
+def _metrics_record(run: RunDir, split: str | None) -> tuple[dict[str, Any], Path]:
+    if split is not None and not (run.path / f"metrics.{split}.json").exists():
+        primary = run.read_metrics()
+        if primary.get("split") == split:  # the split asked for is the one metrics.json reports
+            return primary, run.path / "predictions.jsonl"
+    suffix = "" if split is None else f".{split}"
+    return run.read_metrics(split), run.path / f"predictions{suffix}.jsonl"
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise LlmclsError(f"{path}: invalid YAML{where}") from None
+    if config is not None and not isinstance(config, dict):
+        raise LlmclsError(f"{path}: expected a mapping of options, got {type(config).__name__}")
+    return config or {}
+
+
+def _read_space(path: Path) -> LabelSpace | None:
+    if not path.exists():
+        return None
+    try:
+        return LabelSpace.load(path)
+    except ValueError as err:
+        raise LlmclsError(str(err)) from None
+
+
+# ------------------------------------------------------------------------------------------ derived numbers
+def per_label_f1(run: Run) -> dict[str, dict[str, Any]] | None:
+    """Per-label precision, recall, F1, support and predicted count by label (metrics.per_label_metrics)."""
+    if run.predictions is None or run.space is None:
+        return None
+    rows = per_label_metrics(run.predictions.gold, run.predictions.predicted, run.space.labels)
+    return {row["label"]: row for row in rows}
+
+
+def threshold_curve(predictions: Predictions | None, points: int = CURVE_POINTS) -> list[dict[str, float]]:
+    """Micro precision and recall when one global threshold is swept over the run's scores (no min_labels).
+
+    Thresholds are score quantiles whose share of predicted cells is spaced geometrically, so the points spread
+    along the curve instead of bunching in the mass of low (negative) scores. Cuts that predict nothing are left
+    out: their precision is 0 by convention, not a point on the curve.
+    """
+    if predictions is None or predictions.scores is None:
+        return []
+    scores, gold = predictions.scores, predictions.gold
+    finite = scores[np.isfinite(scores)]
+    if finite.size == 0:
+        return []
+    finite = finite[:: max(1, finite.size // QUANTILE_SAMPLE)]  # only picks the cuts; each is scored on all cells
+    shares = np.geomspace(1.0 / finite.size, 1.0, points)
+    cuts = np.unique(np.quantile(finite, 1.0 - shares))
+    curve = []
+    for cut in cuts[::-1]:
+        predicted = apply_thresholds(scores, Thresholds(np.full(scores.shape[1], cut)))
+        metrics = compute_metrics(gold, predicted)
+        if metrics["avg_labels_pred"] > 0:
+            curve.append({"threshold": float(cut), "precision": metrics["micro_precision"],
+                          "recall": metrics["micro_recall"], "f1": metrics["micro_f1"]})
+    return curve
+
+
+def label_order(runs: list[Run]) -> tuple[list[str], dict[str, int]]:
+    """Labels of all runs by support in the evaluated split (most frequent first; ties keep the label-space
+    order, which is training frequency) and the support of each, counted in the first run that has the label."""
+    support: dict[str, int] = {}
+    for run in runs:
+        if run.predictions is None or run.space is None:
+            continue
+        counts = run.predictions.gold.sum(axis=0)
+        for label, count in zip(run.space.labels, counts, strict=True):
+            support.setdefault(label, int(count))
+    labels = sorted(support, key=lambda lab: -support[lab])  # stable: equal supports keep first-seen order
+    return labels, support
+
+
+def same_examples(runs: list[Run]) -> bool:
+    """Whether every run with predictions scored the same example ids (so per-label rows compare like with like)."""
+    ids = {tuple(sorted(run.predictions.ids)) for run in runs if run.predictions is not None}
+    return len(ids) <= 1
