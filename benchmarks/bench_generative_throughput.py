@@ -100,6 +100,10 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=None, help="Default 256 (8 with --tiny).")
     parser.add_argument("--prompt_tokens", type=int, default=320)
     parser.add_argument("--max_labels", type=int, default=3, help="Labels per constrained answer (AAPD: 2.4 avg).")
+    parser.add_argument("--modes", default="stock,floor,free,constrained,score",
+                        help="Rows to measure, comma-separated (stock, floor, free, constrained, score).")
+    parser.add_argument("--profile", action="store_true",
+                        help="Also profile one batch of score and constrained modes (GPU only).")
     args = parser.parse_args()
     args.n = args.n or (32 if args.tiny else 2048)
     args.batch_size = args.batch_size or (8 if args.tiny else 256)
@@ -134,16 +138,18 @@ def main() -> None:
                 model(**batch.to(model.device), logits_to_keep=1)
 
     cases = {
-        f"stock model.generate, batch {args.batch_size}, {budget} new tokens (anchor)": stock_generate,
-        "one forward pass over the prompts (compute floor)": forward_floor,
-        "llmcls free generation": lambda: backend.generate(prompts, max_new_tokens=budget),
-        "llmcls constrained": lambda: backend.generate(prompts, max_new_tokens=budget, constraint=constraint),
-        "llmcls score (all 54 labels)": lambda: backend.score(prompts, labels, separator=ANSWER_SEPARATOR),
+        "stock": (f"stock model.generate, batch {args.batch_size}, {budget} new tokens (anchor)", stock_generate),
+        "floor": ("one forward pass over the prompts (compute floor)", forward_floor),
+        "free": ("llmcls free generation", lambda: backend.generate(prompts, max_new_tokens=budget)),
+        "constrained": ("llmcls constrained",
+                        lambda: backend.generate(prompts, max_new_tokens=budget, constraint=constraint)),
+        "score": (f"llmcls score (all {len(labels)} labels)",
+                  lambda: backend.score(prompts, labels, separator=ANSWER_SEPARATOR)),
     }
     warm = prompts[: args.batch_size]
     backend.generate(warm, max_new_tokens=budget, constraint=constraint)  # kernels, allocator, grammar
     backend.score(warm, labels, separator=ANSWER_SEPARATOR)
-    results = {name: timed(fn, len(prompts), sync) for name, fn in cases.items()}
+    results = {cases[key][0]: timed(cases[key][1], len(prompts), sync) for key in args.modes.split(",")}
 
     device = backend.device
     print(f"# bench_generative_throughput: {'tiny 2-layer model' if args.tiny else 'Qwen2.5-0.5B shape'}, random "
@@ -157,6 +163,14 @@ def main() -> None:
     print("|---|---:|")
     for name, rate in results.items():
         print(f"| {name} | {rate:,.1f} |")
+    if args.profile:  # one batch of each mode profiled: is the GPU busy, and with what?
+        from profiling import Profile
+
+        one = prompts[: args.batch_size]
+        with Profile(f"score, one batch of {len(one)} prompts"):
+            backend.score(one, labels, separator=ANSWER_SEPARATOR)
+        with Profile(f"constrained, one batch of {len(one)} prompts"):
+            backend.generate(one, max_new_tokens=budget, constraint=constraint)
 
 
 if __name__ == "__main__":

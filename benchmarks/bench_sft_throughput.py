@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -75,6 +76,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--peak_tflops", type=float, default=989.0)
+    parser.add_argument("--profile", type=int, default=0,
+                        help="Also profile this many steps after the timed ones (GPU only; prints the GPU-busy "
+                             "fraction and the top operators).")
+    parser.add_argument("--extra", default="",
+                        help="More `llmcls sft` options in one string, e.g. --extra='--lora_dropout 0.0'.")
     args = parser.parse_args()
     import torch
 
@@ -87,26 +93,34 @@ def main() -> None:
         build_model(folder, shape, ["cs.LG, stat.ML", "abstract text about codes and learning"] * 50)
         gpu = torch.cuda.is_available()
         argv = ["--model_name_or_path", str(folder), "--train", "aapd-train", "--output_dir", str(Path(tmp) / "o"),
-                "--per_device_train_batch_size", str(args.batch_size), "--max_steps", str(args.steps + args.warmup),
+                "--per_device_train_batch_size", str(args.batch_size), "--max_steps",
+                str(args.steps + args.warmup + args.profile),
                 "--bf16", "true" if gpu else "false", "--activation_checkpointing", "false", "--report_to", "none",
                 "--save_strategy", "no", "--logging_steps", "1000", "--max_length", str(args.seq_len),
                 "--use_peft", "false" if args.full else "true", "--lora_r", "16", "--lora_alpha", "32",
-                "--lora_target_modules", "all-linear", "--dtype", "bfloat16" if gpu else "float32"]
+                "--lora_target_modules", "all-linear", "--dtype", "bfloat16" if gpu else "float32",
+                *shlex.split(args.extra)]
         _, _, _, training_args, model_args = parse(make_parser(), argv)
-        n = args.batch_size * (args.steps + args.warmup)
+        n = args.batch_size * (args.steps + args.warmup + args.profile)
         ds = synthetic_dataset(n, args.seq_len, args.answer_len, min(shape["vocab_size"], 800))
         from transformers import AutoTokenizer
 
         trainer = make_trainer(model_args, training_args, AutoTokenizer.from_pretrained(folder), ds, None)
-        timer = StepTimer(args.warmup)
+        timer = StepTimer(args.warmup, args.warmup + args.steps)
         trainer.add_callback(timer)
+        if args.profile:  # three steps after the timed window (so the profiler does not slow the timed steps)
+            from profiling import Profile, step_window
+
+            trainer.add_callback(step_window(Profile(f"SFT training, {args.profile} steps"), args.warmup + args.steps,
+                                             args.warmup + args.steps + args.profile))
         trainer.train()
     tokens_per_s = args.batch_size * args.seq_len * args.steps / timer.elapsed
     mfu = tokens_per_s * flops_per_token(shape, args.seq_len, not args.full) / (args.peak_tflops * 1e12)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     print(f"# bench_sft_throughput: {'tiny' if args.tiny else 'Qwen2.5-0.5B-shaped'} random model, "
           f"{'full fine-tuning' if args.full else 'LoRA r=16 all-linear'}, batch {args.batch_size} x {args.seq_len} "
-          f"tokens (padded), {args.steps} timed steps after {args.warmup}, device {device}, "
+          f"tokens (padded), {args.steps} timed steps after {args.warmup}, extra options [{args.extra}], "
+          f"device {device}, "
           f"torch {torch.__version__}, Python {platform.python_version()}")
     print()
     print(f"| method | tokens/s | examples/s | MFU (peak {args.peak_tflops:.0f} TFLOPS) |")
@@ -116,19 +130,22 @@ def main() -> None:
 
 
 class StepTimer:
-    """A TrainerCallback (duck-typed) timing the steps after the warm-up ones."""
+    """A TrainerCallback (duck-typed) timing steps warmup+1 .. last. The GPU's queue is drained at those two edges
+    only: a synchronisation at every step would stop the CPU from queueing ahead and understate the speed."""
 
-    def __init__(self, warmup: int):
-        self.warmup, self.started, self.elapsed = warmup, None, 0.0
+    def __init__(self, warmup: int, last: int):
+        self.warmup, self.last, self.started, self.elapsed = warmup, last, None, 0.0
 
     def on_step_end(self, args, state, control, **kwargs):
         import torch
 
+        if state.global_step not in (self.warmup, self.last):
+            return
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         if state.global_step == self.warmup:
             self.started = time.perf_counter()
-        elif self.started is not None:
+        else:
             self.elapsed = time.perf_counter() - self.started
 
     def __getattr__(self, name):  # every other callback event: do nothing

@@ -101,6 +101,9 @@ class EncoderArguments(TrainingArguments):
         "help": "DDP: search the graph for parameters without gradients every step (every parameter is used here)."})
     bf16: bool | None = field(default=None, metadata={
         "help": "bf16 autocast; default: on when the GPU supports it."})
+    logging_nan_inf_filter: bool = field(default=False, metadata={
+        "help": "Leave NaN/inf losses out of the logged mean. Off by default: the check reads the loss back from the "
+                "GPU every step, a synchronisation that keeps the CPU from queueing the next step's work."})
 
     def __post_init__(self):
         import torch
@@ -328,9 +331,28 @@ def predict_scores(trainer: EncoderTrainer, split: EncodedSplit) -> SplitScores:
     """Logits for every row of `split` (all processes take part under DDP), in the split's original order."""
     dataset = split.dataset.remove_columns("labels")  # no labels: a forward pass only, no loss
     started = time.perf_counter()
-    logits = trainer.predict(dataset).predictions
+    if trainer.args.world_size > 1:  # the Trainer shards the rows over the processes and gathers them
+        logits = trainer.predict(dataset).predictions
+    else:
+        logits = predict_one_process(trainer, dataset)
     wall = time.perf_counter() - started
     return SplitScores(split.restore_order(np.asarray(logits, dtype=np.float32)), wall)
+
+
+def predict_one_process(trainer: EncoderTrainer, dataset) -> np.ndarray:
+    """The fast loop of encoder_infer, with the Trainer's precision settings: bf16 autocast (`--bf16`) or, with
+    `--bf16_full_eval`, the weights cast to bf16 in place (as the Trainer's own evaluation does)."""
+    import torch
+
+    from llmcls.encoder_infer import forward_logits
+
+    args, model = trainer.args, trainer.model
+    if args.bf16_full_eval:
+        model = model.to(dtype=torch.bfloat16)
+    pad_id = trainer.processing_class.pad_token_id or 0
+    # autocast over bf16 weights would only add casts (layer norms run in fp32 under autocast)
+    return forward_logits(model, dataset, batch_size=args.per_device_eval_batch_size, pad_id=pad_id,
+                          device=args.device, autocast_bf16=bool(args.bf16) and not args.bf16_full_eval)
 
 
 def tune_thresholds_over(gold: np.ndarray, scores: np.ndarray, min_labels: list[int], per_label: bool) -> Thresholds:

@@ -44,9 +44,14 @@ class SFTScriptArguments:
 def make_parser():
     from trl import ModelConfig, SFTConfig
 
-    return build_parser([DataArguments, SFTScriptArguments, GenerationArguments, SFTConfig, ModelConfig],
-                        prog="llmcls sft",
-                        description="LoRA/QLoRA SFT of a causal LM on abstracts -> labels (TRL), then evaluation.")
+    parser = build_parser([DataArguments, SFTScriptArguments, GenerationArguments, SFTConfig, ModelConfig],
+                          prog="llmcls sft",
+                          description="LoRA/QLoRA SFT of a causal LM on abstracts -> labels (TRL), then evaluation.")
+    # The Trainer's NaN/inf filter reads the loss back from the GPU every step, a synchronisation that keeps the CPU
+    # from queueing the next step (measured on an H200, LoRA on Qwen2.5-0.5B's shape: 32.8k -> 37.4k tokens/s
+    # together with the benchmark's own per-step sync removed). A YAML key or a flag still sets it.
+    parser.set_defaults(logging_nan_inf_filter=False)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,7 @@ from llmcls.cli import COMMANDS, main
 from llmcls.config import DataArguments
 from llmcls.corpus import load_corpus
 from llmcls.encoder import EncoderArguments, EncoderTrainer, build_trainer, encode_split, predict_scores
+from llmcls.encoder_infer import forward_logits, padded_batch
 from llmcls.encoder_model import MeanPoolingClassifier, load_for_training, load_tokenizer, load_trained, save_trained
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
@@ -344,3 +345,31 @@ def test_max_length_is_capped_at_the_model_positions(tiny_models, corpus):
     split = encode_split(corpus.get("train"), tokenizer, corpus.label_space, "abstract", 512, sort=False)
     lengths = [len(ids) for ids in split.dataset["input_ids"]]
     assert max(lengths) == 128
+
+
+def test_fast_prediction_loop_matches_trainer_predict(tiny_models, corpus, tmp_path):
+    """encoder_infer's loop (used on one process) gives the Trainer's own prediction, batch by batch."""
+    space, path = corpus.label_space, str(tiny_models["bert"])
+    model, tokenizer = load_for_training(path, space).eval(), load_tokenizer(path)
+    validation = encode_split(corpus.get("validation"), tokenizer, space, "title,abstract", 64, sort=True)
+    args = tiny_args(tmp_path)
+    args.per_device_eval_batch_size = 7  # several batches, the last one short
+    trainer = build_trainer(model, tokenizer, None, None, args)
+    dataset = validation.dataset.remove_columns("labels")
+    expected = trainer.predict(dataset).predictions
+    got = forward_logits(model, dataset, batch_size=7, pad_id=tokenizer.pad_token_id, device="cpu",
+                         autocast_bf16=False)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_padded_batch_reads_a_sliced_arrow_table():
+    """Rows taken from the middle of a table (non-zero list offsets) are padded to a multiple of 8."""
+    import pyarrow as pa
+
+    table = pa.table({"input_ids": [[1, 2], [3, 4, 5], [6], [7, 8, 9, 10]],
+                      "token_type_ids": [[0, 0], [0, 1, 1], [0], [0, 0, 1, 1]]}).slice(1, 2)
+    out = padded_batch(table, pad_id=99)
+    assert out["input_ids"].shape == (2, 8)
+    assert out["input_ids"][0, :4].tolist() == [3, 4, 5, 99] and out["input_ids"][1, :2].tolist() == [6, 99]
+    assert out["attention_mask"].sum(axis=1).tolist() == [3, 1]
+    assert out["token_type_ids"][0, :3].tolist() == [0, 1, 1] and out["token_type_ids"][1].sum() == 0

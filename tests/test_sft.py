@@ -110,6 +110,16 @@ def test_config_file_with_overrides_and_unknown_keys(tmp_path, capsys):
     assert "lora_rank" in capsys.readouterr().err
 
 
+def test_nan_filter_is_off_by_default_and_can_be_set(tmp_path):
+    """llmcls's default (no per-step GPU sync) over TRL's, and the YAML / flag still win."""
+    base = ["--model_name_or_path", "m", "--output_dir", str(tmp_path / "o"), "--bf16", "false"]
+    assert parse(make_parser(), base)[3].logging_nan_inf_filter is False
+    config = tmp_path / "sft.yaml"
+    config.write_text("logging_nan_inf_filter: true\n")
+    assert parse(make_parser(), ["--config", str(config), *base])[3].logging_nan_inf_filter is True
+    assert parse(make_parser(), [*base, "--logging_nan_inf_filter", "true"])[3].logging_nan_inf_filter is True
+
+
 def test_every_sft_recipe_names_existing_fields():
     for recipe in sorted((ROOT / "configs").glob("sft_*.yaml")):
         # --bf16 false: GPU recipes ask for bf16, which this CPU-only test machine refuses at parse time
