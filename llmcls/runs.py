@@ -36,6 +36,16 @@ ENVIRONMENT_PACKAGES = ("numpy", "scikit-learn", "torch", "transformers", "datas
                         "bitsandbytes", "vllm")
 
 
+def _default_file_mode() -> int:
+    """0o666 less the process's umask: the mode `open()` would have given the file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def atomic_write(path: str | Path, text: str | bytes) -> None:
     """Write text (or bytes, e.g. a PNG) to `path` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
@@ -46,6 +56,7 @@ def atomic_write(path: str | Path, text: str | bytes) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates files readable by their owner only; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -108,3 +108,13 @@ def test_atomic_write_takes_bytes(tmp_path):
     atomic_write(tmp_path / "x.png", b"\x89PNG\x00\xff")
     assert (tmp_path / "x.png").read_bytes() == b"\x89PNG\x00\xff"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_atomic_write_gives_the_mode_open_would(tmp_path):
+    """Run files are for sharing: the umask decides, not mkstemp's owner-only 0600."""
+    import os
+
+    atomic_write(tmp_path / "m.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask
