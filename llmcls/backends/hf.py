@@ -170,7 +170,7 @@ class HFBackend:
         self.device = describe_device(device)
         self.batch_size = batch_size
         # bound on the logits held at once while scoring (a 152k vocabulary makes them the largest tensor)
-        self.score_chunk_bytes = score_chunk_bytes or ((4 << 30) if device.startswith("cuda") else (1 << 30))
+        self.score_chunk_bytes = score_chunk_bytes  # None: sized from the free memory when scoring
         # the prompts of a run start alike (instructions, label list): encode that prefix once, not once a prompt;
         # sliding-window layers would need the window applied to the reused cache, so they go the plain way
         layer_types = getattr(self._core().config.get_text_config(), "layer_types", None) or []
@@ -316,9 +316,12 @@ class HFBackend:
               ends: str = "prefixes") -> np.ndarray:
         encoded = encode_prompts(self.tokenizer, prompts)
         plan, tensors = self._plan(tuple(continuations), separator, ends, common_suffix(prompts))
+        # results stay on the device until every batch is queued: a copy back per batch would make the CPU wait for
+        # the GPU each time, and the GPU then idles while the CPU prepares the next batch
+        queued = [(batch, self._score_batch([encoded[i] for i in batch], tensors)) for batch in self._batches(encoded)]
         values = np.empty((len(prompts), len(plan.pairs)))
-        for batch in self._batches(encoded):
-            values[batch] = self._score_batch([encoded[i] for i in batch], tensors)
+        for batch, result in queued:
+            values[batch] = result.double().cpu().numpy()
         return plan.combine(values)
 
     def _plan(self, continuations: tuple[str, ...], separator: str | None, ends: str, context: str):
@@ -355,17 +358,18 @@ class HFBackend:
         return {"n_pairs": len(plan.pairs),
                 "tokens": long([trie.token[n] for n in extra]), "depth": long([trie.depth[n] for n in extra]),
                 "ancestors": ancestors.to(device),
-                "root_pairs": np.array(root, dtype=int), "root_tokens": long([plan.pairs[p][1] for p in root]),
-                "inner_pairs": np.array(inner, dtype=int), "inner_slots": long([plan.pairs[p][0] - 1 for p in inner]),
+                "root_pairs": long(root), "root_tokens": long([plan.pairs[p][1] for p in root]),
+                "inner_pairs": long(inner), "inner_slots": long([plan.pairs[p][0] - 1 for p in inner]),
                 "inner_tokens": long([plan.pairs[p][1] for p in inner])}
 
-    def _score_batch(self, rows: list[list[int]], t: dict) -> np.ndarray:
-        """Log-probabilities of the plan's pairs for one batch of prompts: (len(rows), n_pairs)."""
+    def _score_batch(self, rows: list[list[int]], t: dict):
+        """Log-probabilities of the plan's pairs for one batch of prompts: a (len(rows), n_pairs) float32 tensor,
+        left on the model's device."""
         import torch
         from transformers import DynamicCache
 
         ids, mask, cache = self._inputs(rows)
-        values = np.empty((len(rows), t["n_pairs"]))
+        values = torch.empty((len(rows), t["n_pairs"]), dtype=torch.float32, device=mask.device)
         done = 0 if cache is None else cache.get_seq_length()  # tokens of the shared prefix already encoded
         cache = cache if cache is not None else DynamicCache(config=self._core().config)
         with torch.inference_mode():
@@ -374,16 +378,28 @@ class HFBackend:
             logits = self.model(input_ids=ids[:, done:], attention_mask=mask, position_ids=positions[:, done:],
                                 use_cache=True, logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1].float()
             first = logits[:, t["root_tokens"]] - torch.logsumexp(logits, dim=-1, keepdim=True)
-            values[:, t["root_pairs"]] = first.double().cpu().numpy()
+            values[:, t["root_pairs"]] = first
             n_extra = len(t["tokens"])
             if n_extra == 0:
                 return values
-            rows_per_chunk = max(1, self.score_chunk_bytes // (n_extra * logits.shape[-1] * 6))
+            rows_per_chunk = max(1, self._chunk_bytes() // (n_extra * logits.shape[-1] * 6))
             for start in range(0, len(rows), rows_per_chunk):
                 part = slice(start, min(start + rows_per_chunk, len(rows)))
                 sub = cache if rows_per_chunk >= len(rows) else _slice_cache(cache, part)
-                values[part, t["inner_pairs"]] = self._extra_pass(sub, mask[part], t).double().cpu().numpy()
+                values[part, t["inner_pairs"]] = self._extra_pass(sub, mask[part], t)
         return values
+
+    def _chunk_bytes(self) -> int:
+        """How many bytes of logits one extra pass may hold: the given bound, else a quarter of the GPU's free memory
+        (at least 1 GiB; an H200 then scores a whole batch of a 152k-vocabulary model in one pass), 1 GiB on a CPU."""
+        if self.score_chunk_bytes:
+            return self.score_chunk_bytes
+        import torch
+
+        device = self._core().device
+        if device.type == "cuda":
+            return max(1 << 30, torch.cuda.mem_get_info(device)[0] // 4)
+        return 1 << 30
 
     def _extra_pass(self, cache, mask, t: dict):
         """One forward pass of the trie's inner nodes after the cached prompts: each node attends to the real
