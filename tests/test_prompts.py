@@ -226,3 +226,14 @@ def test_plain_completion_follows_the_cue_and_ends_with_eos():
     assert completion == " cs.IT, math.IT</s>"
     assert (build_prompt(tokenizer, "Abstract: x") + completion).endswith("Categories: cs.IT, math.IT</s>")
     assert parse_labels(completion, SPACE).well_formed
+
+
+def test_templates_reach_the_wheel():
+    """prompts/ sits beside the package; a link inside it and the package-data entry put it in a built wheel."""
+    import llmcls
+    from llmcls.prompts import PROMPTS_DIR
+
+    packaged = Path(llmcls.__file__).parent / "resources" / "prompts"
+    assert sorted(p.name for p in packaged.glob("*.jinja")) == sorted(p.name for p in PROMPTS_DIR.glob("*.jinja"))
+    pyproject = (Path(llmcls.__file__).parents[1] / "pyproject.toml").read_text()
+    assert '"resources/prompts/*.jinja"' in pyproject
