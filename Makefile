@@ -27,14 +27,10 @@ setup-models: setup
 setup-dev: setup-models
 	$(BIN)/pip install --quiet -e ".[dev]"
 
+# Every system (linear, MiniLM-L6 with BCE and Two-Way, SmolLM2-135M zero/few-shot, constrained, score, LoRA SFT) on
+# the bundled sample, sized for 2 CPU cores; a rerun skips the systems already complete. Report: $(RUNS)/report.*
 demo: setup-models
-	$(BIN)/llmcls data list
-	$(BIN)/llmcls data stats aapd-train --plot $(RUNS)/aapd-train-stats.png
-	$(BIN)/llmcls train-linear --train aapd-train --validation aapd-validation --test aapd-test \
-		--output_dir $(RUNS)/linear-svm
-	$(BIN)/llmcls train-linear --train aapd-train --validation aapd-validation --test aapd-test \
-		--classifier logreg --c 4.0,16.0,64.0 --output_dir $(RUNS)/linear-logreg
-	$(BIN)/llmcls compare $(RUNS) --out $(RUNS)/comparison
+	$(BIN)/llmcls benchmark --config configs/benchmark_demo.yaml --output_dir $(RUNS)
 
 test: setup-dev
 	$(BIN)/ruff check llmcls tests benchmarks

@@ -22,6 +22,8 @@ COMMANDS = {
                                      "balanced)."),
     "sft": ("llmcls.sft", "LoRA/QLoRA instruction tuning of an LLM (TRL), then its predictions; also "
                           "`accelerate launch llmcls/sft.py`."),
+    "benchmark": ("llmcls.benchmark", "Run the systems of a benchmark YAML on the same data (complete ones are "
+                                      "skipped), then the report."),
     "evaluate": ("llmcls.evaluation", "Recompute and print the metrics of a predictions.jsonl."),
     "compare": ("llmcls.report", "One metrics table over run directories (terminal, Markdown, CSV)."),
 }

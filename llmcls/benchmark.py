@@ -1,0 +1,267 @@
+"""`llmcls benchmark`: every system of a benchmark YAML on the same data, one run directory each, then the report.
+
+    llmcls benchmark --config configs/benchmark_demo.yaml                     # the bundled sample, CPU-sized
+    llmcls benchmark --config configs/benchmark_aapd.yaml --test aapd/test.jsonl --only linear,encoder-twoway
+    llmcls benchmark --config configs/benchmark_demo.yaml --dry_run           # check it, print the command lines
+
+The YAML (schema in `benchmark_plan.py`) names the data, shared by every system, and the systems: a command
+(train-linear, train-encoder, zeroshot, fewshot, sft), optionally one of its recipes, and its options. Steps: check
+every system's options with its command's own parser (a typo fails here, in seconds) -> write the row slices of the
+data -> run each selected system in this process through its command's `main(argv)`, into OUTPUT_DIR/NAME ->
+`llmcls compare OUTPUT_DIR --out OUTPUT_DIR/report`.
+
+Resuming: OUTPUT_DIR/NAME/benchmark.json records the system's options (and their fingerprint) and its state. A
+system whose run is complete (metrics.json written, state complete, same fingerprint) is skipped, so rerunning
+an interrupted benchmark continues where it stopped; an interrupted system reruns in its folder (the generative
+commands keep their finished predictions); a system whose options changed reruns from an empty folder. A failing
+system is reported in one line (traceback in NAME/error.log) and the others still run; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmcls.benchmark_plan import BenchmarkArguments, Plan, RowSlice, System, make_plan
+from llmcls.config import DataArguments, build_parser, parse
+from llmcls.errors import LlmclsError
+from llmcls.progress import console
+from llmcls.runs import atomic_write
+
+RECORD = "benchmark.json"
+
+
+def make_parser():
+    return build_parser([DataArguments, BenchmarkArguments], prog="llmcls benchmark",
+                        description="Run the systems of a benchmark YAML (--config) on the same data, each into "
+                                    "its own run directory (complete ones are skipped), then write the report.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    source = config_source(argv)
+    data_args, args = parse(make_parser(), argv)
+    plan = make_plan(data_args, args, source)
+    for note in plan.notes:
+        console.print(f"note: {note}")
+    if args.dry_run:
+        for system in plan.systems:
+            print(system.command_line(plan.out_dir))
+        return 0
+    for piece in plan.slices:
+        write_slice(piece)
+    outcomes = run_systems(plan)
+    print_summary(outcomes)
+    write_report(plan.out_dir)
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def config_source(argv: list[str]) -> str:
+    """The benchmark YAML, for messages (TrlParser reads it)."""
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        return argv[argv.index("--config") + 1]
+    return "the command line"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data slices
+
+
+def write_slice(piece: RowSlice) -> None:
+    """Lines first..last of a JSON-lines file (bundled sample names allowed) into the benchmark's data folder."""
+    from llmcls.data import resolve_path
+
+    path = resolve_path(piece.source)
+    if path.suffix != ".jsonl":
+        raise LlmclsError(f"{piece.source}: row ranges (*_rows) need a JSON-lines (.jsonl) file")
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as err:
+        raise LlmclsError(f"{path}: cannot read ({err.strerror})") from None
+    if piece.last > len(lines):
+        raise LlmclsError(f"{path}: rows {piece.first}-{piece.last} asked for, the file has {len(lines)}")
+    text = "".join(line + "\n" for line in lines[piece.first - 1:piece.last])
+    if not piece.path.exists() or piece.path.read_text(encoding="utf-8") != text:
+        atomic_write(piece.path, text)
+    console.print(f"data: {piece.path} = rows {piece.first}-{piece.last} of {path}", soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running the systems
+
+
+@dataclass
+class Outcome:
+    name: str
+    status: str  # ran, skipped (complete), failed
+    wall_s: float | None
+    metrics: dict[str, Any] | None  # the metrics.json record
+
+
+def run_systems(plan: Plan) -> list[Outcome]:
+    started = time.perf_counter()
+    outcomes = []
+    for i, system in enumerate(plan.systems, start=1):
+        tag = f"[{i}/{len(plan.systems)}] {system.name}"
+        outcome = run_system(system, plan.out_dir, tag)
+        outcomes.append(outcome)
+        console.print(f"{tag}: {describe(outcome)}; benchmark elapsed {time.perf_counter() - started:.0f}s")
+    return outcomes
+
+
+def run_system(system: System, out_dir: Path, tag: str) -> Outcome:
+    run_dir = out_dir / system.name
+    record = read_record(run_dir)
+    state = run_state(run_dir, record, system.fingerprint())
+    if state == "complete":
+        return Outcome(system.name, "skipped (complete)", record.get("wall_s"), read_metrics(run_dir))
+    if state == "changed":
+        console.print(f"{tag}: options changed since its last run: rerunning it from an empty folder")
+        shutil.rmtree(run_dir)
+    elif state in ("running", "failed"):
+        console.print(f"{tag}: {'interrupted' if state == 'running' else 'failed'} last time: running it again "
+                      "(the generative commands keep their finished predictions)")
+    try:
+        argv = system.argv(out_dir)
+    except LlmclsError as err:  # a `package:` model that is not installed
+        return failed(system, run_dir, tag, str(err), 0.0, None)
+    console.rule(f"{tag} ({system.command})")
+    console.print(system.command_line(out_dir), soft_wrap=True, markup=False)
+    write_record(run_dir, system, "running")
+    started = time.perf_counter()
+    try:
+        error = call_command(system.command, argv)
+    except KeyboardInterrupt:
+        console.print(f"{tag}: interrupted; rerun the same command to resume from this system")
+        raise
+    except Exception as err:  # noqa: BLE001 - one failing system must not stop the others
+        error = f"{type(err).__name__}: {err}" if not isinstance(err, LlmclsError) else str(err)
+        return failed(system, run_dir, tag, error, time.perf_counter() - started, traceback.format_exc())
+    finally:
+        release_memory()
+    wall = time.perf_counter() - started
+    if error is None and not (run_dir / "metrics.json").exists():
+        error = "the command finished without writing metrics.json"
+    if error is not None:
+        return failed(system, run_dir, tag, error, wall, None)
+    write_record(run_dir, system, "complete", wall_s=round(wall, 1))
+    return Outcome(system.name, "ran", wall, read_metrics(run_dir))
+
+
+def call_command(command: str, argv: list[str]) -> str | None:
+    """Run one command's main(argv) in this process; an error message, or None when it succeeded."""
+    import importlib
+
+    from llmcls.cli import COMMANDS
+
+    module = importlib.import_module(COMMANDS[command][0])
+    try:
+        code = module.main(argv)
+    except SystemExit as err:  # an argparse error or a script's own exit
+        code = err.code
+    return None if code in (0, None) else f"llmcls {command} exited with status {code}"
+
+
+def failed(system: System, run_dir: Path, tag: str, error: str, wall: float, trace: str | None) -> Outcome:
+    first_line = (error.strip().splitlines() or ["failed"])[0]
+    log = ""
+    if trace:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(run_dir / "error.log", trace)
+        log = f" (traceback in {run_dir / 'error.log'})"
+    write_record(run_dir, system, "failed", wall_s=round(wall, 1), error=first_line)
+    console.print(f"{tag}: FAILED after {wall:.0f}s: {first_line}{log}", soft_wrap=True, markup=False)
+    return Outcome(system.name, "failed", wall, None)
+
+
+def release_memory() -> None:
+    """Systems run one after another in this process: free the last one's model before the next loads."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# benchmark.json: what a run directory was made with, and how far it got
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((run_dir / RECORD).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def run_state(run_dir: Path, record: dict[str, Any] | None, fingerprint: str) -> str:
+    """new (no record), changed (other options), running (interrupted), failed, or complete."""
+    if record is None:
+        return "new"
+    if record.get("fingerprint") != fingerprint:
+        return "changed"
+    if record.get("status") == "complete" and (run_dir / "metrics.json").exists():
+        return "complete"
+    return "failed" if record.get("status") == "failed" else "running"
+
+
+def write_record(run_dir: Path, system: System, status: str, **extra: Any) -> None:
+    record = {"name": system.name, "command": system.command, "status": status,
+              "fingerprint": system.fingerprint(), "recipe": str(system.recipe) if system.recipe else None,
+              "options": system.options, **extra}
+    atomic_write(run_dir / RECORD, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Summary and report
+
+
+def describe(outcome: Outcome) -> str:
+    text = outcome.status if outcome.status != "ran" else f"done in {outcome.wall_s:.0f}s"
+    if outcome.metrics:
+        m = outcome.metrics.get("metrics", {})
+        text += f", {outcome.metrics.get('split')} micro-F1 {m.get('micro_f1', float('nan')):.4f}"
+    return text
+
+
+def print_summary(outcomes: list[Outcome]) -> None:
+    from rich.table import Table
+
+    table = Table(title="benchmark", title_justify="left")
+    for column in ("system", "status", "time (s)", "micro-F1"):
+        table.add_column(column, justify="right" if column in ("time (s)", "micro-F1") else "left")
+    for o in outcomes:
+        micro = (o.metrics or {}).get("metrics", {}).get("micro_f1")
+        table.add_row(o.name, o.status, "-" if o.wall_s is None else f"{o.wall_s:.0f}",
+                      "-" if micro is None else f"{micro:.4f}")
+    console.print(table)
+
+
+def write_report(out_dir: Path) -> None:
+    """`llmcls compare OUTPUT_DIR --out OUTPUT_DIR/report`: the table on stdout, the files beside the runs."""
+    from llmcls import report
+
+    if not any(out_dir.glob("*/metrics.json")):
+        console.print("No finished run: no report.")
+        return
+    report.main([str(out_dir), "--out", str(out_dir / "report")])
+
+
+if __name__ == "__main__":
+    from llmcls.cli import main as cli_main
+
+    raise SystemExit(cli_main(["benchmark", *sys.argv[1:]]))

