@@ -25,7 +25,8 @@ COMMANDS = {
     "benchmark": ("llmcls.benchmark", "Run the systems of a benchmark YAML on the same data (complete ones are "
                                       "skipped), then the report."),
     "evaluate": ("llmcls.evaluation", "Recompute and print the metrics of a predictions.jsonl."),
-    "compare": ("llmcls.report", "One metrics table over run directories (terminal, Markdown, CSV)."),
+    "compare": ("llmcls.report", "Compare run directories: one table in the terminal; --out writes the report "
+                                 "(Markdown, CSV, LaTeX, HTML, plots)."),
 }
 
 

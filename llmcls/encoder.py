@@ -349,6 +349,11 @@ def predict_one_process(trainer: EncoderTrainer, dataset) -> np.ndarray:
     args, model = trainer.args, trainer.model
     if args.bf16_full_eval:
         model = model.to(dtype=torch.bfloat16)
+    if args.torch_compile:  # compiled once per trainer, reused for validation and test (its weights are shared)
+        if getattr(trainer, "_compiled_for_inference", None) is None:
+            trainer._compiled_for_inference = torch.compile(model, backend=args.torch_compile_backend or "inductor",
+                                                            mode=args.torch_compile_mode)
+        model = trainer._compiled_for_inference
     pad_id = trainer.processing_class.pad_token_id or 0
     # autocast over bf16 weights would only add casts (layer norms run in fp32 under autocast)
     return forward_logits(model, dataset, batch_size=args.per_device_eval_batch_size, pad_id=pad_id,

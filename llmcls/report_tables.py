@@ -7,6 +7,7 @@ values, Markdown, LaTeX, HTML and the terminal get the formatted text with "-" f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,21 @@ def format_value(value: Any, fmt: str) -> str:
 
 
 def _column_value(run: Run, where: str) -> Any:
-    return run.name if where == "name" else run.value(where)
+    if where == "name":
+        return run.name
+    value = run.value(where)
+    return display_model(value) if where == "model" else value
+
+
+def display_model(model: Any) -> Any:
+    """A local model path shortened to what identifies it (a .gguf file's name, `package/model` for a folder named
+    model); hub ids such as Qwen/Qwen2.5-1.5B-Instruct stay as they are. The runs table keeps the full path."""
+    if not isinstance(model, str) or not model.startswith(("/", "~", ".")):
+        return model
+    path = Path(model)
+    if path.name in ("model", "merged", "adapter") and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name or model
 
 
 def _columns_table(key: str, title: str, caption: str, runs: list[Run], columns: list[tuple[str, str, str]]) -> Table:
@@ -136,13 +151,14 @@ def band_table(per_label: Table) -> Table | None:
 
 def data_table(runs: list[Run]) -> Table:
     """Where each run's data came from, its sizes, label count, hardware and versions, as the run recorded them."""
-    rows = [[run.name, *data_sources(run), sizes(run), run.value("metrics.n_labels"), hardware(run), versions(run)]
-            for run in runs]
-    caption = ("Data, sizes (train / validation / test examples after filtering), label count, hardware and "
+    rows = [[run.name, run.value("model"), *data_sources(run), sizes(run), run.value("metrics.n_labels"),
+             hardware(run), versions(run)] for run in runs]
+    caption = ("The model as given, data, sizes (train / validation / test examples after filtering), label count, "
+               "hardware and "
                f"software as recorded in each run's config.yaml and metrics.json. {MISSING}: not recorded.")
     return Table("runs", "Data and environment", caption,
-                 ["run", "train", "validation", "test", "selection", "sizes", "labels", "hardware", "versions"],
-                 rows, ["{}", "{}", "{}", "{}", "{}", "{}", "{:,}", "{}", "{}"])
+                 ["run", "model", "train", "validation", "test", "selection", "sizes", "labels", "hardware",
+                  "versions"], rows, ["{}", "{}", "{}", "{}", "{}", "{}", "{}", "{:,}", "{}", "{}"])
 
 
 def data_sources(run: Run) -> list[str | None]:

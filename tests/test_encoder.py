@@ -373,3 +373,17 @@ def test_padded_batch_reads_a_sliced_arrow_table():
     assert out["input_ids"][0, :4].tolist() == [3, 4, 5, 99] and out["input_ids"][1, :2].tolist() == [6, 99]
     assert out["attention_mask"].sum(axis=1).tolist() == [3, 1]
     assert out["token_type_ids"][0, :3].tolist() == [0, 1, 1] and out["token_type_ids"][1].sum() == 0
+
+
+def test_prediction_with_torch_compile_matches(tiny_models, corpus, tmp_path):
+    """--torch_compile compiles the prediction loop's model once (the eager backend keeps the test fast)."""
+    space, path = corpus.label_space, str(tiny_models["bert"])
+    model, tokenizer = load_for_training(path, space).eval(), load_tokenizer(path)
+    validation = encode_split(corpus.get("validation"), tokenizer, space, "title,abstract", 64, sort=True)
+    plain = predict_scores(build_trainer(model, tokenizer, None, None, tiny_args(tmp_path / "a")), validation)
+    args = tiny_args(tmp_path / "b", torch_compile=True, torch_compile_backend="eager")
+    trainer = build_trainer(model, tokenizer, None, None, args)
+    compiled = predict_scores(trainer, validation)
+    assert trainer._compiled_for_inference is not None and trainer._compiled_for_inference is not model
+    assert predict_scores(trainer, validation) is not None and trainer._compiled_for_inference is not None
+    np.testing.assert_allclose(compiled.scores, plain.scores, atol=1e-5)
