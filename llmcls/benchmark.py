@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         write_slice(piece)
     outcomes = run_systems(plan)
     print_summary(outcomes)
-    write_report(plan.out_dir)
+    write_report(plan.out_dir, plan.names)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -251,14 +251,16 @@ def print_summary(outcomes: list[Outcome]) -> None:
     console.print(table)
 
 
-def write_report(out_dir: Path) -> None:
-    """`llmcls compare OUTPUT_DIR --out OUTPUT_DIR/report`: the table on stdout, the files beside the runs."""
+def write_report(out_dir: Path, names: list[str]) -> None:
+    """`llmcls compare RUN... --out OUTPUT_DIR/report` over the YAML's finished systems (other run directories left
+    in OUTPUT_DIR, e.g. of a system since removed from the YAML, stay out): the table on stdout, the files beside."""
     from llmcls import report
 
-    if not any(out_dir.glob("*/metrics.json")):
+    finished = [str(out_dir / name) for name in names if (out_dir / name / "metrics.json").exists()]
+    if not finished:
         console.print("No finished run: no report.")
         return
-    report.main([str(out_dir), "--out", str(out_dir / "report")])
+    report.main([*finished, "--out", str(out_dir / "report")])
 
 
 if __name__ == "__main__":

@@ -105,6 +105,7 @@ class Plan:
     slices: list[RowSlice]
     out_dir: Path
     notes: list[str]
+    names: list[str]  # every system of the YAML, selected or not: the report covers those that are finished
 
 
 def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -> Plan:
@@ -126,7 +127,7 @@ def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -
     selected = select(systems, args.only, args.skip, source)
     for system in systems:  # all of them, selected or not: a typo anywhere fails now, not in an hour
         check_parses(system, out_dir, source)
-    return Plan(selected, slices, out_dir, notes)
+    return Plan(selected, slices, out_dir, notes, [system.name for system in systems])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -163,6 +163,20 @@ def test_only_skip_and_changed_options(tmp_path, calls, capsys):
         run(config, out, "--only", "d")
 
 
+def test_the_report_covers_the_yaml_systems_only(tmp_path, calls):
+    """A run directory left in the output folder by a system since removed from the YAML stays out of the report."""
+    import csv
+    import shutil
+
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a"), linear("b")], **SMALL)
+    out = tmp_path / "out"
+    assert run(config, out, "--only", "a") == 0
+    shutil.copytree(out / "a", out / "removed-system")
+    assert run(config, out, "--only", "b") == 0
+    with open(out / "report.csv", encoding="utf-8") as handle:
+        assert [row["run"] for row in csv.DictReader(handle)] == ["a", "b"]
+
+
 def test_a_failing_system_is_one_line_the_others_run_and_the_report_is_written(tmp_path, capsys):
     systems = [{"name": "broken", "command": "train-encoder", "options": {"model": str(tmp_path / "no-model")}},
                linear("a")]
