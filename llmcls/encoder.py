@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments, set_seed
 
 from llmcls.config import DataArguments, build_parser, command_line, parse
 from llmcls.corpus import Corpus, load_corpus
@@ -131,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = load_corpus(data_args, required=("train", "validation"))
         tokenizer = load_tokenizer(args.model)
         splits = encode_corpus(corpus, tokenizer, args)
+    set_seed(args.seed)  # the new classification head's initial weights come from --seed, not from the process's RNG
     model = load_for_training(args.model, corpus.label_space, args.pooling)
     trainer = build_trainer(model, tokenizer, splits["train"], splits["validation"], args)
     check_parallelism(trainer)

@@ -387,3 +387,17 @@ def test_prediction_with_torch_compile_matches(tiny_models, corpus, tmp_path):
     assert trainer._compiled_for_inference is not None and trainer._compiled_for_inference is not model
     assert predict_scores(trainer, validation) is not None and trainer._compiled_for_inference is not None
     np.testing.assert_allclose(compiled.scores, plain.scores, atol=1e-5)
+
+
+def test_same_seed_same_run_whatever_ran_before(tiny_models, tmp_path):
+    """The new head is initialised from --seed: a run does not depend on what the process did before it (a
+    benchmark runs several systems in one process)."""
+    logits = []
+    for i, out in enumerate((tmp_path / "a", tmp_path / "b")):
+        torch.manual_seed(1000 + i)  # another RNG state before each run
+        torch.rand(3)
+        assert main(train_argv(tiny_models["bert"], out, "--max_train_examples", "16", "--num_train_epochs", "1",
+                               "--eval_strategy", "no", "--save_strategy", "no",
+                               "--load_best_model_at_end", "false")) == 0
+        logits.append([json.loads(line)["scores"] for line in (out / "predictions.jsonl").open()])
+    assert logits[0] == logits[1]
