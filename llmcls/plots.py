@@ -83,14 +83,13 @@ def f1_vs_cost(names: Sequence[str], f1: Sequence[float | None], speed: Sequence
     panels = ((axes[0, 0], speed, "examples per second (prediction, log)"),
               (axes[0, 1], train_s, "training time, seconds (log)"))
     for ax, cost, xlabel in panels:
-        shown = 0
-        for i, (name, y, x) in enumerate(zip(names, f1, cost, strict=True)):
-            if y is None or x is None or x <= 0:  # log axis: a run without the value (or 0 s) has no place
-                continue
+        points = [(i, name, x, y) for i, (name, y, x) in enumerate(zip(names, f1, cost, strict=True))
+                  if y is not None and x is not None and x > 0]  # log axis: a run without the value has no place
+        for i, _, x, y in points:
             ax.scatter([x], [y], color=color(i), marker=MARKERS[i % len(MARKERS)], s=50, zorder=3)
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-            shown += 1
-        if shown:
+        for x, y, label in _clustered_labels(points):
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, va="bottom")
+        if points:
             ax.set_xscale("log")
         else:
             ax.text(0.5, 0.5, "no run recorded this", ha="center", va="center", transform=ax.transAxes)
@@ -99,6 +98,24 @@ def f1_vs_cost(names: Sequence[str], f1: Sequence[float | None], speed: Sequence
         ax.grid(alpha=0.3, which="both")
     fig.suptitle("Micro-F1 against cost")
     return _png(fig)
+
+
+def _clustered_labels(points: list[tuple[int, str, float, float]]) -> list[tuple[float, float, str]]:
+    """One label per group of points that sit together (within 0.15 decades and 2% of the F1 range), the names
+    stacked, so that runs with the same cost and score do not print their names over each other."""
+    if not points:
+        return []
+    ys = [y for *_, y in points]
+    near_y = 0.02 * max(max(ys) - min(ys), 0.05)
+    groups: list[list[tuple[int, str, float, float]]] = []
+    for point in sorted(points, key=lambda p: (p[3], p[2])):
+        group = next((g for g in groups if abs(np.log10(g[0][2]) - np.log10(point[2])) < 0.15
+                      and abs(g[0][3] - point[3]) < near_y), None)
+        if group is None:
+            groups.append([point])
+        else:
+            group.append(point)
+    return [(g[0][2], max(p[3] for p in g), "\n".join(p[1] for p in g)) for g in groups]
 
 
 def precision_recall(names: Sequence[str], points: Sequence[tuple[float, float] | None],

@@ -241,3 +241,13 @@ def test_bad_input_is_one_line_naming_the_file(report, tmp_path, capsys, damage)
     assert cli_main(["compare", str(run), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(run / broken[0]) in err, err
+
+
+def test_points_at_the_same_place_share_one_stacked_label():
+    from llmcls.plots import _clustered_labels
+
+    points = [(0, "zeroshot", 0.9, 0.2769), (1, "sft-lora", 2.6, 0.2769), (2, "constrained", 2.5, 0.2769),
+              (3, "linear", 2600.0, 0.5652)]
+    labels = sorted(_clustered_labels(points), key=lambda item: item[0])
+    assert [label for *_, label in labels] == ["zeroshot", "constrained\nsft-lora", "linear"]
+    assert _clustered_labels([]) == []
