@@ -92,9 +92,7 @@ def trained_run(path: str | None) -> RunDir:
 
 
 def read_training_config(run: RunDir) -> dict:
-    import yaml
-
-    config = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}
+    config = run.read_config()
     missing = [key for key in ("model", "text_fields", "max_length", "loss") if key not in config]
     if missing:
         raise LlmclsError(f"{run.path / 'config.yaml'}: missing {', '.join(missing)} (not a train-encoder run?)")

@@ -153,11 +153,9 @@ def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_
 
 def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
     """Refuse to append to predictions made with other options (they would be mixed into one set of metrics)."""
-    import yaml
-
     if not any(run.path.glob("predictions*.jsonl")) or not (run.path / "config.yaml").exists():
         return
-    old = yaml.safe_load((run.path / "config.yaml").read_text(encoding="utf-8")) or {}
+    old = run.read_config()
     changed = sorted(key for key in config
                      if key not in RESUMABLE_CHANGES and old.get(key, config[key]) != config[key])
     if changed:

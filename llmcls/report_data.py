@@ -76,8 +76,9 @@ def load_runs(paths: list[Path], split: str | None = None) -> list[Run]:
 
 def load_run(path: Path, name: str, split: str | None = None) -> Run:
     """Read one run; `split` picks metrics.<split>.json (or metrics.json when that is the split it holds)."""
-    record, predictions_file = _metrics_record(RunDir(path), split)
-    run = Run(path, name, record, _read_config(path / "config.yaml"), _read_space(path / "labels.json"))
+    run_dir = RunDir(path)
+    record, predictions_file = _metrics_record(run_dir, split)
+    run = Run(path, name, record, run_dir.read_config(), run_dir.label_space())
     if predictions_file.exists():
         records = read_predictions(predictions_file)
         if run.space is None:  # as `llmcls evaluate`: the labels seen in the file, most frequent first
@@ -100,31 +101,6 @@ def _metrics_record(run: RunDir, split: str | None) -> tuple[dict[str, Any], Pat
             return primary, run.path / "predictions.jsonl"
     suffix = "" if split is None else f".{split}"
     return run.read_metrics(split), run.path / f"predictions{suffix}.jsonl"
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
-    import yaml
-
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise LlmclsError(f"{path}: invalid YAML{where}") from None
-    if config is not None and not isinstance(config, dict):
-        raise LlmclsError(f"{path}: expected a mapping of options, got {type(config).__name__}")
-    return config or {}
-
-
-def _read_space(path: Path) -> LabelSpace | None:
-    if not path.exists():
-        return None
-    try:
-        return LabelSpace.load(path)
-    except ValueError as err:
-        raise LlmclsError(str(err)) from None
 
 
 # ------------------------------------------------------------------------------------------ derived numbers

@@ -182,9 +182,32 @@ class RunDir:
             raise LlmclsError(f"{path}: unknown schema {record.get('schema')!r} (this llmcls reads {SCHEMA})")
         return record
 
+    def read_config(self) -> dict[str, Any]:
+        """config.yaml as a mapping ({} when the run has none); an unreadable one is a one-line error."""
+        path = self.path / "config.yaml"
+        if not path.exists():
+            return {}
+        import yaml
+
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise LlmclsError(f"{path}: invalid YAML{where}") from None
+        if config is not None and not isinstance(config, dict):
+            raise LlmclsError(f"{path}: expected a mapping of options, got {type(config).__name__}")
+        return config or {}
+
     def label_space(self) -> LabelSpace | None:
+        """labels.json (None when the run has none); an unreadable one is a one-line error."""
         path = self.path / "labels.json"
-        return LabelSpace.load(path) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return LabelSpace.load(path)
+        except ValueError as err:
+            raise LlmclsError(str(err)) from None
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
