@@ -48,7 +48,7 @@ from llmcls.report_tables import (
 )
 from llmcls.runs import atomic_write
 
-__all__ = ["find_runs", "main", "make_parser", "metrics_table", "rich_table", "write_report"]
+__all__ = ["find_runs", "main", "make_parser", "metrics_table", "rich_table"]
 
 
 @dataclass
@@ -79,12 +79,6 @@ def main(argv: list[str] | None = None) -> int:
         for path in write_files(build_report(runs, plots=args.plots, prefix=Path(args.out)), Path(args.out)):
             console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
-
-
-def write_report(run_dirs: list[Path], prefix: Path, *, split: str | None = None, plots: bool = True) -> list[Path]:
-    """Read the runs (or folders of runs) and write the report files under `prefix`; returns the paths written."""
-    runs = load_runs(find_runs(list(run_dirs)), split)
-    return write_files(build_report(runs, plots=plots, prefix=Path(prefix)), Path(prefix))
 
 
 def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("comparison")) -> Report:

@@ -16,7 +16,8 @@ from sklearn.metrics import f1_score
 
 from llmcls.cli import main as cli_main
 from llmcls.labels import LabelSpace
-from llmcls.report import main, write_report
+from llmcls.report import build_report, main, write_files
+from llmcls.report_data import find_runs, load_runs
 from llmcls.report_tables import COMPARISON, ORIGINAL
 from llmcls.runs import RunDir, predictions_from_records, read_predictions
 
@@ -203,9 +204,10 @@ def test_a_narrow_terminal_gets_one_column_per_run(report, capsys, monkeypatch):
     assert any(line.split()[:1] == ["micro-F1"] for line in lines)
 
 
-def test_write_report_returns_the_paths_it_wrote(report, tmp_path):
+def test_write_files_returns_the_paths_it_wrote(report, tmp_path):
     folder = next(iter(report["runs"].values())).parent
-    paths = write_report([folder], tmp_path / "sub" / "r")
+    prefix = tmp_path / "sub" / "r"
+    paths = write_files(build_report(load_runs(find_runs([folder])), prefix=prefix), prefix)
     assert all(p.exists() for p in paths)
     assert {p.name for p in paths} >= {"r.md", "r.csv", "r.tex", "r.html", "r-precision-recall.png"}
     assert len(_csv(tmp_path / "sub" / "r.csv")) == 3
