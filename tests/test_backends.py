@@ -14,7 +14,6 @@ from tiny_llms import build_tiny_llama, build_tiny_lora_adapter
 from llmcls.backends import LabelConstraint, ModelArguments, cut_at_stop, encode_prompts, end_token_ids, load_backend
 from llmcls.backends.constrained import (
     LabelGrammar,
-    RowState,
     ScorePlan,
     TokenTrie,
     common_suffix,
@@ -24,6 +23,7 @@ from llmcls.backends.constrained import (
     label_sequences,
     make_processor,
 )
+from llmcls.backends.hf import file_digest, gguf_folder
 from llmcls.errors import LlmclsError
 from llmcls.parsing import parse_labels
 from llmcls.runs import PredictionWriter
@@ -56,28 +56,52 @@ def prompts(backend):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Tries and the answer grammar (pure Python, token ids given directly)
+# Tries and the answer grammar (token ids given directly)
+
+VOCAB = 100  # token ids in these tests are below 100
 
 
-def test_token_trie_shares_prefixes_and_checks_budgets():
+def test_token_trie_shares_prefixes():
     trie = TokenTrie([[1, 2], [1, 2, 3], [4]])
     assert len(trie) == 5  # root, 1, 1-2, 1-2-3, 4
     node = trie.children[trie.children[0][1]][2]
-    assert trie.ends[node] == 0 and trie.depth[node] == 2 and trie.masks[node] == 0b011
-    assert trie.fitting(trie.children[0][1], budget=1) == 0b001  # only [1, 2] finishes within one more token
+    assert trie.ends[node] == 0 and trie.depth[node] == 2 and trie.below[node] == [0, 1]
+    assert trie.token[node] == 2 and trie.parent[node] == trie.children[0][1]
     with pytest.raises(ValueError):
         TokenTrie([[1], [1]])
 
 
+class _Rows:
+    """Answers being written under a grammar, one state row each (the processor's tensors, driven directly)."""
+
+    def __init__(self, grammar: LabelGrammar, rows: int = 1):
+        self.tables = grammar.tables("cpu")
+        self.state = self.tables.start(rows)
+
+    def allowed(self, budget: int, top: list[int] | None = None) -> list[list[int]]:
+        import torch
+
+        top = None if top is None else torch.tensor(top)
+        ids = self.tables.allowed(self.state, budget, VOCAB, top)
+        return [sorted({t for t in row if t != VOCAB}) for row in ids.tolist()]
+
+    def advance(self, *tokens: int) -> _Rows:
+        import torch
+
+        self.tables.advance(self.state, torch.tensor(tokens))
+        return self
+
+    def done(self) -> list[bool]:
+        return self.state["done"].tolist()
+
+
 def _walk(grammar: LabelGrammar, budget: int, choose) -> list[int]:
-    """Generate with the grammar, `choose` picking among the allowed tokens; returns the tokens written."""
-    state, written = RowState(), []
+    """Generate one answer with the grammar, `choose` picking among the allowed tokens; returns the tokens."""
+    rows, written = _Rows(grammar), []
     for step in range(budget):
-        allowed = grammar.allowed(state, budget - step)
-        token = choose(allowed)
+        token = choose(rows.allowed(budget - step)[0])
         written.append(token)
-        grammar.advance(state, token)
-        if state.done:
+        if rows.advance(token).done()[0]:
             break
     return written
 
@@ -96,21 +120,95 @@ def test_grammar_never_repeats_a_label_and_respects_max_labels():
 def test_grammar_with_prefix_labels_never_ends_on_a_repeat():
     # "cs" = [10], "cs.IT" = [10, 11]; after a separator: [20, 10], [20, 10, 11]
     grammar = LabelGrammar(TokenTrie([[10], [10, 11]]), TokenTrie([[20, 10], [20, 10, 11]]), (99,))
-    state = RowState()
-    for token in (10, 20, 10):  # "cs" then ", cs" on the way to ", cs.IT"
-        grammar.advance(state, token)
-    assert grammar.allowed(state, budget=5) == [11]  # ending here would write "cs" twice
+    rows = _Rows(grammar).advance(10).advance(20).advance(10)  # "cs" then ", cs" on the way to ", cs.IT"
+    assert rows.allowed(budget=5) == [[11]]  # ending here would write "cs" twice
     assert complete_items("cs, cs", ["cs", "cs.IT"], ", ") == "cs"
 
 
 def test_grammar_never_starts_a_label_it_cannot_finish():
     grammar = LabelGrammar(TokenTrie([[10], [11, 12, 14]]), TokenTrie([[20, 10], [20, 11, 12, 14]]), (99,))
-    assert 11 not in grammar.allowed(RowState(), budget=2)  # [11, 12, 14] needs 3 tokens
-    state = RowState()
-    grammar.advance(state, 10)
-    assert sorted(grammar.allowed(state, budget=4)) == [20, 99]
-    assert grammar.allowed(state, budget=3) == [99]  # ", 11 12 14" would not fit
-    assert grammar.allowed(RowState(), budget=0) == [99]  # nothing fits: end
+    assert 11 not in _Rows(grammar).allowed(budget=2)[0]  # [11, 12, 14] needs 3 tokens
+    rows = _Rows(grammar).advance(10)
+    assert rows.allowed(budget=4) == [[20, 99]]
+    assert rows.allowed(budget=3) == [[99]]  # ", 11 12 14" would not fit
+    assert _Rows(grammar).allowed(budget=0) == [[99]]  # nothing fits: end
+    assert _Rows(grammar).advance(42).done() == [True]  # a token off the grammar (mask bypassed) ends the row
+
+
+def _language(first, after, max_labels) -> set[tuple[int, ...]]:
+    """Every complete answer of the grammar, by brute force: distinct labels in any order, the first tokenised as
+    in `first`, the others as in `after`, at most `max_labels` of them (the end token left out)."""
+    answers = set()
+
+    def extend(tokens: tuple[int, ...], used: frozenset):
+        if used:
+            answers.add(tokens)
+        if max_labels is not None and len(used) >= max_labels:
+            return
+        for label in range(len(first)):
+            if label not in used:
+                extend(tokens + tuple(after[label] if used else first[label]), used | {label})
+
+    extend((), frozenset())
+    return answers
+
+
+def _reference_allowed(answers, written: tuple[int, ...], budget: int, end_ids, top: int | None) -> list[int]:
+    """What the grammar allows after `written`, from the answers themselves: a token that starts the rest of an
+    answer which ends within the budget; the end where `written` is an answer; the end alone where nothing fits
+    or where the model's first choice `top` is off the format once a label is complete (20 = the separator)."""
+    n = len(written)
+    allowed = {a[n] for a in answers if len(a) > n and a[:n] == written and len(a) - n <= budget}
+    if written in answers:
+        allowed |= set(end_ids)
+    holds_label = written in answers or 20 in written
+    if not allowed or (top is not None and holds_label and top not in allowed):
+        return sorted(end_ids)
+    return sorted(allowed)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_grammar_tensors_match_a_brute_force_reference(seed):
+    """Random label tries (shared prefixes, labels that are prefixes of others, a different tokenisation after the
+    separator), random caps and budgets; several rows walk random paths in one batch, and at every step each row's
+    allowed tokens equal the brute-force reference's."""
+    import random
+
+    rng = random.Random(seed)
+    n_labels = rng.randint(1, 5)
+    first: list[list[int]] = []
+    while len(first) < n_labels:
+        seq = [rng.randint(1, 3) for _ in range(rng.randint(1, 3))]
+        if seq not in first:
+            first.append(seq)
+    glued = rng.random() < 0.5  # after the separator, the first token merges with the space (" cs" vs "cs")
+    after = [[20, seq[0] + 10 * glued, *seq[1:]] for seq in first]
+    end_ids = (99,) if rng.random() < 0.5 else (98, 99)
+    max_labels = rng.choice([None, 1, 2, 3])
+    stop = rng.random() < 0.5
+    grammar = LabelGrammar(TokenTrie(first), TokenTrie(after), end_ids, max_labels, stop_off_format=stop)
+    answers = _language(first, after, max_labels)
+    n_rows, budget = 6, rng.randint(1, 12)
+    rows, written = _Rows(grammar, n_rows), [() for _ in range(n_rows)]
+    finished = [False] * n_rows
+    for step in range(budget):
+        top = [rng.choice([1, 2, 3, 11, 12, 13, 20, 99]) for _ in range(n_rows)] if stop else None
+        got = rows.allowed(budget - step, top)
+        for row in range(n_rows):
+            if not finished[row]:
+                assert got[row] == _reference_allowed(answers, written[row], budget - step, end_ids,
+                                                      top[row] if stop else None), (row, written[row])
+        tokens = [rng.choice(got[row]) if not finished[row] else 0 for row in range(n_rows)]  # 0: padding
+        rows.advance(*tokens)
+        for row in range(n_rows):
+            if not finished[row]:
+                finished[row] = tokens[row] in end_ids
+                written[row] += () if finished[row] else (tokens[row],)
+        assert rows.done() == finished
+    for row in range(n_rows):  # a finished row wrote an answer, nothing (no label fits the budget), or, stopped off
+        text = written[row]  # the format, an answer and an unfinished item that `complete_items` drops
+        if finished[row] and text and text not in answers:
+            assert stop and text[:max(i for i, t in enumerate(text) if t == 20)] in answers, text
 
 
 def test_processor_ends_the_answer_when_the_model_leaves_the_format():
@@ -175,6 +273,25 @@ def test_helpers(backend):
     bos = tokenizer.bos_token
     assert encode_prompts(tokenizer, [bos + "x"])[0].count(tokenizer.bos_token_id) == 1
     assert cut_at_stop("cs.IT\n\nBecause", ["\n\n"]) == "cs.IT" and cut_at_stop("cs.IT", []) == "cs.IT"
+
+
+def test_gguf_cache_is_keyed_by_the_file_contents(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("LLMCLS_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"weights v1")
+    folder = tmp_path / "cache" / "gguf" / f"model-{file_digest(gguf)}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")  # as if converted before: no conversion runs
+    assert gguf_folder(gguf) == folder
+    os.utime(gguf, (1, 1))  # the same bytes installed anew (new modification time): the same folder
+    assert gguf_folder(gguf) == folder
+    gguf.write_bytes(b"weights v2")  # changed bytes: converted again (and these bytes are no GGUF: one line)
+    with pytest.raises(LlmclsError, match=r"model\.gguf: cannot load as a GGUF model: .*magic"):
+        gguf_folder(gguf)
+    with pytest.raises(LlmclsError, match="no such GGUF file"):
+        gguf_folder(tmp_path / "missing.gguf")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -11,12 +11,17 @@ At every step the logits processor leaves only the tokens that continue some lab
 to finish within the remaining token budget, so an answer is never cut in the middle of a label: every output
 parses, even from random weights.
 
+The processor works on tensors only (`GrammarTables`): the tries become padded child tables, a row's state is its
+node, the labels it wrote (a boolean row) and their count, and one step is a few gathers and a scatter for the
+whole batch, on the device of the scores, with no copy to the host. Generation therefore never waits on Python per
+row or on a device-to-host transfer per token.
+
 Stopping when the model leaves the format (`stop_off_format`, on by default): once the answer holds a label, a
 step at which the model's own first choice (before masking) is not allowed means it wants something the format
 forbids, usually a label it already wrote (small models repeat: "cs.IT, math.IT, math.IT, ..."). Pure masking
 would then push it into yet another label, up to `max_labels`; instead the answer ends there, and an item left
 unfinished after the last separator is dropped (`complete_items`). A model that keeps to the format is unaffected.
-Torch is imported inside the processor only.
+Torch is imported inside the functions that need it only.
 """
 
 from __future__ import annotations
@@ -26,22 +31,22 @@ from dataclasses import dataclass, field
 
 
 class TokenTrie:
-    """Token-id sequences in a prefix tree. Node 0 is the root; every node knows its depth and, as a bit mask, the
-    sequences that pass through it (masks make "is any unused label left below this child" one integer AND)."""
+    """Token-id sequences in a prefix tree. Node 0 is the root; every node knows its depth, its parent, the token
+    leading into it and the sequence that ends at it, if any."""
 
     def __init__(self, sequences: Sequence[Sequence[int]]):
         self.children: list[dict[int, int]] = [{}]
         self.ends: list[int | None] = [None]  # index of the sequence that ends at the node
-        self.masks: list[int] = [0]
         self.depth: list[int] = [0]
         self.parent: list[int] = [-1]
         self.token: list[int] = [-1]  # the token leading into the node
+        self.below: list[list[int]] = [[]]  # the sequences that pass through the node
         self.lengths = [len(seq) for seq in sequences]
         for index, seq in enumerate(sequences):
             if not seq:
                 raise ValueError(f"sequence {index} is empty")
             node = 0
-            self.masks[0] |= 1 << index
+            self.below[0].append(index)
             for token in seq:
                 child = self.children[node].get(token)
                 if child is None:
@@ -49,115 +54,159 @@ class TokenTrie:
                     self.children[node][token] = child
                     self.children.append({})
                     self.ends.append(None)
-                    self.masks.append(0)
                     self.depth.append(self.depth[node] + 1)
                     self.parent.append(node)
                     self.token.append(token)
+                    self.below.append([])
                 node = child
-                self.masks[node] |= 1 << index
+                self.below[node].append(index)
             if self.ends[node] is not None:
                 raise ValueError(f"sequences {self.ends[node]} and {index} have the same tokens")
             self.ends[node] = index
-        # per node: sequences below it that need at most n more tokens, for the budget check near the end
-        self._max_below = [max((self.lengths[i] for i in _bits(m)), default=0) for m in self.masks]
 
     def __len__(self) -> int:
         return len(self.children)
 
-    def fitting(self, node: int, budget: int) -> int:
-        """Mask of the sequences through `node` that can be finished with at most `budget` more tokens."""
-        mask = self.masks[node]
-        if self._max_below[node] - self.depth[node] <= budget:  # the common case: everything fits
-            return mask
-        limit = budget + self.depth[node]
-        return sum(1 << i for i in _bits(mask) if self.lengths[i] <= limit)
-
-
-def _bits(mask: int):
-    index = 0
-    while mask:
-        if mask & 1:
-            yield index
-        mask >>= 1
-        index += 1
-
 
 @dataclass
 class LabelGrammar:
-    """The compiled answer grammar of one label space for one tokenizer (see the module docstring)."""
+    """The compiled answer grammar of one label space for one tokenizer (see the module docstring). Both tries
+    list the labels in the same order: sequence i of `first` and of `after` is label i."""
 
     first: TokenTrie
     after: TokenTrie
     end_ids: tuple[int, ...]
     max_labels: int | None = None
     stop_off_format: bool = False
-    _memo: dict = field(default_factory=dict, repr=False)
+    _tables: dict = field(default_factory=dict, repr=False)
 
-    def __post_init__(self):
-        # budgets above the longest label behave alike, so they share one memo entry
-        self._budget_cap = max(self.first.lengths + self.after.lengths) + 1
+    def tables(self, device) -> GrammarTables:
+        """The grammar as tensors on `device` (built once per device)."""
+        key = str(device)
+        if key not in self._tables:
+            self._tables[key] = GrammarTables.build(self, device)
+        return self._tables[key]
 
-    def allowed(self, state: RowState, budget: int) -> list[int]:
-        """Token ids the row may write next, with `budget` tokens left (this one included)."""
-        if state.done:
-            return [self.end_ids[0]]
-        key = (state.in_after, state.node, state.emitted, state.count, min(budget, self._budget_cap))
-        cached = self._memo.get(key)
-        if cached is None:
-            cached = self._allowed(state, budget)
-            if len(self._memo) > 200_000:  # bound the memory of long runs with many label combinations
-                self._memo.clear()
-            self._memo[key] = cached
-        return cached
 
-    def _allowed(self, state: RowState, budget: int) -> list[int]:
-        trie = self.after if state.in_after else self.first
-        free = ~state.emitted
-        # continue the label being written (children of the node), if a label below can still be finished
-        tokens = [token for token, child in trie.children[state.node].items()
-                  if trie.fitting(child, budget - 1) & free]
-        label = trie.ends[state.node]
-        if label is not None and not state.emitted >> label & 1:  # a new complete label: end, or go on
-            tokens.extend(self.end_ids)
-            if self.max_labels is None or state.count + 1 < self.max_labels:
-                free_next = free & ~(1 << label)
-                tokens.extend(token for token, child in self.after.children[0].items()
-                              if self.after.fitting(child, budget - 1) & free_next)
-        return tokens or list(self.end_ids)  # nothing fits any more (e.g. budget spent at the root): end
-
-    def has_label(self, state: RowState) -> bool:
-        """The answer already holds a complete label (it may end without breaking the format)."""
-        return state.count > 0 or (not state.in_after and self.first.ends[state.node] is not None)
-
-    def advance(self, state: RowState, token: int) -> None:
-        """Move the row's state over the token it wrote."""
-        if state.done:
-            return
-        if token in self.end_ids:
-            state.done = True
-            return
-        trie = self.after if state.in_after else self.first
-        child = trie.children[state.node].get(token)
-        if child is not None:
-            state.node = child
-            return
-        label = trie.ends[state.node]
-        nxt = self.after.children[0].get(token)
-        if label is None or nxt is None:  # only reachable if the mask was bypassed; stop instead of guessing
-            state.done = True
-            return
-        state.emitted |= 1 << label
-        state.count += 1
-        state.in_after, state.node = True, nxt
+NEVER = 1 << 20  # "no label below this node": more tokens than any budget
 
 
 @dataclass
-class RowState:
-    in_after: bool = False
-    node: int = 0
-    emitted: int = 0  # bit mask of the labels already written
-    count: int = 0
-    done: bool = False
+class GrammarTables:
+    """Both tries in one node numbering (the `first` trie's nodes, then the `after` trie's, whose root is
+    `after_root`), as padded tables on one device. Row state: `node` (B,), `written` (B, L) bool, `count` (B,),
+    `done` (B,) bool.
+
+    - `child_token`, `child_node`, `child_valid` (N, K): a node's children, padded with token -1 and node 0
+      (`child_valid` is False there);
+    - `remaining` (N, L): tokens still to write, counted from the node, to finish label l through it (NEVER when
+      label l does not pass through it); a child is allowed when it leads to a label that is not written yet and
+      fits in the budget left after this token;
+    - `ends` (N,): the label that is complete at the node, -1 if none;
+    - `end_ids` (E,): the tokens that end an answer."""
+
+    child_token: object
+    child_node: object
+    child_valid: object
+    remaining: object
+    ends: object
+    end_ids: object
+    after_root: int
+    n_labels: int
+    max_labels: int | None
+    stop_off_format: bool
+
+    @classmethod
+    def build(cls, grammar: LabelGrammar, device) -> GrammarTables:
+        import torch
+
+        tries = (grammar.first, grammar.after)
+        offsets = (0, len(grammar.first))
+        n_nodes, n_labels = len(grammar.first) + len(grammar.after), len(grammar.first.lengths)
+        if len(grammar.after.lengths) != n_labels:
+            raise ValueError("the first and after tries must hold the same labels")
+        width = max(max(len(c) for c in trie.children) for trie in tries)
+        child_token = torch.full((n_nodes, max(width, 1)), -1, dtype=torch.long)
+        child_node = torch.zeros((n_nodes, max(width, 1)), dtype=torch.long)
+        remaining = torch.full((n_nodes, n_labels), NEVER, dtype=torch.int32)
+        ends = torch.full((n_nodes,), -1, dtype=torch.long)
+        for trie, offset in zip(tries, offsets, strict=True):
+            for node, children in enumerate(trie.children):
+                for k, (token, child) in enumerate(children.items()):
+                    child_token[offset + node, k] = token
+                    child_node[offset + node, k] = offset + child
+                for label in trie.below[node]:
+                    remaining[offset + node, label] = trie.lengths[label] - trie.depth[node]
+                if trie.ends[node] is not None:
+                    ends[offset + node] = trie.ends[node]
+        return cls(child_token=child_token.to(device), child_node=child_node.to(device),
+                   child_valid=(child_token >= 0).to(device), remaining=remaining.to(device), ends=ends.to(device),
+                   end_ids=torch.tensor(grammar.end_ids, dtype=torch.long, device=device), after_root=offsets[1],
+                   n_labels=n_labels, max_labels=grammar.max_labels, stop_off_format=grammar.stop_off_format)
+
+    def start(self, rows: int) -> dict:
+        """The state of `rows` answers that have not begun."""
+        import torch
+
+        device = self.ends.device
+        return {"node": torch.zeros(rows, dtype=torch.long, device=device),
+                "written": torch.zeros((rows, self.n_labels), dtype=torch.bool, device=device),
+                "count": torch.zeros(rows, dtype=torch.long, device=device),
+                "done": torch.zeros(rows, dtype=torch.bool, device=device)}
+
+    def allowed(self, state: dict, budget: int, vocab: int, top=None):
+        """(B, M) token ids each row may write next with `budget` tokens left (this one included); unused slots hold
+        `vocab` (one past the last token id). `top` (B,), the model's own first choice, ends the rows that leave
+        the format once they hold a label."""
+        import torch
+
+        node, written, count, done = state["node"], state["written"], state["count"], state["done"]
+        free = ~written
+        # continue the label being written: children through which an unwritten label can still be finished
+        tokens, nodes = self.child_token[node], self.child_node[node]  # (B, K)
+        child_ok = self.child_valid[node] & ((self.remaining[nodes] <= budget - 1) & free[:, None, :]).any(-1)
+        # at the end of a label not yet written: end the answer, or a separator and the next label
+        label = self.ends[node]
+        fresh = (label >= 0) & ~written.gather(1, label.clamp(min=0)[:, None])[:, 0]
+        more = fresh if self.max_labels is None else fresh & (count + 1 < self.max_labels)
+        root_tokens, root_nodes = self.child_token[self.after_root], self.child_node[self.after_root]  # (K,)
+        free_next = free & (torch.arange(self.n_labels, device=node.device)[None] != label[:, None])
+        after_fits = (self.remaining[root_nodes][None] <= budget - 1) & free_next[:, None, :]  # (B, K, L)
+        after_ok = more[:, None] & self.child_valid[self.after_root][None] & after_fits.any(-1)
+        # the end only: a finished row, a row with nothing left that fits, a row that left the format
+        end_only = done | ~(child_ok.any(-1) | after_ok.any(-1) | fresh)
+        if top is not None and self.stop_off_format:
+            top = top[:, None]
+            kept = (((tokens == top) & child_ok).any(-1) | ((root_tokens[None] == top) & after_ok).any(-1)
+                    | (fresh & (self.end_ids[None] == top).any(-1)))
+            end_only |= ((count > 0) | (label >= 0)) & ~kept
+        unused = torch.full((1,), vocab, dtype=torch.long, device=node.device)
+        return torch.cat([torch.where(child_ok & ~end_only[:, None], tokens, unused),
+                          torch.where(after_ok & ~end_only[:, None], root_tokens[None], unused),
+                          torch.where((fresh | end_only)[:, None], self.end_ids[None], unused)], dim=1)
+
+    def advance(self, state: dict, token) -> None:
+        """Move every row's state over the token (B,) it wrote; rows that are done stay as they are."""
+        import torch
+
+        node, done = state["node"], state["done"]
+        ends = (token[:, None] == self.end_ids[None]).any(-1)
+        tokens = self.child_token[node]
+        match = (tokens == token[:, None]) & self.child_valid[node]
+        into_child = match.any(-1)
+        child = self.child_node[node].gather(1, match.int().argmax(-1, keepdim=True))[:, 0]
+        root_tokens = self.child_token[self.after_root]
+        next_item = (root_tokens[None] == token[:, None]) & self.child_valid[self.after_root][None]
+        label = self.ends[node]
+        separated = ~into_child & (label >= 0) & next_item.any(-1) & ~done & ~ends
+        after_node = self.child_node[self.after_root][next_item.int().argmax(-1)]
+        state["written"] |= separated[:, None] & (torch.arange(self.n_labels, device=node.device)[None]
+                                                  == label[:, None])
+        state["count"] = state["count"] + separated.long()
+        moved = torch.where(into_child, child, torch.where(separated, after_node, node))
+        state["node"] = torch.where(done | ends, node, moved)
+        # a token off the grammar is only possible if the mask was bypassed: end the row instead of guessing
+        state["done"] = done | ends | ~(into_child | separated)
 
 
 def make_processor(grammar: LabelGrammar, max_new_tokens: int):
@@ -167,30 +216,26 @@ def make_processor(grammar: LabelGrammar, max_new_tokens: int):
 
     class LabelGrammarProcessor(LogitsProcessor):
         def __init__(self):
-            self.states: list[RowState] | None = None
+            self.state: dict | None = None
             self.start = 0
+            self.tables: GrammarTables | None = None
 
         def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            if self.states is None:  # first step: the prompt (left-padded to one length) ends here
+            if self.state is None:  # first step: the prompt (left-padded to one length) ends here
+                self.tables = grammar.tables(scores.device)
                 self.start = input_ids.shape[1]
-                self.states = [RowState() for _ in range(input_ids.shape[0])]
+                self.state = self.tables.start(input_ids.shape[0])
             else:
-                for state, token in zip(self.states, input_ids[:, -1].tolist(), strict=True):
-                    grammar.advance(state, token)
+                self.tables.advance(self.state, input_ids[:, -1])
             budget = max_new_tokens - (input_ids.shape[1] - self.start)
-            # the model's own first choice, before masking (one argmax and one transfer for the whole batch)
-            top = scores.argmax(dim=-1).tolist() if grammar.stop_off_format else None
-            rows: list[int] = []
-            cols: list[int] = []
-            for row, state in enumerate(self.states):
-                allowed = grammar.allowed(state, budget)
-                if top is not None and not state.done and top[row] not in allowed and grammar.has_label(state):
-                    allowed = list(grammar.end_ids)  # it left the answer format: the answer is over
-                rows.extend([row] * len(allowed))
-                cols.extend(allowed)
-            keep = torch.zeros_like(scores, dtype=torch.bool)
-            keep[torch.tensor(rows, device=scores.device), torch.tensor(cols, device=scores.device)] = True
-            return scores.masked_fill(~keep, float("-inf"))
+            top = scores.argmax(dim=-1) if grammar.stop_off_format else None  # the model's own first choice
+            vocab = scores.shape[-1]
+            allowed = self.tables.allowed(self.state, budget, vocab, top)
+            # one pass over the (B, vocab) scores: -inf everywhere, then the allowed scores copied back (unused
+            # slots write to an extra column, cut off on return)
+            masked = scores.new_full((scores.shape[0], vocab + 1), float("-inf"))
+            masked.scatter_(1, allowed, scores.gather(1, allowed.clamp(max=vocab - 1)))
+            return masked[:, :vocab]
 
     return LabelGrammarProcessor()
 
