@@ -288,9 +288,20 @@ class SplitOutcome:
     n_new: int
 
 
+def _rows(ds) -> list[dict]:
+    return [dict(zip(ds.column_names, values, strict=True)) for values in zip(*(ds[c] for c in ds.column_names),
+                                                                              strict=True)]
+
+
+def _length_batches(task: Task, prompts: list[str]) -> list[list[int]]:
+    """Positions of `prompts` in batches of `--batch_size`, longest first: similar lengths share a batch."""
+    lengths = task.backend.count_tokens(prompts)
+    order = sorted(range(len(prompts)), key=lambda j: -lengths[j])
+    return [order[start:start + task.args.batch_size] for start in range(0, len(order), task.args.batch_size)]
+
+
 def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
-    rows = [dict(zip(ds.column_names, values, strict=True)) for values in zip(*(ds[c] for c in ds.column_names),
-                                                                                strict=True)]
+    rows = _rows(ds)
     ids = [str(r["id"]) for r in rows]
     if len(set(ids)) != len(ids):
         raise LlmclsError(f"{split}: example ids are not unique (needed to resume); set --id_field")
@@ -302,18 +313,34 @@ def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
     started = time.perf_counter()
     if pending:
         prompts = task.prompts(rows, pending)
-        lengths = task.backend.count_tokens(prompts)
-        order = sorted(range(len(pending)), key=lambda j: -lengths[j])  # similar lengths share a batch
         with _progress() as progress:
             bar = progress.add_task(f"{split} ({task.args.mode})", total=len(pending))
-            for start in range(0, len(order), task.args.batch_size):
-                batch = order[start:start + task.args.batch_size]
+            for batch in _length_batches(task, prompts):
                 records = task.predict([rows[pending[j]] for j in batch], [prompts[j] for j in batch])
                 writer.append(records)
                 progress.advance(bar, len(batch))
     wall = time.perf_counter() - started
     done = writer.read()
     return SplitOutcome([done[example_id] for example_id in ids], wall, len(pending))
+
+
+def quick_metrics(task: Task, ds, limit: int) -> dict[str, float]:
+    """Metrics of the first `limit` rows of `ds`, predicted in memory (no files, no progress bar, no thresholds
+    tuned: score mode keeps the top `--min_labels` labels): the check `llmcls sft --generate_at_eval` runs at every
+    evaluation. Keys: micro_f1, macro_f1, samples_f1, and well_formed_rate (generation) or map and p_at_1 (score)."""
+    rows = _rows(ds.select(range(min(limit, len(ds)))))
+    prompts = task.prompts(rows, list(range(len(rows))))
+    records: list[dict] = [{}] * len(rows)
+    for batch in _length_batches(task, prompts):
+        for j, record in zip(batch, task.predict([rows[j] for j in batch], [prompts[j] for j in batch]), strict=True):
+            records[j] = record
+    gold, predicted, scores = _matrices(task.space, records)
+    metrics = compute_metrics(gold, predicted, scores)
+    keys = ("micro_f1", "macro_f1", "samples_f1") + (("map", "p_at_1") if scores is not None else ())
+    result = {key: float(metrics[key]) for key in keys}
+    if scores is None:
+        result["well_formed_rate"] = float(generation_stats(task, records)["well_formed_rate"])
+    return result
 
 
 def _progress():

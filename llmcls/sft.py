@@ -39,6 +39,12 @@ class SFTScriptArguments:
         "help": "Permute the target's labels per example (augmentation; default: canonical label-space order)."})
     merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model (output_dir/merged)."})
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only; no predictions."})
+    generate_at_eval: int = field(default=0, metadata={
+        "help": "At every evaluation (--eval_strategy steps|epoch), also predict the first N validation rows with "
+                "the final evaluation's decoding and log eval_gen_micro_f1, eval_gen_macro_f1, eval_gen_samples_f1 "
+                "and eval_gen_well_formed_rate (score mode: eval_gen_map, eval_gen_p_at_1); with "
+                "--metric_for_best_model eval_gen_micro_f1 --load_best_model_at_end the kept checkpoint is the best "
+                "by what the model writes, not by loss. 0: off."})
 
 
 def make_parser():
@@ -56,13 +62,18 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> int:
     data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
-    check_options(training_args, model_args)
+    check_options(training_args, model_args, script_args)
     corpus = load_corpus(data_args, required=("train",))
     tokenizer = load_training_tokenizer(model_args, training_args)
     train_ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
     eval_ds = (build_sft_dataset(corpus, "validation", tokenizer, script_args, training_args)
                if training_args.eval_strategy != "no" and corpus.get("validation") is not None else None)
-    trainer = make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds)
+    check = None
+    if script_args.generate_at_eval:
+        if eval_ds is None:
+            raise LlmclsError("--generate_at_eval needs --validation")
+        check = GenerationCheck(corpus, tokenizer, script_args, gen_args, training_args.seed)
+    trainer = make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_s = time.perf_counter() - started
@@ -75,9 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_options(training_args, model_args) -> None:
+def check_options(training_args, model_args, script_args=None) -> None:
     if not model_args.model_name_or_path:
         raise LlmclsError("--model_name_or_path is required (a hub id, a model folder or a .gguf file)")
+    if script_args is not None and script_args.generate_at_eval:
+        if training_args.eval_strategy == "no":
+            raise LlmclsError("--generate_at_eval needs evaluations: set --eval_strategy steps (with --eval_steps) "
+                              "or epoch")
+        if training_args.fsdp or training_args.deepspeed:
+            raise LlmclsError("--generate_at_eval generates with the main process's copy of the model, which FSDP "
+                              "and DeepSpeed ZeRO-3 shard; use it on one GPU or under DDP")
     targets = model_args.lora_target_modules or []
     if model_args.use_peft and "lm_head" in targets:
         # TRL computes the loss from lm_head.weight directly (no full logits), so a LoRA there would never train.
@@ -147,12 +165,72 @@ def fit_prompt(prompt_ids: list[int], n_completion: int, max_length: int | None)
 # Model and trainer
 
 
-def make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds):
+def make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check: GenerationCheck | None = None):
     from trl import SFTTrainer, get_peft_config
 
     model = load_training_model(model_args, training_args)
-    return SFTTrainer(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                      processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    trainer_class = SFTTrainer if check is None else _checked_trainer_class()
+    trainer = trainer_class(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+                            processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    if check is not None:
+        trainer.generation_check = check
+    return trainer
+
+
+def _checked_trainer_class():
+    from trl import SFTTrainer
+
+    class GenerationCheckedSFTTrainer(SFTTrainer):
+        """SFTTrainer whose evaluations also report what the model writes (`GenerationCheck`)."""
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            written = {f"{metric_key_prefix}_gen_{key}": value for key, value in self.generation_check(self).items()}
+            self.log(written)
+            metrics.update(written)  # the dict the Trainer reads metric_for_best_model from
+            return metrics
+
+    return GenerationCheckedSFTTrainer
+
+
+class GenerationCheck:
+    """Predict the first `--generate_at_eval` validation rows with the model being trained, through the generative
+    path (same prompts, decoding and parser as the final evaluation), and return their metrics. The main process
+    generates; under DDP the others receive its result, so every process selects the same best checkpoint."""
+
+    def __init__(self, corpus: Corpus, tokenizer, script_args: SFTScriptArguments, gen_args, seed: int):
+        self.corpus, self.tokenizer, self.script_args, self.gen_args, self.seed = (corpus, tokenizer, script_args,
+                                                                                    gen_args, seed)
+
+    def __call__(self, trainer) -> dict[str, float]:
+        result: list[Any] = [None]
+        if trainer.accelerator.is_main_process:
+            result = [self.measure(trainer.model)]
+        if trainer.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(result)
+        return result[0]
+
+    def measure(self, model) -> dict[str, float]:
+        from llmcls.backends.hf import HFBackend
+        from llmcls.generative import PromptArguments, Task, quick_metrics
+
+        training, side, cache = model.training, self.tokenizer.padding_side, model.config.use_cache
+        model.eval()
+        model.config.use_cache = True  # gradient checkpointing turns the cache off for training
+        self.tokenizer.padding_side = "left"
+        try:
+            device = str(next(model.parameters()).device)
+            backend = HFBackend(model, self.tokenizer, device=device, batch_size=self.gen_args.batch_size)
+            prompt_args = PromptArguments(output_dir="", prompt=self.script_args.prompt, chat=self.script_args.chat,
+                                          seed=self.seed)
+            task = Task.build(self.corpus, backend, prompt_args, self.gen_args)
+            return quick_metrics(task, self.corpus.get("validation"), self.script_args.generate_at_eval)
+        finally:
+            model.train(training)
+            model.config.use_cache = cache
+            self.tokenizer.padding_side = side
 
 
 def load_training_model(model_args, training_args):

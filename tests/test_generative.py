@@ -243,6 +243,31 @@ def test_adapter_run_names_base_and_adapter(tiny, data, tmp_path):
     assert _metrics(run)["generation"]["well_formed_rate"] == 1.0
 
 
+@pytest.mark.parametrize("mode", ["score", "constrained"])
+def test_quick_metrics_equal_a_full_run_on_the_same_rows(tiny, data, tmp_path, mode):
+    """The in-memory check of `llmcls sft --generate_at_eval` scores rows exactly as a run directory does."""
+    from llmcls.backends import ModelArguments
+    from llmcls.config import DataArguments
+    from llmcls.corpus import load_corpus
+    from llmcls.generative import GenerationArguments, PromptArguments, Task, quick_metrics
+
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, *(["--mode", "score"] if mode == "score" else
+                                                        ["--constrained"]))]) == 0
+    full = _metrics(run)["metrics"]
+    corpus = load_corpus(DataArguments(test=data["test"], labels=data["labels"]), required=("test",))
+    backend = HFBackend.load(ModelArguments(model=str(tiny), device="cpu"), batch_size=4)
+    gen_args = GenerationArguments(mode="score" if mode == "score" else "generate", constrained=mode != "score",
+                                   batch_size=4)
+    quick = quick_metrics(Task.build(corpus, backend, PromptArguments(output_dir=""), gen_args), corpus.get("test"),
+                          limit=1000)
+    for key in ("micro_f1", "macro_f1", "samples_f1") + (("map", "p_at_1") if mode == "score" else ()):
+        assert quick[key] == pytest.approx(full[key]), key
+    assert ("well_formed_rate" in quick) == (mode != "score")
+    assert quick_metrics(Task.build(corpus, backend, PromptArguments(output_dir=""), gen_args), corpus.get("test"),
+                         limit=3)["micro_f1"] >= 0.0  # a limit below the split's size
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The real model
 

@@ -98,6 +98,31 @@ def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
     assert cli_main(["compare", str(out)]) == 0
 
 
+def test_generation_check_at_each_evaluation_picks_the_best_checkpoint(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    code = cli_main(["sft", *_args(tiny_llama, out), "--validation", "aapd-validation", "--max_eval_examples", "8",
+                     "--constrained", "true", "--batch_size", "8", "--skip_eval", "true",
+                     "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
+                     "--generate_at_eval", "6", "--metric_for_best_model", "eval_gen_micro_f1",
+                     "--load_best_model_at_end", "true"])
+    assert code == 0
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    checks = [entry for entry in state["log_history"] if "eval_gen_micro_f1" in entry]
+    assert [entry["step"] for entry in checks] == [1, 2]  # one check per evaluation
+    for entry in checks:
+        assert entry["eval_gen_well_formed_rate"] == 1.0  # constrained decoding, as the final evaluation would
+        assert 0.0 <= entry["eval_gen_micro_f1"] <= 1.0
+    assert [entry["step"] for entry in state["log_history"] if "eval_loss" in entry] == [1, 2]  # loss still there
+    assert state["best_metric"] == max(entry["eval_gen_micro_f1"] for entry in checks)  # selected on it
+    assert state["best_model_checkpoint"].endswith(("checkpoint-1", "checkpoint-2"))
+
+
+def test_generation_check_needs_evaluations(tiny_llama, tmp_path, capsys):
+    assert cli_main(["sft", *_args(tiny_llama, tmp_path / "run"), "--validation", "aapd-validation",
+                     "--generate_at_eval", "4"]) != 0
+    assert "--generate_at_eval needs evaluations" in capsys.readouterr().err
+
+
 def test_config_file_with_overrides_and_unknown_keys(tmp_path, capsys):
     config = tmp_path / "sft.yaml"
     config.write_text("model_name_or_path: some/model\ntrain: aapd-train\nlora_r: 8\nlearning_rate: 2.0e-4\n")
