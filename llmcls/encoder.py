@@ -285,9 +285,23 @@ def loss_function(args: EncoderArguments):
     return functools.partial(bce_loss, pos_weight=args.pos_weight)
 
 
+def make_collator(tokenizer):
+    """Dynamic padding to a multiple of 8 (tensor cores like it), and no attention mask in a batch that needs none
+    (`encoder_infer.without_full_mask`)."""
+    from transformers import DataCollatorWithPadding
+
+    from llmcls.encoder_infer import without_full_mask
+
+    class Collator(DataCollatorWithPadding):
+        def __call__(self, features):
+            return without_full_mask(super().__call__(features))
+
+    return Collator(tokenizer, pad_to_multiple_of=8)
+
+
 def build_trainer(model, tokenizer, train_split: EncodedSplit | None, eval_split: EncodedSplit | None,
                   args: TrainingArguments, loss_fn=None) -> EncoderTrainer:
-    from transformers import DataCollatorWithPadding, EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback
 
     callbacks = []
     if getattr(args, "early_stopping_patience", None):
@@ -299,7 +313,7 @@ def build_trainer(model, tokenizer, train_split: EncodedSplit | None, eval_split
                                     per_label=getattr(args, "per_label_thresholds", False))
     return EncoderTrainer(
         model=model, args=args, processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8),  # tensor cores like multiples of 8
+        data_collator=make_collator(tokenizer),
         train_dataset=train_split.dataset if train_split else None,
         eval_dataset=eval_split.dataset if eval_split else None,
         compute_metrics=compute, callbacks=callbacks, loss_fn=loss_fn or loss_function(args))

@@ -40,6 +40,19 @@ def padded_batch(table, pad_id: int) -> dict[str, np.ndarray]:
     return out
 
 
+def without_full_mask(batch):
+    """`batch` without its attention mask where the mask hides nothing (no row is padded).
+
+    Such a mask is redundant, and not free: transformers checks `mask.all()` on the device before each forward (a
+    device-to-host synchronisation, so the CPU cannot queue the next batch meanwhile), and under torch.compile it
+    keeps the mask, which rules out SDPA's flash kernel. Checked here on the host arrays (numpy or CPU tensors),
+    before anything is copied to the device. Every model llmcls trains reads a missing mask as "attend to all"."""
+    mask = batch.get("attention_mask")
+    if mask is not None and bool(mask.all()):
+        return {name: value for name, value in batch.items() if name != "attention_mask"}
+    return batch
+
+
 def forward_logits(model, dataset, *, batch_size: int, pad_id: int, device, autocast_bf16: bool) -> np.ndarray:
     """Logits (n_rows, n_labels) as float32, rows in the dataset's order."""
     import torch
@@ -54,7 +67,7 @@ def forward_logits(model, dataset, *, batch_size: int, pad_id: int, device, auto
     try:
         with torch.inference_mode(), autocast:
             for start in range(0, len(dataset), batch_size):
-                arrays = padded_batch(arrow[start:start + batch_size], pad_id)
+                arrays = without_full_mask(padded_batch(arrow[start:start + batch_size], pad_id))
                 inputs = {}
                 for name, array in arrays.items():
                     tensor = torch.from_numpy(array)

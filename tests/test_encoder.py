@@ -21,8 +21,15 @@ from llmcls import encoder
 from llmcls.cli import COMMANDS, main
 from llmcls.config import DataArguments
 from llmcls.corpus import load_corpus
-from llmcls.encoder import EncoderArguments, EncoderTrainer, build_trainer, encode_split, predict_scores
-from llmcls.encoder_infer import forward_logits, padded_batch
+from llmcls.encoder import (
+    EncoderArguments,
+    EncoderTrainer,
+    build_trainer,
+    encode_split,
+    make_collator,
+    predict_scores,
+)
+from llmcls.encoder_infer import forward_logits, padded_batch, without_full_mask
 from llmcls.encoder_model import MeanPoolingClassifier, load_for_training, load_tokenizer, load_trained, save_trained
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
@@ -373,6 +380,30 @@ def test_padded_batch_reads_a_sliced_arrow_table():
     assert out["input_ids"][0, :4].tolist() == [3, 4, 5, 99] and out["input_ids"][1, :2].tolist() == [6, 99]
     assert out["attention_mask"].sum(axis=1).tolist() == [3, 1]
     assert out["token_type_ids"][0, :3].tolist() == [0, 1, 1] and out["token_type_ids"][1].sum() == 0
+
+
+def test_a_mask_that_hides_nothing_is_dropped(tiny_models, corpus):
+    """Unpadded batches go without attention mask (no device-side mask check, flash attention possible), in the
+    prediction loop and in the training collator, and give the logits the all-ones mask gives."""
+    import datasets
+    import torch
+
+    space, tokenizer = corpus.label_space, load_tokenizer(str(tiny_models["bert"]))
+    full = {"input_ids": np.ones((2, 8), dtype=np.int64), "attention_mask": np.ones((2, 8), dtype=np.int64)}
+    assert set(without_full_mask(full)) == {"input_ids"}
+    padded = full | {"attention_mask": np.array([[1] * 8, [1] * 5 + [0] * 3])}
+    assert without_full_mask(padded) is padded
+    collate = make_collator(tokenizer)
+    assert "attention_mask" not in collate([{"input_ids": list(range(5, 21))}] * 2)  # 16 tokens each: no padding
+    assert "attention_mask" in collate([{"input_ids": list(range(5, 21))}, {"input_ids": list(range(5, 17))}])
+    ids = np.random.default_rng(0).integers(5, tokenizer.vocab_size, size=(6, 16)).tolist()
+    for name, pooling in (("bert", "model"), ("bert", "mean"), ("deberta", "model")):
+        model = load_for_training(str(tiny_models[name]), space, pooling=pooling).eval()
+        got = forward_logits(model, datasets.Dataset.from_dict({"input_ids": ids}), batch_size=3,
+                             pad_id=tokenizer.pad_token_id, device="cpu", autocast_bf16=False)
+        with torch.inference_mode():
+            expected = model(input_ids=torch.tensor(ids), attention_mask=torch.ones((6, 16), dtype=torch.long))
+        np.testing.assert_allclose(got, expected.logits.numpy(), atol=1e-5, err_msg=f"{name} {pooling}")
 
 
 def test_prediction_with_torch_compile_matches(tiny_models, corpus, tmp_path):
