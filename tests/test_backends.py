@@ -287,6 +287,9 @@ def test_gguf_cache_is_keyed_by_the_file_contents(tmp_path, monkeypatch):
     assert gguf_folder(gguf) == folder
     os.utime(gguf, (1, 1))  # the same bytes installed anew (new modification time): the same folder
     assert gguf_folder(gguf) == folder
+    renamed = tmp_path / "copy.gguf"
+    renamed.write_bytes(gguf.read_bytes())  # the same bytes under another name: still the same folder
+    assert gguf_folder(renamed) == folder
     gguf.write_bytes(b"weights v2")  # changed bytes: converted again (and these bytes are no GGUF: one line)
     with pytest.raises(LlmclsError, match=r"model\.gguf: cannot load as a GGUF model: .*magic"):
         gguf_folder(gguf)

@@ -45,16 +45,18 @@ def gguf_folder(path: str | Path) -> Path:
     """A normal model folder (safetensors, config, tokenizer) converted from a .gguf file, made on first use.
 
     Dequantising a GGUF file takes ~15 s even for a 135M model; loading the converted folder takes well under a
-    second. The folder name holds a digest of the file's bytes: a changed file is converted again, while the same
-    file installed anew (a fresh virtual environment, a new modification time) reuses its folder instead of adding
-    another copy (517 MB for SmolLM2-135M).
+    second. The folder name ends with a digest of the file's bytes: a changed file is converted again, while the
+    same bytes installed anew (a fresh virtual environment, a new modification time, another file name) reuse their
+    folder instead of adding another copy (517 MB for SmolLM2-135M).
     """
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise LlmclsError(f"{path}: no such GGUF file")
-    folder = cache_root() / "gguf" / f"{path.stem}-{file_digest(path)}"
-    if (folder / "config.json").exists():
-        return folder
+    digest = file_digest(path)
+    for done in sorted((cache_root() / "gguf").glob(f"*-{digest}")):
+        if (done / "config.json").exists():
+            return done
+    folder = cache_root() / "gguf" / f"{path.stem}-{digest}"
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     folder.parent.mkdir(parents=True, exist_ok=True)
