@@ -97,6 +97,15 @@ def test_zeroshot_and_fewshot_share_their_instructions():
     assert render("fewshot") == render("zeroshot")
 
 
+def test_compact_template_leaves_the_label_list_out():
+    # For fine-tuned models (llmcls sft --prompt compact): the same instructions and answer format, no label list.
+    message = render("compact", examples=EXAMPLES)
+    assert "(Information Theory)" not in message and "hep-th" not in message
+    assert "Answer with the category codes only" in message
+    assert message.startswith(render("zeroshot").split("\n")[0].removesuffix(", from this list only."))
+    assert "Title: A title" in message and message.endswith("Abstract: An abstract about channels.")
+
+
 def test_no_title_line_when_the_data_has_no_titles():
     message = render(title=None)
     assert "Title:" not in message and message.endswith("\n\nAbstract: An abstract about channels.")
