@@ -86,10 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_options(training_args, model_args, script_args=None) -> None:
+def check_options(training_args, model_args, script_args: SFTScriptArguments) -> None:
     if not model_args.model_name_or_path:
         raise LlmclsError("--model_name_or_path is required (a hub id, a model folder or a .gguf file)")
-    if script_args is not None and script_args.generate_at_eval:
+    if script_args.generate_at_eval:
         if training_args.eval_strategy == "no":
             raise LlmclsError("--generate_at_eval needs evaluations: set --eval_strategy steps (with --eval_steps) "
                               "or epoch")
