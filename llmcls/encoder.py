@@ -28,10 +28,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
 from llmcls.config import DataArguments, build_parser, command_line, parse
 from llmcls.corpus import Corpus, load_corpus
+from llmcls.encoder_infer import without_full_mask
 from llmcls.encoder_model import count_trainable, load_for_training, load_tokenizer, save_trained
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
@@ -285,18 +286,15 @@ def loss_function(args: EncoderArguments):
     return functools.partial(bce_loss, pos_weight=args.pos_weight)
 
 
-def make_collator(tokenizer):
-    """Dynamic padding to a multiple of 8 (tensor cores like it), and no attention mask in a batch that needs none
-    (`encoder_infer.without_full_mask`)."""
-    from transformers import DataCollatorWithPadding
+class Collator(DataCollatorWithPadding):
+    """Dynamic padding, and no attention mask in a batch that needs none (`encoder_infer.without_full_mask`)."""
 
-    from llmcls.encoder_infer import without_full_mask
+    def __call__(self, features):
+        return without_full_mask(super().__call__(features))
 
-    class Collator(DataCollatorWithPadding):
-        def __call__(self, features):
-            return without_full_mask(super().__call__(features))
 
-    return Collator(tokenizer, pad_to_multiple_of=8)
+def make_collator(tokenizer) -> Collator:
+    return Collator(tokenizer, pad_to_multiple_of=8)  # tensor cores like multiples of 8
 
 
 def build_trainer(model, tokenizer, train_split: EncodedSplit | None, eval_split: EncodedSplit | None,
