@@ -83,7 +83,10 @@ if [ "${PLAN:-tables}" = sft-quality ]; then
         echo "== sft-quality: the GGUF parts are missing or incomplete" | tee "$results/sft-quality.txt"; exit 1
     fi
     if [ "${TINY:-0}" = 1 ]; then sft=(--n_train 16 --n_test 8 --max_steps 2); else sft=(); fi
-    step sft-quality 290 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" "${sft[@]}"
+    # the compact prompt first (0.4512 on 2 CPU cores, development estimate), then the recipe's own (labels listed)
+    step sft-quality-compact 140 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" --prompt compact \
+        "${sft[@]}"
+    step sft-quality 150 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" "${sft[@]}"
     exit 0
 fi
 if [ "${PLAN:-tables}" = profile ]; then
