@@ -13,7 +13,9 @@ generation runs to its token budget (the slowest case); constrained decoding wri
 leaves it at once, which would flatter the speed).
 
 Rows: `model.generate` at one batch (stock transformers, no constraint: the anchor), one forward pass over the
-prompts (the compute floor of any mode), and the backend's free, constrained and score modes at `--batch_size`.
+prompts (the compute floor of any mode), and the backend's free, constrained and score modes at `--batch_size`;
+`static-*` rows are free and constrained generation with `--static_cache` (a static KV cache, whose decoding steps
+transformers compiles with CUDA graphs on a GPU; the compilation happens in the warm-up, and its time is printed).
 Numbers are measured on the device the script runs on; warm-up batches are not timed.
 """
 
@@ -65,6 +67,14 @@ def build(args, rows: list[dict]):
     return HFBackend(model, tokenizer, device=device, batch_size=args.batch_size), tokenizer
 
 
+def with_static_cache(backend):
+    """The same model and settings, generating with a static (compiled on a GPU) KV cache."""
+    from llmcls.backends.hf import HFBackend
+
+    return HFBackend(backend.model, backend.tokenizer, device=backend.device, batch_size=backend.batch_size,
+                     static_cache=True)
+
+
 def make_prompts(tokenizer, rows: list[dict], n: int, target_tokens: int) -> list[str]:
     """ChatML prompts of about `target_tokens` tokens: an instruction and an abstract cut or repeated to fit."""
     head = "Classify the abstract into arXiv categories. Answer with the category codes only, separated by commas.\n"
@@ -100,8 +110,9 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=None, help="Default 256 (8 with --tiny).")
     parser.add_argument("--prompt_tokens", type=int, default=320)
     parser.add_argument("--max_labels", type=int, default=3, help="Labels per constrained answer (AAPD: 2.4 avg).")
-    parser.add_argument("--modes", default="stock,floor,free,constrained,score",
-                        help="Rows to measure, comma-separated (stock, floor, free, constrained, score).")
+    parser.add_argument("--modes", default="stock,floor,free,constrained,score,static-constrained,static-free",
+                        help="Rows to measure, comma-separated (stock, floor, free, constrained, score, "
+                             "static-constrained, static-free).")
     parser.add_argument("--profile", action="store_true",
                         help="Also profile one batch of score and constrained modes (GPU only).")
     args = parser.parse_args()
@@ -124,6 +135,8 @@ def main() -> None:
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     model = backend.model
+    modes = args.modes.split(",")
+    static = with_static_cache(backend) if any(mode.startswith("static-") for mode in modes) else None
 
     def stock_generate():
         for start in range(0, len(prompts), args.batch_size):
@@ -145,11 +158,21 @@ def main() -> None:
                         lambda: backend.generate(prompts, max_new_tokens=budget, constraint=constraint)),
         "score": (f"llmcls score (all {len(labels)} labels)",
                   lambda: backend.score(prompts, labels, separator=ANSWER_SEPARATOR)),
+        "static-constrained": ("llmcls constrained, --static_cache",
+                               lambda: static.generate(prompts, max_new_tokens=budget, constraint=constraint)),
+        "static-free": ("llmcls free generation, --static_cache",
+                        lambda: static.generate(prompts, max_new_tokens=budget)),
     }
     warm = prompts[: args.batch_size]
     backend.generate(warm, max_new_tokens=budget, constraint=constraint)  # kernels, allocator, grammar
     backend.score(warm, labels, separator=ANSWER_SEPARATOR)
-    results = {cases[key][0]: timed(cases[key][1], len(prompts), sync) for key in args.modes.split(",")}
+    compile_s = None
+    if static is not None:  # the first batch of each shape compiles (a GPU); the timed rows reuse the graphs
+        started = time.perf_counter()
+        static.generate(warm, max_new_tokens=budget, constraint=constraint)
+        static.generate(warm, max_new_tokens=budget)
+        compile_s = time.perf_counter() - started
+    results = {cases[key][0]: timed(cases[key][1], len(prompts), sync) for key in modes}
 
     device = backend.device
     print(f"# bench_generative_throughput: {'tiny 2-layer model' if args.tiny else 'Qwen2.5-0.5B shape'}, random "
@@ -163,6 +186,9 @@ def main() -> None:
     print("|---|---:|")
     for name, rate in results.items():
         print(f"| {name} | {rate:,.1f} |")
+    if compile_s is not None:
+        print(f"\nstatic cache warm-up (compilation on a GPU), free and constrained, one batch each: "
+              f"{compile_s:.1f} s")
     if args.profile:  # one batch of each mode profiled: is the GPU busy, and with what?
         from profiling import Profile
 

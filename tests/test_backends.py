@@ -364,6 +364,27 @@ def test_batched_generation_equals_one_at_a_time(backend, prompts):
     assert all("\n\n" not in text for text in free)
 
 
+def test_static_cache_generation_equals_the_dynamic_cache(tiny_dir, backend, prompts, monkeypatch):
+    static = load_backend(ModelArguments(model=str(tiny_dir), device="cpu", static_cache=True), batch_size=3)
+    seen = []
+    generate = static.model.generate
+
+    def recording(*args, **kwargs):
+        seen.append((kwargs["generation_config"].cache_implementation, kwargs["input_ids"].shape[1],
+                     kwargs.get(static._cache_kw)))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(static.model, "generate", recording)
+    constraint = LabelConstraint(LABELS, ", ", max_labels=3)
+    assert static.generate(prompts, max_new_tokens=12, constraint=constraint) == backend.generate(
+        prompts, max_new_tokens=12, constraint=constraint)
+    assert static.generate(prompts, max_new_tokens=8, stop=["\n\n"]) == backend.generate(
+        prompts, max_new_tokens=8, stop=["\n\n"])
+    # every batch went through a static cache, padded to a multiple of 64 tokens, without the shared-prefix cache
+    assert len(seen) == 6
+    assert all(kind == "static" and width % 64 == 0 and cache is None for kind, width, cache in seen)
+
+
 def test_adapter_changes_the_model_and_loads_without_model(tiny_dir, tmp_path, prompts):
     adapter = build_tiny_lora_adapter(tiny_dir, tmp_path / "adapter")
     plain = load_backend(ModelArguments(model=str(tiny_dir), device="cpu"))

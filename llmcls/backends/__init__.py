@@ -34,6 +34,12 @@ class ModelArguments:
     load_in_4bit: bool = field(default=False, metadata={
         "help": "Quantise the weights to 4-bit NF4 with bitsandbytes (optional extra: pip install 'llmcls[bnb]')."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow model code from the model's folder."})
+    static_cache: bool = field(default=False, metadata={
+        "help": "HF backend, generation: decode with a static KV cache, whose decoding steps transformers compiles "
+                "on a GPU (CUDA graphs: a few launches a token instead of hundreds). Prompts are padded to a "
+                "multiple of 64 tokens so that few shapes compile (each new one costs a compilation), and the "
+                "prompts' shared prefix is encoded with every batch. For long runs on a GPU; score mode is "
+                "unaffected."})
     tensor_parallel_size: int = field(default=1, metadata={
         "help": "vLLM: GPUs to split the model over (for models larger than one GPU)."})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: share of GPU memory it may use."})

@@ -182,7 +182,7 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model, tokenizer, *, device: str = "cpu", batch_size: int = 16,
-                 score_chunk_bytes: int | None = None, share_prefix: bool = True):
+                 score_chunk_bytes: int | None = None, share_prefix: bool = True, static_cache: bool = False):
         self.model, self.tokenizer = model, tokenizer
         self.device = describe_device(device)
         self.batch_size = batch_size
@@ -193,6 +193,8 @@ class HFBackend:
         layer_types = getattr(self._core().config.get_text_config(), "layer_types", None) or []
         self.share_prefix = share_prefix and not any("sliding" in str(kind) for kind in layer_types)
         self._prefix: tuple[tuple[int, ...], list] | None = None  # (token ids, per-layer keys and values)
+        # generation with a fixed-size cache that transformers compiles (CUDA graphs) for the decoding steps
+        self.static_cache = static_cache
         self.end_ids = end_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
         self._grammars: dict = {}
@@ -216,7 +218,7 @@ class HFBackend:
                 model = load_model(path, args, device, dtype, quantization)
             except OSError as err:  # not a folder, not in the hub cache and offline, a typo in a hub id, ...
                 raise LlmclsError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
-        return cls(model, tokenizer, device=device, batch_size=batch_size)
+        return cls(model, tokenizer, device=device, batch_size=batch_size, static_cache=args.static_cache)
 
     def _core(self):
         """The transformers model under a PEFT wrapper, if any."""
@@ -231,10 +233,11 @@ class HFBackend:
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
 
-    def _pad(self, rows: list[list[int]]):
+    def _pad(self, rows: list[list[int]], multiple: int = 1):
+        """Left-padded token ids and attention mask, `multiple` dividing the width."""
         import torch
 
-        width = max(len(r) for r in rows)
+        width = -(-max(len(r) for r in rows) // multiple) * multiple
         ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, row in enumerate(rows):
@@ -314,12 +317,15 @@ class HFBackend:
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
-        ids, mask, cache = self._inputs(rows)
+        if self.static_cache:  # a static cache starts empty (no shared prefix); widths in steps of 64: few shapes
+            (ids, mask), cache = self._pad(rows, multiple=64), None
+        else:
+            ids, mask, cache = self._inputs(rows)
         # a fresh config: the model's own may ask for sampling (temperature, top_p) and we want greedy by default
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else {}
         config = GenerationConfig(max_new_tokens=max_new_tokens, num_beams=1, eos_token_id=list(self.end_ids),
                                   pad_token_id=self.pad_id, use_cache=True, stop_strings=list(stop) or None,
-                                  **sampling)
+                                  cache_implementation="static" if self.static_cache else None, **sampling)
         processors = LogitsProcessorList([make_processor(grammar, max_new_tokens)]) if grammar else None
         with torch.inference_mode():
             out = self.model.generate(input_ids=ids, attention_mask=mask, generation_config=config,
