@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,6 +95,7 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     data_args, model_args, prompt_args, gen_args = parse(make_parser(), argv)
     check_options(model_args, prompt_args, gen_args)
+    adopt_training_prompt(model_args, prompt_args)
     system = "fewshot" if prompt_args.k > 0 else "zeroshot"
     corpus = load_corpus(data_args, required=("train",) if prompt_args.k > 0 else ())
     evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
@@ -149,6 +151,28 @@ def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_
         raise LlmclsError("--constrained applies to --mode generate (score mode generates nothing)")
     if prompt_args.k < 0 or gen_args.batch_size < 1:
         raise LlmclsError("--k must be >= 0 and --batch_size >= 1")
+
+
+def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArguments) -> None:
+    """A zero-shot run of an adapter that `llmcls sft` trained (RUN_DIR/adapter) takes that run's prompt template and
+    layout unless --prompt / --chat say otherwise: the model is then prompted exactly as it was trained."""
+    if not model_args.adapter or prompt_args.k > 0:
+        return
+    config = Path(model_args.adapter).parent / "config.yaml"
+    if not config.exists():
+        return
+    trained = RunDir(config.parent).read_config()
+    if trained.get("system") != "sft":
+        return
+    taken = []
+    if prompt_args.prompt is None and trained.get("prompt"):
+        prompt_args.prompt = trained["prompt"]
+        taken.append(f"--prompt {prompt_args.prompt}")
+    if prompt_args.chat == "auto" and trained.get("chat") in ("on", "off"):
+        prompt_args.chat = trained["chat"]
+        taken.append(f"--chat {prompt_args.chat}")
+    if taken:
+        console.print(f"{' '.join(taken)}: as the adapter was trained ({config})")
 
 
 def check_resumable(run: RunDir, config: dict[str, Any]) -> None:

@@ -346,3 +346,21 @@ def test_per_label_last_step_is_optimal_on_denser_data(min_labels):
             values[last] = t
             f1 = _micro_f1(y_true, apply_thresholds(scores, _with(values, min_labels)))
             assert f1 <= tuned.validation_micro_f1 + TOL
+
+
+def test_bootstrap_interval_is_seeded_contains_the_score_and_narrows_with_more_examples():
+    from llmcls.metrics import bootstrap_interval
+
+    rng = np.random.default_rng(3)
+    gold = rng.random((2000, 12)) < 0.2
+    pred = np.where(rng.random(gold.shape) < 0.8, gold, ~gold)  # 80% of the cells right
+    score = compute_metrics(gold, pred)["micro_f1"]
+    se, low, high = bootstrap_interval(gold, pred, n=300)
+    assert low < score < high and 0 < se < high - low
+    assert bootstrap_interval(gold, pred, n=300) == (se, low, high)  # seeded
+    small_se, small_low, small_high = bootstrap_interval(gold[:50], pred[:50], n=300)
+    assert small_se > 3 * se and small_high - small_low > 3 * (high - low)  # ~sqrt(40) wider on 1/40 of the rows
+    assert bootstrap_interval(gold, gold, n=50) == (0.0, 1.0, 1.0)
+    assert bootstrap_interval(gold, pred, "subset_accuracy", n=50)[0] > 0
+    with pytest.raises(ValueError, match="unknown"):
+        bootstrap_interval(gold, pred, "p_at_1")

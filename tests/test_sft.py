@@ -98,6 +98,19 @@ def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
     assert cli_main(["compare", str(out)]) == 0
 
 
+def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    assert cli_main(["sft", *_args(tiny_llama, out, "--max_steps", "1"), "--prompt", "compact", "--chat", "off",
+                     "--skip_eval", "true"]) == 0
+    common = ["zeroshot", "--model", str(tiny_llama), "--adapter", str(out / "adapter"), "--test", "aapd-test",
+              "--max_eval_examples", "2", "--max_new_tokens", "4"]
+    assert cli_main([*common, "--output_dir", str(tmp_path / "reuse")]) == 0
+    reused = RunDir(tmp_path / "reuse").read_config()
+    assert (reused["prompt"], reused["chat"]) == ("compact", "off")
+    assert cli_main([*common, "--prompt", "zeroshot", "--output_dir", str(tmp_path / "own")]) == 0  # a flag wins
+    assert RunDir(tmp_path / "own").read_config()["prompt"] == "zeroshot"
+
+
 def test_generation_check_at_each_evaluation_picks_the_best_checkpoint(tiny_llama, tmp_path):
     out = tmp_path / "run"
     code = cli_main(["sft", *_args(tiny_llama, out), "--validation", "aapd-validation", "--max_eval_examples", "8",
