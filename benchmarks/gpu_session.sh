@@ -83,10 +83,11 @@ if [ "${PLAN:-tables}" = sft-quality ]; then
         echo "== sft-quality: the GGUF parts are missing or incomplete" | tee "$results/sft-quality.txt"; exit 1
     fi
     if [ "${TINY:-0}" = 1 ]; then sft=(--n_train 16 --n_test 8 --max_steps 2); else sft=(); fi
-    # the compact prompt first (0.4512 on 2 CPU cores, development estimate), then the recipe's own (labels listed)
-    step sft-quality-compact 140 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" --prompt compact \
+    # the recipe (compact prompt, shuffled label order: 0.4824 on 2 CPU cores, development estimate), its adapter also
+    # in score mode; then the same with the zero-shot prompt (54 labels listed), which a CPU hour could not train
+    step sft-quality 160 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" --score "${sft[@]}"
+    step sft-quality-listed 130 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" --prompt zeroshot \
         "${sft[@]}"
-    step sft-quality 150 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" "${sft[@]}"
     exit 0
 fi
 if [ "${PLAN:-tables}" = profile ]; then
@@ -102,10 +103,11 @@ if [ "${PLAN:-tables}" = profile ]; then
         --train-batch 128 "${tiny[@]}"
     exit 0
 fi
-# Most important first: what changed since the last GPU figures (generative: score results kept on the device and
-# the tensor-based constrained processor; encoder: compiled inference; SFT: torch.compile and the launch-bound LoRA
-# variants), then the baselines, then what was already measured.
-step generative-throughput 150 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" "${tiny[@]}"
+# Most important first: what changed since the last GPU figures (generative: score results kept on the device, the
+# tensor-based constrained processor and --static_cache, whose compilation takes a minute or two; encoder: compiled
+# inference; SFT: torch.compile and the launch-bound LoRA variants), then the baselines, then what was measured.
+step generative-throughput 210 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
+    --modes floor,constrained,score,static-constrained,static-free "${tiny[@]}"
 step encoder-throughput-compiled 110 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 "${tiny[@]}"
 # the baseline, then what the profile suggests for a launch-bound LoRA step: fused Liger kernels (GPU only: Triton),
 # torch.compile, larger batches, no dropout module (one failing variant skips no other)
