@@ -10,16 +10,31 @@ MAX_POSITIONS = 128
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 600):
-    """A lower-casing WordPiece tokenizer with BERT's special tokens and [CLS] ... [SEP] framing."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    """A lower-casing WordPiece tokenizer with BERT's special tokens and [CLS] ... [SEP] framing.
+
+    The vocabulary is built here rather than by `tokenizers.trainers.WordPieceTrainer`, which breaks ties
+    differently in every process: the tiny models (and so the tests' training outcomes) then varied from run to
+    run. Here it is the special tokens, every character seen (alone and as a "##" continuation), then the most
+    frequent words, ties in spelling order: the same vocabulary every time.
+    """
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(word for text in texts
+                     for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({char for word in counts for char in word})
+    vocab = [*SPECIAL_TOKENS, *chars, *(f"##{char}" for char in chars)]
+    known = set(vocab)
+    words = [word for word, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0])) if word not in known]
+    vocab += words[: max(0, vocab_size - len(vocab))]
+    tokenizer = Tokenizer(models.WordPiece(vocab={token: i for i, token in enumerate(vocab)}, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizer
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size,
-                                                                   special_tokens=SPECIAL_TOKENS))
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
