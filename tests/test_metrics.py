@@ -364,3 +364,11 @@ def test_bootstrap_interval_is_seeded_contains_the_score_and_narrows_with_more_e
     assert bootstrap_interval(gold, pred, "subset_accuracy", n=50)[0] > 0
     with pytest.raises(ValueError, match="unknown"):
         bootstrap_interval(gold, pred, "p_at_1")
+    # the pooled-count path of the micro metrics equals scoring every draw in full
+    for key in ("micro_f1", "micro_precision", "micro_recall"):
+        rng = np.random.default_rng(7)
+        full = np.array([compute_metrics(gold[rows], pred[rows])[key]
+                         for rows in (rng.integers(0, len(gold), len(gold)) for _ in range(40))])
+        low, high = np.quantile(full, [0.025, 0.975])
+        assert bootstrap_interval(gold, pred, key, n=40, seed=7) == pytest.approx(
+            (full.std(ddof=1), low, high), abs=1e-12)

@@ -16,8 +16,9 @@ from sklearn.metrics import f1_score
 
 from llmcls.cli import main as cli_main
 from llmcls.labels import LabelSpace
+from llmcls.metrics import bootstrap_interval
 from llmcls.report import build_report, main, write_files
-from llmcls.report_data import find_runs, load_runs
+from llmcls.report_data import find_runs, load_run, load_runs
 from llmcls.report_tables import COMPARISON, ORIGINAL
 from llmcls.runs import RunDir, predictions_from_records, read_predictions
 
@@ -77,6 +78,11 @@ def test_csv_holds_the_metrics_json_values(report):
     assert float(rows["linear_svm"]["ex/s"]) == linear["timing"]["examples_per_s"]
     assert float(rows["zeroshot"]["well-formed"]) == 0.925 and rows["zeroshot"]["device"] == "cuda:0"
     assert rows["bare"]["P@1"] == rows["bare"]["device"] == rows["bare"]["params trained"] == ""  # not recorded
+    for name, run in report["runs"].items():  # the interval is the bootstrap of the run's own predictions
+        loaded = load_run(run, name)
+        _, low, high = bootstrap_interval(loaded.predictions.gold, loaded.predictions.predicted)
+        assert rows[name]["micro-F1 95% CI"] == f"{low:.3f}-{high:.3f}"
+        assert low <= _record(run)["metrics"]["micro_f1"] <= high < 1.0
 
 
 def test_missing_optional_fields_show_a_dash(report):
