@@ -70,25 +70,28 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(make_parser(), argv)
     runs = load_runs(find_runs(extra.runs), args.split)
-    header, rows, title = terminal_columns(comparison_table(runs))
+    comparison = comparison_table(runs)  # built once: its interval column bootstraps every run's predictions
+    header, rows, title = terminal_columns(comparison)
     if _table_width(header, rows) > results.width:  # too wide: one column per run instead, metrics as rows
         header, rows = ["", *(row[0] for row in rows)], [[name, *(row[i] for row in rows)]
                                                         for i, name in enumerate(header) if i > 0]
     results.print(rich_table(header, rows, title=title, compact=True))
     if args.out:
-        for path in write_files(build_report(runs, plots=args.plots, prefix=Path(args.out)), Path(args.out)):
+        report = build_report(runs, plots=args.plots, prefix=Path(args.out), comparison=comparison)
+        for path in write_files(report, Path(args.out)):
             console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
 
 
-def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("comparison")) -> Report:
-    """Tables (and figures) in reading order: the comparison first, the long per-label table and the runs' data and
-    environment last."""
+def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("comparison"),
+                 comparison: Table | None = None) -> Report:
+    """Tables (and figures) in reading order: the comparison first (`comparison` when the caller built it already),
+    the long per-label table and the runs' data and environment last."""
     per_label = per_label_table(runs)
     bands = band_table(per_label)
     report = Report(title="llmcls comparison", summary=[f"Runs: {len(runs)}", *shared_summary(runs)],
                     notes=[note for run in runs for note in run.notes])
-    report.sections = [comparison_table(runs), original_table(runs), *([bands] if bands else [])]
+    report.sections = [comparison or comparison_table(runs), original_table(runs), *([bands] if bands else [])]
     if plots:
         report.sections += figures(runs, per_label, prefix.name)
     report.sections += [per_label, data_table(runs)]
