@@ -50,6 +50,10 @@ def parse_args(argv=None):
     parser.add_argument("--profile", type=int, default=0,
                         help="Also profile this many training steps after the timed ones, and one prediction of "
                              "--eval-rows / 4 rows (GPU only; GPU-busy fraction and top operators).")
+    parser.add_argument("--sdpa-backends", default="",
+                        help="Comma-separated SDPA kernels (flash, efficient, cudnn, math) to also time the last "
+                             "inference row with, one at a time (torch.nn.attention.sdpa_kernel): which attention "
+                             "kernel the encoder's prediction should ask for. Default: none.")
     parser.add_argument("--tokenizer", default=None,
                         help="A folder with a BERT tokenizer to save with the model (default: a WordPiece "
                              "tokenizer over a placeholder 30,522-entry vocabulary: inputs are random ids, so only "
@@ -198,8 +202,24 @@ def measure(args) -> tuple[list[tuple], dict]:
                 part = synthetic_split(args.eval_rows // 4, args.length, config.vocab_size, 4)
                 with Profile(f"inference{' (pure bf16)' if pure_bf16 else ''}, {args.eval_rows // 4} rows"):
                     predict_scores(trainer, part)
+        notes = []
+        for backend in filter(None, args.sdpa_backends.split(",")):  # the last row's settings, one kernel allowed
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            kernel = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+                      "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}[backend]
+            try:
+                with sdpa_kernel(kernel):
+                    predict_scores(trainer, warm)
+                    scored = predict_scores(trainer, evaluation)
+            except RuntimeError as error:  # the kernel does not take these inputs on this device
+                notes.append(f"SDPA {backend}: not run ({str(error).splitlines()[0][:120]})")
+                continue
+            name, bf16, batch = rows[-1][:3]
+            rows.append((f"{name.split(',')[0]}, SDPA {backend} only", bf16, batch, args.eval_rows / scored.wall_s,
+                         forward))
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    return rows, {"workers": trainer_args.dataloader_num_workers,
+    return rows, {"workers": trainer_args.dataloader_num_workers, "notes": notes,
                   "n_matmul": n_matmul, "forward": forward, "config": config, "device": device}
 
 
@@ -226,6 +246,8 @@ def main(argv=None) -> None:
         tflops = per_s * flops / 1e12
         print(f"| {name} | {'bf16' if bf16 else 'fp32'} | {batch} | {per_s:,.1f} | {per_s * args.length:,.0f} | "
               f"{tflops:.3g} | {100 * tflops / args.peak_tflops:.2g}% |")
+    for note in info["notes"]:
+        print(note)
     print()
     print("targets (H100/H200, BERT-base, length 256): training >= 2,000 samples/s, inference >= 8,000 samples/s")
     if args.tiny:
