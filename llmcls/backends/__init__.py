@@ -38,8 +38,9 @@ class ModelArguments:
         "help": "HF backend, generation: decode with a static KV cache, whose decoding steps transformers compiles "
                 "on a GPU (CUDA graphs: a few launches a token instead of hundreds). Prompts are padded to a "
                 "multiple of 64 tokens so that few shapes compile (each new one costs a compilation), and the "
-                "prompts' shared prefix is encoded with every batch. For long runs on a GPU; score mode is "
-                "unaffected."})
+                "prompts' shared prefix is encoded with every batch. For long runs on a GPU (one H100, batch 256, "
+                "Qwen2.5-0.5B's shape: 195 -> 350 examples/s constrained after 34 s of compilation, so it pays "
+                "from about 15,000 prompts); score mode is unaffected."})
     tensor_parallel_size: int = field(default=1, metadata={
         "help": "vLLM: GPUs to split the model over (for models larger than one GPU)."})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: share of GPU memory it may use."})
