@@ -406,18 +406,23 @@ def test_a_mask_that_hides_nothing_is_dropped(tiny_models, corpus):
         np.testing.assert_allclose(got, expected.logits.numpy(), atol=1e-5, err_msg=f"{name} {pooling}")
 
 
-def test_prediction_with_torch_compile_matches(tiny_models, corpus, tmp_path):
-    """--torch_compile compiles the prediction loop's model once (the eager backend keeps the test fast)."""
+def test_prediction_stays_eager_under_torch_compile(tiny_models, corpus, tmp_path, monkeypatch):
+    """--torch_compile compiles training only: prediction runs the eager model (compiled prediction measured no
+    faster on an H200 and slower on an H100), with the same scores."""
+    import torch
+
     space, path = corpus.label_space, str(tiny_models["bert"])
     model, tokenizer = load_for_training(path, space).eval(), load_tokenizer(path)
     validation = encode_split(corpus.get("validation"), tokenizer, space, "title,abstract", 64, sort=True)
     plain = predict_scores(build_trainer(model, tokenizer, None, None, tiny_args(tmp_path / "a")), validation)
     args = tiny_args(tmp_path / "b", torch_compile=True, torch_compile_backend="eager")
     trainer = build_trainer(model, tokenizer, None, None, args)
-    compiled = predict_scores(trainer, validation)
-    assert trainer._compiled_for_inference is not None and trainer._compiled_for_inference is not model
-    assert predict_scores(trainer, validation) is not None and trainer._compiled_for_inference is not None
-    np.testing.assert_allclose(compiled.scores, plain.scores, atol=1e-5)
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("prediction compiled the model")
+
+    monkeypatch.setattr(torch, "compile", no_compile)
+    np.testing.assert_allclose(predict_scores(trainer, validation).scores, plain.scores, atol=1e-5)
 
 
 def test_same_seed_same_run_whatever_ran_before(tiny_models, tmp_path):
