@@ -1,4 +1,5 @@
-"""`llmcls compare RUN_DIR...`: the comparison report of finished runs (terminal table; files with `--out`).
+"""`llmcls compare RUN_DIR...`: the comparison report of finished runs (terminal tables: the comparison and, for
+two or more runs with predictions, each run's paired micro-F1 difference from the first; files with `--out`).
 
     llmcls compare runs/linear runs/encoder-twoway --out runs/comparison
     llmcls compare runs/                                 # every finished run below runs/, terminal table only
@@ -9,6 +10,7 @@ With `--out PREFIX` it writes:
     PREFIX.md, PREFIX.tex, PREFIX.html   the whole report (HTML self-contained: inline CSS, plots as data URIs;
                                          LaTeX a booktabs document that includes the PNGs beside it)
     PREFIX.csv                           the main comparison table, raw values (empty cell: not recorded)
+    PREFIX-paired.csv                    each run against the first: micro-F1 difference, paired bootstrap CI
     PREFIX-original.csv                  the original research's layout (see below)
     PREFIX-per-label.csv                 per-label F1 of every run; PREFIX-bands.csv its head/middle/tail means
     PREFIX-runs.csv                      data sources, sizes, label count, hardware and versions of each run
@@ -43,6 +45,7 @@ from llmcls.report_tables import (
     comparison_table,
     data_table,
     original_table,
+    paired_table,
     per_label_table,
     shared_summary,
 )
@@ -76,22 +79,28 @@ def main(argv: list[str] | None = None) -> int:
         header, rows = ["", *(row[0] for row in rows)], [[name, *(row[i] for row in rows)]
                                                         for i, name in enumerate(header) if i > 0]
     results.print(rich_table(header, rows, title=title, compact=True))
+    paired = paired_table(runs)  # bootstraps every pair once; the report reuses it
+    if paired is not None:
+        results.print(rich_table(paired.header, paired.text_rows(), title=paired.title, compact=True))
     if args.out:
-        report = build_report(runs, plots=args.plots, prefix=Path(args.out), comparison=comparison)
+        report = build_report(runs, plots=args.plots, prefix=Path(args.out), comparison=comparison, paired=paired)
         for path in write_files(report, Path(args.out)):
             console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
 
 
 def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("comparison"),
-                 comparison: Table | None = None) -> Report:
-    """Tables (and figures) in reading order: the comparison first (`comparison` when the caller built it already),
-    the long per-label table and the runs' data and environment last."""
+                 comparison: Table | None = None, paired: Table | None = None) -> Report:
+    """Tables (and figures) in reading order: the comparison first and the paired differences (`comparison` and
+    `paired` when the caller built them already), the long per-label table and the runs' data and environment
+    last."""
     per_label = per_label_table(runs)
     bands = band_table(per_label)
+    paired = paired or paired_table(runs)
     report = Report(title="llmcls comparison", summary=[f"Runs: {len(runs)}", *shared_summary(runs)],
                     notes=[note for run in runs for note in run.notes])
-    report.sections = [comparison or comparison_table(runs), original_table(runs), *([bands] if bands else [])]
+    report.sections = [comparison or comparison_table(runs), *([paired] if paired else []), original_table(runs),
+                       *([bands] if bands else [])]
     if plots:
         report.sections += figures(runs, per_label, prefix.name)
     report.sections += [per_label, data_table(runs)]

@@ -17,7 +17,7 @@ import numpy as np
 
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
-from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, per_label_metrics
+from llmcls.metrics import Thresholds, apply_thresholds, bootstrap_difference, compute_metrics, per_label_metrics
 from llmcls.runs import Predictions, RunDir, predictions_from_records, read_predictions
 
 CURVE_POINTS = 40  # thresholds swept per curve: enough for a smooth line, cheap even on large test sets
@@ -150,6 +150,29 @@ def label_order(runs: list[Run]) -> tuple[list[str], dict[str, int]]:
             support.setdefault(label, int(count))
     labels = sorted(support, key=lambda lab: -support[lab])  # stable: equal supports keep first-seen order
     return labels, support
+
+
+def paired_difference(reference: Run, run: Run) -> tuple[int, float, float, float, float, float] | str:
+    """micro-F1 of `reference` and of `run` on the examples both scored (matched by id, labels by name), and the
+    paired bootstrap interval of run - reference (metrics.bootstrap_difference): ``(n, reference F1, run F1,
+    difference, low, high)``, or why the two cannot be paired."""
+    a, b = reference.predictions, run.predictions
+    if a is None or b is None:
+        return "no predictions file"
+    if reference.space is None or run.space is None or set(reference.space.labels) != set(run.space.labels):
+        return "different label spaces"
+    where = {example_id: i for i, example_id in enumerate(b.ids)}
+    rows_a = [i for i, example_id in enumerate(a.ids) if example_id in where]
+    if not rows_a:
+        return "no example in common"
+    rows_b = [where[a.ids[i]] for i in rows_a]
+    order = [run.space.index(label) for label in reference.space.labels]  # b's columns in a's label order
+    gold, pred_a, pred_b = a.gold[rows_a], a.predicted[rows_a], b.predicted[rows_b][:, order]
+    if not np.array_equal(gold, b.gold[rows_b][:, order]):
+        return "different gold labels for the same ids"
+    difference, low, high = bootstrap_difference(gold, pred_a, pred_b)
+    f1_a, f1_b = (compute_metrics(gold, pred)["micro_f1"] for pred in (pred_a, pred_b))
+    return len(rows_a), f1_a, f1_b, difference, low, high
 
 
 def same_examples(runs: list[Run]) -> bool:

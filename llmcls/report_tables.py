@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from llmcls.report_data import Run, label_order, per_label_f1, same_examples
+from llmcls.report_data import Run, label_order, paired_difference, per_label_f1, same_examples
 
 MISSING = "-"
 
@@ -117,6 +117,31 @@ def comparison_table(runs: list[Run]) -> Table:
                "that parsed (generative systems); train s is the training time in seconds; ex/s the prediction "
                f"throughput on the reported split. {MISSING}: not recorded by the run.")
     return _columns_table("comparison", "Comparison", caption, runs, COMPARISON)
+
+
+def paired_table(runs: list[Run]) -> Table | None:
+    """Every run with predictions against the first one, on the examples both scored: micro-F1 of both, the
+    difference and its paired bootstrap interval. None with fewer than two runs with predictions."""
+    scored = [run for run in runs if run.predictions is not None]
+    if len(scored) < 2:
+        return None
+    reference, rows = scored[0], []
+    for run in scored[1:]:
+        paired = paired_difference(reference, run)
+        if isinstance(paired, str):
+            rows.append([run.name, None, None, None, None, None, paired])
+            continue
+        n, f1_reference, f1_run, difference, low, high = paired
+        rows.append([run.name, n, f1_reference, f1_run, difference, f"{low:+.3f} to {high:+.3f}",
+                     "ahead" if low > 0 else "behind" if high < 0 else "not separated"])
+    caption = (f"Each run against {reference.name} (the first run with predictions) on the examples both scored "
+               "(matched by id): micro-F1 of both, the difference (run - reference) and its 95% paired bootstrap "
+               "interval (metrics.bootstrap_difference: 1,000 seeded draws of the shared examples, both runs scored "
+               "on each). What two systems get right together cancels in a paired difference, so this interval is "
+               "narrower than the runs' own intervals suggest; 'not separated': it contains 0.")
+    return Table("paired", f"Paired differences against {reference.name}", caption,
+                 ["run", "n", "reference micro-F1", "micro-F1", "difference", "95% CI", "verdict"], rows,
+                 ["{}", "{:,}", "{:.4f}", "{:.4f}", "{:+.4f}", "{}", "{}"])
 
 
 def original_table(runs: list[Run]) -> Table:

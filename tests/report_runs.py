@@ -32,16 +32,20 @@ def gold_matrix(rng: np.random.Generator) -> np.ndarray:
 
 def write_run(path: Path, space: LabelSpace, gold: np.ndarray, predicted: np.ndarray, *, scores=None, raw=None,
               system: str, model: str, timing: dict, extra: dict | None = None, config: dict | None = None,
-              split: str = "test", primary: str = "test") -> Path:
+              split: str = "test", primary: str = "test", ids: list[str] | None = None) -> Path:
     run = RunDir(path).create()
     if config is not None:
         run.write_config(config)
     run.write_labels(space)
-    ids = [f"2101.{i:05d}" for i in range(len(gold))]
+    ids = ids or example_ids(len(gold))
     run.write_predictions(Predictions(ids, gold, predicted, scores, raw), space, split, primary)
     run.write_metrics(compute_metrics(gold, predicted, scores), system=system, model=model, split=split,
                       primary=primary, timing=timing, extra=extra)
     return path
+
+
+def example_ids(n: int) -> list[str]:
+    return [f"2101.{i:05d}" for i in range(n)]
 
 
 def make_runs(root: Path, seed: int = 0) -> list[Path]:

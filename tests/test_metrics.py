@@ -372,3 +372,28 @@ def test_bootstrap_interval_is_seeded_contains_the_score_and_narrows_with_more_e
         low, high = np.quantile(full, [0.025, 0.975])
         assert bootstrap_interval(gold, pred, key, n=40, seed=7) == pytest.approx(
             (full.std(ddof=1), low, high), abs=1e-12)
+
+
+def test_bootstrap_difference_is_paired():
+    """The paired interval of b - a: centred on the observed difference, seeded, 0 for identical systems, and
+    much narrower than the systems' own intervals when they agree on most examples (the point of pairing)."""
+    from llmcls.metrics import bootstrap_difference, bootstrap_interval
+
+    rng = np.random.default_rng(5)
+    gold = rng.random((400, 10)) < 0.2
+    a = np.where(rng.random(gold.shape) < 0.8, gold, ~gold)
+    b = a.copy()
+    fix = (rng.random(gold.shape) < 0.05) & (a != gold)  # b corrects 5% of a's errors and is otherwise a
+    b[fix] = gold[fix]
+    observed = compute_metrics(gold, b)["micro_f1"] - compute_metrics(gold, a)["micro_f1"]
+    difference, low, high = bootstrap_difference(gold, a, b, n=300)
+    assert difference == pytest.approx(observed) and 0 < low < difference < high
+    assert bootstrap_difference(gold, a, b, n=300) == (difference, low, high)  # seeded
+    assert bootstrap_difference(gold, b, a, n=300) == pytest.approx((-difference, -high, -low))
+    _, own_low, own_high = bootstrap_interval(gold, a, n=300)
+    assert high - low < (own_high - own_low) / 3  # unpaired intervals would overlap; the paired one excludes 0
+    assert bootstrap_difference(gold, a, a, n=50) == (0.0, 0.0, 0.0)
+    assert bootstrap_difference(gold, a, b, "macro_f1", n=50)[0] == pytest.approx(
+        compute_metrics(gold, b)["macro_f1"] - compute_metrics(gold, a)["macro_f1"])
+    with pytest.raises(ValueError, match="shape"):
+        bootstrap_difference(gold, a, b[:, :5])

@@ -54,7 +54,8 @@ def test_every_documented_file_is_written(report):
     prefix = report["prefix"]
     names = {p.name for p in report["dir"].iterdir()}
     expected = {f"cmp{suffix}" for suffix in (".md", ".csv", ".tex", ".html", "-original.csv", "-per-label.csv",
-                                              "-bands.csv", "-runs.csv", *(f"-{f}.png" for f in FIGURES))}
+                                              "-bands.csv", "-runs.csv", "-paired.csv",
+                                              *(f"-{f}.png" for f in FIGURES))}
     assert expected == names, prefix
 
 
@@ -190,9 +191,22 @@ def test_terminal_shows_the_table_and_the_written_paths(report, tmp_path, capsys
     out, err = capsys.readouterr()
     assert "llmcls compare" in out and "zeroshot" in out and "92.5%" in out
     assert "P@1" not in out  # no run recorded it: left out of the terminal table (the files keep the column)
+    assert "Paired differences" not in out  # one run: nothing to pair
     assert f"Wrote {tmp_path / 't.md'}" in err and f"Wrote {tmp_path / 't.html'}" in err
     assert not list(tmp_path.glob("*.png"))
     assert "data:image/png" not in (tmp_path / "t.html").read_text(encoding="utf-8")
+
+
+def test_terminal_pairs_each_run_with_the_first(report, capsys, monkeypatch):
+    from llmcls.progress import results
+
+    monkeypatch.setattr(results, "width", 200)
+    capsys.readouterr()
+    assert main([str(report["runs"][name]) for name in ("linear_svm", "zeroshot", "bare")]) == 0
+    out = capsys.readouterr().out
+    assert "Paired differences against linear_svm" in out and ("not separated" in out or "behind" in out)
+    paired = _csv(report["prefix"].with_name("cmp-paired.csv"))
+    assert [row["run"] for row in paired] == ["zeroshot", "bare"]
 
 
 def test_a_narrow_terminal_gets_one_column_per_run(report, capsys, monkeypatch):

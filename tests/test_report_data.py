@@ -118,3 +118,52 @@ def test_atomic_write_gives_the_mode_open_would(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_paired_difference_matches_examples_by_id_and_labels_by_name(runs, tmp_path):
+    """A run whose predictions file lists the examples in another order, over a label space in another order,
+    pairs with the reference exactly as the same run written in the reference's order."""
+    from report_runs import LABELS, example_ids, write_run
+
+    from llmcls.labels import LabelSpace
+    from llmcls.metrics import bootstrap_difference
+    from llmcls.report_data import paired_difference
+
+    linear, zeroshot = load_run(runs[0], "linear"), load_run(runs[1], "zeroshot")
+    expected = paired_difference(linear, zeroshot)
+    n, f1_a, f1_b, difference, low, high = expected
+    gold, a, b = linear.predictions.gold, linear.predictions.predicted, zeroshot.predictions.predicted
+    assert n == len(gold) and (difference, low, high) == bootstrap_difference(gold, a, b)
+    assert f1_b - f1_a == pytest.approx(difference)
+
+    rows, columns = np.random.default_rng(1).permutation(len(gold)), np.arange(len(LABELS))[::-1]
+    shuffled = write_run(tmp_path / "shuffled", LabelSpace([LABELS[c] for c in columns]), gold[rows][:, columns],
+                         b[rows][:, columns], system="zeroshot", model="tiny-llm", timing={},
+                         ids=[example_ids(len(gold))[r] for r in rows])
+    assert paired_difference(linear, load_run(shuffled, "shuffled")) == pytest.approx(expected)
+
+    half = write_run(tmp_path / "half", LabelSpace(LABELS), gold[:20], b[:20], system="zeroshot", model="m",
+                     timing={})  # the first 20 ids only: paired on those
+    assert paired_difference(linear, load_run(half, "half"))[0] == 20
+    other_gold = write_run(tmp_path / "other_gold", LabelSpace(LABELS), ~gold, b, system="s", model="m", timing={})
+    assert paired_difference(linear, load_run(other_gold, "g")) == "different gold labels for the same ids"
+    elsewhere = write_run(tmp_path / "elsewhere", LabelSpace(LABELS), gold, b, system="s", model="m", timing={},
+                          ids=[f"x{i}" for i in range(len(gold))])
+    assert paired_difference(linear, load_run(elsewhere, "e")) == "no example in common"
+    fewer = write_run(tmp_path / "fewer", LabelSpace(LABELS[:-1]), gold[:, :-1], b[:, :-1], system="s", model="m",
+                      timing={})
+    assert paired_difference(linear, load_run(fewer, "f")) == "different label spaces"
+
+
+def test_paired_table_reads_each_run_against_the_first(runs):
+    from llmcls.report_tables import paired_table
+
+    loaded = load_runs(runs)
+    table = paired_table(loaded)
+    assert [row[0] for row in table.rows] == [run.name for run in loaded[1:]]
+    assert table.title.endswith(loaded[0].name)
+    for row in table.rows:  # the verdict follows the interval
+        low, high = (float(x) for x in row[5].split(" to "))
+        assert low <= row[4] <= high
+        assert row[6] == ("ahead" if low > 0 else "behind" if high < 0 else "not separated")
+    assert paired_table(loaded[:1]) is None
