@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--n_validation", type=int, default=None, help="Use only the first N validation rows.")
     parser.add_argument("--n_test", type=int, default=None, help="Score only the first N test rows.")
     parser.add_argument("--max_steps", type=int, default=-1)
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, default=None, help="Default: the recipe's num_train_epochs.")
     parser.add_argument("--score", action="store_true", help="Also predict with the adapter in score mode.")
     parser.add_argument("--keep", type=Path, default=None, help="Keep the SFT run directory (adapter too) here.")
     args, extra = parser.parse_known_args()  # anything else goes to llmcls sft (e.g. --learning_rate 2.0e-4)
@@ -57,7 +57,8 @@ def main() -> None:
         # on a GPU the recipe's 16 examples a step go in one batch (the recipe accumulates 2 x 8 for CPU memory)
         gpu = ["--bf16", "true", "--per_device_train_batch_size", "16", "--gradient_accumulation_steps", "1",
                "--batch_size", "64"] if torch.cuda.is_available() else ["--bf16", "false"]
-        overrides = ["--num_train_epochs", str(args.epochs), "--max_steps", str(args.max_steps), *gpu, *extra]
+        epochs = ["--num_train_epochs", str(args.epochs)] if args.epochs else []
+        overrides = [*epochs, "--max_steps", str(args.max_steps), *gpu, *extra]
         argv = ["sft", "--config", str(ROOT / "configs" / "sft_smollm2-135m_lora.yaml"),
                 "--model_name_or_path", model,
                 "--train", write_rows(tmp / "train.jsonl", train),
