@@ -105,18 +105,17 @@ def score_with_adapter(model: str, run: Path, tmp: Path, gpu: list[str]) -> tupl
 
 def table_row(path: Path, seconds: float) -> tuple[float, str]:
     """(micro-F1, the table row) of one finished run directory, read through the report's reader."""
-    from llmcls.metrics import bootstrap_interval
     from llmcls.report_data import load_run
+    from llmcls.report_tables import micro_f1_interval
 
     run = load_run(path, path.name)
     m, g, t = run.record["metrics"], run.record["generation"], run.record["timing"]
-    _, low, high = bootstrap_interval(run.predictions.gold, run.predictions.predicted)
     mode = "score, tuned threshold" if g["mode"] == "score" else (
         "constrained" if g["constrained"] else "free generation")
     well_formed = "" if g["well_formed_rate"] is None else f"{g['well_formed_rate']:.1%}"
     ranking = f"{m['map']:.4f}" if "map" in m else ""
     train_s = f"{t['train_s']:.0f}" if "train_s" in t else "(same run)"
-    return m["micro_f1"], (f"| SmolLM2-135M LoRA SFT, {mode} | {m['micro_f1']:.4f} | {low:.3f}-{high:.3f} | "
+    return m["micro_f1"], (f"| SmolLM2-135M LoRA SFT, {mode} | {m['micro_f1']:.4f} | {micro_f1_interval(run)} | "
                            f"{m['macro_f1']:.4f} | {m['samples_f1']:.4f} | {ranking} | {well_formed} | {train_s} | "
                            f"{t['examples_per_s']} | {seconds:.0f} |")
 
