@@ -67,15 +67,14 @@ def build(args, rows: list[dict]):
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return HFBackend(model, tokenizer, device=device, batch_size=args.batch_size), tokenizer
+    return HFBackend(model, tokenizer, batch_size=args.batch_size), tokenizer
 
 
 def with_static_cache(backend):
     """The same model and settings, generating with a static (compiled on a GPU) KV cache."""
     from llmcls.backends.hf import HFBackend
 
-    return HFBackend(backend.model, backend.tokenizer, device=str(backend.model.device), batch_size=backend.batch_size,
-                     static_cache=True)
+    return HFBackend(backend.model, backend.tokenizer, batch_size=backend.batch_size, static_cache=True)
 
 
 def make_prompts(tokenizer, rows: list[dict], n: int, target_tokens: int) -> list[str]:

@@ -221,8 +221,7 @@ class GenerationCheck:
         model.config.use_cache = True  # gradient checkpointing turns the cache off for training
         self.tokenizer.padding_side = "left"
         try:
-            device = str(next(model.parameters()).device)
-            backend = HFBackend(model, self.tokenizer, device=device, batch_size=self.gen_args.batch_size)
+            backend = HFBackend(model, self.tokenizer, batch_size=self.gen_args.batch_size)
             prompt_args = PromptArguments(output_dir="", prompt=self.script_args.prompt, chat=self.script_args.chat,
                                           seed=self.seed)
             task = Task.build(self.corpus, backend, prompt_args, self.gen_args)
@@ -308,8 +307,7 @@ def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_ar
     if getattr(model.config, "use_cache", None) is False:
         model.config.use_cache = True  # gradient checkpointing turned the cache off for training
     tokenizer.padding_side = "left"
-    device = str(next(model.parameters()).device)
-    backend = HFBackend(model, tokenizer, device=device, batch_size=gen_args.batch_size)
+    backend = HFBackend(model, tokenizer, batch_size=gen_args.batch_size)
     prompt_args = PromptArguments(output_dir=str(run.path), prompt=script_args.prompt, chat=script_args.chat,
                                   seed=training_args.seed)
     peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"

@@ -181,10 +181,10 @@ def describe_device(device: str) -> str:
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model, tokenizer, *, device: str = "cpu", batch_size: int = 16,
-                 score_chunk_bytes: int | None = None, share_prefix: bool = True, static_cache: bool = False):
+    def __init__(self, model, tokenizer, *, batch_size: int = 16, score_chunk_bytes: int | None = None,
+                 share_prefix: bool = True, static_cache: bool = False):
         self.model, self.tokenizer = model, tokenizer
-        self.device = describe_device(device)
+        self.device = describe_device(str(next(model.parameters()).device))  # where the (loaded) model runs
         self.batch_size = batch_size
         # bound on the logits held at once while scoring (a 152k vocabulary makes them the largest tensor)
         self.score_chunk_bytes = score_chunk_bytes  # None: sized from the free memory when scoring
@@ -218,7 +218,7 @@ class HFBackend:
                 model = load_model(path, args, device, dtype, quantization)
             except OSError as err:  # not a folder, not in the hub cache and offline, a typo in a hub id, ...
                 raise LlmclsError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
-        return cls(model, tokenizer, device=device, batch_size=batch_size, static_cache=args.static_cache)
+        return cls(model, tokenizer, batch_size=batch_size, static_cache=args.static_cache)
 
     def _core(self):
         """The transformers model under a PEFT wrapper, if any."""
