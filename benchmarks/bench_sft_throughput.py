@@ -3,6 +3,8 @@
     python benchmarks/bench_sft_throughput.py                        # GPU: random Qwen2.5-0.5B-shaped model
     python benchmarks/bench_sft_throughput.py --full                 # full fine-tuning instead of LoRA
     python benchmarks/bench_sft_throughput.py --tiny --steps 3       # CPU smoke run of the script itself
+    python benchmarks/bench_sft_throughput.py --tiny --layers 24 --batch_size 2 --seq_len 64 --answer_len 8
+                                          # CPU: the per-step host work of a 24-layer model (see below)
 
 Speed does not depend on the weights, so the model is randomly initialised from a Qwen2.5-0.5B-shaped config and
 saved to a temporary folder (the real `from_pretrained(path)` runs); examples are AAPD-sized (`--seq_len` tokens,
@@ -11,6 +13,10 @@ steps. MFU counts 6 N FLOPs per token for full fine-tuning and 4 N for LoRA (for
 through the frozen weights 2N; the adapters' own FLOPs are negligible), N = parameters without embeddings, plus
 attention (12 * layers * hidden * seq_len per token, x2/3 for LoRA likewise); `--peak_tflops` is the GPU's dense
 bf16 peak (H100 SXM 989, H200 989).
+
+With `--tiny --layers 24` and a small batch the model's arithmetic is negligible, so on a CPU the step time is the
+host's work per step (Python, PEFT's per-module code, operator dispatch), the part a GPU waits on when a step is
+launch-bound, as LoRA on Qwen2.5-0.5B's shape is (GPU busy under a third of the time in the H200 profile).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--seq_len", type=int, default=384)
     parser.add_argument("--answer_len", type=int, default=12)
+    parser.add_argument("--layers", type=int, default=None, help="Decoder layers (default: the shape's own).")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--peak_tflops", type=float, default=989.0)
@@ -87,7 +94,9 @@ def main() -> None:
     from llmcls.config import parse
     from llmcls.sft import make_parser, make_trainer
 
-    shape = TINY if args.tiny else QWEN_05B
+    shape = dict(TINY if args.tiny else QWEN_05B)
+    if args.layers:
+        shape["num_hidden_layers"] = args.layers
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         build_model(folder, shape, ["cs.LG, stat.ML", "abstract text about codes and learning"] * 50)
@@ -100,12 +109,13 @@ def main() -> None:
                 "--use_peft", "false" if args.full else "true", "--lora_r", "16", "--lora_alpha", "32",
                 "--lora_target_modules", "all-linear", "--dtype", "bfloat16" if gpu else "float32",
                 *shlex.split(args.extra)]
-        _, _, _, training_args, model_args = parse(make_parser(), argv)
+        _, script_args, _, training_args, model_args = parse(make_parser(), argv)
         n = args.batch_size * (args.steps + args.warmup + args.profile)
         ds = synthetic_dataset(n, args.seq_len, args.answer_len, min(shape["vocab_size"], 800))
         from transformers import AutoTokenizer
 
-        trainer = make_trainer(model_args, training_args, AutoTokenizer.from_pretrained(folder), ds, None)
+        trainer = make_trainer(model_args, training_args, AutoTokenizer.from_pretrained(folder), ds, None,
+                               compile_regions=script_args.compile_regions)
         timer = StepTimer(args.warmup, args.warmup + args.steps)
         trainer.add_callback(timer)
         if args.profile:  # three steps after the timed window (so the profiler does not slow the timed steps)
@@ -113,20 +123,24 @@ def main() -> None:
 
             trainer.add_callback(step_window(Profile(f"SFT training, {args.profile} steps"), args.warmup + args.steps,
                                              args.warmup + args.steps + args.profile))
+        started = time.perf_counter()
         trainer.train()
+        train_s = time.perf_counter() - started  # every step, compilation (--torch_compile) included
     tokens_per_s = args.batch_size * args.seq_len * args.steps / timer.elapsed
     mfu = tokens_per_s * flops_per_token(shape, args.seq_len, not args.full) / (args.peak_tflops * 1e12)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
-    print(f"# bench_sft_throughput: {'tiny' if args.tiny else 'Qwen2.5-0.5B-shaped'} random model, "
+    print(f"# bench_sft_throughput: {'tiny' if args.tiny else 'Qwen2.5-0.5B-shaped'} random model "
+          f"({shape['num_hidden_layers']} layers), "
           f"{'full fine-tuning' if args.full else 'LoRA r=16 all-linear'}, batch {args.batch_size} x {args.seq_len} "
           f"tokens (padded), {args.steps} timed steps after {args.warmup}, extra options [{args.extra}], "
           f"device {device}, "
-          f"torch {torch.__version__}, Python {platform.python_version()}")
+          f"torch {torch.__version__}, Python {platform.python_version()}; trainer.train() took {train_s:.1f} s "
+          f"(all {args.warmup + args.steps + args.profile} steps, compilation included)")
     print()
-    print(f"| method | tokens/s | examples/s | MFU (peak {args.peak_tflops:.0f} TFLOPS) |")
-    print("|---|---:|---:|---:|")
+    print(f"| method | tokens/s | examples/s | ms/step | MFU (peak {args.peak_tflops:.0f} TFLOPS) |")
+    print("|---|---:|---:|---:|---:|")
     print(f"| {'full' if args.full else 'LoRA'} | {tokens_per_s:,.0f} | {tokens_per_s / args.seq_len:,.1f} | "
-          f"{mfu:.1%} |")
+          f"{1000 * timer.elapsed / args.steps:.1f} | {mfu:.1%} |")
 
 
 class StepTimer:

@@ -83,6 +83,57 @@ def test_two_lora_steps_change_the_adapter_and_not_the_base(tiny_llama, tmp_path
     assert all(torch.equal(before[name], after[name]) for name in base)
 
 
+def test_flops_log_counts_the_parameters_once(tiny_llama, tmp_path, monkeypatch):
+    """The trainer's per-step FLOPs estimate equals the Trainer's own, from a parameter count taken once."""
+    from trl import SFTTrainer
+
+    from llmcls.sft import make_trainer
+
+    data_args, script_args, _, training_args, model_args = parse(make_parser(), _args(tiny_llama, tmp_path))
+    corpus = load_corpus(data_args, required=("train",))
+    tokenizer = load_training_tokenizer(model_args, training_args)
+    ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
+    trainer = make_trainer(model_args, training_args, tokenizer, ds, None)
+    inputs = {"input_ids": torch.ones((4, 32), dtype=torch.long)}
+    expected = SFTTrainer.floating_point_ops(trainer, inputs)
+    assert expected > 0
+    base = trainer.model.get_base_model()
+    counted = []
+    original = base.num_parameters
+    monkeypatch.setattr(base, "num_parameters", lambda **kw: counted.append(kw) or original(**kw))
+    assert [trainer.floating_point_ops(inputs) for _ in range(3)] == [expected] * 3
+    assert counted == [{"exclude_embeddings": True}]
+    assert trainer.floating_point_ops({"input_ids": torch.ones((2, 32), dtype=torch.long)}) == expected // 2
+
+
+@pytest.mark.parametrize("regions", [True, False])
+def test_torch_compile_compiles_the_decoder_layer_or_the_whole_model(tiny_llama, tmp_path, regions):
+    """--torch_compile (dynamo's eager backend here: tracing without code generation, fast on a CPU) compiles each
+    decoder layer (and the few modules around them) by default and the whole model with compile_regions off;
+    training runs either way."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    from llmcls.sft import make_trainer
+
+    argv = _args(tiny_llama, tmp_path, "--torch_compile", "true", "--torch_compile_backend", "eager")
+    data_args, script_args, _, training_args, model_args = parse(make_parser(), argv)
+    assert script_args.compile_regions is True  # the default
+    corpus = load_corpus(data_args, required=("train",))
+    tokenizer = load_training_tokenizer(model_args, training_args)
+    ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
+    trainer = make_trainer(model_args, training_args, tokenizer, ds, None, compile_regions=regions)
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if "lora_B" in name}
+    trainer.train()
+    compiled = [name for name, module in trainer.model_wrapped.named_modules() if isinstance(module, OptimizedModule)]
+    if regions:
+        layers = [name for name in compiled if name.split(".")[-2] == "layers"]  # each layer a compiled region
+        assert len(layers) == len(trainer.model.get_base_model().model.layers) and "" not in compiled, compiled
+    else:
+        assert isinstance(trainer.model_wrapped, OptimizedModule)
+    after = dict(trainer.model.named_parameters())
+    assert all(not torch.equal(before[name], after[name]) for name in before)
+
+
 def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
     out = tmp_path / "run"
     code = cli_main(["sft", *_args(tiny_llama, out), "--validation", "aapd-validation", "--test", "aapd-test",
