@@ -36,6 +36,17 @@ def _args(model: Path, out: Path, *extra: str) -> list[str]:
             "--output_dir", str(out), *FAST, *extra]
 
 
+def _trainer(model: Path, out: Path, *extra: str, compile_regions: bool = True):
+    """llmcls sft's trainer over the tiny model and 12 training rows, as `main` builds it."""
+    from llmcls.sft import make_trainer
+
+    data_args, script_args, _, training_args, model_args = parse(make_parser(), _args(model, out, *extra))
+    corpus = load_corpus(data_args, required=("train",))
+    tokenizer = load_training_tokenizer(model_args, training_args)
+    ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
+    return make_trainer(model_args, training_args, tokenizer, ds, None, compile_regions=compile_regions)
+
+
 def test_fit_prompt_keeps_the_answer():
     ids, cut = fit_prompt(list(range(100)), 10, 50)
     assert cut and len(ids) + 10 == 50 and ids[-8:] == list(range(92, 100)) and ids[:5] == [0, 1, 2, 3, 4]
@@ -66,13 +77,7 @@ def test_collated_labels_cover_the_completion_and_its_end_token(tiny_llama, tmp_
 
 
 def test_two_lora_steps_change_the_adapter_and_not_the_base(tiny_llama, tmp_path):
-    from llmcls.sft import make_trainer
-
-    data_args, script_args, _, training_args, model_args = parse(make_parser(), _args(tiny_llama, tmp_path))
-    corpus = load_corpus(data_args, required=("train",))
-    tokenizer = load_training_tokenizer(model_args, training_args)
-    ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
-    trainer = make_trainer(model_args, training_args, tokenizer, ds, None)
+    trainer = _trainer(tiny_llama, tmp_path)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     trainer.train()
     after = dict(trainer.model.named_parameters())
@@ -87,13 +92,7 @@ def test_flops_log_counts_the_parameters_once(tiny_llama, tmp_path, monkeypatch)
     """The trainer's per-step FLOPs estimate equals the Trainer's own, from a parameter count taken once."""
     from trl import SFTTrainer
 
-    from llmcls.sft import make_trainer
-
-    data_args, script_args, _, training_args, model_args = parse(make_parser(), _args(tiny_llama, tmp_path))
-    corpus = load_corpus(data_args, required=("train",))
-    tokenizer = load_training_tokenizer(model_args, training_args)
-    ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
-    trainer = make_trainer(model_args, training_args, tokenizer, ds, None)
+    trainer = _trainer(tiny_llama, tmp_path)
     inputs = {"input_ids": torch.ones((4, 32), dtype=torch.long)}
     expected = SFTTrainer.floating_point_ops(trainer, inputs)
     assert expected > 0
@@ -113,15 +112,9 @@ def test_torch_compile_compiles_the_decoder_layer_or_the_whole_model(tiny_llama,
     training runs either way."""
     from torch._dynamo.eval_frame import OptimizedModule
 
-    from llmcls.sft import make_trainer
-
-    argv = _args(tiny_llama, tmp_path, "--torch_compile", "true", "--torch_compile_backend", "eager")
-    data_args, script_args, _, training_args, model_args = parse(make_parser(), argv)
-    assert script_args.compile_regions is True  # the default
-    corpus = load_corpus(data_args, required=("train",))
-    tokenizer = load_training_tokenizer(model_args, training_args)
-    ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
-    trainer = make_trainer(model_args, training_args, tokenizer, ds, None, compile_regions=regions)
+    compiling = ("--torch_compile", "true", "--torch_compile_backend", "eager")
+    assert parse(make_parser(), _args(tiny_llama, tmp_path, *compiling))[1].compile_regions is True  # the default
+    trainer = _trainer(tiny_llama, tmp_path, *compiling, compile_regions=regions)
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if "lora_B" in name}
     trainer.train()
     compiled = [name for name, module in trainer.model_wrapped.named_modules() if isinstance(module, OptimizedModule)]
