@@ -395,6 +395,62 @@ def test_adapter_changes_the_model_and_loads_without_model(tiny_dir, tmp_path, p
     np.testing.assert_allclose(base_from_adapter.score(prompts[:2], LABELS), b, atol=1e-5)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The vLLM backend on a stand-in engine (tests/fake_vllm.py: vLLM's API computed with transformers)
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    import fake_vllm
+
+    return fake_vllm.install(monkeypatch)
+
+
+def test_vllm_backend_scores_equal_the_hf_backend(tiny_dir, backend, prompts, fake_vllm, monkeypatch):
+    """The per-(prompt, trie node) requests and their read-back give the HF backend's scores, with the engine's
+    per-token log-probabilities and with the whole-vocabulary fallback of older vLLM versions."""
+    import fake_vllm as fake
+
+    engine = load_backend(ModelArguments(model=str(tiny_dir), backend="vllm", tensor_parallel_size=2), batch_size=4)
+    assert engine.name == "vllm" and fake_vllm[0].engine_args["tensor_parallel_size"] == 2
+    assert fake_vllm[0].engine_args["enable_prefix_caching"] is True
+    for kwargs in ({}, {"separator": ", "}, {"separator": ", ", "ends": "all"}):
+        np.testing.assert_allclose(engine.score(prompts, LABELS, **kwargs), backend.score(prompts, LABELS, **kwargs),
+                                   atol=1e-4)
+    asked = [p.logprob_token_ids for _, p in fake_vllm[0].requests]
+    assert all(ids and p.max_tokens == 1 for ids, (_, p) in zip(asked, fake_vllm[0].requests, strict=True))
+
+    monkeypatch.setattr(fake.SamplingParams, "__struct_fields__", tuple(f for f in fake.FIELDS
+                                                                          if f != "logprob_token_ids"))
+    older = load_backend(ModelArguments(model=str(tiny_dir), backend="vllm"))
+    assert fake_vllm[1].engine_args["max_logprobs"] == -1  # whole distributions are read back
+    np.testing.assert_allclose(older.score(prompts[:3], LABELS, separator=", "),
+                               backend.score(prompts[:3], LABELS, separator=", "), atol=1e-4)
+
+
+def test_vllm_backend_generation(tiny_dir, backend, prompts, fake_vllm):
+    """Free greedy answers equal the HF backend's; structured outputs (the label regex) always parse."""
+    engine = load_backend(ModelArguments(model=str(tiny_dir), backend="vllm"))
+    assert engine.generate(prompts, max_new_tokens=8, stop=["\n\n"]) == backend.generate(prompts, max_new_tokens=8,
+                                                                                          stop=["\n\n"])
+    constraint = LabelConstraint(LABELS, ", ", max_labels=3)
+    for text in engine.generate(prompts, max_new_tokens=12, constraint=constraint):
+        result = parse_labels(text, LABELS)
+        assert result.well_formed and result.labels and not result.unknown and len(result.labels) <= 3, text
+    params = fake_vllm[0].requests[-1][1]
+    assert params.max_tokens == 24 and params.stop is None  # room for other tokenisations; the grammar ends it
+    assert re.fullmatch(params.structured_outputs.regex, "cs.IT, math-ph")
+
+
+def test_vllm_backend_lora_request(tiny_dir, tmp_path, prompts, fake_vllm):
+    adapter = build_tiny_lora_adapter(tiny_dir, tmp_path / "adapter", rank=12)
+    engine = load_backend(ModelArguments(adapter=str(adapter), backend="vllm"))  # the base model from the adapter
+    args = fake_vllm[0].engine_args
+    assert fake_vllm[0].model_path == str(tiny_dir) and args["enable_lora"] and args["max_lora_rank"] == 16
+    adapted = load_backend(ModelArguments(model=str(tiny_dir), adapter=str(adapter), device="cpu"))
+    np.testing.assert_allclose(engine.score(prompts[:2], LABELS), adapted.score(prompts[:2], LABELS), atol=1e-4)
+
+
 def test_missing_optional_backends_name_their_extra(monkeypatch):
     import sys
 

@@ -161,6 +161,26 @@ def test_score_mode_tunes_thresholds_on_validation_and_ranks_every_label(tiny, d
     assert [r["predicted"] for r in records] == expected
 
 
+def test_backend_vllm_runs_the_command_end_to_end(tiny, data, tmp_path, monkeypatch):
+    """`--backend vllm` (on tests/fake_vllm.py's stand-in engine): the same run directory and the same scores as the
+    HF backend's run."""
+    import fake_vllm
+
+    engines = fake_vllm.install(monkeypatch)
+    runs = {name: tmp_path / name for name in ("hf", "vllm")}
+    for name, run in runs.items():
+        assert main(["zeroshot", *_args(tiny, data, run, "--mode", "score", "--validation", data["validation"],
+                                        "--backend", name)]) == 0
+    assert len(engines) == 1
+    record = _metrics(runs["vllm"])
+    assert record["timing"]["backend"] == "vllm" and record["timing"]["device"].startswith("cuda x1 (vLLM")
+    hf, vllm = _records(runs["hf"] / "predictions.jsonl"), _records(runs["vllm"] / "predictions.jsonl")
+    assert [r["id"] for r in hf] == [r["id"] for r in vllm]
+    for a, b in zip(hf, vllm, strict=True):
+        np.testing.assert_allclose([b["scores"][k] for k in a["scores"]], list(a["scores"].values()), atol=1e-4)
+    assert abs(record["metrics"]["map"] - _metrics(runs["hf"])["metrics"]["map"]) < 1e-6
+
+
 def test_score_mode_without_validation_predicts_the_top_labels(tiny, data, tmp_path):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--mode", "score", "--min_labels", "2")]) == 0
