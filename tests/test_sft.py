@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,6 +143,26 @@ def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
     assert record["generation"]["well_formed_rate"] == 1.0  # constrained: every output parses
     assert record["params_trained"] > 0
     assert cli_main(["compare", str(out)]) == 0
+
+
+def test_data_parallel_run_with_two_processes_on_cpu(tiny_llama, tmp_path):
+    """The DDP code path (`accelerate launch --multi_gpu llmcls/sft.py`) on CPU, torch.distributed with gloo:
+    both ranks train and take part in the generation check at each evaluation (rank 0 generates and broadcasts),
+    rank 0 alone evaluates and writes the run directory."""
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "llmcls" / "sft.py"), "--use_cpu", "true", *_args(tiny_llama, out),
+               "--validation", "aapd-validation", "--test", "aapd-test", "--max_eval_examples", "24",
+               "--constrained", "true", "--batch_size", "16", "--eval_strategy", "steps", "--eval_steps", "1",
+               "--generate_at_eval", "8"]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("test: micro-F1") == 1  # one evaluation, by rank 0
+    assert result.stdout.count("'eval_gen_micro_f1'") == 2  # two evaluations logged, with the broadcast result
+    assert (out / "adapter" / "adapter_config.json").exists()
+    assert len(read_jsonl(out / "predictions.jsonl")) == 24
+    assert RunDir(out).read_metrics()["generation"]["well_formed_rate"] == 1.0
 
 
 def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_path):
