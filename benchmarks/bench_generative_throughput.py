@@ -139,7 +139,8 @@ def main() -> None:
                         help="Rows to measure, comma-separated (stock, floor, floor-compiled, free, constrained, "
                              "score, static-constrained, static-free, score-regional, constrained-regional).")
     parser.add_argument("--profile", action="store_true",
-                        help="Also profile one batch of score and constrained modes (GPU only).")
+                        help="Also profile one batch of the floor, score and constrained modes (GPU-busy "
+                             "fraction and top operators; on a CPU, CPU operators only).")
     args = parser.parse_args()
     args.n = args.n or (32 if args.tiny else 2048)
     args.batch_size = args.batch_size or (8 if args.tiny else 256)
@@ -244,10 +245,13 @@ def main() -> None:
     if compile_s is not None:
         print(f"\nstatic cache warm-up (compilation on a GPU), free and constrained, one batch each: "
               f"{compile_s:.1f} s")
-    if args.profile:  # one batch of each mode profiled: is the GPU busy, and with what?
+    if args.profile:  # one batch of the floor and of each mode profiled: is the GPU busy, and with what?
         from profiling import Profile
 
         one = prompts[: args.batch_size]
+        with Profile(f"floor, one batch of {len(one)} prompts"), torch.inference_mode():
+            batch = tokenizer(one, return_tensors="pt", padding=True)
+            model(**batch.to(model.device), logits_to_keep=1)
         with Profile(f"score, one batch of {len(one)} prompts"):
             backend.score(one, labels, separator=ANSWER_SEPARATOR)
         with Profile(f"constrained, one batch of {len(one)} prompts"):
