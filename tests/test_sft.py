@@ -215,6 +215,16 @@ def test_config_file_with_overrides_and_unknown_keys(tmp_path, capsys):
     assert "lora_rank" in capsys.readouterr().err
 
 
+def test_batches_are_grouped_by_length_by_default(tiny_llama, tmp_path):
+    """llmcls's default sampler (batches of similar lengths, less padding) over the Trainer's random one."""
+    from torch.utils.data import RandomSampler
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    assert isinstance(_trainer(tiny_llama, tmp_path)._get_train_sampler(), LengthGroupedSampler)
+    shuffled = _trainer(tiny_llama, tmp_path / "r", "--train_sampling_strategy", "random")
+    assert isinstance(shuffled._get_train_sampler(), RandomSampler)
+
+
 def test_nan_filter_is_off_by_default_and_can_be_set(tmp_path):
     """llmcls's default (no per-step GPU sync) over TRL's, and the YAML / flag still win."""
     base = ["--model_name_or_path", "m", "--output_dir", str(tmp_path / "o"), "--bf16", "false"]
