@@ -117,11 +117,11 @@ fi
 # SFT 27,950 tokens/s (target 90,000). Each step reruns its baseline in the same call (rows are compared only within
 # one machine), then the untried levers, cheap ones before those that compile (a compilation can eat a step's cap):
 # encoder: which SDPA kernel the prediction should ask for; generative: how far a compiled prompt pass moves the
-# floor, and score mode with its MLPs and norms compiled, then one profiled batch of score and constrained modes
-# (score runs at ~0.6 of the floor where its extra tokens predict ~0.85: where does the rest go?); SFT: a larger batch without the dropout module, then
-# torch.compile (regional since session 6: one decoder layer compiled and reused, 6x less compilation than the whole
-# model at the same step speed on a CPU, where dropout 0 made compiled LoRA steps 1.5x faster); last, compiled
-# encoder training.
+# floor, and score mode with its MLPs and norms compiled, then one profiled batch of the floor, score and
+# constrained modes (score runs at ~0.6 of the floor where its extra label tokens predict ~0.85: where does the rest
+# go?); SFT: a larger batch without the dropout module, then torch.compile (regional since session 6: one decoder
+# layer compiled and reused, a quarter of the whole model's compilation at the same step speed on a CPU, where
+# dropout 0 made compiled LoRA steps 1.5x faster); last, compiled encoder training.
 sdpa=flash,efficient,cudnn; [ "${TINY:-0}" = 1 ] && sdpa=flash,math
 step encoder-throughput 110 $PY benchmarks/bench_encoder_throughput.py --sdpa-backends $sdpa "${tiny[@]}"
 step generative-throughput 230 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
