@@ -21,11 +21,9 @@ would move the prompt pass that every mode pays (on an H100 the eager floor is 7
 target of score and constrained modes); `score-regional` and `constrained-regional` (not in the default rows either)
 run the backend on a copy of the model whose layers' MLPs and norms are compiled (`module.compile()`, regional
 compilation, shapes dynamic after the first; the modules that do not touch the KV cache, so one compilation serves
-every layer), the form an option of the backend could take. On 2 CPU cores SmolLM2-135M's scores and answers with
-its whole decoder layers compiled equal the eager ones (largest score difference 5e-5, 32 of 32 answers identical)
-and are no faster (3.3 against 3.5 examples/s in score mode): a CPU is bound by the matrix products, while a GPU's
-eager forward spends much of its time in memory-bound element-wise kernels (norms, activations) that compilation
-fuses.
+every layer), the form an option of the backend could take. Compilation fuses memory-bound element-wise kernels
+(norms, activations), where a GPU's eager forward spends much of its time; a CPU is bound by the matrix products
+(session 6's note has a one-off CPU comparison with SmolLM2, which found no gain there).
 Numbers are measured on the device the script runs on; warm-up batches are not timed.
 """
 
@@ -171,10 +169,10 @@ def main() -> None:
             model.generate(**batch.to(model.device), max_new_tokens=budget, do_sample=False,
                            pad_token_id=tokenizer.pad_token_id)
 
-    def forward_floor(forward=model, pad_to: int | None = None):
+    def forward_floor(forward=model, pad_to: int | None = None, texts=prompts):
         with torch.inference_mode():
-            for start in range(0, len(prompts), args.batch_size):
-                batch = tokenizer(prompts[start:start + args.batch_size], return_tensors="pt", padding=True,
+            for start in range(0, len(texts), args.batch_size):
+                batch = tokenizer(texts[start:start + args.batch_size], return_tensors="pt", padding=True,
                                   pad_to_multiple_of=pad_to)
                 forward(**batch.to(model.device), logits_to_keep=1)
 
@@ -249,9 +247,8 @@ def main() -> None:
         from profiling import Profile
 
         one = prompts[: args.batch_size]
-        with Profile(f"floor, one batch of {len(one)} prompts"), torch.inference_mode():
-            batch = tokenizer(one, return_tensors="pt", padding=True)
-            model(**batch.to(model.device), logits_to_keep=1)
+        with Profile(f"floor, one batch of {len(one)} prompts"):
+            forward_floor(texts=one)
         with Profile(f"score, one batch of {len(one)} prompts"):
             backend.score(one, labels, separator=ANSWER_SEPARATOR)
         with Profile(f"constrained, one batch of {len(one)} prompts"):

@@ -58,7 +58,6 @@ def main() -> None:
 
     source = args.tokenizer or resolve_model(str(smollm2_gguf()))
     tokenizer = load_tokenizer(source)
-    tokenizer.padding_side = "right"
     print(f"# bench_sft_padding: {args.aapd} (every row), tokenizer {args.tokenizer or 'SmolLM2-135M-Instruct'}; "
           "padding share = 1 - real tokens / (batches x longest example), mean of 5 seeds per sampler")
     print()
