@@ -21,7 +21,10 @@ would move the prompt pass that every mode pays (on an H100 the eager floor is 7
 target of score and constrained modes); `score-regional` and `constrained-regional` (not in the default rows either)
 run the backend on a copy of the model whose layers' MLPs and norms are compiled (`module.compile()`, regional
 compilation, shapes dynamic after the first; the modules that do not touch the KV cache, so one compilation serves
-every layer), the form an option of the backend could take. Compilation fuses memory-bound element-wise kernels
+every layer), the form an option of the backend could take. Two more rows take score mode apart: `score-prompt`
+stops it after the prompt pass (so score minus score-prompt is the label pass), `score-noprefix` encodes every prompt
+whole instead of reusing the shared prefix's KV cache (whose [prefix | padding | rest] layout could pick a slower
+attention kernel than plain left padding). Compilation fuses memory-bound element-wise kernels
 (norms, activations), where a GPU's eager forward spends much of its time; a CPU is bound by the matrix products
 (session 6's note has a one-off CPU comparison with SmolLM2, which found no gain there).
 Numbers are measured on the device the script runs on; warm-up batches are not timed.
@@ -82,6 +85,26 @@ def with_static_cache(backend):
     return HFBackend(backend.model, backend.tokenizer, batch_size=backend.batch_size, static_cache=True)
 
 
+def without_label_pass(backend):
+    """The same model and settings, its score mode stopped after the prompt pass (the trie's label pass returns zeros,
+    so the scores are wrong): the prompt pass's share of score mode, with no profiler in the way."""
+    import torch
+
+    from llmcls.backends.hf import HFBackend
+
+    prompt_only = HFBackend(backend.model, backend.tokenizer, batch_size=backend.batch_size)
+    prompt_only._extra_pass = lambda cache, mask, t: torch.zeros((mask.shape[0], len(t["inner_pairs"])),
+                                                                 device=mask.device)
+    return prompt_only
+
+
+def without_shared_prefix(backend):
+    """The same model and settings, every prompt encoded whole (no shared-prefix KV cache, plain left padding)."""
+    from llmcls.backends.hf import HFBackend
+
+    return HFBackend(backend.model, backend.tokenizer, batch_size=backend.batch_size, share_prefix=False)
+
+
 def with_regional_compilation(backend):
     """A backend on a copy of the model whose decoder layers' MLPs and norms are compiled (regional compilation)."""
     import copy
@@ -135,7 +158,8 @@ def main() -> None:
     parser.add_argument("--max_labels", type=int, default=3, help="Labels per constrained answer (AAPD: 2.4 avg).")
     parser.add_argument("--modes", default="stock,floor,free,constrained,score,static-constrained,static-free",
                         help="Rows to measure, comma-separated (stock, floor, floor-compiled, free, constrained, "
-                             "score, static-constrained, static-free, score-regional, constrained-regional).")
+                             "score, static-constrained, static-free, score-prompt, score-noprefix, score-regional, "
+                             "constrained-regional).")
     parser.add_argument("--profile", action="store_true",
                         help="Also profile one batch of the floor, score and constrained modes (GPU-busy "
                              "fraction and top operators; on a CPU, CPU operators only).")
@@ -162,6 +186,8 @@ def main() -> None:
     modes = args.modes.split(",")
     static = with_static_cache(backend) if any(mode.startswith("static-") for mode in modes) else None
     regional = with_regional_compilation(backend) if any(mode.endswith("-regional") for mode in modes) else None
+    prompt_only = without_label_pass(backend) if "score-prompt" in modes else None
+    whole = without_shared_prefix(backend) if "score-noprefix" in modes else None
 
     def stock_generate():
         for start in range(0, len(prompts), args.batch_size):
@@ -194,6 +220,10 @@ def main() -> None:
                                lambda: static.generate(prompts, max_new_tokens=budget, constraint=constraint)),
         "static-free": ("llmcls free generation, --static_cache",
                         lambda: static.generate(prompts, max_new_tokens=budget)),
+        "score-prompt": ("llmcls score, prompt pass only (label pass skipped; attribution, scores wrong)",
+                         lambda: prompt_only.score(prompts, labels, separator=ANSWER_SEPARATOR)),
+        "score-noprefix": (f"llmcls score (all {len(labels)} labels), no shared-prefix cache",
+                           lambda: whole.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "score-regional": (f"llmcls score (all {len(labels)} labels), MLPs and norms compiled",
                            lambda: regional.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "constrained-regional": ("llmcls constrained, MLPs and norms compiled",
@@ -201,30 +231,32 @@ def main() -> None:
     }
     warm = prompts[: args.batch_size]
     backend.generate(warm, max_new_tokens=budget, constraint=constraint)  # kernels, allocator, grammar
-    backend.score(warm, labels, separator=ANSWER_SEPARATOR)
-    compile_s = floor_compile_s = regional_s = None
-    if compiled is not None:
-        started = time.perf_counter()
+    for scorer in (backend, prompt_only, whole):  # the score plan (label trie) and the prefix cache are built once
+        if scorer is not None:
+            scorer.score(warm, labels, separator=ANSWER_SEPARATOR)
+
+    def compile_floor():
         forward_floor(compiled, 64)
-        sync()
-        floor_compile_s = time.perf_counter() - started
-    if static is not None:  # the first batch of each shape compiles (a GPU); the timed rows reuse the graphs
-        started = time.perf_counter()
+
+    def compile_static():  # the first batch of each shape compiles (a GPU); the timed rows reuse the graphs
         static.generate(warm, max_new_tokens=budget, constraint=constraint)
         static.generate(warm, max_new_tokens=budget)
-        compile_s = time.perf_counter() - started
-    if regional is not None:  # compiles on the first shape of each pass, again (dynamic) on a second shape
-        started = time.perf_counter()
+
+    def compile_regional():  # compiles on the first shape of each pass, again (dynamic) on a second shape
         for batch in (warm, prompts[-args.batch_size:]):
             regional.score(batch, labels, separator=ANSWER_SEPARATOR)
             regional.generate(batch, max_new_tokens=budget, constraint=constraint)
-        sync()
-        regional_s = time.perf_counter() - started
-    results = {cases[key][0]: timed(cases[key][1], len(prompts), sync) for key in modes}
 
-    device = backend.device
+    # compilations, each timed once, just before the first row that needs it: a step cut short by its time limit
+    # still prints the rows measured before
+    compilations = {"floor-compiled": ("torch.compile of the forward pass, first pass over the prompts",
+                                       compile_floor),
+                    "static-": ("static cache warm-up (compilation on a GPU), free and constrained, one batch each",
+                                compile_static),
+                    "-regional": ("compiled MLPs and norms, warm-up (score and constrained, two batch shapes each)",
+                                  compile_regional)}
     print(f"# bench_generative_throughput: {'tiny 2-layer model' if args.tiny else 'Qwen2.5-0.5B shape'}, random "
-          f"weights, {model.dtype}, {device}")
+          f"weights, {model.dtype}, {backend.device}")
     print(f"# {len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}),"
           f" batch {args.batch_size}, {len(labels)} labels, answer budget {budget} tokens, max_labels "
           f"{args.max_labels}; torch {torch.__version__}, Python {platform.python_version()}, "
@@ -232,17 +264,19 @@ def main() -> None:
     print()
     print("| mode | examples/s |")
     print("|---|---:|")
-    for name, rate in results.items():
-        print(f"| {name} | {rate:,.1f} |")
-    if floor_compile_s is not None:
-        print(f"\ntorch.compile of the forward pass, first pass over the prompts (compilation): "
-              f"{floor_compile_s:.1f} s")
-    if regional_s is not None:
-        print(f"\ncompiled MLPs and norms, warm-up (compilation; score and constrained, two batch shapes each): "
-              f"{regional_s:.1f} s")
-    if compile_s is not None:
-        print(f"\nstatic cache warm-up (compilation on a GPU), free and constrained, one batch each: "
-              f"{compile_s:.1f} s")
+    compiled_notes = []
+    for key in modes:
+        for part, (what, run) in list(compilations.items()):
+            if part in key:
+                started = time.perf_counter()
+                run()
+                sync()
+                compiled_notes.append(f"{what}: {time.perf_counter() - started:.1f} s")
+                print(compiled_notes[-1], file=sys.stderr)  # in the step's log at once, in the table at the end
+                del compilations[part]
+        print(f"| {cases[key][0]} | {timed(cases[key][1], len(prompts), sync):,.1f} |", flush=True)
+    for note in compiled_notes:
+        print(f"\n{note}")
     if args.profile:  # one batch of the floor and of each mode profiled: is the GPU busy, and with what?
         from profiling import Profile
 
