@@ -23,6 +23,7 @@ inference at batch 256 did 9,220 samples/s. Targets: >= 2,000 training and >= 8,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import sys
 import tempfile
@@ -159,25 +160,27 @@ def training_args(out: Path, args, bf16_full_eval: bool = False):
         train_sampling_strategy="random", bf16_full_eval=bf16_full_eval, seed=0)
 
 
-def measure(args) -> tuple[list[tuple], dict]:
+def measure(args, table: Table) -> None:
+    """Train, then predict, through the command's code; each row goes to `table` as soon as it is measured."""
     import torch
 
     from llmcls.encoder import build_trainer, predict_scores
     from llmcls.encoder_model import load_for_training, load_tokenizer
     from llmcls.labels import LabelSpace
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = save_random_model(Path(tmp) / "model", args.tiny, args.tokenizer)
         space = LabelSpace([f"label{i}" for i in range(N_LABELS)])
         model, tokenizer = load_for_training(str(folder), space), load_tokenizer(str(folder))
         config = model.config
         forward, n_matmul = flops_per_sample(model, config, args.length)
+        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
         train = synthetic_split(args.train_batch * (args.warmup + args.steps + args.profile), args.length,
                                 config.vocab_size, 1)
         evaluation = synthetic_split(args.eval_rows, args.length, config.vocab_size, 2)
         trainer_args = training_args(Path(tmp) / "trainer", args)
         trainer = build_trainer(model, tokenizer, train, None, trainer_args)
+        table.header(config, device, trainer_args.dataloader_num_workers, forward, n_matmul)
         timer = step_timer(args.warmup, args.warmup + args.steps)
         trainer.add_callback(timer)
         if args.profile:
@@ -185,24 +188,26 @@ def measure(args) -> tuple[list[tuple], dict]:
 
             last = args.warmup + args.steps
             trainer.add_callback(step_window(Profile(f"training, {args.profile} steps"), last, last + args.profile))
-        trainer.train()
+        # the Trainer prints its summary, which would land inside the table (a profile, though, belongs there)
+        with contextlib.redirect_stdout(sys.stderr) if not args.profile else contextlib.nullcontext():
+            trainer.train()
         per_s = args.steps * args.train_batch / (timer.end - timer.start)
-        rows.append(("train", trainer_args.bf16, args.train_batch, per_s, 3 * forward))
+        table.row("train", trainer_args.bf16, args.train_batch, per_s, 3 * forward)
         modes = [False, True] if torch.cuda.is_available() else [False]
         for pure_bf16 in modes:  # pure bf16 last: it casts the weights in place
             trainer.args.bf16_full_eval = pure_bf16
             warm = synthetic_split(args.eval_batch * 2, args.length, config.vocab_size, 3)
             predict_scores(trainer, warm)
             scored = predict_scores(trainer, evaluation)
-            rows.append((f"inference{' (pure bf16)' if pure_bf16 else ''}", trainer_args.bf16 or pure_bf16,
-                         args.eval_batch, args.eval_rows / scored.wall_s, forward))
+            last = (f"inference{' (pure bf16)' if pure_bf16 else ''}", trainer_args.bf16 or pure_bf16,
+                    args.eval_batch)
+            table.row(*last, args.eval_rows / scored.wall_s, forward)
             if args.profile:
                 from profiling import Profile
 
                 part = synthetic_split(args.eval_rows // 4, args.length, config.vocab_size, 4)
                 with Profile(f"inference{' (pure bf16)' if pure_bf16 else ''}, {args.eval_rows // 4} rows"):
                     predict_scores(trainer, part)
-        notes = []
         for backend in filter(None, args.sdpa_backends.split(",")):  # the last row's settings, one kernel allowed
             from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -213,45 +218,56 @@ def measure(args) -> tuple[list[tuple], dict]:
                     predict_scores(trainer, warm)
                     scored = predict_scores(trainer, evaluation)
             except RuntimeError as error:  # the kernel does not take these inputs on this device
-                notes.append(f"SDPA {backend}: not run ({str(error).splitlines()[0][:120]})")
+                table.notes.append(f"SDPA {backend}: not run ({str(error).splitlines()[0][:120]})")
                 continue
-            name, bf16, batch = rows[-1][:3]
-            rows.append((f"{name.split(',')[0]}, SDPA {backend} only", bf16, batch, args.eval_rows / scored.wall_s,
-                         forward))
-        device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    return rows, {"workers": trainer_args.dataloader_num_workers, "notes": notes,
-                  "n_matmul": n_matmul, "forward": forward, "config": config, "device": device}
+            name, bf16, batch = last
+            table.row(f"{name}, SDPA {backend} only", bf16, batch, args.eval_rows / scored.wall_s, forward)
+
+
+class Table:
+    """The benchmark's output: a header once the model is built, then one row per measurement as it is made (a run
+    cut short by a time limit keeps the rows it measured), then the notes."""
+
+    def __init__(self, args):
+        self.args, self.notes = args, []
+
+    def header(self, config, device: str, workers: int, forward: float, n_matmul: int) -> None:
+        import torch
+        import transformers
+
+        args = self.args
+        print(f"# bench_encoder_throughput: {' '.join(sys.argv)}")
+        print(f"# device: {device}; torch {torch.__version__}, transformers {transformers.__version__}, "
+              f"Python {platform.python_version()}")
+        print(f"# model: random BERT ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
+              f"{config.num_attention_heads} heads), {N_LABELS} labels; every row {args.length} tokens; "
+              f"torch_compile={args.torch_compile}; dataloader workers {workers}; training: {args.warmup} "
+              f"untimed + {args.steps} timed steps; inference: {args.eval_rows:,} rows")
+        print(f"# FLOPs/sample: forward 2*N*s + 4*L*d*s^2 = {forward / 1e9:.2f} GFLOP (N = {n_matmul:,} "
+              f"matmul weights), training 3x; peak {args.peak_tflops:g} TFLOP/s")
+        print()
+        print("| pass | precision | batch | samples/s | tokens/s | TFLOP/s | MFU |")
+        print("|---|---|---:|---:|---:|---:|---:|", flush=True)
+
+    def row(self, name: str, bf16: bool, batch: int, per_s: float, flops: float) -> None:
+        tflops = per_s * flops / 1e12
+        print(f"| {name} | {'bf16' if bf16 else 'fp32'} | {batch} | {per_s:,.1f} | {per_s * self.args.length:,.0f} | "
+              f"{tflops:.3g} | {100 * tflops / self.args.peak_tflops:.2g}% |", flush=True)
+
+    def close(self) -> None:
+        for note in self.notes:
+            print(note)
+        print()
+        print("targets (H100/H200, BERT-base, length 256): training >= 2,000 samples/s, inference >= 8,000 samples/s")
+        if self.args.tiny:
+            print("(--tiny: a smoke run of the benchmark itself; its numbers say nothing about the targets)")
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    import torch
-    import transformers
-
-    rows, info = measure(args)
-    config = info["config"]
-    print(f"# bench_encoder_throughput: {' '.join(sys.argv)}")
-    print(f"# device: {info['device']}; torch {torch.__version__}, transformers {transformers.__version__}, "
-          f"Python {platform.python_version()}")
-    print(f"# model: random BERT ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
-          f"{config.num_attention_heads} heads), {N_LABELS} labels; every row {args.length} tokens; "
-          f"torch_compile={args.torch_compile}; dataloader workers {info['workers']}; training: {args.warmup} "
-          f"untimed + {args.steps} timed steps; inference: {args.eval_rows:,} rows")
-    print(f"# FLOPs/sample: forward 2*N*s + 4*L*d*s^2 = {info['forward'] / 1e9:.2f} GFLOP (N = {info['n_matmul']:,} "
-          f"matmul weights), training 3x; peak {args.peak_tflops:g} TFLOP/s")
-    print()
-    print("| pass | precision | batch | samples/s | tokens/s | TFLOP/s | MFU |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for name, bf16, batch, per_s, flops in rows:
-        tflops = per_s * flops / 1e12
-        print(f"| {name} | {'bf16' if bf16 else 'fp32'} | {batch} | {per_s:,.1f} | {per_s * args.length:,.0f} | "
-              f"{tflops:.3g} | {100 * tflops / args.peak_tflops:.2g}% |")
-    for note in info["notes"]:
-        print(note)
-    print()
-    print("targets (H100/H200, BERT-base, length 256): training >= 2,000 samples/s, inference >= 8,000 samples/s")
-    if args.tiny:
-        print("(--tiny: a smoke run of the benchmark itself; its numbers say nothing about the targets)")
+    table = Table(args)
+    measure(args, table)
+    table.close()
 
 
 if __name__ == "__main__":
