@@ -55,6 +55,10 @@ class DataArguments:
     skip_bad_rows: bool = field(default=False, metadata={
         "help": "Skip malformed or incomplete rows and report their count instead of stopping at the first."})
 
+    def __post_init__(self):
+        self.since = check_date_option("since", self.since)
+        self.until = check_date_option("until", self.until)
+
 
 def build_parser(dataclass_types: list[type], prog: str, description: str,
                  positional: tuple[str, dict[str, Any]] | None = None):
@@ -86,6 +90,34 @@ def to_dict(*objs: Any) -> dict[str, Any]:
     for obj in objs:
         merged.update(asdict(obj) if is_dataclass(obj) else vars(obj))
     return merged
+
+
+def check_date_option(name: str, value) -> str | None:
+    """`--since` / `--until` as an ISO date string (a YAML config gives a `datetime.date`), or a one-line error."""
+    import datetime
+
+    if value is None:
+        return None
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        return value.isoformat()
+    try:
+        if isinstance(value, str) and len(value) == 10 and value[4] == value[7] == "-":
+            return datetime.date.fromisoformat(value).isoformat()
+    except ValueError:  # 2008-13-01
+        pass
+    raise LlmclsError(f"--{name}: expected a date YYYY-MM-DD, got {value!r}")
+
+
+def number_list(text: str, option: str, cast=float, minimum: float | None = None) -> list:
+    """A comma-separated option value as numbers (`--c 1,2,4`, `--min_labels 0,1`), or a one-line error."""
+    kind = "integers" if cast is int else "numbers"
+    try:
+        values = [cast(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise LlmclsError(f"--{option} must be {kind} separated by commas, got {text!r}") from None
+    if not values or (minimum is not None and min(values) < minimum):
+        raise LlmclsError(f"--{option} must be {kind} >= {minimum:g} separated by commas, got {text!r}")
+    return values
 
 
 def command_line() -> str:

@@ -50,6 +50,9 @@ def load_corpus(args: DataArguments, required: tuple[str, ...] = ()) -> Corpus:
 def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
     notes: list[str] = []
     splits = {}
+    for option in ("max_train_examples", "max_eval_examples"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise LlmclsError(f"--{option} must be at least 1, got {getattr(args, option)}")
     for name in SPLITS:
         spec = getattr(args, name)
         if spec is None:
@@ -59,7 +62,13 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
             notes.append(f"{name}: skipped {result.n_skipped} bad rows in {result.path}")
         if result.n_filtered_by_date:
             notes.append(f"{name}: {result.n_filtered_by_date} rows outside --since/--until")
+        _require_rows(result.dataset, f"{result.path}: " + (
+            "no row dated within --since/--until" if result.n_filtered_by_date
+            else f"all {result.n_skipped} rows skipped as bad (--skip_bad_rows)" if result.n_skipped
+            else "has no rows"))
+        _check_unique_ids(result.dataset, result.path)
         splits[name] = _map_labels(result.dataset, args)
+        _require_rows(splits[name], f"{result.path}: no row has a label in --categories {args.categories}")
     if args.split_ratios:
         splits = _split(splits, args, notes)
     missing = [name for name in required if splits.get(name) is None]
@@ -70,6 +79,8 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
     space = _label_space(splits, args)
     for name, ds in list(splits.items()):
         splits[name] = _restrict(ds, space, name, notes)
+        _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
+                      + (f" from {args.labels})" if args.labels else " from the training rows)"))
     for names, limit in ((("train",), args.max_train_examples), (("validation", "test"), args.max_eval_examples)):
         for name in names:
             if limit is not None and splits.get(name) is not None:
@@ -77,6 +88,34 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
     for note in notes:  # skipped rows, dropped rows, the split: the user sees them, config.yaml keeps them
         console.print(f"note: {note}")
     return Corpus(space, splits, notes)
+
+
+def text_field_names(ds, text_fields: str) -> list[str]:
+    """The fields of `--text_fields` (joined into a model's input text), checked against the split's columns."""
+    names = [name.strip() for name in text_fields.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ds.column_names]
+    if not names or unknown:
+        raise LlmclsError(f"--text_fields: unknown field(s) {', '.join(unknown) or '(none given)'} "
+                          f"(fields: {', '.join(c for c in ds.column_names if c not in ('id', 'labels'))})")
+    return names
+
+
+def _require_rows(ds, why: str) -> None:
+    """A split left empty by a filter is an error that says which filter emptied it (not a failure further on)."""
+    if len(ds) == 0:
+        raise LlmclsError(why)
+
+
+def _check_unique_ids(ds, path: str) -> None:
+    """Ids name examples in predictions files, resumed runs and paired comparisons, so within a file they must be
+    unique (a file without an id field gets row numbers)."""
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(arrow_rows(ds).column("id"))
+    repeated = [item["values"].as_py() for item in counts if item["counts"].as_py() > 1]
+    if repeated:
+        raise DataError(path, f"id {repeated[0]!r} is on more than one row ({len(repeated)} ids repeat): ids must be "
+                              "unique; name a unique field with --id_field, or drop the id field to number rows")
 
 
 def _map_labels(ds, args: DataArguments):
@@ -129,17 +168,26 @@ def _label_space(splits: dict, args: DataArguments) -> LabelSpace:
     for ds in source:
         for label, count in label_counts(ds).items():
             counts[label] = counts.get(label, 0) + count
+    if args.min_label_count < 1 or (args.top_labels is not None and args.top_labels < 0):
+        raise LlmclsError(f"--min_label_count must be at least 1 and --top_labels at least 0, got "
+                          f"{args.min_label_count} and {args.top_labels}")
     space = LabelSpace.from_counts(counts, min_count=args.min_label_count, top_k=args.top_labels)
     if len(space) == 0:
         raise LlmclsError("the label space is empty after --min_label_count/--top_labels/--categories")
     return space
 
 
+def arrow_rows(ds):
+    """The rows of `ds` as a pyarrow Table. Not `ds.data`: after `select` or `filter` (a split, a filter) that is
+    still the whole underlying table, and the dataset's rows are those of its indices mapping."""
+    return ds.with_format("arrow")[0:len(ds)]
+
+
 def label_counts(ds) -> dict[str, int]:
     """Examples per label, counted in Arrow (labels are de-duplicated within a row by the readers)."""
     import pyarrow.compute as pc
 
-    counts = pc.value_counts(pc.list_flatten(ds.data.column("labels")))
+    counts = pc.value_counts(pc.list_flatten(arrow_rows(ds).column("labels")))
     return {item["values"].as_py(): item["counts"].as_py() for item in counts}
 
 

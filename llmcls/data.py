@@ -14,14 +14,18 @@ rows. Problems in the input become one-line `DataError`s naming the file, the li
 from __future__ import annotations
 
 import ast
+import datetime
 import gzip
 import json
 import re
+import shutil
+import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from llmcls.config import check_date_option
 from llmcls.errors import DataError
 
 TEXT_FIELDS = ("abstract", "text", "summary", "summaries", "body", "content")
@@ -38,6 +42,7 @@ SAMPLE_DESCRIPTIONS = {
     "arxiv-abstracts": "arXiv titles + abstracts (cs, stat, math heavy), 300 rows, labels as lists",
 }
 _WHITESPACE = r"\s+"
+_ISO_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[T ]|$)")  # a date, maybe followed by a time
 PROGRESS_MIN_BYTES = 50 << 20  # datasets' own progress bars only for files that take a while
 
 
@@ -54,6 +59,10 @@ class ReadOptions:
     since: str | None = None
     until: str | None = None
     date_field: str = "update_date"
+
+    def __post_init__(self):
+        self.since = check_date_option("since", self.since)
+        self.until = check_date_option("until", self.until)
 
 
 @dataclass
@@ -93,6 +102,8 @@ def read_file(spec: str, options: ReadOptions | None = None):
             return _read_aapd_text(*pair, options)
         loader = _loader_for(path)
         raw = _load_arrow(path, loader, options)
+        if raw.num_rows == 0:
+            raise DataError(path, "has no rows")
         fields = _detect_fields(path, loader, raw.column_names, options)
         return _normalise(path, loader, raw, fields, options)
 
@@ -112,18 +123,23 @@ def _loader_for(path: Path) -> str:
 
 
 def _open_text(path: Path):
+    # "utf-8-sig": a byte order mark (some Windows tools write one) is not part of the first line
     if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
 
 
 def _load_arrow(path: Path, loader: str, options: ReadOptions):
     """Arrow-backed load; on failure find the offending line and say so in one line."""
     import datasets
 
+    if loader == "parquet" and path.suffix.lower() == ".gz":
+        return _load_gzipped_parquet(path)
     try:
         return datasets.load_dataset(loader, data_files=str(path), split="train")
     except Exception as err:  # datasets wraps parser errors in several exception types
+        if _has_no_rows(path, loader):
+            raise DataError(path, "has no rows") from None
         if loader != "json":
             raise DataError(path, f"cannot read {loader.upper()}: {_first_line(err)}") from None
         bad = _first_bad_json_line(path)
@@ -132,6 +148,43 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions):
         # Malformed lines to skip, or values whose types vary between rows (a label list here, a string
         # there): read line by line instead, still into Arrow.
         return _load_json_lines_python(path, options)
+
+
+def _load_gzipped_parquet(path: Path):
+    """Parquet needs random access (its footer is at the end): decompress to a temporary file and read the table
+    from there into memory (datasets' parquet loader does not decompress)."""
+    import datasets
+    import pyarrow.parquet as pq
+
+    try:
+        with tempfile.TemporaryFile() as plain:
+            with gzip.open(path, "rb") as packed:
+                shutil.copyfileobj(packed, plain, 1 << 20)
+            plain.seek(0)
+            table = pq.read_table(plain)
+    except Exception as err:  # gzip and pyarrow errors of several types
+        raise DataError(path, f"cannot read PARQUET: {_first_line(err)}") from None
+    return datasets.Dataset(datasets.table.InMemoryTable(table))
+
+
+def _has_no_rows(path: Path, loader: str) -> bool:
+    """Whether the file holds no record at all (blank lines and a CSV header aside); the loaders fail on such files
+    with messages about their own internals."""
+    try:
+        if loader == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows == 0
+        if loader == "csv":
+            import csv
+
+            with _open_text(path) as handle:
+                return sum(1 for row in csv.reader(handle) if row) <= 1
+        with _open_text(path) as handle:  # only blank lines, or an empty JSON array
+            start = handle.read(1 << 16)
+            return not handle.read(1) and re.fullmatch(r"\s*(\[\s*\])?\s*", start) is not None
+    except Exception:  # unreadable: let the caller report the loader's own error
+        return False
 
 
 @contextmanager
@@ -194,8 +247,8 @@ def _json_array_problem(path: Path) -> tuple[int, str] | None:
 def _load_json_lines_python(path: Path, options: ReadOptions):
     """Line-by-line JSON reader (still into Arrow) that keeps line numbers and marks malformed lines.
 
-    Used when the Arrow loader fails: malformed lines to skip, or values whose types vary between rows (a label
-    list here, a string there). Every value is carried as text; the normaliser parses label lists back.
+    Used when the Arrow loader fails: malformed lines to skip. Every field has datasets' `Json` type (as when a
+    field's JSON type varies between rows), so the normaliser sees each value as it was written.
     """
     import datasets
 
@@ -204,7 +257,7 @@ def _load_json_lines_python(path: Path, options: ReadOptions):
         row = _json_object(line)
         if row:
             keys.update(dict.fromkeys(row))
-    features = datasets.Features({**{key: datasets.Value("string") for key in keys},
+    features = datasets.Features({**{key: datasets.Json() for key in keys},
                                   "_line": datasets.Value("int64"), "_malformed": datasets.Value("bool")})
 
     def rows(path: str, stamp: str):  # `stamp` (mtime, size) keys datasets' cache to this version of the file
@@ -212,7 +265,7 @@ def _load_json_lines_python(path: Path, options: ReadOptions):
             if not line.strip():
                 continue
             row = _json_object(line)
-            cells = {key: _as_cell(row.get(key)) for key in keys} if row is not None else dict.fromkeys(keys)
+            cells = {key: row.get(key) for key in keys} if row is not None else dict.fromkeys(keys)
             yield {**cells, "_line": number, "_malformed": row is None}
 
     stat = path.stat()
@@ -226,12 +279,6 @@ def _json_object(line: str) -> dict | None:
     except json.JSONDecodeError:
         return None
     return row if isinstance(row, dict) else None
-
-
-def _as_cell(value) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
 # ---------------------------------------------------------------------------------------------- AAPD text pairs
@@ -252,8 +299,10 @@ def _aapd_pair(path: Path) -> tuple[Path, Path] | None:
 def _read_aapd_text(text_path: Path, label_path: Path, options: ReadOptions) -> ReadResult:
     import datasets
 
-    texts = [line.rstrip("\n") for _, line in _iter_lines(text_path)]
-    labels = [line.rstrip("\n") for _, line in _iter_lines(label_path)]
+    texts = _lines_but_trailing_blank(text_path)
+    labels = _lines_but_trailing_blank(label_path)
+    if not texts and not labels:
+        raise DataError(text_path, "has no rows")
     if len(texts) != len(labels):
         raise DataError(text_path, f"has {len(texts)} lines but {label_path} has {len(labels)}",
                         line=min(len(texts), len(labels)) + 1)
@@ -264,6 +313,13 @@ def _read_aapd_text(text_path: Path, label_path: Path, options: ReadOptions) -> 
     result = _normalise(text_path, "aapd-text", raw, fields, options)
     result.format = "aapd-text"
     return result
+
+
+def _lines_but_trailing_blank(path: Path) -> list[str]:
+    lines = [line.rstrip("\n") for _, line in _iter_lines(path)]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------- fields
@@ -280,18 +336,19 @@ class _Fields:
 
 def _detect_fields(path: Path, loader: str, columns: list[str], options: ReadOptions) -> _Fields:
     visible = [c for c in columns if not c.startswith("_")]
-    first = _record_position(path, loader, 0)
+
+    def missing(problem: str, field: str) -> DataError:  # located at the first record (found only when needed)
+        first, where = _record_position(path, loader, 0)
+        return DataError(path, problem, line=first, field=field, fields=visible, where=where)
 
     def pick(explicit, candidates, role, required=True):
         if explicit is not None:
             if explicit not in columns:
-                raise DataError(path, "is missing", line=first, field=explicit, fields=visible,
-                                where=_where(loader))
+                raise missing("is missing", explicit)
             return explicit
         found = next((c for c in candidates if c in columns), None)
         if found is None and required:
-            raise DataError(path, f"no {role} field (looked for {', '.join(candidates)}; set --{role}_field)",
-                            line=first, field=candidates[0], fields=visible, where=_where(loader))
+            raise missing(f"no {role} field (looked for {', '.join(candidates)}; set --{role}_field)", candidates[0])
         return found
 
     snapshot = "categories" in columns and "abstract" in columns and (
@@ -303,10 +360,6 @@ def _detect_fields(path: Path, loader: str, columns: list[str], options: ReadOpt
         id=pick(options.id_field, ID_FIELDS, "id", required=False),
         snapshot=snapshot,
     )
-
-
-def _where(loader: str) -> str:
-    return "row" if loader == "parquet" else "line"
 
 
 # ---------------------------------------------------------------------------------------------- normalisation
@@ -335,9 +388,10 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     if len(bad):
         if not options.skip_bad_rows:
             row = normalised[int(bad[0])]
-            line = row["_line"] if row["_line"] is not None else _record_position(path, loader, int(bad[0]))
+            line, where = (row["_line"], "line") if row["_line"] is not None else _record_position(
+                path, loader, int(bad[0]))
             field, _, problem = row["_problem"].partition("\t")
-            raise DataError(path, problem, line=line, field=field or None, where=_where(loader))
+            raise DataError(path, problem, line=line, field=field or None, where=where)
         n_skipped = len(bad)
         normalised = normalised.select(np.setdiff1d(np.arange(len(normalised)), bad))
     n_before = len(normalised)
@@ -353,17 +407,29 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
     import pyarrow.compute as pc
 
     n = batch.num_rows
-    text = _clean_text(batch.column(fields.text))
-    title = _clean_text(batch.column(fields.title)) if fields.title else pa.nulls(n, pa.string())
+    none = [None] * n
+    text, text_problems = _text_column(batch.column(fields.text), fields.text)
+    title, title_problems = _text_column(batch.column(fields.title), fields.title) if fields.title else (
+        pa.nulls(n, pa.string()), none)
     row_numbers = pa.array([str(i) for i in indices], pa.string())
-    ids = row_numbers
+    ids, id_problems = row_numbers, none
     if fields.id:  # rows without an id (some public samples have none) are named by their row number
-        given = pc.utf8_trim_whitespace(pc.cast(batch.column(fields.id), pa.string()))
+        given, id_problems = _id_column(batch.column(fields.id), fields.id)
+        given = pc.utf8_trim_whitespace(given)
         ids = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(given), 0), False), given, row_numbers)
-    labels = [_parse_label_cell(cell, options.label_sep) for cell in batch.column(fields.labels).to_pylist()]
+    labels, label_problems = [], []
+    for cell in _values(batch.column(fields.labels)):
+        try:
+            labels.append(_parse_label_cell(cell, options.label_sep))
+            label_problems.append(None)
+        except _BadCell as err:
+            labels.append(None)
+            label_problems.append(f"{fields.labels}\t{err}")
     malformed = batch.column("_malformed").to_pylist() if "_malformed" in batch.column_names else [False] * n
-    text_values = text.to_pylist()
-    problems = [_row_problem(t, lab, bad, fields) for t, lab, bad in zip(text_values, labels, malformed, strict=True)]
+    cell_problems = [a or b or c or d for a, b, c, d in zip(text_problems, title_problems, id_problems,
+                                                            label_problems, strict=True)]
+    problems = [_row_problem(t, lab, bad, cell, fields) for t, lab, bad, cell in zip(
+        text.to_pylist(), labels, malformed, cell_problems, strict=True)]
     lines = batch.column("_line") if "_line" in batch.column_names else pa.nulls(n, pa.int64())
     dates = _dates(batch, options) if (options.since or options.until) else pa.nulls(n, pa.string())
     return pa.table({
@@ -377,6 +443,56 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
     })
 
 
+def _is_json(kind) -> bool:
+    """datasets' `Json` type: what a field whose JSON type varies between rows is loaded as (each cell JSON text)."""
+    return getattr(kind, "extension_name", None) == "arrow.json"
+
+
+def _values(column) -> list:
+    """The column's Python values, `Json` cells (and `Json` elements of lists) decoded."""
+    import pyarrow as pa
+
+    kind = column.type
+    if _is_json(kind):
+        return [None if cell is None else json.loads(cell) for cell in column.to_pylist()]
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _is_json(kind.value_type):
+        return [None if cell is None else [None if v is None else json.loads(v) for v in cell]
+                for cell in column.to_pylist()]
+    return column.to_pylist()
+
+
+def _type_name(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _text_column(column, field: str):
+    """(Cleaned strings, per-row problems): a cell holding a number or a list instead of a string is a problem."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
+        return _clean_text(column), [None] * len(column)
+    values = _values(column)
+    problems = [None if v is None or isinstance(v, str) else f"{field}\texpected a string, got {_type_name(v)}"
+                for v in values]
+    return _clean_text(pa.array([v if isinstance(v, str) else None for v in values], pa.string())), problems
+
+
+def _id_column(column, field: str):
+    """(Ids as strings, per-row problems): a number is its string; a list or an object is a problem."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not _is_json(column.type) and not pa.types.is_nested(column.type):
+        return pc.cast(column, pa.string()), [None] * len(column)
+    ids, problems = [], []
+    for value in _values(column):
+        usable = value is None or isinstance(value, str) or type(value) in (int, float)
+        ids.append(None if value is None or not usable else str(value))
+        problems.append(None if usable else f"{field}\texpected a string or a number, got {_type_name(value)}")
+    return pa.array(ids, pa.string()), problems
+
+
 def _clean_text(column):
     """Collapse line breaks and runs of spaces (the snapshot wraps and indents its text) and trim."""
     import pyarrow as pa
@@ -387,36 +503,42 @@ def _clean_text(column):
     return pc.utf8_trim_whitespace(pc.replace_substring_regex(column, _WHITESPACE, " "))
 
 
+class _BadCell(ValueError):
+    """A cell of the wrong type; the message follows "field 'labels': "."""
+
+
 def _parse_label_cell(cell, sep: str | None) -> list[str] | None:
-    """A label list from a list, a JSON / Python list literal, or a separated string; None when missing."""
+    """A label list from a list, a JSON / Python list literal, or a separated string; None when missing.
+
+    Integer class ids (`3`, `[3, 17]`, as many datasets store labels) are read as their decimal strings. Raises
+    `_BadCell` for anything else (a boolean, a float, an object) and for a list holding one.
+    """
     if cell is None:
         return None
+    if _is_class_id(cell):
+        cell = [cell]
     if isinstance(cell, str):
         stripped = cell.strip()
-        if len(stripped) > 1 and stripped[0] == stripped[-1] == '"':  # datasets encodes mixed-type cells as JSON
-            stripped = _json_string(stripped)
         if stripped.startswith("[") and stripped.endswith("]"):
             cell = _literal_list(stripped)
         elif sep is not None:
             cell = stripped.split(sep)
         else:
             cell = re.split(r"[\s,;]+", stripped)
-    if not isinstance(cell, list):
-        cell = [cell]
+    elif not isinstance(cell, list):
+        raise _BadCell(f"expected a list or a string, got {_type_name(cell)}")
     out: list[str] = []
     for value in cell:
+        if not isinstance(value, str) and not _is_class_id(value):
+            raise _BadCell(f"expected a list of strings, got a list holding {_type_name(value)}")
         label = str(value).strip()
         if label and label not in out:
             out.append(label)
     return out
 
 
-def _json_string(text: str) -> str:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return text
-    return value.strip() if isinstance(value, str) else text
+def _is_class_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _literal_list(text: str) -> list:
@@ -430,10 +552,13 @@ def _literal_list(text: str) -> list:
     return re.split(r"[\s,;]+", text.strip("[]"))
 
 
-def _row_problem(text: str | None, labels: list[str] | None, malformed: bool, fields: _Fields) -> str | None:
-    """`field<TAB>problem` for a bad row, else None."""
+def _row_problem(text: str | None, labels: list[str] | None, malformed: bool, cell_problem: str | None,
+                 fields: _Fields) -> str | None:
+    """`field<TAB>problem` for a bad row, else None; `cell_problem` is a cell of the wrong type, found earlier."""
     if malformed:
         return "\tmalformed JSON"
+    if cell_problem:
+        return cell_problem
     if text is None:
         return f"{fields.text}\tis missing"
     if not text:
@@ -449,17 +574,33 @@ def _dates(batch, options: ReadOptions):
     import pyarrow as pa
 
     if options.date_field == "first_version":
-        values = [_first_version_date(v) for v in batch.column("versions").to_pylist()]
+        values = [_first_version_date(v) for v in _values(batch.column("versions"))]
     else:
-        values = [None if v is None else str(v)[:10] for v in batch.column(options.date_field).to_pylist()]
+        values = [_iso_date(v) for v in _values(batch.column(options.date_field))]
     return pa.array(values, pa.string())
 
 
+def _iso_date(value) -> str | None:
+    """`YYYY-MM-DD` of a date (a string that starts with one, or a date object); None for anything else."""
+    if isinstance(value, datetime.date):
+        return value.isoformat()[:10]
+    match = _ISO_DATE.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        return None
+    try:
+        return datetime.date.fromisoformat(match.group(1)).isoformat()
+    except ValueError:  # 2008-13-01
+        return None
+
+
 def _first_version_date(versions) -> str | None:
-    """ISO date of the snapshot's first version (`"Mon, 2 Apr 2007 19:18:42 GMT"`)."""
-    if isinstance(versions, str):
-        versions = json.loads(versions)
-    if not versions:
+    """ISO date of the snapshot's first version (`"Mon, 2 Apr 2007 19:18:42 GMT"`); None when there is none."""
+    if isinstance(versions, str):  # a CSV or Parquet file may carry the list as JSON text
+        try:
+            versions = json.loads(versions)
+        except ValueError:
+            return None
+    if not isinstance(versions, list) or not versions:
         return None
     created = versions[0].get("created") if isinstance(versions[0], dict) else None
     try:
@@ -469,7 +610,8 @@ def _first_version_date(versions) -> str | None:
 
 
 def _filter_dates(dataset, options: ReadOptions):
-    """Keep rows whose date lies in [since, until] (ISO strings compare in date order); undated rows go."""
+    """Keep rows whose date lies in [since, until] (ISO strings compare in date order); undated rows (no date, or
+    one that is not YYYY-MM-DD) go."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -483,24 +625,52 @@ def _filter_dates(dataset, options: ReadOptions):
     return dataset.select(keep)
 
 
-def _record_position(path: Path, loader: str, index: int) -> int:
-    """Line number (row number for Parquet) of the index-th record, found by scanning the file."""
+def _record_position(path: Path, loader: str, index: int) -> tuple[int, str]:
+    """(number, what it counts) of the index-th record, found by scanning the file: (line, "line"); for Parquet
+    (row, "row"); for a file holding one JSON array, the record's number and the line it starts on."""
     if loader == "parquet":
-        return index + 1
+        return index + 1, "row"
     if loader == "csv":
         import csv
 
         with _open_text(path) as handle:
             reader = csv.reader(handle)
-            next(reader, None)  # header
-            for i, _ in enumerate(reader):
+            records = (row for row in reader if row)  # the loaders skip blank lines; csv.reader yields []
+            next(records, None)  # header
+            for i, _ in enumerate(records):
                 if i == index:
-                    return reader.line_num
-        return index + 2
+                    return reader.line_num, "line"
+        return index + 2, "line"
+    line = _array_record_line(path, index)
+    if line is not None:
+        return line, f"record {index + 1}, line"
     seen = -1
     for number, line in _iter_lines(path):
         if line.strip():
             seen += 1
             if seen == index:
-                return number
-    return index + 1
+                return number, "line"
+    return index + 1, "line"
+
+
+def _array_record_line(path: Path, index: int) -> int | None:
+    """Line on which the index-th record of a file holding one JSON array starts; None for other files."""
+    with _open_text(path) as handle:
+        start = handle.read(1 << 16)
+        if not start.lstrip().startswith("["):  # JSON lines (a big snapshot, say): not read whole
+            return None
+        text = start + handle.read()
+    space = re.compile(r"[ \t\r\n]*")
+    pos = space.match(text).end()
+    decoder = json.JSONDecoder()
+    pos += 1
+    for _ in range(index):
+        try:
+            _, pos = decoder.raw_decode(text, space.match(text, pos).end())
+        except ValueError:
+            return None
+        pos = space.match(text, pos).end()
+        if not text.startswith(",", pos):
+            return None
+        pos += 1
+    return text.count("\n", 0, space.match(text, pos).end()) + 1

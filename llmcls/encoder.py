@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-from llmcls.config import DataArguments, build_parser, command_line, parse
-from llmcls.corpus import Corpus, load_corpus
+from llmcls.config import DataArguments, build_parser, command_line, number_list, parse
+from llmcls.corpus import Corpus, load_corpus, text_field_names
 from llmcls.encoder_infer import forward_logits, without_full_mask
 from llmcls.encoder_model import count_trainable, load_for_training, load_tokenizer, save_trained
 from llmcls.errors import LlmclsError
@@ -180,13 +180,7 @@ def check_parallelism(trainer) -> None:
 
 
 def parse_min_labels(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise LlmclsError(f"--min_labels must be integers separated by commas, got {text!r}") from None
-    if not values or min(values) < 0:
-        raise LlmclsError(f"--min_labels must be integers >= 0, got {text!r}")
-    return values
+    return number_list(text, "min_labels", int, minimum=0)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -226,11 +220,7 @@ def encode_split(ds, tokenizer, space: LabelSpace, text_fields: str, max_length:
     """Tokenise with one batched `datasets.map` (cached by datasets across runs); labels become multi-hot rows."""
     import pyarrow.compute as pc
 
-    names = [name.strip() for name in text_fields.split(",") if name.strip()]
-    unknown = [name for name in names if name not in ds.column_names]
-    if not names or unknown:
-        raise LlmclsError(f"--text_fields: unknown field(s) {', '.join(unknown) or '(none given)'} "
-                          f"(fields: {', '.join(c for c in ds.column_names if c not in ('id', 'labels'))})")
+    names = text_field_names(ds, text_fields)
     sep = f" {tokenizer.sep_token} " if tokenizer.sep_token else " "  # a real separator token between fields
     max_length = effective_max_length(tokenizer, max_length)
 
@@ -416,7 +406,7 @@ def write_run(run: RunDir, corpus: Corpus, args: EncoderArguments, data_args: Da
                   f"(median {np.median(thresholds.values):.4g}), min_labels={thresholds.min_labels}, "
                   f"validation micro-F1 {thresholds.validation_micro_f1:.4f}")
     space = corpus.label_space
-    run.create()
+    run.create().clear_results()
     run.write_config(asdict(data_args) | args.to_dict() | {
         "data_sizes": corpus.sizes(), "notes": corpus.notes, "command": command_line()})
     run.write_labels(space)

@@ -51,6 +51,9 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
     source = trained_run(args.run)
+    if args.output_dir and Path(args.output_dir).resolve() == source.path.resolve():
+        raise LlmclsError(f"--output_dir {args.output_dir} is the trained run itself, whose results it would replace; "
+                          "leave it out (RUN/predict-<test file>) or name another folder")
     trained = read_training_config(source)
     data_args.labels = str(source.path / "labels.json")  # the trained label space, whatever the file holds
     corpus = load_corpus(data_args, required=("test",))
@@ -60,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     scored, device = predict(model, tokenizer, test, args)
     thresholds = Thresholds.from_dict(json.loads((source.path / "thresholds.json").read_text(encoding="utf-8")))
     run = RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}").create()
+    run.clear_results()
     run.write_config(asdict(data_args) | asdict(args) | {
         "trained_run": str(source.path), "model": trained["model"], "text_fields": trained["text_fields"],
         "max_length": trained["max_length"], "data_sizes": corpus.sizes(), "notes": corpus.notes,

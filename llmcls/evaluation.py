@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parse(make_parser(), argv)
     path = Path(extra.predictions)
     records = read_predictions(path)
+    if not records:
+        from llmcls.errors import LlmclsError
+
+        raise LlmclsError(f"{path}: no predictions in the file")
     space = label_space_for(path, records, args.labels)
     predictions = predictions_from_records(records, space)
     metrics = compute_metrics(predictions.gold, predictions.predicted, predictions.scores)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from llmcls.config import DataArguments, build_parser, parse
-from llmcls.corpus import label_counts, load_corpus
+from llmcls.corpus import arrow_rows, label_counts, load_corpus
 from llmcls.data import SAMPLE_DESCRIPTIONS, bundled_samples
 from llmcls.labels import LabelSpace
 from llmcls.progress import console
@@ -82,7 +82,7 @@ def compute_stats(ds, args: StatsArguments) -> dict:
     """Everything from Arrow columns; no Python loop over rows."""
     import pyarrow.compute as pc
 
-    table = ds.data
+    table = arrow_rows(ds)
     labels = table.column("labels")
     per_row = pc.list_value_length(labels).to_numpy(zero_copy_only=False)
     words = (pc.count_substring(table.column("abstract"), " ").to_numpy(zero_copy_only=False) + 1)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-import tempfile
+import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -323,9 +323,10 @@ class LabelSpace:
         target.parent.mkdir(parents=True, exist_ok=True)
         names = {label: n for label in self._labels if (n := category_name(label))}
         text = json.dumps({"labels": list(self._labels), "names": names}, ensure_ascii=False, indent=2) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            # "x" creates a new file with the mode the umask gives, like every other run file (mkstemp's is 0600)
+            with open(tmp, "x", encoding="utf-8") as fh:
                 fh.write(text)
             os.replace(tmp, target)
         except BaseException:
@@ -342,7 +343,7 @@ class LabelSpace:
         """
         source = _resolve(Path(path))
         try:
-            text = source.read_text(encoding="utf-8")
+            text = source.read_text(encoding="utf-8-sig")  # a byte order mark is not part of the first label
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read label file {source}: {_one_line(exc)}") from None
         labels = _parse_label_file(text, source)

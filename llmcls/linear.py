@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmcls.config import DataArguments, build_parser, parse, to_dict
-from llmcls.corpus import Corpus, load_corpus
+from llmcls.config import DataArguments, build_parser, number_list, parse, to_dict
+from llmcls.corpus import Corpus, load_corpus, text_field_names
+from llmcls.errors import LlmclsError
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
 from llmcls.progress import console, status
 from llmcls.runs import Predictions, RunDir, primary_split
@@ -51,7 +52,9 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
+    check_arguments(args)
     corpus = load_corpus(data_args, required=("train",))
+    text_field_names(corpus.get("train"), args.text_fields)
     started = time.perf_counter()
     model = fit_best(corpus, args)
     train_s = time.perf_counter() - started
@@ -59,9 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_arguments(args: LinearArguments) -> None:
+    """Option values that would otherwise fail deep in scikit-learn, after the data is read."""
+    number_list(args.c, "c", float, minimum=1e-12)
+    number_list(args.min_labels, "min_labels", int, minimum=0)
+    for option in ("ngram_max", "min_df", "max_features"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise LlmclsError(f"--{option} must be at least 1, got {value}")
+
+
 def texts_of(ds, fields: str) -> list[str]:
-    names = [f.strip() for f in fields.split(",") if f.strip()]
-    columns = [ds[name] for name in names]
+    columns = [ds[name] for name in text_field_names(ds, fields)]
     return [" ".join(part for part in parts if part) for parts in zip(*columns, strict=True)]
 
 
@@ -93,10 +105,14 @@ def fit_best(corpus: Corpus, args: LinearArguments) -> LinearModel:
                                  max_features=args.max_features, strip_accents="unicode", dtype=np.float32,
                                  stop_words=None if args.stop_words == "none" else args.stop_words)
     with status("Fitting TF-IDF"):
-        x_train = vectorizer.fit_transform(texts_of(train, args.text_fields))
+        try:
+            x_train = vectorizer.fit_transform(texts_of(train, args.text_fields))
+        except ValueError as err:  # scikit-learn: no term left (empty texts, or --min_df above every count)
+            raise LlmclsError(f"--text_fields {args.text_fields}: no n-gram of the training texts is kept "
+                              f"({str(err).splitlines()[0]}); are the fields empty, or --min_df too high?") from None
     y_train = space.to_multi_hot(train["labels"])
-    c_values = [float(v) for v in args.c.split(",")]
-    min_labels = [int(v) for v in args.min_labels.split(",")]
+    c_values = number_list(args.c, "c", float, minimum=1e-12)
+    min_labels = number_list(args.min_labels, "min_labels", int, minimum=0)
     if validation is None:
         c_values, min_labels = c_values[:1], min_labels[:1]
     y_val = space.to_multi_hot(validation["labels"]) if validation is not None else None
@@ -135,6 +151,7 @@ def write_run(corpus: Corpus, model: LinearModel, args: LinearArguments, data_ar
               train_s: float) -> None:
     space = corpus.label_space
     run = RunDir(args.output_dir).create()
+    run.clear_results()
     config = to_dict(data_args, args) | {"selected_c": model.c, "data_sizes": corpus.sizes(), "notes": corpus.notes}
     run.write_config(config)
     run.write_labels(space)

@@ -139,8 +139,19 @@ class RunDir:
         self.path = Path(path)
 
     def create(self) -> RunDir:
+        if self.path.exists() and not self.path.is_dir():
+            raise LlmclsError(f"{self.path}: is a file, not a run directory (choose another --output_dir)")
         self.path.mkdir(parents=True, exist_ok=True)
         return self
+
+    def clear_results(self) -> None:
+        """Remove the predictions, metrics and thresholds of an earlier run in this directory. A command that makes
+        new results (not one resuming its own) calls it once they are ready to write, so a rerun with other splits
+        or options never leaves the old run's files beside the new ones, and a rerun that fails earlier leaves the
+        old run whole."""
+        for pattern in ("predictions*.jsonl", "metrics*.json", "thresholds.json"):
+            for path in self.path.glob(pattern):
+                path.unlink()
 
     def file(self, stem: str, split: str, primary: str, ext: str) -> Path:
         return self.path / f"{stem}{split_suffix(split, primary)}.{ext}"
@@ -233,6 +244,17 @@ def _prediction_record(line: str, path: Path, number: int) -> dict[str, Any]:
         if not isinstance(record, dict) or not isinstance(record.get(key), list):
             present = ", ".join(record) if isinstance(record, dict) else "none"
             raise LlmclsError(f"{path}:{number}: field '{key}' is missing or not a list (fields present: {present})")
+        odd = next((item for item in record[key] if not isinstance(item, str)), None)
+        if odd is not None:
+            raise LlmclsError(f"{path}:{number}: field '{key}' holds {odd!r}, not a label string")
+    scores = record.get("scores")
+    if scores is not None:
+        if not isinstance(scores, dict):
+            raise LlmclsError(f"{path}:{number}: field 'scores' is not a mapping of label to number")
+        odd = next(((label, value) for label, value in scores.items()
+                    if isinstance(value, bool) or not isinstance(value, (int, float))), None)
+        if odd is not None:
+            raise LlmclsError(f"{path}:{number}: field 'scores' gives {odd[0]!r} the score {odd[1]!r}, not a number")
     return record
 
 

@@ -296,6 +296,8 @@ def save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_arg
     from llmcls.runs import RunDir
 
     run = RunDir(training_args.output_dir).create()
+    if trainer.accelerator.is_main_process:  # predictions of an earlier model here must not be "resumed" from
+        run.clear_results()
     trainer.save_model(str(run.path / "adapter"))  # the adapter alone for LoRA, the whole model otherwise
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(run.path / "adapter"))

@@ -68,11 +68,57 @@ def test_data_stats_json_and_plot(tmp_path, capsys):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_data_stats_describe_the_rows_a_filter_keeps(capsys):
+    # --categories drops rows (an indices mapping over the file's table): the figures must be those of the kept rows
+    assert main(["data", "stats", "arxiv-snapshot", "--categories", "cs,stat.ML", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    n = stats["n_examples"]
+    assert 0 < n < 300
+    assert stats["labels_per_example"]["min"] >= 1  # every kept row has a kept label
+    total = sum(item["count"] for item in stats["label_frequency"])
+    assert stats["label_cardinality"] == pytest.approx(total / n)
+
+
 @pytest.fixture(scope="module")
 def linear_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "linear"
     assert main(["train-linear", *AAPD, "--output_dir", str(out), "--c", "0.5,1.0"]) == 0
     return out
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--text_fields", "title,abstrct"], "--text_fields: unknown field(s) abstrct"),
+    (["--text_fields", "title"], "--text_fields title: no n-gram of the training texts is kept"),  # AAPD: no titles
+    (["--c", "1.0,abc"], "--c must be numbers separated by commas, got '1.0,abc'"),
+    (["--min_labels", "x"], "--min_labels must be integers separated by commas"),
+    (["--min_df", "0"], "--min_df must be at least 1"),
+    (["--min_label_count", "0"], "--min_label_count must be at least 1"),
+    (["--top_labels", "-1"], "--top_labels at least 0"),
+    (["--max_train_examples", "-5"], "--max_train_examples must be at least 1"),
+])
+def test_train_linear_options_fail_in_one_line(tmp_path, capsys, options, message):
+    assert main(["train-linear", *AAPD, "--output_dir", str(tmp_path / "run"), *options]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "Traceback" not in err and "\n" not in err
+
+
+def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a run")
+    assert main(["train-linear", *AAPD, "--output_dir", str(taken)]) == 2
+    assert "is a file, not a run directory" in capsys.readouterr().err
+
+
+def test_a_rerun_into_a_finished_run_leaves_none_of_its_files(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train-linear", *AAPD, "--output_dir", str(out), "--c", "1.0"]) == 0
+    assert (out / "metrics.validation.json").exists()
+    # the same folder, now without a test split: validation becomes the reported split, nothing of the first is kept
+    assert main(["train-linear", "--train", "aapd-train", "--validation", "aapd-validation", "--output_dir", str(out),
+                 "--c", "2.0"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.suffix in (".json", ".jsonl")) == [
+        "labels.json", "metrics.json", "predictions.jsonl", "thresholds.json"]
+    assert RunDir(out).read_metrics()["split"] == "validation"
 
 
 def test_linear_run_directory_is_complete(linear_run):
@@ -115,6 +161,20 @@ def test_evaluate_rejects_a_broken_predictions_file(tmp_path, capsys):
     assert main(["evaluate", str(path)]) == 2
     assert capsys.readouterr().err.strip() == (f"llmcls evaluate: error: {path}:2: field 'predicted' is missing or "
                                                "not a list (fields present: id, labels)")
+
+
+@pytest.mark.parametrize(("lines", "message"), [
+    ("", "no predictions in the file"),
+    ('{"id": "1", "labels": ["a", 3], "predicted": ["a"]}\n', ":1: field 'labels' holds 3, not a label string"),
+    ('{"id": "1", "labels": ["a"], "predicted": ["a"], "scores": {"a": "high"}}\n',
+     ":1: field 'scores' gives 'a' the score 'high', not a number"),
+])
+def test_evaluate_names_what_is_wrong_in_a_damaged_file(tmp_path, capsys, lines, message):
+    path = tmp_path / "predictions.jsonl"
+    path.write_text(lines)
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(message) and str(path) in err and "\n" not in err
 
 
 def test_compare_writes_markdown_and_csv(linear_run, tmp_path):

@@ -125,3 +125,37 @@ def test_required_split_and_max_train_examples():
     corpus = load_corpus(DataArguments(train="aapd-train", test="aapd-test", max_train_examples=25,
                                        max_eval_examples=7))
     assert len(corpus.get("train")) == 25 and len(corpus.get("test")) == 7
+
+
+def test_split_label_counts_come_from_the_train_part_only(tmp_path):
+    # "rare" has 12 examples in the file; --split_ratios puts some of them outside train, so with
+    # --min_label_count 12 it must not be in the space (counted over the whole file it would be)
+    rows = [{"id": str(i), "abstract": f"text {i}", "labels": ["common"] + (["rare"] if i < 12 else [])}
+            for i in range(60)]
+    path = write_jsonl(tmp_path / "all.jsonl", rows)
+    everything = load_corpus(DataArguments(train=str(path), split_ratios="0.5,0.5"))
+    train_rare = sum("rare" in labels for labels in everything.get("train")["labels"])
+    assert 3 <= train_rare < 12
+    corpus = load_corpus(DataArguments(train=str(path), split_ratios="0.5,0.5", min_label_count=12))
+    assert "rare" not in corpus.label_space
+    lower = load_corpus(DataArguments(train=str(path), split_ratios="0.5,0.5", min_label_count=train_rare))
+    assert "rare" in lower.label_space
+
+
+def test_a_split_emptied_by_a_filter_is_a_one_line_error(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", [{"id": "1", "abstract": "a", "labels": ["cs.LG"]}])
+    test = write_jsonl(tmp_path / "test.jsonl", [{"id": "2", "abstract": "b", "labels": ["cs.CV"]}])
+    with pytest.raises(LlmclsError, match="train.jsonl: no row has a label in --categories cs.DL"):
+        load_corpus(DataArguments(train=str(train), categories="cs.DL"))
+    with pytest.raises(LlmclsError, match="--test: no row has a label in the label space"):
+        load_corpus(DataArguments(train=str(train), test=str(test)))
+    for option in ("max_train_examples", "max_eval_examples"):
+        with pytest.raises(LlmclsError, match=f"--{option} must be at least 1"):
+            load_corpus(DataArguments(train=str(train), **{option: 0}))
+
+
+def test_repeated_ids_are_refused(tmp_path):
+    path = write_jsonl(tmp_path / "dup.jsonl", [{"id": "same", "abstract": f"t{i}", "labels": ["cs.LG"]}
+                                                for i in range(3)])
+    with pytest.raises(LlmclsError, match=r"dup.jsonl: id 'same' is on more than one row"):
+        load_corpus(DataArguments(test=str(path)))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import gzip
 import json
 
 import pytest
 from conftest import write_jsonl
 
+from llmcls.config import DataArguments
 from llmcls.data import ReadOptions, bundled_samples, read_file
-from llmcls.errors import DataError
+from llmcls.errors import DataError, LlmclsError
 
 
 def test_snapshot_is_detected_and_normalised(snapshot_rows, tmp_path):
@@ -52,7 +54,7 @@ def test_aapd_pair_with_mismatched_lengths(tmp_path):
         read_file(str(tmp_path / "text_test"))
 
 
-@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl.gz", ".json"])
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".parquet.gz", ".jsonl.gz", ".json"])
 def test_generic_formats_with_field_flags(aapd_rows, tmp_path, suffix):
     rows = [{"paper": f"p{i}", "body": r["abstract"], "cats": ";".join(r["labels"])} for i, r in
             enumerate(aapd_rows[:12])]
@@ -67,6 +69,14 @@ def test_generic_formats_with_field_flags(aapd_rows, tmp_path, suffix):
         import pyarrow.parquet as pq
 
         pq.write_table(pa.Table.from_pylist(rows), path)
+    elif suffix == ".parquet.gz":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        plain = tmp_path / "data.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), plain)
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+        plain.unlink()
     elif suffix == ".json":
         path.write_text(json.dumps(rows))
     else:
@@ -93,6 +103,62 @@ def test_mixed_label_types_fall_back_to_line_reader(tmp_path):
             {"id": "b", "abstract": "z", "labels": "cs.LG stat.ML"}]
     ds = read_file(str(write_jsonl(tmp_path / "mixed.jsonl", rows))).dataset
     assert ds["labels"] == [["cs.IT", "math.IT"], ["cs.LG", "stat.ML"]]
+
+
+def test_aapd_pair_with_trailing_blank_lines(tmp_path):
+    (tmp_path / "text_dev").write_text("a b c\nd e f\n\n\n")
+    (tmp_path / "label_dev").write_text("cs.IT\ncs.LG math.ST\n\n")
+    ds = read_file(str(tmp_path / "text_dev")).dataset
+    assert ds["labels"] == [["cs.IT"], ["cs.LG", "math.ST"]]
+
+
+def test_mixed_json_types_read_as_values(tmp_path):
+    # one row with another JSON type makes datasets load the whole column as JSON text; it must read as values
+    rows = [{"id": "p1", "abstract": "Caf\u00e9 codes", "labels": ["cs.IT", "math.IT"], "title": None},
+            {"id": 2, "abstract": "nets", "labels": "cs.CV cs.LG", "title": "A title"},
+            {"id": None, "abstract": "more", "labels": ["stat.ML"], "title": "not"}]
+    ds = read_file(str(write_jsonl(tmp_path / "mixed.jsonl", rows))).dataset
+    assert ds["id"] == ["p1", "2", "2"]  # a number id as its string; no id: the row number
+    assert ds["abstract"] == ["Caf\u00e9 codes", "nets", "more"]
+    assert ds["labels"] == [["cs.IT", "math.IT"], ["cs.CV", "cs.LG"], ["stat.ML"]]
+    assert ds["title"] == ["", "A title", "not"]
+
+
+@pytest.mark.parametrize(("row", "expected"), [
+    ({"id": "x", "abstract": 42, "labels": ["cs.LG"]}, "field 'abstract': expected a string, got int"),
+    ({"id": "x", "abstract": ["a", "b"], "labels": ["cs.LG"]}, "field 'abstract': expected a string, got list"),
+    ({"id": "x", "abstract": "t", "labels": ["cs.LG", 3.5]},
+     "field 'labels': expected a list of strings, got a list holding float"),
+    ({"id": "x", "abstract": "t", "labels": ["cs.LG", None]},
+     "field 'labels': expected a list of strings, got a list holding null"),
+    ({"id": "x", "abstract": "t", "labels": [["cs.LG", "cs.AI"]]},
+     "field 'labels': expected a list of strings, got a list holding list"),
+    ({"id": "x", "abstract": "t", "labels": 5.0}, "field 'labels': expected a list or a string, got float"),
+    ({"id": "x", "abstract": "t", "labels": True}, "field 'labels': expected a list or a string, got bool"),
+    ({"id": "x", "abstract": "t", "labels": {"cs.LG": 1}}, "field 'labels': expected a list or a string, got dict"),
+    ({"id": ["x"], "abstract": "t", "labels": ["cs.LG"]}, "field 'id': expected a string or a number, got list"),
+])
+def test_cells_of_the_wrong_type_name_line_and_field(tmp_path, row, expected):
+    path = write_jsonl(tmp_path / "rows.jsonl", [_good(0), _good(1), row, _good(3)])
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:3: {expected}"
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.dataset["id"] == ["0", "1", "3"] and skipped.n_skipped == 1
+
+
+def test_integer_class_ids_are_labels(tmp_path):
+    path = write_jsonl(tmp_path / "ids.jsonl", [{"id": "a", "abstract": "t", "labels": [3, 17]},
+                                                {"id": "b", "abstract": "u", "labels": 5},
+                                                {"id": "c", "abstract": "v", "labels": ["cs.LG", 2]}])
+    assert read_file(str(path)).dataset["labels"] == [["3", "17"], ["5"], ["cs.LG", "2"]]
+
+
+@pytest.mark.parametrize("labels", [5.5, True, {"cs.LG": 1}, [1.0, 2.0]])
+def test_labels_of_the_wrong_type_in_every_row(tmp_path, labels):
+    path = write_jsonl(tmp_path / "rows.jsonl", [{"id": "a", "abstract": "t", "labels": labels}] * 2)
+    with pytest.raises(DataError, match=r"rows.jsonl:1: field 'labels': expected a list"):
+        read_file(str(path))
 
 
 def test_bundled_samples_resolve_by_name():
@@ -158,6 +224,40 @@ def test_explicit_field_that_does_not_exist(tmp_path):
     assert str(info.value) == f"{path}:1: field 'categories' is missing (fields present: id, abstract, labels)"
 
 
+def test_bom_does_not_hide_the_bad_line(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    lines = [json.dumps(_good(0)), json.dumps(_good(1)), "not json", json.dumps(_good(3))]
+    path.write_text("\ufeff" + "\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value).startswith(f"{path}:3: malformed JSON")
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.dataset["id"] == ["0", "1", "3"] and skipped.n_skipped == 1
+
+
+def _write_empty(path):
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.table({"id": pa.array([], pa.string()), "abstract": pa.array([], pa.string()),
+                                 "labels": pa.array([], pa.list_(pa.string()))}), path)
+    else:
+        path.write_text({"empty.jsonl": "", "blank.jsonl": "\n \n\n", "header.csv": "id,abstract,labels\n",
+                         "blank_header.csv": "id,abstract,labels\n\n\n", "empty.csv": "",
+                         "array.json": " [ ]\n"}[path.name])
+
+
+@pytest.mark.parametrize("name", ["empty.jsonl", "blank.jsonl", "header.csv", "blank_header.csv", "empty.csv",
+                                  "array.json", "empty.parquet"])
+def test_empty_files_have_no_rows(tmp_path, name):
+    path = tmp_path / name
+    _write_empty(path)
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}: has no rows"
+
+
 def test_unreadable_and_unsupported_files(tmp_path):
     with pytest.raises(DataError, match="no such file or bundled sample"):
         read_file(str(tmp_path / "nope.jsonl"))
@@ -177,6 +277,29 @@ def test_csv_error_names_the_physical_line(tmp_path):
     with pytest.raises(DataError) as info:
         read_file(str(path))
     assert str(info.value) == f"{path}:4: field 'abstract' is missing"
+
+
+def test_csv_error_line_counts_blank_lines(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("\nid,abstract,labels\n1,a,cs.LG\n\n2,b,cs.LG\n\n\n3,,cs.LG\n4,d,cs.LG\n\n")
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:8: field 'abstract' is missing"
+
+
+def test_json_array_errors_name_the_record_and_its_line(tmp_path):
+    rows = [_good(i) for i in range(40)]
+    rows[29] = {"id": "29", "abstract": "", "labels": ["cs.LG"]}
+    one_line = tmp_path / "one.json"
+    one_line.write_text(json.dumps(rows))
+    with pytest.raises(DataError) as info:
+        read_file(str(one_line))
+    assert str(info.value) == f"{one_line}: record 30, line 1: field 'abstract' is empty"
+    pretty = tmp_path / "pretty.json"
+    pretty.write_text(json.dumps(rows[27:], indent=2))  # records of 7 lines each, from line 2
+    with pytest.raises(DataError) as info:
+        read_file(str(pretty))
+    assert str(info.value) == f"{pretty}: record 3, line 16: field 'abstract' is empty"
 
 
 def test_parquet_error_names_the_row(tmp_path):
@@ -211,3 +334,28 @@ def test_date_filter_needs_dates(aapd_rows, tmp_path):
     path = write_jsonl(tmp_path / "aapd.jsonl", aapd_rows[:5])
     with pytest.raises(DataError, match="need dates"):
         read_file(str(path), ReadOptions(since="2020-01-01"))
+
+
+def test_date_options_are_validated():
+    for bad in ("2008-6-1", "garbage", "2008-02-30", "2008-06-01T00:00"):
+        with pytest.raises(LlmclsError) as info:
+            ReadOptions(since=bad)
+        assert str(info.value) == f"--since: expected a date YYYY-MM-DD, got {bad!r}"
+        with pytest.raises(LlmclsError, match="--until: expected a date YYYY-MM-DD"):
+            DataArguments(until=bad)
+    assert DataArguments(since=datetime.date(2008, 6, 1)).since == "2008-06-01"  # a YAML config gives a date
+
+
+def test_rows_whose_date_does_not_parse_are_undated(tmp_path):
+    dates = ["2009-01-05", "not a date", "2008/07/05", "2008-7-5", None, "2008-13-01", 7, "2009-02-01T10:00:00"]
+    rows = [{"id": str(i), "abstract": "t", "labels": ["cs.LG"], "update_date": d} for i, d in enumerate(dates)]
+    result = read_file(str(write_jsonl(tmp_path / "dated.jsonl", rows)), ReadOptions(since="2008-06-01"))
+    assert result.dataset["id"] == ["0", "7"]
+    assert result.n_filtered_by_date == 6
+
+
+def test_first_version_that_is_not_a_list_is_undated(snapshot_rows, tmp_path):
+    rows = [{**row, "versions": "v1"} for row in snapshot_rows[:5]]
+    result = read_file(str(write_jsonl(tmp_path / "snap.jsonl", rows)),
+                       ReadOptions(since="2000-01-01", date_field="first_version"))
+    assert len(result.dataset) == 0 and result.n_filtered_by_date == 5

@@ -232,6 +232,14 @@ def test_compare_puts_the_encoder_beside_the_linear_baseline(encoder_run, tmp_pa
     assert float(rows[0]["micro-F1"]) == pytest.approx(stored["micro_f1"])
 
 
+def test_predict_encoder_refuses_to_write_into_its_trained_run(encoder_run, capsys):
+    before = (encoder_run / "metrics.json").read_text()
+    assert main(["predict-encoder", "--run", str(encoder_run), "--test", "aapd-validation",
+                 "--output_dir", str(encoder_run)]) == 2
+    assert "is the trained run itself" in capsys.readouterr().err
+    assert (encoder_run / "metrics.json").read_text() == before
+
+
 def test_predict_encoder_reproduces_the_test_predictions(encoder_run, tmp_path):
     out = tmp_path / "predicted"
     assert main(["predict-encoder", "--run", str(encoder_run), "--test", "aapd-test", "--output_dir", str(out)]) == 0

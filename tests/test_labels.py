@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -358,6 +360,23 @@ def test_load_text_file(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("# AAPD labels\ncs.IT\n\nmath.IT\n  cs.LG  \n# end\n", encoding="utf-8")
     assert LabelSpace.load(path).labels == ("cs.IT", "math.IT", "cs.LG")
+
+
+@pytest.mark.parametrize(("name", "content"), [("labels.txt", "cs.IT\ncs.LG\n"),
+                                               ("labels.json", '["cs.IT", "cs.LG"]')])
+def test_load_file_with_bom(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text("\ufeff" + content, encoding="utf-8")
+    assert LabelSpace.load(path).labels == ("cs.IT", "cs.LG")
+
+
+def test_save_gives_the_mode_of_other_files(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = LabelSpace(["cs.IT"]).save(tmp_path / "labels.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_load_aapd_labels_file():

@@ -143,6 +143,14 @@ def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
     assert record["generation"]["well_formed_rate"] == 1.0  # constrained: every output parses
     assert record["params_trained"] > 0
     assert cli_main(["compare", str(out)]) == 0
+    # a second training into the same folder predicts anew: the first model's answers are not "resumed" from
+    records = read_jsonl(out / "predictions.jsonl")
+    records[0]["raw"] = "answer of an earlier model"
+    (out / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cli_main(["sft", *_args(tiny_llama, out), "--test", "aapd-test", "--max_eval_examples", "24",
+                     "--constrained", "true", "--batch_size", "16"]) == 0
+    assert all(r["raw"] != "answer of an earlier model" for r in read_jsonl(out / "predictions.jsonl"))
+    assert not (out / "metrics.validation.json").exists()  # no validation this time: none of the first run's left
 
 
 def test_data_parallel_run_with_two_processes_on_cpu(tiny_llama, tmp_path):
