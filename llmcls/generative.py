@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from llmcls.backends import Backend, LabelConstraint, ModelArguments, load_backend
-from llmcls.config import DataArguments, build_parser, parse, to_dict
+from llmcls.config import DataArguments, build_parser, number_list, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
@@ -101,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
     if not evaluated:
         raise LlmclsError("nothing to classify: pass --test (and/or --validation)")
+    check_prompt(prompt_args, gen_args, corpus)
     run = RunDir(prompt_args.output_dir).create()
     config = to_dict(data_args, model_args, prompt_args, gen_args) | {
         "system": system, "data_sizes": corpus.sizes(), "notes": corpus.notes}
-    check_resumable(run, config)
+    check_resumable(run, config, corpus.label_space)
     run.write_config(config)
     run.write_labels(corpus.label_space)
     started = time.perf_counter()
@@ -145,12 +146,58 @@ def model_label(args: ModelArguments) -> str:
 
 
 def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_args: GenerationArguments) -> None:
+    """Option values checked before anything is read or loaded."""
     if not model_args.model and not model_args.adapter:
         raise LlmclsError("--model is required (a hub id, a model folder or a .gguf file)")
     if gen_args.mode == "score" and gen_args.constrained:
         raise LlmclsError("--constrained applies to --mode generate (score mode generates nothing)")
     if prompt_args.k < 0 or gen_args.batch_size < 1:
         raise LlmclsError("--k must be >= 0 and --batch_size >= 1")
+    for option in ("max_new_tokens", "max_labels"):
+        if getattr(gen_args, option) is not None and getattr(gen_args, option) < 1:
+            raise LlmclsError(f"--{option} must be at least 1 (leave it out for the default), got "
+                              f"{getattr(gen_args, option)}")
+    if gen_args.temperature < 0 or not 0 < gen_args.top_p <= 1:
+        raise LlmclsError("--temperature must be >= 0 and --top_p in (0, 1]")
+    number_list(gen_args.min_labels, "min_labels", int, minimum=0)
+    if model_args.adapter:
+        check_adapter(model_args.adapter)
+
+
+def check_adapter(adapter: str) -> None:
+    """A local --adapter must be a PEFT adapter folder; an `owner/name` that is no local path is left to the hub."""
+    path = Path(adapter).expanduser()
+    if path.is_dir():
+        if not (path / "adapter_config.json").is_file():
+            raise LlmclsError(f"--adapter {adapter}: not a PEFT adapter folder (no adapter_config.json)")
+    elif path.exists() or adapter.startswith((".", "/", "~")) or adapter.count("/") != 1:
+        raise LlmclsError(f"--adapter {adapter}: no such adapter folder")
+
+
+def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, corpus: Corpus) -> None:
+    """What the template, the examples and the label space must allow, checked before the model loads (a GGUF
+    conversion or a 7B model takes a while to load)."""
+    from llmcls.parsing import ANSWER_SEPARATOR
+    from llmcls.prompts import load_template, render_user_message, template_fields
+
+    name = prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot")
+    template = load_template(name)
+    examples: list[dict] = []
+    if prompt_args.k > 0:
+        if "examples" not in template_fields(template):
+            raise LlmclsError(f"--k {prompt_args.k}: the prompt template {name} never uses the field 'examples', so "
+                              "the run would be zero-shot; use a few-shot template (e.g. --prompt fewshot)")
+        if len(corpus.get("train")) < prompt_args.k:
+            raise LlmclsError(f"--k {prompt_args.k}: the training split has only {len(corpus.get('train'))} rows")
+        examples = _rows(corpus.get("train").select(range(prompt_args.k)))
+    first = _rows(next(corpus.get(s) for s in ("test", "validation") if corpus.get(s) is not None).select([0]))[0]
+    render_user_message(template, title=first.get("title"), abstract=first["abstract"],
+                        label_space=corpus.label_space, examples=examples)  # a failing expression shows here
+    if gen_args.mode == "generate":  # answers are parsed: a label with the separator in it would be cut in two
+        split = next((lab for lab in corpus.label_space.labels if ANSWER_SEPARATOR.strip() in lab), None)
+        if split is not None:
+            raise LlmclsError(f"label {split!r} contains {ANSWER_SEPARATOR.strip()!r}, which separates labels in a "
+                              "generated answer; rename it (e.g. in a --labels file) or use --mode score")
 
 
 def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArguments) -> None:
@@ -175,15 +222,25 @@ def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArgumen
         console.print(f"{' '.join(taken)}: as the adapter was trained ({config})")
 
 
-def check_resumable(run: RunDir, config: dict[str, Any]) -> None:
-    """Refuse to append to predictions made with other options (they would be mixed into one set of metrics)."""
-    if not any(run.path.glob("predictions*.jsonl")) or not (run.path / "config.yaml").exists():
+def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> None:
+    """Refuse to append to predictions made with other options (they would be mixed into one set of metrics), by
+    another system (a finished linear or encoder run would be relabelled), over another label space (a --labels
+    file edited in place), or by options no config.yaml records."""
+    if not any(run.path.glob("predictions*.jsonl")):
         return
+    if not (run.path / "config.yaml").exists():
+        raise LlmclsError(f"{run.path} holds predictions but no config.yaml, so how they were made is unknown; use a "
+                          "new --output_dir")
+    earlier = run.label_space()
+    if earlier is not None and earlier.labels != space.labels:
+        raise LlmclsError(f"{run.path} holds predictions over another label space ({len(earlier)} labels, now "
+                          f"{len(space)}); resume with the same labels, or use a new --output_dir")
     old = run.read_config()
+    missing = object()
     changed = sorted(key for key in config
-                     if key not in RESUMABLE_CHANGES and old.get(key, config[key]) != config[key])
+                     if key not in RESUMABLE_CHANGES and old.get(key, missing) != config[key])
     if changed:
-        details = ", ".join(f"{key}: {old.get(key)!r} -> {config[key]!r}" for key in changed[:3])
+        details = ", ".join(f"{key}: {old.get(key, '(not set)')!r} -> {config[key]!r}" for key in changed[:3])
         raise LlmclsError(f"{run.path} holds predictions made with other options ({details}); resume with the same "
                           "options, or use a new --output_dir")
 
@@ -281,7 +338,7 @@ class Task:
 
     def fallback_thresholds(self) -> Thresholds:
         """Without validation scores: the top `--min_labels` labels (its first value, at least 1)."""
-        first = max(1, int(self.args.min_labels.split(",")[0]))
+        first = max(1, number_list(self.args.min_labels, "min_labels", int, minimum=0)[0])
         return Thresholds(values=np.full(len(self.space), np.inf), min_labels=first)
 
     @staticmethod
@@ -326,9 +383,7 @@ def _length_batches(task: Task, prompts: list[str]) -> list[list[int]]:
 
 def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
     rows = _rows(ds)
-    ids = [str(r["id"]) for r in rows]
-    if len(set(ids)) != len(ids):
-        raise LlmclsError(f"{split}: example ids are not unique (needed to resume); set --id_field")
+    ids = [str(r["id"]) for r in rows]  # unique: corpus.load_corpus checks
     writer = PredictionWriter(path)
     done = writer.read()
     pending = [i for i, example_id in enumerate(ids) if example_id not in done]
@@ -391,7 +446,7 @@ def decide_thresholds(task: Task, validation: SplitOutcome | None, args: Generat
         return task.fallback_thresholds()
     gold, _, scores = _matrices(task.space, validation.records)
     best = None
-    for m in (int(v) for v in args.min_labels.split(",")):
+    for m in number_list(args.min_labels, "min_labels", int, minimum=0):
         tuned = tune_thresholds(gold, scores, per_label=args.per_label_thresholds, min_labels=m)
         console.print(f"  min_labels={m}: validation micro-F1 {tuned.validation_micro_f1:.4f}")
         if best is None or tuned.validation_micro_f1 > best.validation_micro_f1:
@@ -455,7 +510,9 @@ def _timing(run: RunDir, task: Task, outcome: SplitOutcome, split: str, primary:
             import json
 
             return dict(json.loads(path.read_text(encoding="utf-8")).get("timing", {}))
-    return {"wall_s": round(outcome.wall_s, 3), "examples_per_s": round(outcome.n_new / max(outcome.wall_s, 1e-9), 2),
+    timed = outcome.n_new > 0  # nothing predicted in this process, no earlier record: no speed to report
+    return {"wall_s": round(outcome.wall_s, 3) if timed else None,
+            "examples_per_s": round(outcome.n_new / max(outcome.wall_s, 1e-9), 2) if timed else None,
             "examples_timed": outcome.n_new, "device": task.backend.device, "backend": task.backend.name,
             "batch_size": task.args.batch_size, "load_s": round(load_s, 3)}
 

@@ -90,6 +90,13 @@ def load_template(name_or_path: str) -> jinja2.Template:
     return template
 
 
+def template_fields(template: jinja2.Template) -> set[str]:
+    """The fields a loaded template uses (e.g. whether a few-shot run's template shows its `examples`)."""
+    env = template.environment
+    source, _, _ = env.loader.get_source(env, template.name)
+    return set(jinja2.meta.find_undeclared_variables(env.parse(source)))
+
+
 def _resolve(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.suffix == ".jinja" or path.parent != Path(".") or path.is_file():
@@ -151,6 +158,9 @@ def render_user_message(
         return template.render(**fields).strip()
     except jinja2.TemplateError as exc:  # StrictUndefined: e.g. a misspelt attribute ({{ example.anwser }})
         raise LlmclsError(f"prompt template {template.filename or template.name}: {_one_line(exc)}") from None
+    except Exception as exc:  # an expression of the user's that fails in Python ({{ "x" + labels }}, {{ 1 / 0 }})
+        raise LlmclsError(f"prompt template {template.filename or template.name}: {type(exc).__name__}: "
+                          f"{_one_line(exc)}") from None
 
 
 @functools.lru_cache(maxsize=8)

@@ -255,6 +255,88 @@ def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys):
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained", "--batch_size", "2")]) == 0  # batch size may
 
 
+def test_a_run_of_another_system_or_without_config_is_not_resumed(tiny, data, tmp_path, capsys):
+    linear = tmp_path / "linear"
+    assert main(["train-linear", "--train", data["train"], "--test", data["test"], "--labels", data["labels"],
+                 "--output_dir", str(linear), "--c", "1.0"]) == 0
+    before = (linear / "metrics.json").read_text()
+    assert main(["zeroshot", *_args(tiny, data, linear, "--constrained")]) == 2  # its predictions are not ours
+    assert "other options" in capsys.readouterr().err
+    assert (linear / "metrics.json").read_text() == before
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    (run / "config.yaml").unlink()
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 2
+    assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_resuming_over_an_edited_labels_file_is_refused(tiny, data, tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text(Path(data["labels"]).read_text())
+    args = ["--model", str(tiny), "--test", data["test"], "--labels", str(labels), "--batch_size", "4",
+            "--output_dir", str(tmp_path / "run"), "--constrained"]
+    assert main(["zeroshot", *args]) == 0
+    labels.write_text(labels.read_text().replace("cs.IT", "cs.AI"))  # same path, other labels
+    assert main(["zeroshot", *args]) == 2
+    assert "another label space" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--min_labels", "1,x"], "--min_labels must be integers separated by commas"),
+    (["--max_new_tokens", "0"], "--max_new_tokens must be at least 1"),
+    (["--max_new_tokens", "-3"], "--max_new_tokens must be at least 1"),
+    (["--max_labels", "-1"], "--max_labels must be at least 1"),
+    (["--top_p", "0"], "--top_p in (0, 1]"),
+    (["--adapter", "ADAPTER"], "not a PEFT adapter folder"),
+    (["--adapter", "/no/such/adapter"], "no such adapter folder"),
+    (["--k", "2", "--train", "TRAIN", "--prompt", "zeroshot"], "never uses the field 'examples'"),
+    (["--k", "500", "--train", "TRAIN"], "--k 500: the training split has only"),
+    (["--prompt", "NOABSTRACT"], "never uses the field 'abstract'"),
+    (["--labels", "COMMA"], "contains ','"),
+])
+def test_bad_options_fail_in_one_line_before_the_model_loads(data, tmp_path, capsys, options, message):
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "noabstract.jinja").write_text("Classify into {{ label_list }}.\n")
+    (tmp_path / "comma.txt").write_text("cs.IT\nInformation Theory, Coding\n")
+    swap = {"ADAPTER": str(tmp_path / "adapter"), "TRAIN": data["train"],
+            "NOABSTRACT": str(tmp_path / "noabstract.jinja"), "COMMA": str(tmp_path / "comma.txt")}
+    options = [swap.get(option, option) for option in options]
+    args = ["--model", str(tmp_path / "no-model-here"), "--test", data["test"], "--labels", data["labels"],
+            "--output_dir", str(tmp_path / "run"), *options]  # a later --labels replaces the first
+    assert main(["zeroshot", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err.splitlines()[-1] and "Traceback" not in err, err
+    assert "Loading" not in err and "no-model-here" not in err  # found before the model would load
+
+
+def test_device_errors_are_one_line(tiny, data, tmp_path, capsys):
+    import torch
+
+    assert main(["zeroshot", *_args(tiny, data, tmp_path / "a", "--device", "gpu")]) == 2
+    assert "--device gpu: not a device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["zeroshot", *_args(tiny, data, tmp_path / "b", "--device", "cuda")]) == 2
+        assert "no CUDA GPU here" in capsys.readouterr().err
+
+
+def test_a_template_expression_that_fails_is_one_line(tiny, data, tmp_path, capsys):
+    template = tmp_path / "typeerr.jinja"
+    template.write_text('Labels: {{ "Options: " + labels }}\nAbstract: {{ abstract }}\n')
+    assert main(["zeroshot", *_args(tiny, data, tmp_path / "run", "--prompt", str(template))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"prompt template {template}: TypeError" in err.splitlines()[-1] and "Traceback" not in err
+    assert "Loading" not in err  # rendered once before the model loads
+
+
+def test_a_split_resumed_whole_records_no_speed(tiny, data, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    (run / "metrics.json").unlink()  # killed after the last batch was written, before the metrics
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    timing = _metrics(run)["timing"]
+    assert timing["examples_per_s"] is None and timing["wall_s"] is None and timing["examples_timed"] == 0
+
+
 def test_adapter_run_names_base_and_adapter(tiny, data, tmp_path):
     adapter = build_tiny_lora_adapter(tiny, tmp_path / "adapter")
     run = tmp_path / "run"

@@ -99,9 +99,15 @@ def resolve_model(spec: str) -> str:
 def pick_device(requested: str) -> str:
     import torch
 
-    if requested != "auto":
-        return requested
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(requested).type
+    except RuntimeError:
+        raise LlmclsError(f"--device {requested}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise LlmclsError(f"--device {requested}: no CUDA GPU here (torch {torch.__version__}); use --device cpu")
+    return requested
 
 
 def pick_dtype(requested: str, device: str):
