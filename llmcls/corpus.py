@@ -34,6 +34,19 @@ class Corpus:
     def sizes(self) -> dict[str, int]:
         return {name: len(ds) for name, ds in self.splits.items() if ds is not None}
 
+    def fingerprints(self) -> dict[str, str]:
+        """A short digest of each split's ids and gold labels: a resumed run can tell a file edited in place."""
+        import hashlib
+        import json
+
+        digests = {}
+        for name, ds in self.splits.items():
+            if ds is not None:
+                rows = arrow_rows(ds)
+                text = json.dumps([rows.column("id").to_pylist(), rows.column("labels").to_pylist()])
+                digests[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        return digests
+
 
 def read_options(args: DataArguments) -> ReadOptions:
     return ReadOptions(text_field=args.text_field, title_field=args.title_field, label_field=args.label_field,
@@ -194,8 +207,14 @@ def label_counts(ds) -> dict[str, int]:
 def _restrict(ds, space: LabelSpace, name: str, notes: list[str]):
     """Drop labels outside the space, then rows left with none (counted in the notes)."""
     known = set(space.labels)
-    if set(label_counts(ds)) <= known:  # nothing to drop: skip a pass over a possibly large file
+    counts = label_counts(ds)
+    if set(counts) <= known:  # nothing to drop: skip a pass over a possibly large file
         return ds
+    outside = {label: n for label, n in counts.items() if label not in known}
+    shown = ", ".join(f"{label} ({n})" for label, n in sorted(outside.items(), key=lambda kv: -kv[1])[:5])
+    # gold labels the space lacks are not scored: the metrics of this split are over the space's labels only
+    notes.append(f"{name}: {sum(outside.values())} gold labels of {len(outside)} labels outside the label space "
+                 f"were dropped ({shown}{', ...' if len(outside) > 5 else ''})")
     ds = ds.map(lambda batch: {"labels": [[lab for lab in labels if lab in known] for labels in batch]},
                 input_columns="labels", batched=True, desc=f"Label space ({name})")
     before = len(ds)

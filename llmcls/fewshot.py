@@ -10,11 +10,14 @@ Three ways (``--selection``), all deterministic for a seed:
   example that adds the most labels not yet covered (ties broken by a seeded order); once no example adds a new
   label, covering starts again so labels get a second example. The same prefix for every query also caches well.
 - ``knn``: the k training abstracts nearest to the query by TF-IDF cosine (word unigrams and bigrams, sublinear tf,
-  fitted on the training texts), so no extra model is needed. Training texts identical to the query (ignoring case
-  and spacing) are left out: showing a query its own answer would inflate the scores. Similarities are computed a
+  fitted on the training texts), so no extra model is needed. Similarities are computed a
   block of queries at a time, so 100k training x 10k query abstracts never hold more than ~16M similarities at once.
   The most similar example comes LAST, next to the query: small models lean on what they read most recently.
   Ties are broken by the seeded order.
+
+In all three, training texts identical to the query (ignoring case and spacing) are left out: showing a query its
+own answer would inflate the scores (random draws from the rest; balanced covers labels again without them, for
+that query only).
 
 numpy and scikit-learn (imported inside the functions that need it); no torch.
 """
@@ -45,19 +48,25 @@ def select_examples(
 ) -> list[list[int]]:
     """For each query, ``k`` indices into the training set (see the module docstring for the three selections).
 
-    knn can return fewer than ``k`` indices for a query only when fewer than ``k`` training texts differ from it.
+    A query gets fewer than ``k`` indices only when fewer than ``k`` training texts differ from it.
     Raises `LlmclsError` for an unknown selection, a negative ``k`` or one larger than the training set.
     """
     _check_arguments(train_texts, train_labels, k, selection)
     if k == 0:
         return [[] for _ in query_texts]
+    excluded = _identical_texts(train_texts, query_texts)
     if selection == "random":
-        n = len(train_texts)
-        return [_rng(seed, _text_key(text)).choice(n, size=k, replace=False).tolist() for text in query_texts]
+        everyone = np.arange(len(train_texts))
+        picks = []
+        for q, text in enumerate(query_texts):
+            pool = np.setdiff1d(everyone, excluded[q]) if q in excluded else everyone
+            picks.append(_rng(seed, _text_key(text)).choice(pool, size=min(k, pool.size), replace=False).tolist())
+        return picks
     if selection == "balanced":
         chosen = _balanced(train_labels, k, seed)
-        return [list(chosen) for _ in query_texts]
-    return _knn(train_texts, query_texts, k, seed)
+        return [_balanced(train_labels, k, seed, excluded[q]) if set(excluded.get(q, ())) & set(chosen)
+                else list(chosen) for q in range(len(query_texts))]
+    return _knn(train_texts, query_texts, k, seed, excluded)
 
 
 def _check_arguments(train_texts: Sequence[str], train_labels: Sequence[Sequence[str]], k: int, selection: str):
@@ -91,13 +100,14 @@ def _tie_rank(n: int, seed: int) -> np.ndarray:
 # balanced
 
 
-def _balanced(train_labels: Sequence[Sequence[str]], k: int, seed: int) -> list[int]:
+def _balanced(train_labels: Sequence[Sequence[str]], k: int, seed: int, exclude: Sequence[int] = ()) -> list[int]:
     matrix = _label_matrix(train_labels)
     rank = _tie_rank(matrix.shape[0], seed)
     uncovered = np.ones(matrix.shape[1], dtype=np.float32)
     available = np.ones(matrix.shape[0], dtype=bool)
+    available[list(exclude)] = False
     chosen: list[int] = []
-    for _ in range(k):
+    for _ in range(min(k, int(available.sum()))):
         gains = _gains(matrix, uncovered, available)
         if gains.max() <= 0 and not uncovered.all():
             uncovered[:] = 1  # every label still reachable is covered: a second round
@@ -132,11 +142,11 @@ def _gains(matrix, uncovered: np.ndarray, available: np.ndarray) -> np.ndarray:
 # knn
 
 
-def _knn(train_texts: Sequence[str], query_texts: Sequence[str], k: int, seed: int) -> list[list[int]]:
+def _knn(train_texts: Sequence[str], query_texts: Sequence[str], k: int, seed: int,
+         excluded: dict[int, list[int]]) -> list[list[int]]:
     train, queries = _tfidf(train_texts, query_texts)
     train_t = train.T.tocsr()
     rank = _tie_rank(train.shape[0], seed)
-    excluded = _identical_texts(train_texts, query_texts)
     chunk = max(1, _CHUNK_CELLS // max(train.shape[0], 1))
     selected: list[list[int]] = []
     for start in range(0, queries.shape[0], chunk):

@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     check_prompt(prompt_args, gen_args, corpus)
     run = RunDir(prompt_args.output_dir).create()
     config = to_dict(data_args, model_args, prompt_args, gen_args) | {
-        "system": system, "data_sizes": corpus.sizes(), "notes": corpus.notes}
+        "system": system, "data_sizes": corpus.sizes(), "data_fingerprints": corpus.fingerprints(),
+        "notes": corpus.notes}
     check_resumable(run, config, corpus.label_space)
     run.write_config(config)
     run.write_labels(corpus.label_space)

@@ -149,3 +149,15 @@ def test_unknown_selection_and_mismatched_lengths():
         select_examples(TRAIN, TRAIN_LABELS, ["a"], k=1, selection="nearest")
     with pytest.raises(LlmclsError, match="label lists"):
         select_examples(TRAIN, TRAIN_LABELS[:2], ["a"], k=1)
+
+
+@pytest.mark.parametrize("selection", ["random", "balanced", "knn"])
+def test_no_selection_shows_a_query_its_own_text(aapd, selection):
+    texts, labels = aapd
+    balanced = select_examples(texts, labels, ["a query from elsewhere"], k=8, selection="balanced", seed=1)[0]
+    queries = [texts[i] for i in balanced] + texts  # balanced's own picks as queries, then every training text
+    owners = list(balanced) + list(range(len(texts)))
+    picks = select_examples(texts, labels, queries, k=8, selection=selection, seed=1)
+    normal = [" ".join(t.split()).casefold() for t in texts]
+    same = {i: {j for j, t in enumerate(normal) if t == normal[i]} for i in set(owners)}
+    assert all(not (set(pick) & same[owner]) and len(pick) == 8 for owner, pick in zip(owners, picks, strict=True))

@@ -281,6 +281,19 @@ def test_resuming_over_an_edited_labels_file_is_refused(tiny, data, tmp_path, ca
     assert "another label space" in capsys.readouterr().err
 
 
+def test_resuming_over_an_edited_test_file_is_refused(tiny, data, tmp_path, capsys):
+    test = tmp_path / "test.jsonl"
+    rows = read_jsonl(Path(data["test"]))
+    write_jsonl(test, rows)
+    args = ["--model", str(tiny), "--test", str(test), "--labels", data["labels"], "--batch_size", "4",
+            "--output_dir", str(tmp_path / "run"), "--constrained"]
+    assert main(["zeroshot", *args]) == 0
+    rows[0]["labels"], rows[1]["labels"] = rows[1]["labels"], rows[0]["labels"]  # same rows, other gold labels
+    write_jsonl(test, rows)
+    assert main(["zeroshot", *args]) == 2
+    assert "data_fingerprints" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("options", "message"), [
     (["--min_labels", "1,x"], "--min_labels must be integers separated by commas"),
     (["--max_new_tokens", "0"], "--max_new_tokens must be at least 1"),
