@@ -13,7 +13,9 @@ How an output is read:
 2. Candidates are found left to right: codes of the space (any case; each code maps only to itself, aliases are
    never merged), other arXiv codes and code-shaped strings (``xx.YY``, reported as unknown), and arXiv names
    (``Information Theory``), resolved to a code only when exactly one code of the space has that name. A code
-   followed by its name (``cs.IT (Information Theory)``) or a name followed by its code counts once.
+   followed by its name (``cs.IT (Information Theory)``) or a name followed by its code counts once, and so does a
+   name with a note (``Computer Vision (CV)``); an archive's or group's name heading a name of it (arXiv's subject
+   line ``Computer Science - Machine Learning``) is not a label.
 3. Candidates separated only by separators (commas, semicolons, "and", "or", line breaks, bullets, numbering,
    quotes, brackets) form a run; a blank line or prose ends it. Short stray items between separators inside a
    run are kept as unknown labels. The answer is the first run that holds a code (less any names in the prose
@@ -253,6 +255,8 @@ _CLOSER = "[*_`'\"\u201d\u2019]*"
 _CODE_NOTE = re.compile(_CLOSER + r"[ \t]*(?:\(([^()\n]{0,120})\)|\[([^\[\]\n]{0,120})\])")
 # A name after a code: "cs.IT - Information Theory", "cs.IT: Information Theory".
 _NAME_LEAD = re.compile(_CLOSER + r"[ \t]*[-\u2013\u2014:][ \t]*[*_`'\"\u201c\u2018]*")
+# Between an archive's name and a name of it: "Computer Science - Machine Learning", "Astrophysics > ...".
+_HEADING_LEAD = re.compile(r"[ \t]*[-\u2013\u2014:>][ \t]*")
 # A code in brackets after a name: "Information Theory (cs.IT)".
 _BRACKET_OPEN = re.compile(r"[ \t]*[(\[][ \t]*")
 _BRACKET_CLOSE = re.compile(r"[ \t]*[)\]]")
@@ -262,8 +266,8 @@ def _candidates(text: str, index: _Index) -> list[_Candidate]:
     found: list[_Candidate] = []
     pos = 0
     while match := index.pattern.search(text, pos):
-        cand = _classify(match, index)
-        cand = _absorb_code_after_name(text, cand, index) if not cand.strong else _absorb_code_tail(text, cand, index)
+        cand = _skip_heading(text, _classify(match, index), index)
+        cand = _absorb_name_tail(text, cand, index) if not cand.strong else _absorb_code_tail(text, cand, index)
         found.append(cand)
         pos = cand.end
     return found
@@ -283,11 +287,20 @@ def _classify(match: re.Match[str], index: _Index) -> _Candidate:
     return _Candidate(start, end, written, index.names.get(folded), False)
 
 
-def _absorb_code_tail(text: str, cand: _Candidate, index: _Index) -> _Candidate:
-    """Extend a code over the name or note that follows it, so "cs.IT (Information Theory)" counts once."""
+def _absorb_note(text: str, cand: _Candidate, index: _Index) -> _Candidate:
+    """Extend a candidate over a bracketed note without a code after it: "cs.IT (Information Theory)", "Computer
+    Vision (CV)"."""
     note = _CODE_NOTE.match(text, cand.end)
     if note and not _holds_code(note.group(1) or note.group(2) or "", index):
         return cand._replace(end=note.end())
+    return cand
+
+
+def _absorb_code_tail(text: str, cand: _Candidate, index: _Index) -> _Candidate:
+    """Extend a code over the name or note that follows it, so "cs.IT (Information Theory)" counts once."""
+    noted = _absorb_note(text, cand, index)
+    if noted.end != cand.end:
+        return noted
     lead = _NAME_LEAD.match(text, cand.end)
     if lead:
         name = index.pattern.match(text, lead.end())
@@ -296,19 +309,39 @@ def _absorb_code_tail(text: str, cand: _Candidate, index: _Index) -> _Candidate:
     return cand
 
 
-def _absorb_code_after_name(text: str, cand: _Candidate, index: _Index) -> _Candidate:
-    """A name followed by a bracketed code stands for that code: "Information Theory (cs.IT)"."""
+def _absorb_name_tail(text: str, cand: _Candidate, index: _Index) -> _Candidate:
+    """A name followed by a bracketed code stands for that code: "Information Theory (cs.IT)"; a note without a
+    code is part of the name, as after a code: "Computer Vision (CV)" counts once."""
     opening = _BRACKET_OPEN.match(text, cand.end)
-    if not opening:
+    code = index.pattern.match(text, opening.end()) if opening else None
+    if code:
+        inner = _classify(code, index)
+        closing = _BRACKET_CLOSE.match(text, inner.end)
+        if inner.strong and closing:
+            return inner._replace(start=cand.start, end=closing.end())
+    return _absorb_note(text, cand, index)
+
+
+def _skip_heading(text: str, cand: _Candidate, index: _Index) -> _Candidate:
+    """The name of an archive or group heading a name of it stands for nothing: "Computer Science - Machine
+    Learning" (arXiv's subject lines) is the name after the heading (starting at the heading)."""
+    lead = _HEADING_LEAD.match(text, cand.end)
+    name = index.pattern.match(text, lead.end()) if lead and not cand.strong else None
+    if not name or name.group("lit") is None or name.group().lower() not in _headed().get(cand.text.lower(), ()):
         return cand
-    code = index.pattern.match(text, opening.end())
-    if not code:
-        return cand
-    inner = _classify(code, index)
-    closing = _BRACKET_CLOSE.match(text, inner.end)
-    if not inner.strong or not closing:
-        return cand
-    return inner._replace(start=cand.start, end=closing.end())
+    return _classify(name, index)._replace(start=cand.start)
+
+
+@functools.cache
+def _headed() -> dict[str, frozenset[str]]:
+    """Lower-cased name of an archive or group -> the lower-cased names (and short forms) of its categories."""
+    table = _taxonomy_folded()
+    headed: dict[str, set[str]] = {}
+    for info in table.values():
+        archive = table.get(info.archive.lower())  # astro-ph (Astrophysics); cs has none, only its group
+        for heading in {info.group, archive.name if archive else info.group}:
+            headed.setdefault(heading.lower(), set()).update(_name_forms(info.name))
+    return {heading: frozenset(names) for heading, names in headed.items()}
 
 
 def _holds_code(text: str, index: _Index) -> bool:

@@ -16,6 +16,7 @@ from llmcls.backends.constrained import (
     LabelGrammar,
     ScorePlan,
     TokenTrie,
+    build_grammar,
     common_suffix,
     complete_items,
     continuation_ids,
@@ -153,16 +154,32 @@ def _language(first, after, max_labels) -> set[tuple[int, ...]]:
     return answers
 
 
-def _reference_allowed(answers, written: tuple[int, ...], budget: int, end_ids, top: int | None) -> list[int]:
+def _repeats(first, after, written: tuple[int, ...], top: int) -> bool:
+    """Whether `top` continues the last item of `written` into labels written before it only (20 = the separator)."""
+    cuts = [i for i, token in enumerate(written) if token == 20]
+    if not cuts:
+        return False
+    items = [written[: cuts[0]]] + [written[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+    done = {label for label in range(len(first)) if tuple(first[label]) == items[0] or tuple(after[label]) in items}
+    item = written[cuts[-1]:] + (top,)
+    going = {label for label in range(len(first)) if tuple(after[label][: len(item)]) == item}
+    return bool(going) and going <= done
+
+
+def _reference_allowed(answers, written: tuple[int, ...], budget: int, end_ids, top: int, stop: bool,
+                       repeats: bool) -> list[int]:
     """What the grammar allows after `written`, from the answers themselves: a token that starts the rest of an
     answer which ends within the budget; the end where `written` is an answer; the end alone where nothing fits
-    or where the model's first choice `top` is off the format once a label is complete (20 = the separator)."""
+    or, with `stop`, where the model's first choice `top` is off the format once a label is complete (20 = the
+    separator); `top` alone where `written` is an answer and `top` `repeats` a label written before."""
+    if written in answers and repeats:
+        return [top]
     n = len(written)
     allowed = {a[n] for a in answers if len(a) > n and a[:n] == written and len(a) - n <= budget}
     if written in answers:
         allowed |= set(end_ids)
     holds_label = written in answers or 20 in written
-    if not allowed or (top is not None and holds_label and top not in allowed):
+    if not allowed or (stop and holds_label and top not in allowed):
         return sorted(end_ids)
     return sorted(allowed)
 
@@ -192,12 +209,13 @@ def test_grammar_tensors_match_a_brute_force_reference(seed):
     rows, written = _Rows(grammar, n_rows), [() for _ in range(n_rows)]
     finished = [False] * n_rows
     for step in range(budget):
-        top = [rng.choice([1, 2, 3, 11, 12, 13, 20, 99]) for _ in range(n_rows)] if stop else None
+        top = [rng.choice([1, 2, 3, 11, 12, 13, 20, 99]) for _ in range(n_rows)]
         got = rows.allowed(budget - step, top)
         for row in range(n_rows):
             if not finished[row]:
-                assert got[row] == _reference_allowed(answers, written[row], budget - step, end_ids,
-                                                      top[row] if stop else None), (row, written[row])
+                repeats = _repeats(first, after, written[row], top[row])
+                assert got[row] == _reference_allowed(answers, written[row], budget - step, end_ids, top[row], stop,
+                                                      repeats), (row, written[row])
         tokens = [rng.choice(got[row]) if not finished[row] else 0 for row in range(n_rows)]  # 0: padding
         rows.advance(*tokens)
         for row in range(n_rows):
@@ -206,9 +224,9 @@ def test_grammar_tensors_match_a_brute_force_reference(seed):
                 written[row] += () if finished[row] else (tokens[row],)
         assert rows.done() == finished
     for row in range(n_rows):  # a finished row wrote an answer, nothing (no label fits the budget), or, stopped off
-        text = written[row]  # the format, an answer and an unfinished item that `complete_items` drops
+        text = written[row]  # the format or repeating a label, an answer and an item that `complete_items` drops
         if finished[row] and text and text not in answers:
-            assert stop and text[:max(i for i, t in enumerate(text) if t == 20)] in answers, text
+            assert text[:max(i for i, t in enumerate(text) if t == 20)] in answers, text
 
 
 def test_processor_ends_the_answer_when_the_model_leaves_the_format():
@@ -234,6 +252,55 @@ def test_processor_ends_the_answer_when_the_model_leaves_the_format():
     assert allowed_after([], favourite=42, stop=True) == [10, 11]  # no label yet: never stop empty-handed
     assert complete_items("cs.IT, math.", ["cs.IT", "math.IT"], ", ") == "cs.IT"
     assert complete_items("cs.IT, math.IT", ["cs.IT", "math.IT"], ", ") == "cs.IT, math.IT"
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_repeat_through_a_prefix_label_ends_the_answer(stop):
+    # "cs" = [10], "cs.IT" = [10, 11], "math" = [12]; after a separator: [20, 10], [20, 10, 11], [20, 12]
+    grammar = LabelGrammar(TokenTrie([[10], [10, 11], [12]]), TokenTrie([[20, 10], [20, 10, 11], [20, 12]]), (99,),
+                           stop_off_format=stop)
+    rows = _Rows(grammar, 2).advance(10, 10).advance(11, 11).advance(20, 20).advance(10, 10)  # "cs.IT, cs"
+    # row 0 goes on to "cs.IT" again: it may, and then only end ("cs" is not its choice); row 1 wants "cs" and ends
+    assert rows.allowed(budget=5, top=[11, 99]) == [[11], [20, 99]]
+    assert rows.advance(11, 99).allowed(budget=4, top=[20, 20]) == [[99], [99]]
+    assert complete_items("cs.IT, cs.IT", ["cs", "cs.IT", "math"], ", ") == "cs.IT"
+    # the same model choice while the prefix label is the first item, or already written, changes nothing
+    assert _Rows(grammar).advance(10).allowed(budget=5, top=[11]) == [[11, 20, 99]]
+    assert _Rows(grammar).advance(10).advance(20).advance(10).allowed(budget=5, top=[11]) == [[11]]
+
+
+def _drive(backend, labels, target: str, stop: bool) -> str:
+    """Constrained generation by a fake model whose first choice spells `target`, then the end: the answer."""
+    import torch
+
+    tokenizer, budget = backend.tokenizer, 30
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Abstract: x"}], tokenize=False,
+                                           add_generation_prompt=True)
+    grammar = build_grammar(tokenizer, labels, ", ", prompt[-32:], backend.end_ids, stop_off_format=stop)
+    processor = make_processor(grammar, budget)
+    ids = tokenizer.encode(prompt, add_special_tokens=False)
+    wanted = continuation_ids(tokenizer, prompt, target) + [backend.end_ids[0]]
+    written: list[int] = []
+    for step in range(budget):
+        scores = torch.zeros((1, len(tokenizer)))
+        scores[0, wanted[min(step, len(wanted) - 1)]] = 10.0
+        written.append(int(processor(torch.tensor([ids + written]), scores).argmax()))
+        if written[-1] in backend.end_ids:
+            break
+    return complete_items(tokenizer.decode(written, skip_special_tokens=True), labels, ", ")
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_a_repeated_label_never_becomes_its_prefix_label(backend, stop):
+    labels = ["cs", "cs.IT", "math.IT"]
+    after = label_sequences(backend.tokenizer, labels, ", ", "\n")[1]
+    assert after[1][: len(after[0])] == after[0]  # ", cs" is on the way to ", cs.IT": the case under test
+    assert _drive(backend, labels, "cs.IT, cs.IT", stop) == "cs.IT"
+    assert _drive(backend, labels, "cs.IT, math.IT, cs.IT", stop) == "cs.IT, math.IT"
+    # the model that wants the prefix label gets it
+    assert _drive(backend, labels, "cs.IT, cs", stop) == "cs.IT, cs"
+    assert _drive(backend, labels, "cs, cs.IT", stop) == "cs, cs.IT"
+    assert _drive(backend, labels, "math.IT, cs, cs.IT", stop) == "math.IT, cs, cs.IT"
 
 
 def test_score_plan_runs_only_inner_nodes_unless_all_ends_are_asked():

@@ -169,6 +169,34 @@ def test_common_short_name_resolves():
     assert parse("Computer Vision", SMALL).labels == ["cs.CV"]
 
 
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [("Computer Vision (CV), Machine Learning (ML)", ["cs.CV", "cs.LG"]),
+     ("Artificial Intelligence (AI), Machine Learning (ML)", ["cs.AI", "cs.LG"]),
+     ("cs.CL (NLP), cs.LG (ML)", ["cs.CL", "cs.LG"]), ("Machine Learning [ML]; Computer Vision", ["cs.LG", "cs.CV"]),
+     ("Machine Learning (cs.LG, cs.CV)", ["cs.LG", "cs.CV"])],
+)  # fmt: skip
+def test_a_name_with_its_abbreviation_counts_once(text, labels):
+    # The note after a name is part of it, as after a code; a note holding codes is not a note.
+    space = LabelSpace(["cs.AI", "cs.LG", "cs.CV", "cs.CL"])
+    assert parse(text, space) == ParseResult(labels=labels, unknown=[], well_formed=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "labels"),
+    [("Computer Science - Machine Learning", ["cs.LG"]), ("Computer Science > Computer Vision", ["cs.CV"]),
+     ("cs.AI, Computer Science: Machine Learning", ["cs.AI", "cs.LG"]),
+     ("Astrophysics - High Energy Astrophysical Phenomena", ["astro-ph.HE"]),
+     ("Astrophysics, High Energy Astrophysical Phenomena", ["astro-ph", "astro-ph.HE"]),
+     ("Machine Learning - Computer Vision", ["cs.LG", "cs.CV"])],
+)  # fmt: skip
+def test_the_archive_heading_a_name_is_not_a_label(text, labels):
+    # arXiv's subject lines head a category's name with its archive's or group's ("Computer Science" also shortens
+    # "Computer Science and Game Theory"; "Astrophysics" names the archive astro-ph, a label of its own).
+    space = LabelSpace(["cs.AI", "cs.LG", "cs.CV", "cs.GT", "astro-ph", "astro-ph.HE"])
+    assert parse(text, space) == ParseResult(labels=labels, unknown=[], well_formed=False)
+
+
 @pytest.mark.parametrize(("text", "name"), [("Machine Learning", "Machine Learning"),
                                             ("information theory", "information theory")])  # fmt: skip
 def test_ambiguous_names_are_unknown(text, name):

@@ -21,6 +21,12 @@ step at which the model's own first choice (before masking) is not allowed means
 forbids, usually a label it already wrote (small models repeat: "cs.IT, math.IT, math.IT, ..."). Pure masking
 would then push it into yet another label, up to `max_labels`; instead the answer ends there, and an item left
 unfinished after the last separator is dropped (`complete_items`). A model that keeps to the format is unaffected.
+
+Repeating a label through a prefix label (`astro-ph` / `astro-ph.HE`; with or without `stop_off_format`): after
+"astro-ph.HE, astro-ph" a model whose first choice goes on to ".HE" is repeating itself, that is ending its list,
+but masking would end the answer on `astro-ph`, a label it never chose. The row writes its choice instead; only
+the end is left after it, and `complete_items` drops the last item, unfinished or a repeat ("astro-ph.HE").
+
 Torch is imported inside the functions that need it only.
 """
 
@@ -156,15 +162,17 @@ class GrammarTables:
 
     def allowed(self, state: dict, budget: int, vocab: int, top=None):
         """(B, M) token ids each row may write next with `budget` tokens left (this one included); unused slots hold
-        `vocab` (one past the last token id). `top` (B,), the model's own first choice, ends the rows that leave
-        the format once they hold a label."""
+        `vocab` (one past the last token id). `top` (B,), the model's own first choice, lets a row repeat a label
+        through a prefix label and, with `stop_off_format`, ends the rows that leave the format once they hold a
+        label."""
         import torch
 
         node, written, count, done = state["node"], state["written"], state["count"], state["done"]
         free = ~written
         # continue the label being written: children through which an unwritten label can still be finished
         tokens, nodes = self.child_token[node], self.child_node[node]  # (B, K)
-        child_ok = self.child_valid[node] & ((self.remaining[nodes] <= budget - 1) & free[:, None, :]).any(-1)
+        below = self.remaining[nodes]  # (B, K, L)
+        child_ok = self.child_valid[node] & ((below <= budget - 1) & free[:, None, :]).any(-1)
         # at the end of a label not yet written: end the answer, or a separator and the next label
         label = self.ends[node]
         fresh = (label >= 0) & ~written.gather(1, label.clamp(min=0)[:, None])[:, 0]
@@ -175,15 +183,24 @@ class GrammarTables:
         after_ok = more[:, None] & self.child_valid[self.after_root][None] & after_fits.any(-1)
         # the end only: a finished row, a row with nothing left that fits, a row that left the format
         end_only = done | ~(child_ok.any(-1) | after_ok.any(-1) | fresh)
-        if top is not None and self.stop_off_format:
+        # a repeat through a prefix label: at the end of a fresh label ("cs.IT, cs"), the model's first choice goes
+        # on into written labels only (".IT"). Ending here would keep a label it never chose: it writes that token
+        # instead, after which only the end is left, and `complete_items` drops the item
+        repeat = torch.zeros_like(child_ok)  # (B, K): the child a repeating row goes on into
+        if top is not None:
             top = top[:, None]
-            kept = (((tokens == top) & child_ok).any(-1) | ((root_tokens[None] == top) & after_ok).any(-1)
-                    | (fresh & (self.end_ids[None] == top).any(-1)))
-            end_only |= ((count > 0) | (label >= 0)) & ~kept
+            into_written = ~((below < NEVER) & free[:, None, :]).any(-1)
+            repeat = (tokens == top) & self.child_valid[node] & into_written & (fresh & ~done)[:, None]
+            if self.stop_off_format:
+                kept = (((tokens == top) & child_ok).any(-1) | ((root_tokens[None] == top) & after_ok).any(-1)
+                        | (fresh & (self.end_ids[None] == top).any(-1)) | repeat.any(-1))
+                end_only |= ((count > 0) | (label >= 0)) & ~kept
+        repeating = repeat.any(-1)
+        free_choice = ~(end_only | repeating)[:, None]  # rows that write whatever the grammar allows
         unused = torch.full((1,), vocab, dtype=torch.long, device=node.device)
-        return torch.cat([torch.where(child_ok & ~end_only[:, None], tokens, unused),
-                          torch.where(after_ok & ~end_only[:, None], root_tokens[None], unused),
-                          torch.where((fresh | end_only)[:, None], self.end_ids[None], unused)], dim=1)
+        return torch.cat([torch.where((child_ok & free_choice) | repeat, tokens, unused),
+                          torch.where(after_ok & free_choice, root_tokens[None], unused),
+                          torch.where((end_only | (fresh & ~repeating))[:, None], self.end_ids[None], unused)], dim=1)
 
     def advance(self, state: dict, token) -> None:
         """Move every row's state over the token (B,) it wrote; rows that are done stay as they are."""
@@ -228,7 +245,7 @@ def make_processor(grammar: LabelGrammar, max_new_tokens: int):
             else:
                 self.tables.advance(self.state, input_ids[:, -1])
             budget = max_new_tokens - (input_ids.shape[1] - self.start)
-            top = scores.argmax(dim=-1) if grammar.stop_off_format else None  # the model's own first choice
+            top = scores.argmax(dim=-1)  # the model's own first choice
             vocab = scores.shape[-1]
             allowed = self.tables.allowed(self.state, budget, vocab, top)
             # one pass over the (B, vocab) scores: -inf everywhere, then the allowed scores copied back (unused
