@@ -274,7 +274,9 @@ def main() -> None:
                 compiled_notes.append(f"{what}: {time.perf_counter() - started:.1f} s")
                 print(compiled_notes[-1], file=sys.stderr)  # in the step's log at once, in the table at the end
                 del compilations[part]
-        print(f"| {cases[key][0]} | {timed(cases[key][1], len(prompts), sync):,.1f} |", flush=True)
+        rate = timed(cases[key][1], len(prompts), sync)
+        print(f"| {cases[key][0]} | {rate:,.1f} |" if rate >= 100 else f"| {cases[key][0]} | {rate:.3g} |",
+              flush=True)  # three significant digits for the slow rows of a CPU
     for note in compiled_notes:
         print(f"\n{note}")
     if args.profile:  # one batch of the floor and of each mode profiled: is the GPU busy, and with what?

@@ -283,6 +283,12 @@ class Task:
         task = cls(space, backend, template, gen_args, chat, pool, prompt_args, 0, max_labels)
         task.answer_prefix = " " if task.render_one("", "x", []).endswith(_plain_cue()) else ""
         task.max_new_tokens = gen_args.max_new_tokens or task.answer_budget()
+        if gen_args.constrained and gen_args.max_new_tokens:
+            shortest = min(len(backend.tokenizer.encode(task.answer_prefix + lab, add_special_tokens=False))
+                           for lab in space.labels)
+            if gen_args.max_new_tokens < shortest:  # every answer would come out empty
+                raise LlmclsError(f"--max_new_tokens {gen_args.max_new_tokens}: too few for any label in constrained "
+                                  f"mode (the shortest takes {shortest} tokens)")
         return task
 
     def answer_budget(self) -> int:

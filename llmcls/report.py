@@ -82,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     paired = paired_table(runs)  # bootstraps every pair once; the report reuses it
     if paired is not None:
         results.print(rich_table(paired.header, paired.text_rows(), title=paired.title, compact=True))
+    # what makes rows less comparable than they look: said here too, not only in the written report
+    differing = [line.replace(" (see Data and environment)", "") for line in shared_summary(runs)
+                 if "differs between runs" in line]
+    for note in differing + [note for run in runs for note in run.notes]:
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
     if args.out:
         report = build_report(runs, plots=args.plots, prefix=Path(args.out), comparison=comparison, paired=paired)
         for path in write_files(report, Path(args.out)):

@@ -177,6 +177,19 @@ def test_evaluate_names_what_is_wrong_in_a_damaged_file(tmp_path, capsys, lines,
     assert err.endswith(message) and str(path) in err and "\n" not in err
 
 
+def test_compare_says_in_the_terminal_when_runs_are_not_alike(linear_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["train-linear", "--train", "aapd-train", "--validation", "aapd-validation", "--test",
+                 "aapd-validation", "--output_dir", str(other), "--c", "1.0"]) == 0
+    lines = (other / "predictions.jsonl").read_text().splitlines()
+    (other / "predictions.jsonl").write_text("\n".join(lines[:3]) + "\n")  # as if cut short
+    capsys.readouterr()
+    assert main(["compare", str(linear_run), str(other)]) == 0
+    err = capsys.readouterr().err
+    assert "note: Data (train / validation / test): differs between runs" in err
+    assert "predictions.jsonl has 3 examples" in err
+
+
 def test_compare_writes_markdown_and_csv(linear_run, tmp_path):
     prefix = tmp_path / "table"
     assert main(["compare", str(linear_run), str(linear_run.parent), "--out", str(prefix)]) == 0

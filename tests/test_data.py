@@ -271,20 +271,16 @@ def test_unreadable_and_unsupported_files(tmp_path):
         read_file(str(tmp_path))
 
 
-def test_csv_error_names_the_physical_line(tmp_path):
+@pytest.mark.parametrize(("text", "line"), [
+    ('id,abstract,labels\n1,"two\nlines",cs.LG\n2,,cs.LG\n', 4),  # a quoted line break: the physical line
+    ("\nid,abstract,labels\n1,a,cs.LG\n\n2,b,cs.LG\n\n\n3,,cs.LG\n4,d,cs.LG\n\n", 8),  # blank lines count too
+])
+def test_csv_error_names_the_physical_line(tmp_path, text, line):
     path = tmp_path / "rows.csv"
-    path.write_text('id,abstract,labels\n1,"two\nlines",cs.LG\n2,,cs.LG\n')
+    path.write_text(text)
     with pytest.raises(DataError) as info:
         read_file(str(path))
-    assert str(info.value) == f"{path}:4: field 'abstract' is missing"
-
-
-def test_csv_error_line_counts_blank_lines(tmp_path):
-    path = tmp_path / "rows.csv"
-    path.write_text("\nid,abstract,labels\n1,a,cs.LG\n\n2,b,cs.LG\n\n\n3,,cs.LG\n4,d,cs.LG\n\n")
-    with pytest.raises(DataError) as info:
-        read_file(str(path))
-    assert str(info.value) == f"{path}:8: field 'abstract' is missing"
+    assert str(info.value) == f"{path}:{line}: field 'abstract' is missing"
 
 
 def test_json_array_errors_name_the_record_and_its_line(tmp_path):

@@ -341,6 +341,11 @@ def test_a_template_expression_that_fails_is_one_line(tiny, data, tmp_path, caps
     assert "Loading" not in err  # rendered once before the model loads
 
 
+def test_a_constrained_budget_too_small_for_any_label_is_refused(tiny, data, tmp_path, capsys):
+    assert main(["zeroshot", *_args(tiny, data, tmp_path / "run", "--constrained", "--max_new_tokens", "1")]) == 2
+    assert "too few for any label" in capsys.readouterr().err
+
+
 def test_a_split_resumed_whole_records_no_speed(tiny, data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
