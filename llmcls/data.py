@@ -13,8 +13,6 @@ rows. Problems in the input become one-line `DataError`s naming the file, the li
 
 from __future__ import annotations
 
-import ast
-import datetime
 import gzip
 import json
 import re
@@ -22,9 +20,17 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from llmcls.cells import (
+    BadCell,
+    cell_values,
+    first_version_date,
+    id_column,
+    iso_date,
+    parse_label_cell,
+    text_column,
+)
 from llmcls.config import check_date_option
 from llmcls.errors import DataError
 
@@ -41,8 +47,6 @@ SAMPLE_DESCRIPTIONS = {
     "arxiv-snapshot": "arXiv metadata snapshot: 300 raw records (ids 0704.*), the snapshot's own format",
     "arxiv-abstracts": "arXiv titles + abstracts (cs, stat, math heavy), 300 rows, labels as lists",
 }
-_WHITESPACE = r"\s+"
-_ISO_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[T ]|$)")  # a date, maybe followed by a time
 PROGRESS_MIN_BYTES = 50 << 20  # datasets' own progress bars only for files that take a while
 
 
@@ -408,21 +412,21 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
 
     n = batch.num_rows
     none = [None] * n
-    text, text_problems = _text_column(batch.column(fields.text), fields.text)
-    title, title_problems = _text_column(batch.column(fields.title), fields.title) if fields.title else (
+    text, text_problems = text_column(batch.column(fields.text), fields.text)
+    title, title_problems = text_column(batch.column(fields.title), fields.title) if fields.title else (
         pa.nulls(n, pa.string()), none)
     row_numbers = pa.array([str(i) for i in indices], pa.string())
     ids, id_problems = row_numbers, none
     if fields.id:  # rows without an id (some public samples have none) are named by their row number
-        given, id_problems = _id_column(batch.column(fields.id), fields.id)
+        given, id_problems = id_column(batch.column(fields.id), fields.id)
         given = pc.utf8_trim_whitespace(given)
         ids = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(given), 0), False), given, row_numbers)
     labels, label_problems = [], []
-    for cell in _values(batch.column(fields.labels)):
+    for cell in cell_values(batch.column(fields.labels)):
         try:
-            labels.append(_parse_label_cell(cell, options.label_sep))
+            labels.append(parse_label_cell(cell, options.label_sep))
             label_problems.append(None)
-        except _BadCell as err:
+        except BadCell as err:
             labels.append(None)
             label_problems.append(f"{fields.labels}\t{err}")
     malformed = batch.column("_malformed").to_pylist() if "_malformed" in batch.column_names else [False] * n
@@ -441,115 +445,6 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
         "_line": pc.cast(lines, pa.int64()),
         "_date": dates,
     })
-
-
-def _is_json(kind) -> bool:
-    """datasets' `Json` type: what a field whose JSON type varies between rows is loaded as (each cell JSON text)."""
-    return getattr(kind, "extension_name", None) == "arrow.json"
-
-
-def _values(column) -> list:
-    """The column's Python values, `Json` cells (and `Json` elements of lists) decoded."""
-    import pyarrow as pa
-
-    kind = column.type
-    if _is_json(kind):
-        return [None if cell is None else json.loads(cell) for cell in column.to_pylist()]
-    if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _is_json(kind.value_type):
-        return [None if cell is None else [None if v is None else json.loads(v) for v in cell]
-                for cell in column.to_pylist()]
-    return column.to_pylist()
-
-
-def _type_name(value) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _text_column(column, field: str):
-    """(Cleaned strings, per-row problems): a cell holding a number or a list instead of a string is a problem."""
-    import pyarrow as pa
-
-    kind = column.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
-        return _clean_text(column), [None] * len(column)
-    values = _values(column)
-    problems = [None if v is None or isinstance(v, str) else f"{field}\texpected a string, got {_type_name(v)}"
-                for v in values]
-    return _clean_text(pa.array([v if isinstance(v, str) else None for v in values], pa.string())), problems
-
-
-def _id_column(column, field: str):
-    """(Ids as strings, per-row problems): a number is its string; a list or an object is a problem."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not _is_json(column.type) and not pa.types.is_nested(column.type):
-        return pc.cast(column, pa.string()), [None] * len(column)
-    ids, problems = [], []
-    for value in _values(column):
-        usable = value is None or isinstance(value, str) or type(value) in (int, float)
-        ids.append(None if value is None or not usable else str(value))
-        problems.append(None if usable else f"{field}\texpected a string or a number, got {_type_name(value)}")
-    return pa.array(ids, pa.string()), problems
-
-
-def _clean_text(column):
-    """Collapse line breaks and runs of spaces (the snapshot wraps and indents its text) and trim."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        column = pc.cast(column, pa.string())
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(column, _WHITESPACE, " "))
-
-
-class _BadCell(ValueError):
-    """A cell of the wrong type; the message follows "field 'labels': "."""
-
-
-def _parse_label_cell(cell, sep: str | None) -> list[str] | None:
-    """A label list from a list, a JSON / Python list literal, or a separated string; None when missing.
-
-    Integer class ids (`3`, `[3, 17]`, as many datasets store labels) are read as their decimal strings. Raises
-    `_BadCell` for anything else (a boolean, a float, an object) and for a list holding one.
-    """
-    if cell is None:
-        return None
-    if _is_class_id(cell):
-        cell = [cell]
-    if isinstance(cell, str):
-        stripped = cell.strip()
-        if stripped.startswith("[") and stripped.endswith("]"):
-            cell = _literal_list(stripped)
-        elif sep is not None:
-            cell = stripped.split(sep)
-        else:
-            cell = re.split(r"[\s,;]+", stripped)
-    elif not isinstance(cell, list):
-        raise _BadCell(f"expected a list or a string, got {_type_name(cell)}")
-    out: list[str] = []
-    for value in cell:
-        if not isinstance(value, str) and not _is_class_id(value):
-            raise _BadCell(f"expected a list of strings, got a list holding {_type_name(value)}")
-        label = str(value).strip()
-        if label and label not in out:
-            out.append(label)
-    return out
-
-
-def _is_class_id(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _literal_list(text: str) -> list:
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            value = parse(text)
-        except (ValueError, SyntaxError):
-            continue
-        if isinstance(value, list):
-            return value
-    return re.split(r"[\s,;]+", text.strip("[]"))
 
 
 def _row_problem(text: str | None, labels: list[str] | None, malformed: bool, cell_problem: str | None,
@@ -574,39 +469,10 @@ def _dates(batch, options: ReadOptions):
     import pyarrow as pa
 
     if options.date_field == "first_version":
-        values = [_first_version_date(v) for v in _values(batch.column("versions"))]
+        values = [first_version_date(v) for v in cell_values(batch.column("versions"))]
     else:
-        values = [_iso_date(v) for v in _values(batch.column(options.date_field))]
+        values = [iso_date(v) for v in cell_values(batch.column(options.date_field))]
     return pa.array(values, pa.string())
-
-
-def _iso_date(value) -> str | None:
-    """`YYYY-MM-DD` of a date (a string that starts with one, or a date object); None for anything else."""
-    if isinstance(value, datetime.date):
-        return value.isoformat()[:10]
-    match = _ISO_DATE.match(value.strip()) if isinstance(value, str) else None
-    if match is None:
-        return None
-    try:
-        return datetime.date.fromisoformat(match.group(1)).isoformat()
-    except ValueError:  # 2008-13-01
-        return None
-
-
-def _first_version_date(versions) -> str | None:
-    """ISO date of the snapshot's first version (`"Mon, 2 Apr 2007 19:18:42 GMT"`); None when there is none."""
-    if isinstance(versions, str):  # a CSV or Parquet file may carry the list as JSON text
-        try:
-            versions = json.loads(versions)
-        except ValueError:
-            return None
-    if not isinstance(versions, list) or not versions:
-        return None
-    created = versions[0].get("created") if isinstance(versions[0], dict) else None
-    try:
-        return parsedate_to_datetime(created).date().isoformat() if created else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _filter_dates(dataset, options: ReadOptions):

@@ -1,0 +1,154 @@
+"""Cell values of a data file, as the readers need them: datasets' `Json` cells decoded, text and id columns with
+the rows whose cell has the wrong type, label cells (a list, a list literal, a separated string, integer class
+ids) and dates. Pure functions of pyarrow columns and Python values; the problems they find become one-line
+errors in `llmcls.data`.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import json
+import re
+from email.utils import parsedate_to_datetime
+
+_WHITESPACE = r"\s+"
+_ISO_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[T ]|$)")  # a date, maybe followed by a time
+
+
+def _is_json(kind) -> bool:
+    """datasets' `Json` type: what a field whose JSON type varies between rows is loaded as (each cell JSON text)."""
+    return getattr(kind, "extension_name", None) == "arrow.json"
+
+
+def cell_values(column) -> list:
+    """The column's Python values, `Json` cells (and `Json` elements of lists) decoded."""
+    import pyarrow as pa
+
+    kind = column.type
+    if _is_json(kind):
+        return [None if cell is None else json.loads(cell) for cell in column.to_pylist()]
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _is_json(kind.value_type):
+        return [None if cell is None else [None if v is None else json.loads(v) for v in cell]
+                for cell in column.to_pylist()]
+    return column.to_pylist()
+
+
+def _type_name(value) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def text_column(column, field: str):
+    """(Cleaned strings, per-row problems): a cell holding a number or a list instead of a string is a problem."""
+    import pyarrow as pa
+
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
+        return clean_text(column), [None] * len(column)
+    values = cell_values(column)
+    problems = [None if v is None or isinstance(v, str) else f"{field}\texpected a string, got {_type_name(v)}"
+                for v in values]
+    return clean_text(pa.array([v if isinstance(v, str) else None for v in values], pa.string())), problems
+
+
+def id_column(column, field: str):
+    """(Ids as strings, per-row problems): a number is its string; a list or an object is a problem."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not _is_json(column.type) and not pa.types.is_nested(column.type):
+        return pc.cast(column, pa.string()), [None] * len(column)
+    ids, problems = [], []
+    for value in cell_values(column):
+        usable = value is None or isinstance(value, str) or type(value) in (int, float)
+        ids.append(None if value is None or not usable else str(value))
+        problems.append(None if usable else f"{field}\texpected a string or a number, got {_type_name(value)}")
+    return pa.array(ids, pa.string()), problems
+
+
+def clean_text(column):
+    """Collapse line breaks and runs of spaces (the snapshot wraps and indents its text) and trim."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        column = pc.cast(column, pa.string())
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(column, _WHITESPACE, " "))
+
+
+class BadCell(ValueError):
+    """A cell of the wrong type; the message follows "field 'labels': "."""
+
+
+def parse_label_cell(cell, sep: str | None) -> list[str] | None:
+    """A label list from a list, a JSON / Python list literal, or a separated string; None when missing.
+
+    Integer class ids (`3`, `[3, 17]`, as many datasets store labels) are read as their decimal strings. Raises
+    `BadCell` for anything else (a boolean, a float, an object) and for a list holding one.
+    """
+    if cell is None:
+        return None
+    if _is_class_id(cell):
+        cell = [cell]
+    if isinstance(cell, str):
+        stripped = cell.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            cell = _literal_list(stripped)
+        elif sep is not None:
+            cell = stripped.split(sep)
+        else:
+            cell = re.split(r"[\s,;]+", stripped)
+    elif not isinstance(cell, list):
+        raise BadCell(f"expected a list or a string, got {_type_name(cell)}")
+    out: list[str] = []
+    for value in cell:
+        if not isinstance(value, str) and not _is_class_id(value):
+            raise BadCell(f"expected a list of strings, got a list holding {_type_name(value)}")
+        label = str(value).strip()
+        if label and label not in out:
+            out.append(label)
+    return out
+
+
+def _is_class_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _literal_list(text: str) -> list:
+    for parse in (json.loads, ast.literal_eval):
+        try:
+            value = parse(text)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, list):
+            return value
+    return re.split(r"[\s,;]+", text.strip("[]"))
+
+
+def iso_date(value) -> str | None:
+    """`YYYY-MM-DD` of a date (a string that starts with one, or a date object); None for anything else."""
+    if isinstance(value, datetime.date):
+        return value.isoformat()[:10]
+    match = _ISO_DATE.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        return None
+    try:
+        return datetime.date.fromisoformat(match.group(1)).isoformat()
+    except ValueError:  # 2008-13-01
+        return None
+
+
+def first_version_date(versions) -> str | None:
+    """ISO date of the snapshot's first version (`"Mon, 2 Apr 2007 19:18:42 GMT"`); None when there is none."""
+    if isinstance(versions, str):  # a CSV or Parquet file may carry the list as JSON text
+        try:
+            versions = json.loads(versions)
+        except ValueError:
+            return None
+    if not isinstance(versions, list) or not versions:
+        return None
+    created = versions[0].get("created") if isinstance(versions[0], dict) else None
+    try:
+        return parsedate_to_datetime(created).date().isoformat() if created else None
+    except (TypeError, ValueError):
+        return None
