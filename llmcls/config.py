@@ -74,12 +74,46 @@ def build_parser(dataclass_types: list[type], prog: str, description: str,
 def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
     """Parse `argv` into the parser's dataclasses (plus a namespace holding the positional, if any).
 
-    Config-file problems (missing file, unknown keys) become one-line `LlmclsError`s.
+    Config-file problems (missing or invalid YAML, unknown keys, a value of the wrong type, an impossible date)
+    become one-line `LlmclsError`s naming the file; `--config=FILE` works like `--config FILE`.
     """
+    import yaml
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            argv[i:i + 1] = ["--config", arg.split("=", 1)[1]]
+            break
+    config = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"), None)
+    if config is not None:
+        def error(message: str):  # a bad value in the file: argparse would print its usage and exit
+            raise LlmclsError(f"{config}: {message}")
+
+        parser.error = error
     try:
         return parser.parse_args_and_config(args=argv)
-    except (OSError, ValueError) as err:  # unreadable --config, unknown YAML keys, bad YAML mapping
-        raise LlmclsError(str(err).splitlines()[0]) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise LlmclsError(f"{config}: invalid YAML{where} ({getattr(err, 'problem', None) or 'unreadable'})") from None
+    except (OSError, ValueError) as err:  # unreadable --config, unknown YAML keys, bad YAML mapping, a bad date
+        raise LlmclsError(_config_problem(parser, config, str(err).splitlines()[0])) from None
+
+
+def _config_problem(parser, config: str | None, message: str) -> str:
+    """TRL's and YAML's messages about a config file, said in the file's terms."""
+    import difflib
+    import re
+
+    unknown = re.match(r"Unknown arguments from config file: \['--([^']+)'", message)
+    if unknown and config is not None:
+        known = sorted({action.dest for action in parser._actions} - {"help"})
+        close = difflib.get_close_matches(unknown.group(1), known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{config}: unknown field {unknown.group(1)!r}{hint}"
+    if config is not None and re.search(r"month must be|day is out of range|year .* out of range", message):
+        return f"{config}: a date that does not exist ({message}); dates are YYYY-MM-DD"
+    return message
 
 
 def to_dict(*objs: Any) -> dict[str, Any]:

@@ -144,6 +144,25 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
 
+    def command(self) -> str | None:
+        """The llmcls command that wrote the finished run in this folder (None when there is none): read off its
+        metrics.json's system and its config.yaml."""
+        if not (self.path / "metrics.json").exists():
+            return None
+        if "trained_run" in self.read_config():
+            return "predict-encoder"
+        system = str(self.read_metrics().get("system", ""))
+        return {"linear": "train-linear", "sft": "sft", "zeroshot": "zeroshot", "fewshot": "zeroshot"}.get(
+            system, "train-encoder" if system.startswith("encoder") else system or None)
+
+    def check_overwrite(self, command: str) -> None:
+        """Refuse to write over a finished run that another command made (a typo in --output_dir would lose it);
+        a rerun of the same command replaces its earlier results (see `clear_results`)."""
+        earlier = self.command()
+        if earlier is not None and earlier != command:
+            raise LlmclsError(f"{self.path} holds a finished `llmcls {earlier}` run, which `llmcls {command}` would "
+                              "replace; choose another --output_dir (or remove that run)")
+
     def clear_results(self) -> None:
         """Remove the predictions, metrics and thresholds of an earlier run in this directory. A command that makes
         new results (not one resuming its own) calls it once they are ready to write, so a rerun with other splits
