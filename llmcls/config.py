@@ -97,7 +97,7 @@ def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise LlmclsError(f"{config}: invalid YAML{where} ({getattr(err, 'problem', None) or 'unreadable'})") from None
     except (OSError, ValueError) as err:  # unreadable --config, unknown YAML keys, bad YAML mapping, a bad date
-        raise LlmclsError(_config_problem(parser, config, str(err).splitlines()[0])) from None
+        raise LlmclsError(_config_problem(parser, config, " ".join(str(err).split()))) from None
 
 
 def _config_problem(parser, config: str | None, message: str) -> str:

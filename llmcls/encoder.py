@@ -33,7 +33,16 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, se
 from llmcls.config import DataArguments, build_parser, command_line, number_list, parse
 from llmcls.corpus import Corpus, load_corpus, text_field_names
 from llmcls.encoder_infer import forward_logits, without_full_mask
-from llmcls.encoder_model import count_trainable, load_for_training, load_tokenizer, save_trained
+from llmcls.encoder_model import (
+    config_mismatch,
+    count_trainable,
+    is_mean_pooling,
+    load_config,
+    load_for_training,
+    load_tokenizer,
+    model_positions,
+    save_trained,
+)
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
@@ -55,20 +64,22 @@ class EncoderArguments(TrainingArguments):
     tp: float = field(default=4.0, metadata={"help": "Two-Way loss: temperature of the positives."})
     tn: float = field(default=1.0, metadata={"help": "Two-Way loss: temperature of the negatives."})
     pos_weight: float | None = field(default=None, metadata={
-        "help": "BCE: weight of the positive entries (> 1 favours recall)."})
+        "help": "BCE: weight of the positive entries, above 0 (> 1 favours recall)."})
     pooling: str = field(default="model", metadata={
         "help": "'model': the architecture's own classification head (BERT: [CLS] pooler); 'mean': mean of the "
                 "token states + a linear layer (the head sentence-transformers models are trained for).",
         "choices": ["model", "mean"]})
     text_fields: str = field(default="title,abstract", metadata={
         "help": "Fields joined (with the tokenizer's separator) into the input; empty ones are skipped."})
-    max_length: int = field(default=512, metadata={"help": "Truncate inputs to this many tokens."})
+    max_length: int = field(default=512, metadata={
+        "help": "Truncate inputs to this many tokens; capped at the model's positions (the run records the cap)."})
     per_label_thresholds: bool = field(default=False, metadata={
         "help": "Tune one threshold per label (needs a large validation split) instead of one global."})
     min_labels: str = field(default="0,1,2", metadata={
         "help": "Always predict at least this many top-scored labels; a list is searched on --validation."})
     early_stopping_patience: int | None = field(default=None, metadata={
-        "help": "Stop after this many evaluations without a better validation micro-F1."})
+        "help": "Stop after this many evaluations without a better validation micro-F1 (needs --eval_strategy "
+                "epoch or steps); unset or 0: no early stopping."})
     resume: bool = field(default=False, metadata={
         "help": "Continue from the last checkpoint in --output_dir (after a crash); --resume_from_checkpoint "
                 "names one explicitly."})
@@ -128,10 +139,13 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
     check_arguments(args)
+    RunDir(args.output_dir).check_overwrite("train-encoder")  # a finished run of another command stays whole
     with args.main_process_first(desc="reading and tokenising"):  # rank 0 fills datasets' cache, then the rest
         corpus = load_corpus(data_args, required=("train", "validation"))
+        config = load_config(args.model)
+        check_resume(args, corpus.label_space, config)
         tokenizer = load_tokenizer(args.model)
-        splits = encode_corpus(corpus, tokenizer, args)
+        splits = encode_corpus(corpus, tokenizer, args, config)
     set_seed(args.seed)  # the new classification head's initial weights come from --seed, not from the process's RNG
     model = load_for_training(args.model, corpus.label_space, args.pooling)
     trainer = build_trainer(model, tokenizer, splits["train"], splits["validation"], args)
@@ -161,14 +175,59 @@ def check_arguments(args: EncoderArguments) -> None:
         raise LlmclsError(f"--max_length must be at least 8, got {args.max_length}")
     if args.tp <= 0 or args.tn <= 0:
         raise LlmclsError("--tp and --tn must be positive")
+    if args.pos_weight is not None and not args.pos_weight > 0:  # 0 would drop the positives from the loss
+        raise LlmclsError(f"--pos_weight must be positive (> 1 favours recall), got {args.pos_weight}")
     parse_min_labels(args.min_labels)
+    check_early_stopping(args)
     if args.resume_from_checkpoint and not Path(args.resume_from_checkpoint).is_dir():
         raise LlmclsError(f"--resume_from_checkpoint: no checkpoint folder {args.resume_from_checkpoint}")
-    if args.resume and not args.resume_from_checkpoint:
+    checkpoint = resume_checkpoint(args)
+    if args.resume and checkpoint is None:
+        raise LlmclsError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from")
+    if checkpoint is not None and not (Path(checkpoint) / "trainer_state.json").is_file():
+        option = "--resume_from_checkpoint" if args.resume_from_checkpoint else "--resume"
+        raise LlmclsError(f"{option}: {checkpoint} is not a Trainer checkpoint (no trainer_state.json); give the "
+                          "checkpoint-* folder of an interrupted run")
+
+
+def check_early_stopping(args: EncoderArguments) -> None:
+    patience = args.early_stopping_patience
+    if patience is None or patience == 0:  # 0: off, as documented in the option's help
+        return
+    if patience < 0:
+        raise LlmclsError(f"--early_stopping_patience must be 0 (off) or more, got {patience}")
+    if args.eval_strategy == "no":
+        raise LlmclsError("--early_stopping_patience needs evaluations to compare: set --eval_strategy epoch (or "
+                          "steps)")
+    if not args.metric_for_best_model:
+        raise LlmclsError("--early_stopping_patience needs --metric_for_best_model (e.g. micro_f1)")
+
+
+def resume_checkpoint(args: EncoderArguments) -> str | None:
+    """The checkpoint that training continues from: --resume_from_checkpoint, or with --resume the last
+    checkpoint-* folder in --output_dir (the one the Trainer picks); None for a fresh run."""
+    if args.resume_from_checkpoint:
+        return str(args.resume_from_checkpoint)
+    if args.resume and Path(args.output_dir).is_dir():
         from transformers.trainer_utils import get_last_checkpoint
 
-        if not Path(args.output_dir).is_dir() or get_last_checkpoint(args.output_dir) is None:
-            raise LlmclsError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from")
+        return get_last_checkpoint(args.output_dir)
+    return None
+
+
+def check_resume(args: EncoderArguments, space: LabelSpace, config) -> None:
+    """Refuse a checkpoint made for another label space, model or head before anything loads it: its config.json
+    is compared with this run's (the Trainer would otherwise stop on a size mismatch after loading, or, with as many
+    labels, train on with columns that mean other labels). Checkpoints without a config.json (mean pooling, before
+    `EncoderTrainer._save` wrote one) are not checked."""
+    checkpoint = resume_checkpoint(args)
+    if checkpoint is None or not (Path(checkpoint) / "config.json").is_file():
+        return
+    problem = config_mismatch(load_config(checkpoint), space, config, args.pooling)
+    if problem:
+        option = "--resume_from_checkpoint" if args.resume_from_checkpoint else "--resume"
+        raise LlmclsError(f"{option}: checkpoint {checkpoint} {problem}; resume with the options of the run that "
+                          "made it, or train afresh without --resume")
 
 
 def check_parallelism(trainer) -> None:
@@ -200,20 +259,30 @@ class EncodedSplit:
         return out
 
 
-def encode_corpus(corpus: Corpus, tokenizer, args: EncoderArguments) -> dict[str, EncodedSplit]:
-    if effective_max_length(tokenizer, args.max_length) < args.max_length:
-        console.print(f"note: --max_length {args.max_length} capped at the model's {tokenizer.model_max_length} "
-                      "positions")
+def encode_corpus(corpus: Corpus, tokenizer, args: EncoderArguments, config=None) -> dict[str, EncodedSplit]:
+    """Tokenise every split; --max_length above the model's positions is lowered in `args` (so config.yaml records
+    the length used, which predict-encoder tokenises with)."""
+    max_length = effective_max_length(tokenizer, args.max_length, config)
+    if max_length < args.max_length:
+        console.print(f"note: --max_length {args.max_length} capped at the model's {max_length} positions")
+        args.max_length = max_length
     return {name: encode_split(ds, tokenizer, corpus.label_space, args.text_fields, args.max_length,
                                sort=name != "train")
             for name, ds in corpus.splits.items() if ds is not None}
 
 
-def effective_max_length(tokenizer, max_length: int) -> int:
-    """--max_length, capped at the tokenizer's model_max_length when it states a real one (BERT: 512): longer inputs
-    would index past the position embeddings."""
+def effective_max_length(tokenizer, max_length: int, config=None) -> int:
+    """--max_length, capped at the tokenizer's model_max_length when it states a real one (BERT: 512) and at the
+    positions of the model's config (`model_positions`; SciBERT's tokenizer states no length): longer inputs would
+    index past the position embeddings."""
+    limits = [max_length]
     limit = getattr(tokenizer, "model_max_length", None)
-    return limit if isinstance(limit, int) and limit < 100_000 and max_length > limit else max_length
+    if isinstance(limit, int) and limit < 100_000:  # tokenizers that state none say 1e30
+        limits.append(limit)
+    positions = model_positions(config) if config is not None else None
+    if positions is not None:
+        limits.append(positions)
+    return min(limits)
 
 
 def encode_split(ds, tokenizer, space: LabelSpace, text_fields: str, max_length: int, sort: bool) -> EncodedSplit:
@@ -252,6 +321,14 @@ class EncoderTrainer(Trainer):
     def __init__(self, *args, loss_fn, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        # The Trainer saves only the weights of a model that is no PreTrainedModel (the mean-pooling head); its
+        # config (labels, model type, pooling marker) lets `check_resume` compare a checkpoint with the run.
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if self.args.should_save and is_mean_pooling(model):
+            model.config.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         targets = inputs.pop("labels")

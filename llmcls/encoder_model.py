@@ -24,6 +24,13 @@ from llmcls.labels import LabelSpace
 
 POOLING_KEY = "llmcls_pooling"  # config.json key that marks a saved MeanPoolingClassifier
 WEIGHTS_FILE = "model.safetensors"
+# Model types whose position ids start at padding_idx + 1 (fairseq's `make_positions`, transformers'
+# `create_position_ids_from_input_ids`): the first padding_idx + 1 rows of their position embeddings never serve a
+# token, so roberta-base's 514 positions take 512 tokens.
+OFFSET_POSITION_TYPES = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text",
+                                   "roberta-prelayernorm", "ibert", "longformer", "luke", "xmod", "mpnet"})
+# config fields that fix the encoder's weight shapes: checkpoints that differ in one cannot be resumed
+SHAPE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
 
 class MeanPoolingClassifier(torch.nn.Module):
@@ -75,6 +82,51 @@ def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     return _load(AutoTokenizer, name)
+
+
+def load_config(name: str):
+    """The model's `config.json` only (no weights): its type, sizes and positions."""
+    from transformers import AutoConfig
+
+    return _load(AutoConfig, name)
+
+
+def model_positions(config) -> int | None:
+    """How many tokens the model takes: max_position_embeddings, less the padding offset of RoBERTa-style models
+    (positions padding_idx + 1 ..., see `OFFSET_POSITION_TYPES`); None when the config states no number."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or isinstance(positions, bool) or positions <= 0:
+        return None
+    if getattr(config, "model_type", None) in OFFSET_POSITION_TYPES:
+        padding_idx = getattr(config, "pad_token_id", None)
+        positions -= (padding_idx if isinstance(padding_idx, int) else 1) + 1  # RoBERTa's padding_idx is 1
+    return positions
+
+
+def config_mismatch(saved, space: LabelSpace, config, pooling: str) -> str | None:
+    """Why weights saved with config `saved` (a checkpoint's) do not fit the model that `load_for_training` makes
+    from `config` with a head over `space` and `pooling`; None when they fit. The model type and the pooling fix the
+    architecture (`AutoModelForSequenceClassification` has one class a type); `SHAPE_KEYS` its sizes."""
+    saved_type, model_type = getattr(saved, "model_type", None), getattr(config, "model_type", None)
+    if saved_type != model_type:
+        return f"holds a {saved_type} model, and this run's --model is a {model_type} model"
+    saved_pooling = getattr(saved, POOLING_KEY, None) or "model"
+    if saved_pooling != pooling:
+        return f"was trained with --pooling {saved_pooling}, this run has --pooling {pooling}"
+    for key in SHAPE_KEYS:
+        before, now = getattr(saved, key, None), getattr(config, key, None)
+        if before != now:
+            return f"holds a model with {key} {before}, and this run's --model has {now}"
+    id2label = getattr(saved, "id2label", None) or {}
+    labels = [str(id2label[i]) for i in sorted(id2label, key=int)]
+    if labels != list(space.labels):
+        if len(labels) != len(space):
+            detail = f"{len(labels)} labels, this run has {len(space)}"
+        else:  # as many labels: no shape error, but the columns would mean other labels
+            i = next(i for i, (a, b) in enumerate(zip(labels, space.labels, strict=True)) if a != b)
+            detail = f"label {i} is {labels[i]} there, {space.labels[i]} in this run"
+        return f"was trained for another label space ({detail})"
+    return None
 
 
 def load_for_training(name: str, space: LabelSpace, pooling: str = "model"):

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_dir and Path(args.output_dir).resolve() == source.path.resolve():
         raise LlmclsError(f"--output_dir {args.output_dir} is the trained run itself, whose results it would replace; "
                           "leave it out (RUN/predict-<test file>) or name another folder")
+    RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}").check_overwrite("predict-encoder")
     trained = read_training_config(source)
     data_args.labels = str(source.path / "labels.json")  # the trained label space, whatever the file holds
     corpus = load_corpus(data_args, required=("test",))

@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
 
         raise LlmclsError(f"{path}: no predictions in the file")
     space = label_space_for(path, records, args.labels)
+    outside = {label for r in records for label in r["labels"] + r["predicted"] if label not in space}
+    if outside:  # scored over the space only: say what the metrics leave out
+        console.print(f"note: {len(outside)} labels of the file are outside the label space and not scored "
+                      f"({', '.join(sorted(outside)[:5])}{', ...' if len(outside) > 5 else ''})")
     predictions = predictions_from_records(records, space)
     metrics = compute_metrics(predictions.gold, predictions.predicted, predictions.scores)
     if args.json:

@@ -53,6 +53,7 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
     check_arguments(args)
+    RunDir(args.output_dir).check_overwrite("train-linear")
     corpus = load_corpus(data_args, required=("train",))
     text_field_names(corpus.get("train"), args.text_fields)
     started = time.perf_counter()

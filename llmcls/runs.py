@@ -271,7 +271,7 @@ def _prediction_record(line: str, path: Path, number: int) -> dict[str, Any]:
         if not isinstance(scores, dict):
             raise LlmclsError(f"{path}:{number}: field 'scores' is not a mapping of label to number")
         odd = next(((label, value) for label, value in scores.items()
-                    if isinstance(value, bool) or not isinstance(value, (int, float))), None)
+                    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value), None)
         if odd is not None:
             raise LlmclsError(f"{path}:{number}: field 'scores' gives {odd[0]!r} the score {odd[1]!r}, not a number")
     return record

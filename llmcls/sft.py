@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llmcls.config import DataArguments, build_parser, parse, to_dict
@@ -26,6 +27,7 @@ from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.generative import GenerationArguments
 from llmcls.progress import console
+from llmcls.runs import RunDir
 
 
 @dataclass
@@ -75,6 +77,7 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
     check_options(training_args, model_args, script_args)
+    RunDir(training_args.output_dir).check_overwrite("sft")
     corpus = load_corpus(data_args, required=("train",))
     tokenizer = load_training_tokenizer(model_args, training_args)
     train_ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
@@ -110,6 +113,22 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
             raise LlmclsError("--generate_at_eval generates with the main process's copy of the model, which FSDP "
                               "and DeepSpeed ZeRO-3 shard; use it on one GPU or under DDP")
     targets = model_args.lora_target_modules or []
+    if isinstance(targets, str):  # one value ("all-linear") comes as a string
+        targets = [targets]
+    if any("," in target for target in targets):  # "q_proj,v_proj", like llmcls's other list options
+        model_args.lora_target_modules = targets = [t.strip() for target in targets for t in target.split(",")
+                                                    if t.strip()]
+    resume = training_args.resume_from_checkpoint
+    if resume is not None and str(resume).lower() == "true":  # the last checkpoint in --output_dir
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
+        if last is None:
+            raise LlmclsError(f"--resume_from_checkpoint true: no checkpoint-* folder in {training_args.output_dir}")
+        training_args.resume_from_checkpoint = last
+    elif resume is not None and not (Path(resume) / "trainer_state.json").is_file():
+        raise LlmclsError(f"--resume_from_checkpoint {resume}: not a Trainer checkpoint folder (no trainer_state.json)"
+                          "; give a checkpoint-* folder, or true for the last one in --output_dir")
     if model_args.use_peft and "lm_head" in targets:
         # TRL computes the loss from lm_head.weight directly (no full logits), so a LoRA there would never train.
         raise LlmclsError("a LoRA on lm_head is not trained by TRL's loss; drop it from --lora_target_modules "
@@ -140,20 +159,26 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     template = load_template(script_args.prompt)
     chat = {"auto": None, "on": True, "off": False}[script_args.chat]
     rng = random.Random(training_args.seed)
-    prompts, completions = [], []
-    for title, abstract, labels in zip(ds["title"], ds["abstract"], ds["labels"], strict=True):
+    def prompt(title: str | None, abstract: str) -> str:
         message = render_user_message(template, title=title, abstract=abstract, label_space=space)
-        prompts.append(build_prompt(tokenizer, message, chat=chat))
+        return build_prompt(tokenizer, message, chat=chat)
+
+    rows_in = list(zip(ds["title"], ds["abstract"], ds["labels"], strict=True))
+    completions = []
+    for _, _, labels in rows_in:
         ordered = [lab for lab in space.labels if lab in set(labels)]
         if script_args.shuffle_label_order:
             rng.shuffle(ordered)
         completions.append(build_completion(tokenizer, ordered, chat=chat))
-    prompt_ids = encode_prompts(tokenizer, prompts)
+    prompt_ids = encode_prompts(tokenizer, [prompt(title, abstract) for title, abstract, _ in rows_in])
     completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
     rows, cut = [], 0
-    for p_ids, c_ids in zip(prompt_ids, completion_ids, strict=True):
-        p_ids, was_cut = fit_prompt(p_ids, len(c_ids), training_args.max_length)
-        cut += was_cut
+    for (title, abstract, _), p_ids, c_ids in zip(rows_in, prompt_ids, completion_ids, strict=True):
+        room = None if training_args.max_length is None else training_args.max_length - len(c_ids)
+        if room is not None and len(p_ids) > room:  # the answer and its end token are never cut: the abstract is
+            p_ids = fit_prompt(lambda text, title=title: encode_prompts(tokenizer, [prompt(title, text)])[0],
+                               abstract, tokenizer, room, training_args.max_length)
+            cut += 1
         rows.append({"input_ids": p_ids + c_ids, "labels": [-100] * len(p_ids) + c_ids})
     if cut:
         console.print(f"note: {split}: {cut} prompts cut to fit --max_length {training_args.max_length} "
@@ -161,17 +186,22 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     return datasets.Dataset.from_list(rows)
 
 
-KEEP_PROMPT_TAIL = 8  # tokens of the prompt's end kept when cutting: the chat template's assistant header
-
-
-def fit_prompt(prompt_ids: list[int], n_completion: int, max_length: int | None) -> tuple[list[int], bool]:
-    """Cut the prompt (not the target, whose end token teaches the model to stop) to fit `max_length`."""
-    if max_length is None or len(prompt_ids) + n_completion <= max_length:
-        return prompt_ids, False
-    room = max_length - n_completion - KEEP_PROMPT_TAIL
-    if room <= 0:
-        raise LlmclsError(f"--max_length {max_length} leaves no room for the prompt of a {n_completion}-token answer")
-    return prompt_ids[:room] + prompt_ids[-KEEP_PROMPT_TAIL:], True
+def fit_prompt(encode, abstract: str, tokenizer, room: int, max_length: int) -> list[int]:
+    """The token ids of the prompt (`encode(abstract)`) with the abstract shortened, from its end, until the prompt
+    takes at most `room` tokens; the instructions, the label list and the template's end stay whole, and the
+    prompt stays the one inference renders (a token cut through the middle of it would not). An error when even
+    an empty abstract does not fit."""
+    words = abstract.split()
+    ids = encode(abstract)
+    while len(ids) > room and words:
+        # drop about as many words as there are tokens too many (a word is at least one token), then check again
+        words = words[: max(0, len(words) - max(1, len(ids) - room))]
+        ids = encode(" ".join(words))
+    if len(ids) > room:
+        raise LlmclsError(f"--max_length {max_length}: the prompt without its abstract takes {len(ids)} tokens and "
+                          f"the answer {max_length - room}; raise --max_length or use a shorter prompt "
+                          "(--prompt compact leaves out the label list)")
+    return ids
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -184,8 +214,15 @@ def make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check:
 
     model = load_training_model(model_args, training_args)
     trainer_class = _trainer_class(checked=check is not None)
-    trainer = trainer_class(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                            processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    try:
+        trainer = trainer_class(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    except ValueError as err:  # PEFT: --lora_target_modules names no module of this model
+        if type(err).__name__ != "NoMatchingPeftModuleError":
+            raise
+        targets = model_args.lora_target_modules
+        raise LlmclsError(f"--lora_target_modules {targets if isinstance(targets, str) else ' '.join(targets)}: "
+                          f"{' '.join(str(err).split())[:300]}") from None
     if training_args.torch_compile:  # the Trainer's compile plugin, read when training prepares the model
         trainer.accelerator.state.dynamo_plugin.use_regional_compilation = compile_regions
     if check is not None:
@@ -293,8 +330,6 @@ def load_training_model(model_args, training_args):
 
 
 def save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args, trained):
-    from llmcls.runs import RunDir
-
     run = RunDir(training_args.output_dir).create()
     if trainer.accelerator.is_main_process:  # predictions of an earlier model here must not be "resumed" from
         run.clear_results()

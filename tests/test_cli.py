@@ -102,6 +102,33 @@ def test_train_linear_options_fail_in_one_line(tmp_path, capsys, options, messag
     assert message in err.splitlines()[-1] and "Traceback" not in err  # notes on the data may come first
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("systems: [\n", "invalid YAML at line 2"),
+    ("train: aapd-train\nclasifier: svm\n", "unknown field 'clasifier' (did you mean 'classifier'?)"),
+    ("train: aapd-train\nmax_eval_examples: abc\n", "invalid int value: 'abc'"),
+    ("train: aapd-train\nsince: 2020-13-01\n", "a date that does not exist (month must be in 1..12)"),
+])
+def test_config_file_mistakes_name_the_file_in_one_line(tmp_path, capsys, text, message):
+    config = tmp_path / "recipe.yaml"
+    config.write_text(text)
+    assert main(["train-linear", "--config", str(config), "--output_dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"llmcls train-linear: error: {config}: ") and message in err and "\n" not in err, err
+
+
+def test_config_with_an_equals_sign(tmp_path):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("train: aapd-train\ntest: aapd-test\nc: '1.0'\n")
+    assert main(["train-linear", f"--config={config}", "--output_dir", str(tmp_path / "run")]) == 0
+
+
+def test_evaluate_says_which_labels_a_labels_file_leaves_out(linear_run, tmp_path, capsys):
+    few = tmp_path / "few.txt"
+    few.write_text("cs.IT\nmath.IT\n")
+    assert main(["evaluate", str(linear_run / "predictions.jsonl"), "--labels", str(few)]) == 0
+    assert "labels of the file are outside the label space and not scored" in capsys.readouterr().err
+
+
 def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.write_text("not a run")
@@ -168,6 +195,8 @@ def test_evaluate_rejects_a_broken_predictions_file(tmp_path, capsys):
     ('{"id": "1", "labels": ["a", 3], "predicted": ["a"]}\n', ":1: field 'labels' holds 3, not a label string"),
     ('{"id": "1", "labels": ["a"], "predicted": ["a"], "scores": {"a": "high"}}\n',
      ":1: field 'scores' gives 'a' the score 'high', not a number"),
+    ('{"id": "1", "labels": ["a"], "predicted": ["a"], "scores": {"a": NaN}}\n',
+     ":1: field 'scores' gives 'a' the score nan, not a number"),
 ])
 def test_evaluate_names_what_is_wrong_in_a_damaged_file(tmp_path, capsys, lines, message):
     path = tmp_path / "predictions.jsonl"

@@ -295,12 +295,116 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     (["--model", "MODEL", "--resume"], "--resume: no checkpoint-* folder"),
     (["--model", "MODEL", "--min_labels", "one"], "--min_labels must be integers"),
     (["--model", "/nonexistent/model"], "cannot load '/nonexistent/model'"),
+    (["--model", "MODEL", "--resume_from_checkpoint", "/nonexistent/checkpoint"], "no checkpoint folder"),
+    (["--model", "MODEL", "--resume_from_checkpoint", "MODEL"], "not a Trainer checkpoint (no trainer_state.json)"),
+    (["--model", "MODEL", "--early_stopping_patience", "1", "--eval_strategy", "no"],
+     "--early_stopping_patience needs evaluations"),
+    (["--model", "MODEL", "--early_stopping_patience", "-1"], "--early_stopping_patience must be 0 (off) or more"),
+    (["--model", "MODEL", "--loss", "bce", "--pos_weight", "-1"], "--pos_weight must be positive"),
+    (["--model", "MODEL", "--loss", "bce", "--pos_weight", "0"], "--pos_weight must be positive"),
 ])
 def test_bad_input_is_one_line(extra, message, tiny_models, tmp_path, capsys):
     extra = [str(tiny_models["bert"]) if value == "MODEL" else value for value in extra]
-    assert main(["train-encoder", *AAPD, "--output_dir", str(tmp_path / "run"), *extra]) == 2
+    small = ["--max_train_examples", "16", "--max_eval_examples", "16", "--num_train_epochs", "1",
+             "--max_length", "32", "--disable_tqdm", "true"]  # a run that a check lets through by mistake stays short
+    assert main(["train-encoder", *AAPD, "--output_dir", str(tmp_path / "run"), *small, *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("llmcls train-encoder: error: ") and message in err[-1], err[-1]
+
+
+def test_early_stopping_patience_0_is_off(tmp_path, capsys):
+    encoder.check_arguments(tiny_args(tmp_path, model="MODEL", early_stopping_patience=0))  # --eval_strategy no
+    with pytest.raises(SystemExit):
+        main(["train-encoder", "--help"])
+    assert "0: no early stopping" in " ".join(capsys.readouterr().out.split())
+
+
+def test_train_encoder_refuses_to_overwrite_another_commands_run(tiny_models, tmp_path, capsys):
+    out = tmp_path / "linear"
+    assert main(["train-linear", "--train", "aapd-train", "--test", "aapd-test", "--output_dir", str(out),
+                 "--c", "1.0"]) == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    capsys.readouterr()
+    assert main(train_argv(tiny_models["bert"], out, "--max_train_examples", "16", "--max_eval_examples", "16",
+                           "--num_train_epochs", "1", "--eval_strategy", "no", "--save_strategy", "no")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("llmcls train-encoder: error: ") and "`llmcls train-linear` run" in err[-1], err[-1]
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before  # no model/, no checkpoint-*
+
+
+@pytest.mark.parametrize("pooling", ["model", "mean"])
+def test_resume_refuses_a_checkpoint_of_another_label_space_model_or_head(pooling, tiny_models, tmp_path, capsys):
+    """The checkpoint's config.json (labels, model type and sizes, pooling) is compared with the run's before
+    anything loads: a mismatch is one line naming the checkpoint, not a size-mismatch traceback from the Trainer
+    (nor, with as many labels, a run that silently gives the columns other meanings)."""
+    out = tmp_path / "run"
+    argv = train_argv(tiny_models["bert"], out, "--max_train_examples", "32", "--max_eval_examples", "24",
+                      "--per_device_train_batch_size", "8", "--num_train_epochs", "1", "--max_length", "48",
+                      "--pooling", pooling, "--keep_checkpoints", "true")
+    assert main(argv) == 0
+    checkpoint = out / "checkpoint-4"
+    assert (checkpoint / "trainer_state.json").exists() and (checkpoint / "config.json").exists()
+    saved = json.loads((checkpoint / "config.json").read_text())
+    assert list(saved["id2label"].values()) == list(LabelSpace.load(out / "labels.json").labels)
+    other_pooling, n_labels = "mean" if pooling == "model" else "model", len(saved["id2label"])
+    capsys.readouterr()
+    for extra, message in ((["--resume", "true", "--top_labels", "5"],
+                            f"another label space ({n_labels} labels, this run has 5)"),
+                           (["--resume", "true", "--labels", "LABELS"], "label 0 is"),
+                           (["--resume", "true", "--model", str(tiny_models["deberta"])],
+                            "holds a bert model, and this run's --model is a deberta-v2 model"),
+                           (["--resume", "true", "--pooling", other_pooling], f"--pooling {pooling}, this run has"),
+                           (["--resume_from_checkpoint", str(checkpoint), "--top_labels", "5"],
+                            f"{n_labels} labels")):
+        if "LABELS" in extra:  # the same labels in another order: no shape error, but other meanings
+            labels = tmp_path / "reversed.txt"
+            labels.write_text("\n".join(reversed(saved["id2label"].values())) + "\n")
+            extra = [*extra[:-1], str(labels)]
+        assert main([*argv, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("llmcls train-encoder: error: "), err[-1]
+        assert f"checkpoint {checkpoint} " in err[-1] and message in err[-1], err[-1]
+
+
+def test_max_length_is_capped_at_the_config_positions_when_the_tokenizer_states_none(tiny_models, tmp_path):
+    """SciBERT's hub tokenizer states no model_max_length: the model config's positions cap --max_length, and the
+    run records the length it used (predict-encoder tokenises with it)."""
+    import shutil
+
+    model = tmp_path / "no_limit"
+    shutil.copytree(tiny_models["bert"], model)
+    tokenizer_config = json.loads((model / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("model_max_length")
+    (model / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    assert load_tokenizer(str(model)).model_max_length > 100_000
+    out = tmp_path / "run"
+    assert main(train_argv(model, out, "--max_train_examples", "16", "--max_eval_examples", "16",
+                           "--num_train_epochs", "1", "--max_length", "512", "--eval_strategy", "no",
+                           "--save_strategy", "no")) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["max_length"] == 128
+
+
+def test_usable_positions_leave_out_the_roberta_padding_offset():
+    """RoBERTa numbers positions from padding_idx + 1: max_position_embeddings 34 with padding_idx 1 takes 32
+    tokens (514 -> 512 for roberta-base)."""
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, RobertaConfig, RobertaModel
+
+    from llmcls.encoder_model import model_positions
+
+    no_limit = SimpleNamespace(model_max_length=int(1e30))
+    assert model_positions(BertConfig(max_position_embeddings=128)) == 128
+    assert encoder.effective_max_length(no_limit, 512, BertConfig(max_position_embeddings=128)) == 128
+    assert encoder.effective_max_length(SimpleNamespace(model_max_length=64), 512, BertConfig()) == 64
+    config = RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32, max_position_embeddings=34, pad_token_id=1)
+    assert model_positions(config) == 32 and encoder.effective_max_length(no_limit, 512, config) == 32
+    model = RobertaModel(config).eval()
+    with torch.no_grad():
+        model(input_ids=torch.full((1, 32), 5))
+        with pytest.raises((IndexError, RuntimeError)):  # one token more indexes past the positions
+            model(input_ids=torch.full((1, 33), 5))
 
 
 @pytest.mark.parametrize("sharding", ["is_fsdp_enabled", "is_deepspeed_enabled"])

@@ -17,13 +17,15 @@ from tiny_llms import build_tiny_llama
 from llmcls.cli import main as cli_main
 from llmcls.config import DataArguments, parse
 from llmcls.corpus import load_corpus
+from llmcls.errors import LlmclsError
 from llmcls.runs import RunDir
 from llmcls.sft import SFTScriptArguments, build_sft_dataset, fit_prompt, load_training_tokenizer, make_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--bf16", "false", "--activation_checkpointing",
         "false", "--report_to", "none", "--logging_steps", "1", "--save_strategy", "no", "--lora_r", "4",
-        "--lora_alpha", "8", "--learning_rate", "5.0e-2", "--use_peft", "true", "--dataloader_num_workers", "0"]
+        "--lora_alpha", "8", "--learning_rate", "5.0e-2", "--use_peft", "true", "--dataloader_num_workers", "0",
+        "--max_length", "2048"]  # the tiny tokenizer spells the zero-shot prompt's label list in ~1,300 tokens
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +52,40 @@ def _trainer(model: Path, out: Path, *extra: str, compile_regions: bool = True):
     return make_trainer(model_args, training_args, tokenizer, ds, None, compile_regions=compile_regions)
 
 
-def test_fit_prompt_keeps_the_answer():
-    ids, cut = fit_prompt(list(range(100)), 10, 50)
-    assert cut and len(ids) + 10 == 50 and ids[-8:] == list(range(92, 100)) and ids[:5] == [0, 1, 2, 3, 4]
-    assert fit_prompt([1, 2], 3, 50) == ([1, 2], False)
+def test_fit_prompt_cuts_the_abstract_and_keeps_the_rest():
+    def encode(abstract: str) -> list[str]:  # a stand-in tokenizer: one token a word
+        return f"Labels: a b c d . Abstract: {abstract} . Answer :".split()
+
+    abstract = " ".join(f"w{i}" for i in range(40))
+    ids = fit_prompt(encode, abstract, None, 20, 30)
+    assert len(ids) <= 20 and ids[:7] == ["Labels:", "a", "b", "c", "d", ".", "Abstract:"]
+    assert ids[-3:] == [".", "Answer", ":"] and ids[7] == "w0"  # the abstract's start kept, the template's end too
+    with pytest.raises(LlmclsError, match="the prompt without its abstract takes 10 tokens"):
+        fit_prompt(encode, abstract, None, 9, 19)
+
+
+def test_a_long_prompt_keeps_its_abstract_and_answer(tiny_llama, tmp_path):
+    # the zero-shot prompt lists every label before the abstract: a cut must come out of the abstract's end, not
+    # out of the list, the abstract's start or the template's end
+    data_args, script_args, _, training_args, model_args = parse(make_parser(), _args(
+        tiny_llama, tmp_path, "--prompt", "zeroshot"))
+    corpus = load_corpus(data_args, required=("train",))
+    tokenizer = load_training_tokenizer(model_args, training_args)
+    training_args.max_length = None
+    full = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
+    lengths = [len(row["input_ids"]) for row in full]
+    longest = lengths.index(max(lengths))
+    training_args.max_length = max(lengths) - 20
+    cut = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
+    ids = cut[longest]["input_ids"]
+    assert len(ids) <= training_args.max_length
+    text = tokenizer.decode(ids)
+    abstract = corpus.get("train")["abstract"][longest]
+    assert "Abstract: " + " ".join(abstract.split()[:5]) in text
+    assert " ".join(abstract.split()[-3:]) not in text  # its end went
+    assert text.count("(") == tokenizer.decode(full[longest]["input_ids"]).count("(")  # every "code (name)" kept
+    answer = [t for t in cut[longest]["labels"] if t != -100]
+    assert answer == [t for t in full[longest]["labels"] if t != -100]  # the answer and its end token, whole
 
 
 def test_collated_labels_cover_the_completion_and_its_end_token(tiny_llama, tmp_path):
@@ -258,10 +290,37 @@ def test_real_smollm2_lora_steps_on_cpu(tmp_path):
     gguf = next(Path(SMOLLM.origin).parent.glob("*.gguf"))
     out = tmp_path / "smol"
     argv = ["sft", "--model_name_or_path", str(gguf), "--train", "aapd-train", "--max_train_examples", "4",
-            "--test", "aapd-test", "--max_eval_examples", "4", "--max_length", "1024", *FAST,
+            "--test", "aapd-test", "--max_eval_examples", "4", *FAST, "--max_length", "1024",
             "--per_device_train_batch_size", "2", "--learning_rate", "1.0e-4", "--constrained", "true",
             "--output_dir", str(out)]
     assert cli_main(argv) == 0
     record = json.loads((out / "metrics.json").read_text())
     assert record["generation"]["well_formed_rate"] == 1.0
     assert (out / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_option_mistakes_are_one_line(tiny_llama, tmp_path, capsys):
+    out = tmp_path / "run"
+    cases = [
+        (["--lora_target_modules", "foo"], "--lora_target_modules foo:"),
+        (["--resume_from_checkpoint", str(tmp_path)], "not a Trainer checkpoint folder"),
+        (["--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no checkpoint-* folder"),
+    ]
+    for extra, message in cases:
+        assert cli_main(["sft", *_args(tiny_llama, out, "--skip_eval", "true", *extra)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err.splitlines()[-1] and "Traceback" not in err, err
+    linear = tmp_path / "linear"  # a finished run of another command is not replaced
+    assert cli_main(["train-linear", "--train", "aapd-train", "--test", "aapd-test", "--output_dir", str(linear),
+                     "--c", "1.0"]) == 0
+    assert cli_main(["sft", *_args(tiny_llama, linear, "--skip_eval", "true")]) == 2
+    assert "holds a finished `llmcls train-linear` run" in capsys.readouterr().err
+
+
+def test_lora_target_modules_as_a_comma_list(tiny_llama, tmp_path):
+    from llmcls.sft import check_options
+
+    _, script_args, _, training_args, model_args = parse(make_parser(), _args(
+        tiny_llama, tmp_path, "--lora_target_modules", "q_proj,v_proj", "o_proj"))
+    check_options(training_args, model_args, script_args)
+    assert model_args.lora_target_modules == ["q_proj", "v_proj", "o_proj"]
