@@ -15,6 +15,8 @@ system whose run is complete (metrics.json written, state complete, same fingerp
 an interrupted benchmark continues where it stopped; an interrupted system reruns in its folder (the generative
 commands keep their finished predictions); a system whose options changed reruns from an empty folder. A failing
 system is reported in one line (traceback in NAME/error.log) and the others still run; the exit status is then 1.
+The report covers the systems whose run is complete with the YAML's current options: one whose options changed but
+that was not rerun (--only, --skip) is left out, with a note, rather than shown with its old results.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from llmcls.progress import console
 from llmcls.runs import RunDir, atomic_write
 
 RECORD = "benchmark.json"
+STALE = {"changed": "was made with other options than the YAML's", "new": f"has no {RECORD} (not run by a benchmark)",
+         "running": "holds an interrupted run", "failed": "holds a failed run"}  # run_state -> why not reported
 
 
 def make_parser():
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         write_slice(piece)
     outcomes = run_systems(plan)
     print_summary(outcomes)
-    write_report(plan.out_dir, plan.names)
+    write_report(plan.out_dir, plan.every)
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
@@ -252,12 +256,23 @@ def print_summary(outcomes: list[Outcome]) -> None:
     console.print(table)
 
 
-def write_report(out_dir: Path, names: list[str]) -> None:
-    """`llmcls compare RUN... --out OUTPUT_DIR/report` over the YAML's finished systems (other run directories left
-    in OUTPUT_DIR, e.g. of a system since removed from the YAML, stay out): the table on stdout, the files beside."""
+def write_report(out_dir: Path, systems: list[System]) -> None:
+    """`llmcls compare RUN... --out OUTPUT_DIR/report` over the YAML's systems whose run is complete and current
+    (benchmark.json: state complete, fingerprint of the YAML's options): the table on stdout, the files beside.
+    Other run directories left in OUTPUT_DIR (a system since removed from the YAML) stay out, and so does the run
+    of a system whose options changed but that was not rerun (--only, --skip, a failure): a note says so."""
     from llmcls import report
 
-    finished = [str(out_dir / name) for name in names if (out_dir / name / "metrics.json").exists()]
+    finished = []
+    for system in systems:
+        run_dir = out_dir / system.name
+        record = read_record(run_dir)
+        state = run_state(run_dir, record, system.fingerprint())
+        if state == "complete":
+            finished.append(str(run_dir))
+        elif (run_dir / "metrics.json").exists():
+            console.print(f"note: {system.name}: left out of the report: {run_dir} {STALE[state]} (run the system "
+                          "again)", soft_wrap=True, markup=False)
     if not finished:
         console.print("No finished run: no report.")
         return

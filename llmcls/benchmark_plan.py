@@ -18,8 +18,10 @@ A system's argv is `--config RECIPE` (when given), then the shared data options,
 defaults are shared; `key: null` in a system's options drops a shared one. `package:NAME` as a value stands for
 the model shipped in the installed Python package NAME (its .gguf file, or its model folder): the offline models
 of `make setup-models`. `train_rows: 1-800` (likewise `validation_rows`, `test_rows`) uses only those lines of a
-JSON-lines file (1-based, inclusive), written to OUTPUT_DIR/data/; `development:` holds data options that replace
-these when no test split is given (a development estimate held out from the training file).
+JSON-lines file (1-based, inclusive), written to OUTPUT_DIR/data/ (a system whose own options set that split uses
+its own file, whole); `development:` holds data options that replace these when no test split is given (a
+development estimate held out from the training file). System names are folder names; `data` and names starting with
+`report` are reserved (OUTPUT_DIR/data, OUTPUT_DIR/report.*).
 """
 
 from __future__ import annotations
@@ -105,7 +107,11 @@ class Plan:
     slices: list[RowSlice]
     out_dir: Path
     notes: list[str]
-    names: list[str]  # every system of the YAML, selected or not: the report covers those that are finished
+    every: list[System]  # every system of the YAML, selected or not: the report covers those complete and current
+
+    @property
+    def names(self) -> list[str]:
+        return [system.name for system in self.every]
 
 
 def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -> Plan:
@@ -127,7 +133,7 @@ def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -
     selected = select(systems, args.only, args.skip, source)
     for system in systems:  # all of them, selected or not: a typo anywhere fails now, not in an hour
         check_parses(system, out_dir, source)
-    return Plan(selected, slices, out_dir, notes, [system.name for system in systems])
+    return Plan(selected, slices, out_dir, notes, systems)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -212,6 +218,9 @@ def make_system(entry: Any, index: int, shared_flags: dict[str, Any], shared_dec
         raise LlmclsError(f"{where}: option {dropped[0]!r} is set by its config {recipe}; null cannot unset it "
                           "(give another value)")
     flags = {k: v for k, v in (shared_flags | own).items() if v is not None}
+    # a split the system sets itself replaces the shared file: the shared rows of that file do not apply to it
+    shared_declared = {k: v for k, v in shared_declared.items()
+                       if not (k in ROWS_FIELDS and k.removesuffix("_rows") in own)}
     declared = {k: v for k, v in (recipe_options | shared_declared | own).items() if v is not None}
     return System(name, command, recipe, declared, flags)
 
@@ -242,8 +251,12 @@ def check_names(systems: list[System], source: str) -> None:
         if system.name.lower() in seen:  # case-insensitive file systems would share the folder
             raise LlmclsError(f"{source}: two systems are named {system.name!r}")
         seen.add(system.name.lower())
-        if system.name == "data":
-            raise LlmclsError(f"{source}: system name 'data' is reserved (OUTPUT_DIR/data holds row slices)")
+        if system.name.lower() == "data":
+            raise LlmclsError(f"{source}: system name {system.name!r} is reserved (OUTPUT_DIR/data holds row "
+                              "slices)")
+        if system.name.lower().startswith("report"):
+            raise LlmclsError(f"{source}: system name {system.name!r} is reserved (names starting with 'report' "
+                              "would clash with the report files OUTPUT_DIR/report.*)")
 
 
 def select(systems: list[System], only: str | None, skip: str | None, source: str) -> list[System]:

@@ -2,18 +2,21 @@
 
 matplotlib is imported inside the functions (the CLI starts without it) and drawn through a bare `Figure` on the
 Agg canvas: no pyplot, so no global backend switch and no figure left open between reports. Each function takes
-plain numbers, already computed from the runs, and returns the PNG file's bytes.
+plain numbers, already computed from the runs, and returns the PNG file's bytes. Run names longer than NAME_WIDTH
+characters are shortened in the middle (`short_names`, still distinct), so that legends and point labels fit.
 """
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
 DPI = 110
 MARKERS = "osD^v<>pPX*h"
+NAME_WIDTH = 40  # run names longer than this are shortened in the figures (legends, point labels)
 
 
 def _figure(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs):
@@ -39,6 +42,27 @@ def color(i: int):
     return colormaps["tab10"](i % 10)
 
 
+def short_names(names: Sequence[str], width: int = NAME_WIDTH) -> list[str]:
+    """The run names as the figures print them: at most `width` characters, a longer one cut in the middle ("…"
+    for the cut: both ends tell runs apart, e.g. a folder and a seed). Names that would still read the same get
+    their position in the report appended ("#2"), so that every run stays distinct."""
+    short = [_middle_ellipsis(name, width) for name in names]
+    for attempt in range(2):  # the duplicates first; if that is not enough (a name that looks like a tag), all
+        if len(set(short)) == len(short):
+            break
+        counts = Counter(short)
+        short = [_middle_ellipsis(name, width - len(f" #{i}")) + f" #{i}" if attempt or counts[s] > 1 else s
+                 for i, (name, s) in enumerate(zip(names, short, strict=True), start=1)]
+    return short
+
+
+def _middle_ellipsis(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    head = width // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
 def per_label_f1(labels: Sequence[str], support: Sequence[int], series: dict[str, Sequence[float | None]]) -> bytes:
     """F1 of each label (x, by support, most frequent first) for each run (one line each; `series` holds every run
     in report order, so colours match the other figures), support below.
@@ -51,7 +75,8 @@ def per_label_f1(labels: Sequence[str], support: Sequence[int], series: dict[str
                         gridspec_kw={"height_ratios": [3, 1]})
     top, bottom = axes[0, 0], axes[1, 0]
     x = np.arange(n)
-    for i, (name, values) in enumerate(series.items()):
+    names = short_names(list(series))  # a long run name would stretch the legend past the figure
+    for i, (name, values) in enumerate(zip(names, series.values(), strict=True)):
         if all(v is None for v in values):  # a run without predictions: no line, but its colour stays reserved
             continue
         y = np.array([np.nan if v is None else v for v in values], dtype=float)
@@ -78,8 +103,10 @@ def per_label_f1(labels: Sequence[str], support: Sequence[int], series: dict[str
 
 def f1_vs_cost(names: Sequence[str], f1: Sequence[float | None], speed: Sequence[float | None],
                train_s: Sequence[float | None]) -> bytes:
-    """Micro-F1 against prediction throughput and against training time (log axes), one point per run."""
+    """Micro-F1 against prediction throughput and against training time (log axes), one point per run; the names
+    (shortened) beside the points, on the left of those in the right half so that they stay inside the figure."""
     fig, axes = _figure(11.0, 4.5, 1, 2)
+    names = short_names(names)
     panels = ((axes[0, 0], speed, "examples per second (prediction, log)"),
               (axes[0, 1], train_s, "training time, seconds (log)"))
     for ax, cost, xlabel in panels:
@@ -87,8 +114,12 @@ def f1_vs_cost(names: Sequence[str], f1: Sequence[float | None], speed: Sequence
                   if y is not None and x is not None and x > 0]  # log axis: a run without the value has no place
         for i, _, x, y in points:
             ax.scatter([x], [y], color=color(i), marker=MARKERS[i % len(MARKERS)], s=50, zorder=3)
+        logs = [np.log10(x) for _, _, x, _ in points]
+        middle = (min(logs) + max(logs)) / 2 if logs else 0.0
         for x, y, label in _clustered_labels(points):
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8, va="bottom")
+            left = np.log10(x) > middle  # labels of the right half go left of their point: not cut at the edge
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(-5 if left else 5, 4), fontsize=8,
+                        va="bottom", ha="right" if left else "left")
         if points:
             ax.set_xscale("log")
         else:
@@ -124,6 +155,7 @@ def precision_recall(names: Sequence[str], points: Sequence[tuple[float, float] 
     global threshold swept over the scores; grey iso-F1 lines for reading F1 off the plot."""
     fig, axes = _figure(7.0, 6.0)
     ax = axes[0, 0]
+    names = short_names(names)
     recall = np.linspace(0.01, 1.0, 200)
     for level in (0.2, 0.4, 0.6, 0.8):
         precision = level * recall / (2 * recall - level)

@@ -5,7 +5,7 @@ two or more runs with predictions, each run's paired micro-F1 difference from th
     llmcls compare runs/                                 # every finished run below runs/, terminal table only
     llmcls compare runs/ --split validation --out runs/validation --plots false
 
-With `--out PREFIX` it writes:
+With `--out PREFIX` (its folder is created when missing; checked before anything is computed) it writes:
 
     PREFIX.md, PREFIX.tex, PREFIX.html   the whole report (HTML self-contained: inline CSS, plots as data URIs;
                                          LaTeX a booktabs document that includes the PNGs beside it)
@@ -31,10 +31,12 @@ label accuracy and micro precision, recall and F1, and says so in its caption.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmcls.config import build_parser, parse
+from llmcls.errors import LlmclsError
 from llmcls.progress import console, results
 from llmcls.report_data import Run, find_runs, load_runs, threshold_curve
 from llmcls.report_formats import Figure, Report, csv_text, html_page, latex, markdown
@@ -72,6 +74,7 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(make_parser(), argv)
+    prefix = check_out(args.out) if args.out else None  # before the work: a bad --out must not cost the tables
     runs = load_runs(find_runs(extra.runs), args.split)
     comparison = comparison_table(runs)  # built once: its interval column bootstraps every run's predictions
     header, rows, title = terminal_columns(comparison)
@@ -87,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                  if "differs between runs" in line]
     for note in differing + [note for run in runs for note in run.notes]:
         console.print(f"note: {note}", soft_wrap=True, markup=False)
-    if args.out:
-        report = build_report(runs, plots=args.plots, prefix=Path(args.out), comparison=comparison, paired=paired)
-        for path in write_files(report, Path(args.out)):
+    if prefix is not None:
+        report = build_report(runs, plots=args.plots, prefix=prefix, comparison=comparison, paired=paired)
+        for path in write_files(report, prefix):
             console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
 
@@ -152,6 +155,29 @@ def _number(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def check_out(out: str) -> Path:
+    """The --out prefix, once its folder exists (created when missing) and takes files: else one line naming
+    --out."""
+    import tempfile
+
+    prefix = Path(out)
+    if out.endswith(("/", os.sep)) or prefix.name in ("", ".", ".."):
+        raise LlmclsError(f"--out {out}: expected a file name prefix such as runs/comparison (the files are "
+                          "PREFIX.md, PREFIX.csv, ...), got a folder")
+    folder = prefix.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = "a file is in the way" if isinstance(err, (FileExistsError, NotADirectoryError)) else err.strerror
+        raise LlmclsError(f"--out {out}: cannot create the folder {folder} ({why or err})") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # what the writes need: a new file in that folder
+            pass
+    except OSError as err:
+        raise LlmclsError(f"--out {out}: cannot write files in {folder} ({err.strerror or err})") from None
+    return prefix
+
+
 def write_files(report: Report, prefix: Path) -> list[Path]:
     """Write every file of the report; the names follow the module docstring."""
     def named(suffix: str) -> Path:
@@ -163,7 +189,10 @@ def write_files(report: Report, prefix: Path) -> list[Path]:
         outputs[named(".csv" if table.key == "comparison" else f"-{table.key}.csv")] = csv_text(table)
     outputs.update({prefix.with_name(figure.filename): figure.png for figure in report.figures()})
     for path, content in outputs.items():
-        atomic_write(path, content)
+        try:
+            atomic_write(path, content)
+        except OSError as err:  # e.g. a folder where a file goes
+            raise LlmclsError(f"--out {prefix}: cannot write {path} ({err.strerror or err})") from None
     return list(outputs)
 
 

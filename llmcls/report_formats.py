@@ -11,6 +11,7 @@ import base64
 import csv
 import html
 import io
+import re
 from dataclasses import dataclass, field
 
 from llmcls.report_tables import Table
@@ -58,21 +59,35 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _md_text(text: str) -> str:
+    """Text as itself, not as inline HTML (a label or run name `<script>` stays text): `&`, `<`, `>` as entities."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _md_text(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_target(filename: str) -> str:
+    """A link destination: as it is when plain, else in `<...>` (CommonMark's form for spaces and parentheses) with
+    the characters that would end or change it backslash-escaped."""
+    if not re.search(r"[\s()<>\\&]", filename):
+        return filename
+    return "<" + re.sub(r"([<>\\&])", r"\\\1", filename) + ">"
 
 
 def markdown(report: Report) -> str:
-    parts = [f"# {report.title}\n"]
+    parts = [f"# {_md_text(report.title)}\n"]
     if report.summary:
-        parts.append("".join(f"- {line}\n" for line in report.summary))
+        parts.append("".join(f"- {_md_text(line)}\n" for line in report.summary))
     for section in report.sections:
+        title, caption = _md_text(section.title), _md_text(section.caption)
         if isinstance(section, Table):
-            parts.append(f"## {section.title}\n\n{section.caption}\n\n{markdown_table(section)}")
+            parts.append(f"## {title}\n\n{caption}\n\n{markdown_table(section)}")
         else:
-            parts.append(f"## {section.title}\n\n![{section.title}]({section.filename})\n\n{section.caption}\n")
+            parts.append(f"## {title}\n\n![{title}]({_md_target(section.filename)})\n\n{caption}\n")
     if report.notes:
-        parts.append("## Notes\n\n" + "".join(f"- {note}\n" for note in report.notes))
+        parts.append("## Notes\n\n" + "".join(f"- {_md_text(note)}\n" for note in report.notes))
     return "\n".join(parts)
 
 

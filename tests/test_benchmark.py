@@ -177,6 +177,29 @@ def test_the_report_covers_the_yaml_systems_only(tmp_path, calls):
         assert [row["run"] for row in csv.DictReader(handle)] == ["a", "b"]
 
 
+def test_a_system_whose_options_changed_but_did_not_rerun_is_left_out_of_the_report(tmp_path, calls, capsys):
+    """Its run directory holds results of the old options: reported, they would pass for the YAML's."""
+    import csv
+
+    systems = [linear("a"), linear("b", c="4")]
+    config = write_benchmark(tmp_path / "bench.yaml", systems, **SMALL)
+    out = tmp_path / "out"
+    assert run(config, out) == 0
+    systems[1]["options"]["c"] = "8"
+    write_benchmark(config, systems, **SMALL)
+    capsys.readouterr()
+    assert run(config, out, "--skip", "b") == 0
+    assert calls == ["a", "b"] and record(out / "b")["options"]["c"] == "4"  # nothing reran
+    with open(out / "report.csv", encoding="utf-8") as handle:
+        assert [row["run"] for row in csv.DictReader(handle)] == ["a"]
+    assert "| b |" not in (out / "report.md").read_text()
+    assert f"note: b: left out of the report: {out / 'b'} was made with other options" in capsys.readouterr().err
+
+    assert run(config, out, "--only", "b") == 0  # rerun with the new options: reported again
+    with open(out / "report.csv", encoding="utf-8") as handle:
+        assert [row["run"] for row in csv.DictReader(handle)] == ["a", "b"]
+
+
 def test_a_failing_system_is_one_line_the_others_run_and_the_report_is_written(tmp_path, capsys):
     systems = [{"name": "broken", "command": "train-encoder", "options": {"model": str(tmp_path / "no-model")}},
                linear("a")]
@@ -206,6 +229,22 @@ def test_row_ranges_and_the_development_block(tmp_path):
     assert record(out / "a")["options"]["train_rows"] == "1-300"
 
 
+def test_a_system_with_its_own_train_file_does_not_declare_the_shared_rows(tmp_path):
+    """Its own `train` replaces the shared slice: the shared rows neither appear in its record nor rerun it."""
+    def plan(rows: str) -> dict:
+        config = write_benchmark(tmp_path / "bench.yaml", [linear("shared"), linear("own", train="aapd-validation")],
+                                 **(SAMPLE | {"train_rows": rows}))
+        data_args, args = parse(benchmark.make_parser(), ["--config", str(config), "--output_dir", str(tmp_path)])
+        return {system.name: system for system in make_plan(data_args, args, str(config)).systems}
+
+    first, second = plan("1-50"), plan("1-60")
+    assert first["shared"].options["train_rows"] == "1-50" and first["shared"].options["train"] == "aapd-train"
+    assert "train_rows" not in first["own"].options and first["own"].options["train"] == "aapd-validation"
+    assert "--train=aapd-validation" in first["own"].argv(tmp_path)
+    assert first["own"].fingerprint() == second["own"].fingerprint()
+    assert first["shared"].fingerprint() != second["shared"].fingerprint()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Bad input: one line naming the file and the system, before anything runs
 
@@ -221,6 +260,9 @@ def test_row_ranges_and_the_development_block(tmp_path):
     ({"name": "a", "command": "train-linear", "config": "configs/linear_aapd.yaml", "options": {"test": None}},
      "option 'test' is set by its config"),
     (linear("a", output_dir="x"), "option 'output_dir' is set by the benchmark"),
+    (linear("report.csv"), "system name 'report.csv' is reserved"),  # a folder where the report's file goes
+    (linear("Reports"), "system name 'Reports' is reserved"),
+    (linear("DATA"), "system name 'DATA' is reserved"),  # the same folder as data/ on case-insensitive disks
 ])
 def test_bad_systems_fail_in_one_line_before_anything_runs(tmp_path, capsys, system, expected):
     config = write_benchmark(tmp_path / "bench.yaml", [linear("ok"), system], **SAMPLE)

@@ -273,3 +273,59 @@ def test_points_at_the_same_place_share_one_stacked_label():
     labels = sorted(_clustered_labels(points), key=lambda item: item[0])
     assert [label for *_, label in labels] == ["zeroshot", "constrained\nsft-lora", "linear"]
     assert _clustered_labels([]) == []
+
+
+@pytest.mark.parametrize("out", [".", "{tmp}/rep/", "{run}/labels.json/rep", "/proc/rep"])
+def test_an_out_that_cannot_be_written_is_one_line_before_any_work(report, tmp_path, capsys, monkeypatch, out):
+    from llmcls import report as report_module
+
+    def no_work(*_):
+        raise AssertionError("--out is checked before the runs are read")
+
+    monkeypatch.setattr(report_module, "load_runs", no_work)
+    run = report["runs"]["bare"]
+    out = out.format(run=run, tmp=tmp_path)
+    capsys.readouterr()
+    assert cli_main(["compare", str(run), "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"llmcls compare: error: --out {out}: "), err
+
+
+def test_write_files_reports_a_folder_in_the_way_in_one_line(tmp_path):
+    from llmcls.errors import LlmclsError
+    from llmcls.report_formats import Report
+
+    (tmp_path / "r.md").mkdir()
+    with pytest.raises(LlmclsError, match=r"^--out .*/r: cannot write .*/r\.md \("):
+        write_files(Report("t"), tmp_path / "r")
+
+
+def test_long_run_names_are_shortened_in_the_plots_and_stay_distinct(monkeypatch):
+    from llmcls import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "_png", lambda fig: drawn.append(fig) or b"")
+    middle = "x" * 90
+    names = [f"runs/{middle}A{middle}/seed-1", f"runs/{middle}B{middle}/seed-1", "runs/" + "y" * 200, "linear"]
+    plots.per_label_f1(["cs.LG", "cs.AI"], [3, 1], {name: [0.5, 0.2] for name in names})
+    plots.f1_vs_cost(names, [0.1, 0.5, 0.3, 0.9], [10.0, 1000.0, 100.0, 5.0], [None] * 4)
+    plots.precision_recall(names, [(0.2, 0.3), (0.4, 0.5), (0.6, 0.7), (0.8, 0.9)], {})
+    legend = [text.get_text() for text in drawn[0].axes[0].get_legend().get_texts()]
+    points = [text.get_text() for text in drawn[1].axes[0].texts]  # the annotations beside the points
+    pr_legend = [text.get_text() for text in drawn[2].axes[0].get_legend().get_texts()]
+    for shown in (legend, sorted(points), pr_legend):
+        assert len(set(shown)) == len(names) and all(len(text) <= plots.NAME_WIDTH for text in shown), shown
+        assert "linear" in shown and any(text.startswith("runs/yyy") and "…" in text for text in shown)
+
+
+def test_markdown_escapes_html_and_links_a_file_name_with_spaces():
+    from llmcls.report_formats import Figure, Report, markdown
+    from llmcls.report_tables import Table
+
+    table = Table("per-label", "Per-label F1", "F1 & support", ["label", "<b>run</b>"],
+                  [["<script>alert(1)</script>", 0.5]], ["{}", "{:.3f}"])
+    figure = Figure("per-label-f1", "Per-label F1 by system", "Lines.", "my rep-per-label-f1.png", b"")
+    text = markdown(Report("t", summary=["Runs: <i>1</i>"], sections=[table, figure], notes=["a<b"]))
+    assert "<script>" not in text and "<b>" not in text and "<i>" not in text and "a<b" not in text
+    assert "| &lt;script&gt;alert(1)&lt;/script&gt; | 0.500 |" in text and "F1 &amp; support" in text
+    assert "![Per-label F1 by system](<my rep-per-label-f1.png>)" in text
