@@ -177,7 +177,7 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
         room = None if training_args.max_length is None else training_args.max_length - len(c_ids)
         if room is not None and len(p_ids) > room:  # the answer and its end token are never cut: the abstract is
             p_ids = fit_prompt(lambda text, title=title: encode_prompts(tokenizer, [prompt(title, text)])[0],
-                               abstract, tokenizer, room, training_args.max_length)
+                               abstract, room, training_args.max_length)
             cut += 1
         rows.append({"input_ids": p_ids + c_ids, "labels": [-100] * len(p_ids) + c_ids})
     if cut:
@@ -186,7 +186,7 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     return datasets.Dataset.from_list(rows)
 
 
-def fit_prompt(encode, abstract: str, tokenizer, room: int, max_length: int) -> list[int]:
+def fit_prompt(encode, abstract: str, room: int, max_length: int) -> list[int]:
     """The token ids of the prompt (`encode(abstract)`) with the abstract shortened, from its end, until the prompt
     takes at most `room` tokens; the instructions, the label list and the template's end stay whole, and the
     prompt stays the one inference renders (a token cut through the middle of it would not). An error when even

@@ -57,11 +57,11 @@ def test_fit_prompt_cuts_the_abstract_and_keeps_the_rest():
         return f"Labels: a b c d . Abstract: {abstract} . Answer :".split()
 
     abstract = " ".join(f"w{i}" for i in range(40))
-    ids = fit_prompt(encode, abstract, None, 20, 30)
+    ids = fit_prompt(encode, abstract, 20, 30)
     assert len(ids) <= 20 and ids[:7] == ["Labels:", "a", "b", "c", "d", ".", "Abstract:"]
     assert ids[-3:] == [".", "Answer", ":"] and ids[7] == "w0"  # the abstract's start kept, the template's end too
     with pytest.raises(LlmclsError, match="the prompt without its abstract takes 10 tokens"):
-        fit_prompt(encode, abstract, None, 9, 19)
+        fit_prompt(encode, abstract, 9, 19)
 
 
 def test_a_long_prompt_keeps_its_abstract_and_answer(tiny_llama, tmp_path):
