@@ -105,11 +105,16 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
 
 def text_field_names(ds, text_fields: str) -> list[str]:
     """The fields of `--text_fields` (joined into a model's input text), checked against the split's columns."""
+    import pyarrow.compute as pc
+
     names = [name.strip() for name in text_fields.split(",") if name.strip()]
     unknown = [name for name in names if name not in ds.column_names]
     if not names or unknown:
         raise LlmclsError(f"--text_fields: unknown field(s) {', '.join(unknown) or '(none given)'} "
                           f"(fields: {', '.join(c for c in ds.column_names if c not in ('id', 'labels'))})")
+    rows = arrow_rows(ds)
+    if len(ds) and not any((pc.max(pc.utf8_length(rows.column(name))).as_py() or 0) > 0 for name in names):
+        raise LlmclsError(f"--text_fields {text_fields}: every row's text is empty (AAPD has no titles: use abstract)")
     return names
 
 

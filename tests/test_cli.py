@@ -88,7 +88,7 @@ def linear_run(tmp_path_factory):
 
 @pytest.mark.parametrize(("options", "message"), [
     (["--text_fields", "title,abstrct"], "--text_fields: unknown field(s) abstrct"),
-    (["--text_fields", "title"], "--text_fields title: no n-gram of the training texts is kept"),  # AAPD: no titles
+    (["--text_fields", "title"], "--text_fields title: every row's text is empty"),  # AAPD has no titles
     (["--c", "1.0,abc"], "--c must be numbers separated by commas, got '1.0,abc'"),
     (["--min_labels", "x"], "--min_labels must be integers separated by commas"),
     (["--min_df", "0"], "--min_df must be at least 1"),

@@ -292,6 +292,7 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
 @pytest.mark.parametrize(("extra", "message"), [
     ([], "--model is required"),
     (["--model", "MODEL", "--text_fields", "title,body"], "unknown field(s) body"),
+    (["--model", "MODEL", "--text_fields", "title"], "--text_fields title: every row's text is empty"),
     (["--model", "MODEL", "--resume"], "--resume: no checkpoint-* folder"),
     (["--model", "MODEL", "--min_labels", "one"], "--min_labels must be integers"),
     (["--model", "/nonexistent/model"], "cannot load '/nonexistent/model'"),
