@@ -86,15 +86,32 @@ def main(argv: list[str] | None = None) -> int:
     if paired is not None:
         results.print(rich_table(paired.header, paired.text_rows(), title=paired.title, compact=True))
     # what makes rows less comparable than they look: said here too, not only in the written report
-    differing = [line.replace(" (see Data and environment)", "") for line in shared_summary(runs)
-                 if "differs between runs" in line]
-    for note in differing + [note for run in runs for note in run.notes]:
+    for note in scored_apart(runs) + [note for run in runs for note in run.notes]:
         console.print(f"note: {note}", soft_wrap=True, markup=False)
     if prefix is not None:
         report = build_report(runs, plots=args.plots, prefix=prefix, comparison=comparison, paired=paired)
         for path in write_files(report, prefix):
             console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
+
+
+def scored_apart(runs: list[Run]) -> list[str]:
+    """What keeps the rows of one table from being scored alike: another evaluated split or size, another file
+    for it, another label count (training data may differ between systems: a zero-shot run has none)."""
+    facts = {"the evaluated split": lambda run: _evaluated_split(run),
+             "the evaluated file": lambda run: run.value(f"config.{run.value('split') or 'test'}"),
+             "the number of labels": lambda run: run.value("metrics.n_labels")}
+    notes = []
+    for what, value in facts.items():
+        seen = {str(value(run)) for run in runs if value(run) is not None}
+        if len(seen) > 1:
+            notes.append(f"the runs differ in {what} ({', '.join(sorted(seen))}): their rows are not scored alike")
+    return notes
+
+
+def _evaluated_split(run: Run) -> str | None:
+    split, n = run.value("split"), run.value("metrics.n_examples")
+    return None if split is None else f"{split}, {n} examples"
 
 
 def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("comparison"),
