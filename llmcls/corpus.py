@@ -48,19 +48,21 @@ class Corpus:
         return digests
 
 
-def read_options(args: DataArguments) -> ReadOptions:
+def read_options(args: DataArguments, labels_required: bool = True) -> ReadOptions:
     return ReadOptions(text_field=args.text_field, title_field=args.title_field, label_field=args.label_field,
                        id_field=args.id_field, label_sep=args.label_sep, skip_bad_rows=args.skip_bad_rows,
-                       since=args.since, until=args.until, date_field=args.date_field)
+                       since=args.since, until=args.until, date_field=args.date_field,
+                       labels_required=labels_required)
 
 
-def load_corpus(args: DataArguments, required: tuple[str, ...] = ()) -> Corpus:
-    """Read, filter and split the data named by `args`; `required` names splits that must exist."""
+def load_corpus(args: DataArguments, required: tuple[str, ...] = (), unlabelled: tuple[str, ...] = ()) -> Corpus:
+    """Read, filter and split the data named by `args`; `required` names splits that must exist, `unlabelled`
+    splits to predict whose rows may have no labels (kept, with an empty label list, and not scored)."""
     with quiet_datasets(show_progress=False):  # the readers show progress for big files themselves
-        return _load_corpus(args, required)
+        return _load_corpus(args, required, unlabelled)
 
 
-def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
+def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tuple[str, ...] = ()) -> Corpus:
     notes: list[str] = []
     splits = {}
     for option in ("max_train_examples", "max_eval_examples"):
@@ -70,7 +72,7 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
         spec = getattr(args, name)
         if spec is None:
             continue
-        result = read_file(spec, read_options(args))
+        result = read_file(spec, read_options(args, labels_required=name not in unlabelled))
         if result.n_skipped:
             notes.append(f"{name}: skipped {result.n_skipped} bad rows in {result.path}")
         if result.n_filtered_by_date:
@@ -80,7 +82,7 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
             else f"all {result.n_skipped} rows skipped as bad (--skip_bad_rows)" if result.n_skipped
             else "has no rows"))
         _check_unique_ids(result.dataset, result.path)
-        splits[name] = _map_labels(result.dataset, args)
+        splits[name] = _map_labels(result.dataset, args, keep_unlabelled=name in unlabelled)
         _require_rows(splits[name], f"{result.path}: no row has a label in --categories {args.categories}")
     if args.split_ratios:
         splits = _split(splits, args, notes)
@@ -91,7 +93,7 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...]) -> Corpus:
         raise LlmclsError("no data given: pass --train, --validation or --test (see `llmcls data list`)")
     space = _label_space(splits, args)
     for name, ds in list(splits.items()):
-        splits[name] = _restrict(ds, space, name, notes)
+        splits[name] = _restrict(ds, space, name, notes, keep_unlabelled=name in unlabelled)
         _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
                       + (f" from {args.labels})" if args.labels else " from the training rows)"))
     for names, limit in ((("train",), args.max_train_examples), (("validation", "test"), args.max_eval_examples)):
@@ -136,8 +138,9 @@ def _check_unique_ids(ds, path: str) -> None:
                               "unique; name a unique field with --id_field, or drop the id field to number rows")
 
 
-def _map_labels(ds, args: DataArguments):
-    """Apply --categories and --label_level to the label lists."""
+def _map_labels(ds, args: DataArguments, keep_unlabelled: bool = False):
+    """Apply --categories and --label_level to the label lists (rows left without a label go, unless they are rows
+    to predict)."""
     if not args.categories and args.label_level == "category":
         return ds
     wanted = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
@@ -153,6 +156,8 @@ def _map_labels(ds, args: DataArguments):
 
     ds = ds.map(lambda batch: {"labels": [convert(labels) for labels in batch]}, input_columns="labels",
                 batched=True, desc="Mapping labels")
+    if keep_unlabelled:
+        return ds
     return ds.filter(lambda batch: [bool(labels) for labels in batch], input_columns="labels", batched=True,
                      desc="Keeping --categories")
 
@@ -209,8 +214,8 @@ def label_counts(ds) -> dict[str, int]:
     return {item["values"].as_py(): item["counts"].as_py() for item in counts}
 
 
-def _restrict(ds, space: LabelSpace, name: str, notes: list[str]):
-    """Drop labels outside the space, then rows left with none (counted in the notes)."""
+def _restrict(ds, space: LabelSpace, name: str, notes: list[str], keep_unlabelled: bool = False):
+    """Drop labels outside the space, then rows left with none (counted in the notes; rows to predict stay)."""
     known = set(space.labels)
     counts = label_counts(ds)
     if set(counts) <= known:  # nothing to drop: skip a pass over a possibly large file
@@ -222,6 +227,8 @@ def _restrict(ds, space: LabelSpace, name: str, notes: list[str]):
                  f"were dropped ({shown}{', ...' if len(outside) > 5 else ''})")
     ds = ds.map(lambda batch: {"labels": [[lab for lab in labels if lab in known] for labels in batch]},
                 input_columns="labels", batched=True, desc=f"Label space ({name})")
+    if keep_unlabelled:
+        return ds
     before = len(ds)
     ds = ds.filter(lambda batch: [bool(labels) for labels in batch], input_columns="labels", batched=True)
     if len(ds) < before:

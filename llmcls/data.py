@@ -63,6 +63,7 @@ class ReadOptions:
     since: str | None = None
     until: str | None = None
     date_field: str = "update_date"
+    labels_required: bool = True  # False: a file to predict, whose rows may have no label field or no labels
 
     def __post_init__(self):
         self.since = check_date_option("since", self.since)
@@ -360,7 +361,8 @@ def _detect_fields(path: Path, loader: str, columns: list[str], options: ReadOpt
     return _Fields(
         text=pick(options.text_field, TEXT_FIELDS, "text"),
         title=pick(options.title_field, TITLE_FIELDS, "title", required=False),
-        labels=pick(options.label_field, ("categories",) if snapshot else LABEL_FIELDS, "label"),
+        labels=pick(options.label_field, ("categories",) if snapshot else LABEL_FIELDS, "label",
+                    required=options.labels_required),
         id=pick(options.id_field, ID_FIELDS, "id", required=False),
         snapshot=snapshot,
     )
@@ -422,7 +424,7 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
         given = pc.utf8_trim_whitespace(given)
         ids = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(given), 0), False), given, row_numbers)
     labels, label_problems = [], []
-    for cell in cell_values(batch.column(fields.labels)):
+    for cell in cell_values(batch.column(fields.labels)) if fields.labels else [[]] * n:
         try:
             labels.append(parse_label_cell(cell, options.label_sep))
             label_problems.append(None)
@@ -432,7 +434,7 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
     malformed = batch.column("_malformed").to_pylist() if "_malformed" in batch.column_names else [False] * n
     cell_problems = [a or b or c or d for a, b, c, d in zip(text_problems, title_problems, id_problems,
                                                             label_problems, strict=True)]
-    problems = [_row_problem(t, lab, bad, cell, fields) for t, lab, bad, cell in zip(
+    problems = [_row_problem(t, lab, bad, cell, fields, options.labels_required) for t, lab, bad, cell in zip(
         text.to_pylist(), labels, malformed, cell_problems, strict=True)]
     lines = batch.column("_line") if "_line" in batch.column_names else pa.nulls(n, pa.int64())
     dates = _dates(batch, options) if (options.since or options.until) else pa.nulls(n, pa.string())
@@ -448,7 +450,7 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
 
 
 def _row_problem(text: str | None, labels: list[str] | None, malformed: bool, cell_problem: str | None,
-                 fields: _Fields) -> str | None:
+                 fields: _Fields, labels_required: bool = True) -> str | None:
     """`field<TAB>problem` for a bad row, else None; `cell_problem` is a cell of the wrong type, found earlier."""
     if malformed:
         return "\tmalformed JSON"
@@ -458,9 +460,9 @@ def _row_problem(text: str | None, labels: list[str] | None, malformed: bool, ce
         return f"{fields.text}\tis missing"
     if not text:
         return f"{fields.text}\tis empty"
-    if labels is None:
+    if labels_required and labels is None:
         return f"{fields.labels}\tis missing"
-    if not labels:
+    if labels_required and not labels:
         return f"{fields.labels}\thas no labels"
     return None
 

@@ -15,6 +15,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from llmcls.config import DataArguments, build_parser, command_line, parse
 from llmcls.corpus import load_corpus
 from llmcls.encoder import (
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}").check_overwrite("predict-encoder")
     trained = read_training_config(source)
     data_args.labels = str(source.path / "labels.json")  # the trained label space, whatever the file holds
-    corpus = load_corpus(data_args, required=("test",))
+    corpus = load_corpus(data_args, required=("test",), unlabelled=("test",))  # a file to predict needs no labels
     model, tokenizer = load_trained(source.path / "model")
     test = encode_split(corpus.get("test"), tokenizer, corpus.label_space, trained["text_fields"],
                         trained["max_length"], sort=True)
@@ -71,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": command_line()})
     run.write_labels(corpus.label_space)
     run.write_json("thresholds.json", thresholds.to_dict())
+    labelled = np.array([bool(labels) for labels in corpus.get("test")["labels"]], dtype=bool)
     write_split(run, corpus.label_space, "test", "test", test, scored, thresholds, system=trained["system"],
-                model=trained["model"], timing={"device": device}, extra={"trained_run": str(source.path)})
+                model=trained["model"], timing={"device": device}, extra={"trained_run": str(source.path)},
+                labelled=labelled)
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import RESOURCES, read_jsonl
 from tiny_encoders import save_tiny_bert, save_tiny_deberta, train_tokenizer
 
 from llmcls import encoder
@@ -238,6 +239,29 @@ def test_predict_encoder_refuses_to_write_into_its_trained_run(encoder_run, caps
                  "--output_dir", str(encoder_run)]) == 2
     assert "is the trained run itself" in capsys.readouterr().err
     assert (encoder_run / "metrics.json").read_text() == before
+
+
+def test_predict_encoder_predicts_rows_without_labels(encoder_run, tmp_path, capsys):
+    rows = read_jsonl(RESOURCES / "aapd-test.jsonl")[:10]
+    unlabelled = tmp_path / "new.jsonl"
+    unlabelled.write_text("".join(json.dumps({"id": r["id"], "abstract": r["abstract"]}) + "\n" for r in rows))
+    out = tmp_path / "new"
+    assert main(["predict-encoder", "--run", str(encoder_run), "--test", str(unlabelled), "--output_dir",
+                 str(out)]) == 0
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [r["id"] for r in rows] and all(r["labels"] == [] for r in records)
+    assert all(r["scores"] for r in records) and not (out / "metrics.json").exists()  # nothing to score against
+    # some rows labelled, one with a label the trained space lacks: every row predicted, the labelled ones scored
+    mixed = tmp_path / "mixed.jsonl"
+    lines = [{"id": r["id"], "abstract": r["abstract"], **({"labels": r["labels"]} if i < 6 else {})}
+             for i, r in enumerate(rows)]
+    lines[0]["labels"] = ["hep-th"]
+    mixed.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "mixed"
+    assert main(["predict-encoder", "--run", str(encoder_run), "--test", str(mixed), "--output_dir", str(out)]) == 0
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 10
+    assert RunDir(out).read_metrics()["metrics"]["n_examples"] == 5
+    assert "5 of 10 rows have no gold label in the label space" in capsys.readouterr().err
 
 
 def test_predict_encoder_reproduces_the_test_predictions(encoder_run, tmp_path):
