@@ -75,7 +75,10 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(make_parser(), argv)
     prefix = check_out(args.out) if args.out else None  # before the work: a bad --out must not cost the tables
-    runs = load_runs(find_runs(extra.runs), args.split)
+    left_out: list[str] = []
+    runs = load_runs(find_runs(extra.runs, args.split, left_out), args.split)
+    for note in left_out:
+        console.print(f"note: left out: {note}", soft_wrap=True, markup=False)
     comparison = comparison_table(runs)  # built once: its interval column bootstraps every run's predictions
     header, rows, title = terminal_columns(comparison)
     if _table_width(header, rows) > results.width:  # too wide: one column per run instead, metrics as rows

@@ -44,9 +44,10 @@ class Run:
         return source
 
 
-def find_runs(paths: list[str | Path]) -> list[Path]:
-    """Run directories as given; a folder that is not a run stands for the finished runs below it. A run reached
-    twice (given, and below a given folder) is listed once."""
+def find_runs(paths: list[str | Path], split: str | None = None, left_out: list[str] | None = None) -> list[Path]:
+    """Run directories as given; a folder that is not a run stands for the finished runs below it (with `split`,
+    those that evaluated that split: the others are named in `left_out`). A run reached twice (given, and below a
+    given folder) is listed once."""
     runs: list[Path] = []
     for given in map(Path, paths):
         if not given.is_dir():
@@ -57,8 +58,20 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
             found = sorted(p.parent for p in given.rglob("metrics.json"))
             if not found:
                 raise LlmclsError(f"{given}: not a finished run directory (no metrics.json in it or below it)")
+            if split is not None:
+                without = [p for p in found if not has_split(RunDir(p), split)]
+                found = [p for p in found if p not in without]
+                if left_out is not None:
+                    left_out += [f"{p}: no {split} split" for p in without]
+                if not found:
+                    raise LlmclsError(f"{given}: no run below it evaluated the {split} split")
         runs += [p for p in found if p.resolve() not in {r.resolve() for r in runs}]
     return runs
+
+
+def has_split(run: RunDir, split: str) -> bool:
+    """Whether the run holds metrics of `split` (metrics.<split>.json, or metrics.json reporting that split)."""
+    return (run.path / f"metrics.{split}.json").exists() or run.read_metrics().get("split") == split
 
 
 def run_names(paths: list[Path]) -> list[str]:

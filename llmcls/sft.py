@@ -129,6 +129,9 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
     elif resume is not None and not (Path(resume) / "trainer_state.json").is_file():
         raise LlmclsError(f"--resume_from_checkpoint {resume}: not a Trainer checkpoint folder (no trainer_state.json)"
                           "; give a checkpoint-* folder, or true for the last one in --output_dir")
+    if script_args.merge and not model_args.use_peft:
+        raise LlmclsError("--merge folds a LoRA adapter into the base weights; with --use_peft false the saved model "
+                          "is whole already (RUN_DIR/adapter)")
     if model_args.use_peft and "lm_head" in targets:
         # TRL computes the loss from lm_head.weight directly (no full logits), so a LoRA there would never train.
         raise LlmclsError("a LoRA on lm_head is not trained by TRL's loss; drop it from --lora_target_modules "

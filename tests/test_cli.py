@@ -219,6 +219,18 @@ def test_compare_says_in_the_terminal_when_runs_are_not_alike(linear_run, tmp_pa
     assert "predictions.jsonl has 3 examples" in err
 
 
+def test_compare_split_over_a_folder_leaves_out_runs_without_it(tmp_path, capsys):
+    folder = tmp_path / "runs"
+    assert main(["train-linear", *AAPD, "--output_dir", str(folder / "with"), "--c", "1.0"]) == 0
+    assert main(["train-linear", "--train", "aapd-train", "--test", "aapd-test", "--output_dir",
+                 str(folder / "without"), "--c", "1.0"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(folder), "--split", "validation"]) == 0
+    captured = capsys.readouterr()
+    assert "note: left out: " in captured.err and "without: no validation split" in captured.err
+    assert main(["compare", str(folder / "without"), "--split", "validation"]) == 2  # named: still an error
+
+
 def test_compare_writes_markdown_and_csv(linear_run, tmp_path):
     prefix = tmp_path / "table"
     assert main(["compare", str(linear_run), str(linear_run.parent), "--out", str(prefix)]) == 0

@@ -305,6 +305,7 @@ def test_option_mistakes_are_one_line(tiny_llama, tmp_path, capsys):
         (["--lora_target_modules", "foo"], "--lora_target_modules foo:"),
         (["--resume_from_checkpoint", str(tmp_path)], "not a Trainer checkpoint folder"),
         (["--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no checkpoint-* folder"),
+        (["--merge", "true", "--use_peft", "false"], "--merge folds a LoRA adapter into the base weights"),
     ]
     for extra, message in cases:
         assert cli_main(["sft", *_args(tiny_llama, out, "--skip_eval", "true", *extra)]) == 2
