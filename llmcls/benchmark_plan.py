@@ -26,7 +26,6 @@ development estimate held out from the training file). System names are folder n
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import importlib
 import importlib.util
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from llmcls.config import DataArguments, parse
+from llmcls.config import DataArguments, option_names, parse, suggestion
 from llmcls.errors import LlmclsError
 
 RUNNABLE = ("train-linear", "train-encoder", "zeroshot", "fewshot", "sft")  # the commands that write a run directory
@@ -282,10 +281,10 @@ def check_parses(system: System, out_dir: Path, source: str) -> None:
     module = importlib.import_module(COMMANDS[system.command][0])
     parser = module.make_parser()
     where = f"{source}: system {system.name!r} (llmcls {system.command})"
-    known = {action.dest for action in parser._actions} - {"help"}
+    known = option_names(parser)
     for key in system.flags:
         if key not in known:
-            raise LlmclsError(f"{where}: unknown option {key!r}{suggestion(key, sorted(known))}")
+            raise LlmclsError(f"{where}: unknown option {key!r}{suggestion(key, known)}")
 
     def error(message: str):
         raise LlmclsError(message)
@@ -331,6 +330,3 @@ def resolve_package(value: Any) -> Any:
     raise LlmclsError(f"{value}: package {name!r} holds no model (no .gguf file, no model/config.json) in {folder}")
 
 
-def suggestion(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -102,18 +102,27 @@ def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
 
 def _config_problem(parser, config: str | None, message: str) -> str:
     """TRL's and YAML's messages about a config file, said in the file's terms."""
-    import difflib
     import re
 
     unknown = re.match(r"Unknown arguments from config file: \['--([^']+)'", message)
     if unknown and config is not None:
-        known = sorted({action.dest for action in parser._actions} - {"help"})
-        close = difflib.get_close_matches(unknown.group(1), known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{config}: unknown field {unknown.group(1)!r}{hint}"
+        return f"{config}: unknown field {unknown.group(1)!r}{suggestion(unknown.group(1), option_names(parser))}"
     if config is not None and re.search(r"month must be|day is out of range|year .* out of range", message):
         return f"{config}: a date that does not exist ({message}); dates are YYYY-MM-DD"
     return message
+
+
+def option_names(parser) -> list[str]:
+    """The option names (dataclass fields) a parser takes, sorted."""
+    return sorted({action.dest for action in parser._actions} - {"help"})
+
+
+def suggestion(word: str, choices: list[str]) -> str:
+    """A hint for a mistyped `word`: ` (did you mean 'x'?)` with the closest of `choices`, or nothing."""
+    import difflib
+
+    close = difflib.get_close_matches(word, choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def to_dict(*objs: Any) -> dict[str, Any]:

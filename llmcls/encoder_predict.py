@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output_dir and Path(args.output_dir).resolve() == source.path.resolve():
         raise LlmclsError(f"--output_dir {args.output_dir} is the trained run itself, whose results it would replace; "
                           "leave it out (RUN/predict-<test file>) or name another folder")
-    RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}").check_overwrite("predict-encoder")
+    run = RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}")
+    run.check_overwrite("predict-encoder")
     trained = read_training_config(source)
     data_args.labels = str(source.path / "labels.json")  # the trained label space, whatever the file holds
     corpus = load_corpus(data_args, required=("test",), unlabelled=("test",))  # a file to predict needs no labels
@@ -65,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                         trained["max_length"], sort=True)
     scored, device = predict(model, tokenizer, test, args)
     thresholds = Thresholds.from_dict(json.loads((source.path / "thresholds.json").read_text(encoding="utf-8")))
-    run = RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}").create()
-    run.clear_results()
+    run.create().clear_results()
     run.write_config(asdict(data_args) | asdict(args) | {
         "trained_run": str(source.path), "model": trained["model"], "text_fields": trained["text_fields"],
         "max_length": trained["max_length"], "data_sizes": corpus.sizes(), "notes": corpus.notes,

@@ -55,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     check_arguments(args)
     RunDir(args.output_dir).check_overwrite("train-linear")
     corpus = load_corpus(data_args, required=("train",))
-    text_field_names(corpus.get("train"), args.text_fields)
     started = time.perf_counter()
     model = fit_best(corpus, args)
     train_s = time.perf_counter() - started

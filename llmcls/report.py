@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 def scored_apart(runs: list[Run]) -> list[str]:
     """What keeps the rows of one table from being scored alike: another evaluated split or size, another file
     for it, another label count (training data may differ between systems: a zero-shot run has none)."""
-    facts = {"the evaluated split": lambda run: _evaluated_split(run),
+    facts = {"the evaluated split": _evaluated_split,
              "the evaluated file": lambda run: run.value(f"config.{run.value('split') or 'test'}"),
              "the number of labels": lambda run: run.value("metrics.n_labels")}
     notes = []
