@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -164,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                   "train_examples_per_s": round(train_metrics.get("train_samples_per_second", 0.0), 1)}
         write_run(run, corpus, args, data_args, splits, scores, thresholds, trainer.model, timing)
         if not args.keep_checkpoints:
-            remove_checkpoints(run.path)
+            run.remove_checkpoints()
     return 0
 
 
@@ -504,11 +503,6 @@ def write_run(run: RunDir, corpus: Corpus, args: EncoderArguments, data_args: Da
         write_split(run, space, split, primary, splits[split], scores[split], thresholds,
                     system=f"{SYSTEM}-{args.loss}", model=args.model, timing=timing, extra=extra)
     console.print(f"Run written to {run.path} (model in {run.path / 'model'})")
-
-
-def remove_checkpoints(path: Path) -> None:
-    for checkpoint in path.glob("checkpoint-*"):
-        shutil.rmtree(checkpoint, ignore_errors=True)
 
 
 if __name__ == "__main__":  # `accelerate launch -m llmcls.encoder ...`: the same command, one-line errors

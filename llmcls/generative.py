@@ -110,7 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     run.write_config(config)
     run.write_labels(corpus.label_space)
     started = time.perf_counter()
-    backend = load_backend(model_args, seed=prompt_args.seed, batch_size=gen_args.batch_size)
+    from llmcls.prompts import CHAT_OPTION, use_chat
+
+    chat = CHAT_OPTION[prompt_args.chat]  # --chat on without a chat template fails before the weights load
+    backend = load_backend(model_args, seed=prompt_args.seed, batch_size=gen_args.batch_size,
+                           check_tokenizer=lambda tokenizer: use_chat(tokenizer, chat))
     load_s = time.perf_counter() - started
     trained = {"params_trained": 0} if not model_args.adapter else None  # prompting trains nothing
     run_splits(corpus, backend, run, prompt_args, gen_args, system=system, model=model_label(model_args),
@@ -266,7 +270,7 @@ class Task:
     @classmethod
     def build(cls, corpus: Corpus, backend: Backend, prompt_args: PromptArguments,
               gen_args: GenerationArguments) -> Task:
-        from llmcls.prompts import load_template
+        from llmcls.prompts import CHAT_OPTION, load_template
 
         space = corpus.label_space
         template = load_template(prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot"))
@@ -279,7 +283,7 @@ class Task:
         seen = [len(labels) for s in ("train", "validation") if corpus.get(s) is not None
                 for labels in corpus.get(s)["labels"]]
         max_labels = gen_args.max_labels or (max(seen) if seen else DEFAULT_MAX_LABELS)
-        chat = {"auto": None, "on": True, "off": False}[prompt_args.chat]
+        chat = CHAT_OPTION[prompt_args.chat]
         task = cls(space, backend, template, gen_args, chat, pool, prompt_args, 0, max_labels)
         task.answer_prefix = " " if task.render_one("", "x", []).endswith(_plain_cue()) else ""
         task.max_new_tokens = gen_args.max_new_tokens or task.answer_budget()

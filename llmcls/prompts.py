@@ -199,6 +199,10 @@ def _example_fields(example: dict[str, Any], codes: tuple[str, ...]) -> dict[str
 # Model layout
 
 
+# --chat's values (generative runs and SFT) as build_prompt's `chat`
+CHAT_OPTION: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+
+
 def build_prompt(tokenizer: Any, user_message: str, *, chat: bool | None = None) -> str:
     """The text the model continues.
 
@@ -209,7 +213,7 @@ def build_prompt(tokenizer: Any, user_message: str, *, chat: bool | None = None)
     Plain layout (no chat template, or ``chat=False``): ``f"{user_message}\\nCategories:"``. The model continues
     on the same line, as in the few-shot examples, which end with ``Categories: <answer>``.
     """
-    if _use_chat(tokenizer, chat):
+    if use_chat(tokenizer, chat):
         messages = [{"role": "user", "content": user_message}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return f"{user_message.rstrip()}\n{PLAIN_ANSWER_CUE}"
@@ -223,12 +227,14 @@ def build_completion(tokenizer: Any, labels: Sequence[str], *, chat: bool | None
     ``Categories:``), ``format_labels(labels)`` and the tokenizer's EOS token. Pass labels in label-space order.
     """
     answer = format_labels(labels)
-    if _use_chat(tokenizer, chat):
+    if use_chat(tokenizer, chat):
         return answer + _turn_end(tokenizer)
     return f" {answer}{getattr(tokenizer, 'eos_token', None) or ''}"
 
 
-def _use_chat(tokenizer: Any, chat: bool | None) -> bool:
+def use_chat(tokenizer: Any, chat: bool | None) -> bool:
+    """Whether prompts use the chat layout: --chat auto (None) when the tokenizer has a chat template; --chat on
+    (True) without a template is an error."""
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if chat and not has_template:
         raise LlmclsError("chat layout requested, but the tokenizer has no chat template (use the plain layout)")

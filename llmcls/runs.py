@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -171,6 +172,12 @@ class RunDir:
         for pattern in ("predictions*.jsonl", "metrics*.json", "thresholds.json"):
             for path in self.path.glob(pattern):
                 path.unlink()
+
+    def remove_checkpoints(self) -> None:
+        """Remove the Trainer's checkpoint-* folders (weights and optimizer state, kept only for resuming), once a
+        run has finished."""
+        for checkpoint in self.path.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint, ignore_errors=True)
 
     def file(self, stem: str, split: str, primary: str, ext: str) -> Path:
         return self.path / f"{stem}{split_suffix(split, primary)}.{ext}"

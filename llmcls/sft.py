@@ -41,6 +41,11 @@ class SFTScriptArguments:
         "help": "Permute the target's labels per example (augmentation; default: canonical label-space order)."})
     merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model (output_dir/merged)."})
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only; no predictions."})
+    keep_checkpoints: bool = field(default=False, metadata={
+        "help": "Keep the checkpoint-* folders (weights and optimizer state, for --resume_from_checkpoint) after a "
+                "successful run; removed by default once the adapter is saved and evaluated, as train-encoder does "
+                "(a full fine-tuning checkpoint holds the model's weights and twice their size in optimizer "
+                "state)."})
     compile_regions: bool = field(default=True, metadata={
         "help": "With --torch_compile: compile the decoder layer once and reuse it for every layer (accelerate's "
                 "regional compilation) instead of tracing the whole model. On 2 CPU cores a 35-step LoRA run of a "
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                        trained)
     if not script_args.skip_eval and trainer.accelerator.is_main_process:
         evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_args, model_args, trained)
+    if not script_args.keep_checkpoints and trainer.accelerator.is_main_process:
+        RunDir(training_args.output_dir).remove_checkpoints()  # after the evaluation: a crash there can resume
     trainer.accelerator.wait_for_everyone()
     return 0
 
@@ -156,11 +163,11 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     import datasets
 
     from llmcls.backends import encode_prompts
-    from llmcls.prompts import build_completion, build_prompt, load_template, render_user_message
+    from llmcls.prompts import CHAT_OPTION, build_completion, build_prompt, load_template, render_user_message
 
     space, ds = corpus.label_space, corpus.get(split)
     template = load_template(script_args.prompt)
-    chat = {"auto": None, "on": True, "off": False}[script_args.chat]
+    chat = CHAT_OPTION[script_args.chat]
     rng = random.Random(training_args.seed)
     def prompt(title: str | None, abstract: str) -> str:
         message = render_user_message(template, title=title, abstract=abstract, label_space=space)

@@ -182,6 +182,17 @@ def test_evaluate_recomputes_the_stored_metrics(linear_run, capsys):
         assert recomputed[key] == pytest.approx(value, abs=1e-12), key
 
 
+def test_a_reader_that_closes_stdout_ends_the_command_quietly(linear_run):
+    """`llmcls evaluate ... | head`: the reader goes away before the output is written; no traceback, and no
+    "Exception ignored" from Python's flush of stdout at exit."""
+    command = [sys.executable, "-m", "llmcls", "evaluate", str(linear_run / "predictions.jsonl"), "--json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        proc.stdout.close()  # closed before the command writes: its first write raises BrokenPipeError
+        stderr = proc.stderr.read().decode()
+    assert proc.returncode == 141, stderr
+    assert stderr == ""
+
+
 def test_evaluate_rejects_a_broken_predictions_file(tmp_path, capsys):
     path = tmp_path / "predictions.jsonl"
     path.write_text('{"id": "1", "labels": ["a"], "predicted": ["a"]}\n{"id": "2", "labels": ["a"]}\n')

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,25 @@ def _records(path: Path) -> list[dict]:
 
 def _metrics(run: Path, split: str | None = None) -> dict:
     return json.loads((run / ("metrics.json" if split is None else f"metrics.{split}.json")).read_text())
+
+
+def test_chat_layout_without_a_chat_template_fails_before_the_weights_load(tiny, data, tmp_path, monkeypatch, capsys):
+    import llmcls.backends.hf as hf
+
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny, plain)
+    (plain / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model's weights were loaded")
+
+    monkeypatch.setattr(hf, "load_model", never)
+    assert main(["zeroshot", *_args(plain, data, tmp_path / "run"), "--chat", "on"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "llmcls zeroshot: error: chat layout requested, but the tokenizer has no chat template (use the plain layout)")
 
 
 @pytest.mark.parametrize("command", ["zeroshot", "fewshot"])

@@ -164,7 +164,8 @@ def test_torch_compile_compiles_the_decoder_layer_or_the_whole_model(tiny_llama,
 
 def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
     out = tmp_path / "run"
-    code = cli_main(["sft", *_args(tiny_llama, out), "--validation", "aapd-validation", "--test", "aapd-test",
+    code = cli_main(["sft", *_args(tiny_llama, out, "--save_strategy", "steps", "--save_steps", "1"),
+                     "--validation", "aapd-validation", "--test", "aapd-test",
                      "--max_eval_examples", "24", "--constrained", "true", "--batch_size", "16"])
     assert code == 0
     assert (out / "adapter" / "adapter_config.json").exists()
@@ -174,6 +175,7 @@ def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
     assert record["system"] == "sft" and record["split"] == "test"
     assert record["generation"]["well_formed_rate"] == 1.0  # constrained: every output parses
     assert record["params_trained"] > 0
+    assert not list(out.glob("checkpoint-*"))  # removed once the adapter is saved and evaluated
     assert cli_main(["compare", str(out)]) == 0
     # a second training into the same folder predicts anew: the first model's answers are not "resumed" from
     records = read_jsonl(out / "predictions.jsonl")
@@ -224,7 +226,7 @@ def test_generation_check_at_each_evaluation_picks_the_best_checkpoint(tiny_llam
                      "--constrained", "true", "--batch_size", "8", "--skip_eval", "true",
                      "--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps", "--save_steps", "1",
                      "--generate_at_eval", "6", "--metric_for_best_model", "eval_gen_micro_f1",
-                     "--load_best_model_at_end", "true"])
+                     "--load_best_model_at_end", "true", "--keep_checkpoints", "true"])
     assert code == 0
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     checks = [entry for entry in state["log_history"] if "eval_gen_micro_f1" in entry]

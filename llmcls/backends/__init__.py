@@ -10,7 +10,7 @@ backends see the same token ids. Backends import torch, transformers or vllm onl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,7 +80,10 @@ class Backend(Protocol):
         a token prefix of another (`ends="prefixes"`, the default; see `constrained.ScorePlan`)."""
 
 
-def load_backend(args: ModelArguments, *, seed: int = 42, batch_size: int = 16) -> Backend:
+def load_backend(args: ModelArguments, *, seed: int = 42, batch_size: int = 16,
+                 check_tokenizer: Callable[[Any], None] | None = None) -> Backend:
+    """The backend `args` name. `check_tokenizer(tokenizer)` may raise before the model's weights load (HF backend;
+    vLLM loads both at once), so that a prompt layout the tokenizer cannot render fails fast."""
     from llmcls.errors import LlmclsError
 
     if not args.model and not args.adapter:  # an adapter names its base model
@@ -88,10 +91,13 @@ def load_backend(args: ModelArguments, *, seed: int = 42, batch_size: int = 16) 
     if args.backend == "vllm":
         from llmcls.backends.vllm import VLLMBackend
 
-        return VLLMBackend(args, seed=seed, batch_size=batch_size)
+        backend = VLLMBackend(args, seed=seed, batch_size=batch_size)
+        if check_tokenizer is not None:
+            check_tokenizer(backend.tokenizer)
+        return backend
     from llmcls.backends.hf import HFBackend
 
-    return HFBackend.load(args, seed=seed, batch_size=batch_size)
+    return HFBackend.load(args, seed=seed, batch_size=batch_size, check_tokenizer=check_tokenizer)
 
 
 def encode_prompts(tokenizer, texts: Sequence[str]) -> list[list[int]]:

@@ -16,8 +16,9 @@ import inspect
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -210,7 +211,8 @@ class HFBackend:
         self._cache_kw = "cache" if "cache" in forward else "past_key_values"
 
     @classmethod
-    def load(cls, args: ModelArguments, *, seed: int = 42, batch_size: int = 16) -> HFBackend:
+    def load(cls, args: ModelArguments, *, seed: int = 42, batch_size: int = 16,
+             check_tokenizer: Callable[[Any], None] | None = None) -> HFBackend:
         from transformers import set_seed
 
         set_seed(seed)  # only matters when sampling (--temperature > 0)
@@ -221,6 +223,8 @@ class HFBackend:
         with status(f"Loading {path} ({dtype}, {device})" + (f" + adapter {args.adapter}" if args.adapter else "")):
             try:
                 tokenizer = load_tokenizer(path, args.adapter, args.trust_remote_code)
+                if check_tokenizer is not None:
+                    check_tokenizer(tokenizer)
                 model = load_model(path, args, device, dtype, quantization)
             except OSError as err:  # not a folder, not in the hub cache and offline, a typo in a hub id, ...
                 raise LlmclsError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
