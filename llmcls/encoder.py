@@ -46,7 +46,7 @@ from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
 from llmcls.progress import console
-from llmcls.runs import Predictions, RunDir, primary_split
+from llmcls.runs import Predictions, RunDir, check_checkpoint, primary_split
 
 SYSTEM = "encoder"
 EVAL_KEYS = ("micro_f1", "macro_f1", "samples_f1", "p_at_1", "lrap")  # logged after each epoch
@@ -178,15 +178,12 @@ def check_arguments(args: EncoderArguments) -> None:
         raise LlmclsError(f"--pos_weight must be positive (> 1 favours recall), got {args.pos_weight}")
     parse_min_labels(args.min_labels)
     check_early_stopping(args)
-    if args.resume_from_checkpoint and not Path(args.resume_from_checkpoint).is_dir():
-        raise LlmclsError(f"--resume_from_checkpoint: no checkpoint folder {args.resume_from_checkpoint}")
     checkpoint = resume_checkpoint(args)
     if args.resume and checkpoint is None:
-        raise LlmclsError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from")
-    if checkpoint is not None and not (Path(checkpoint) / "trainer_state.json").is_file():
-        option = "--resume_from_checkpoint" if args.resume_from_checkpoint else "--resume"
-        raise LlmclsError(f"{option}: {checkpoint} is not a Trainer checkpoint (no trainer_state.json); give the "
-                          "checkpoint-* folder of an interrupted run")
+        raise LlmclsError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from (a complete one "
+                          "holds a trainer_state.json)")
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, "--resume_from_checkpoint" if args.resume_from_checkpoint else "--resume")
 
 
 def check_early_stopping(args: EncoderArguments) -> None:
@@ -203,14 +200,12 @@ def check_early_stopping(args: EncoderArguments) -> None:
 
 
 def resume_checkpoint(args: EncoderArguments) -> str | None:
-    """The checkpoint that training continues from: --resume_from_checkpoint, or with --resume the last
-    checkpoint-* folder in --output_dir (the one the Trainer picks); None for a fresh run."""
+    """The checkpoint that training continues from: --resume_from_checkpoint, or with --resume the last complete
+    checkpoint-* folder in --output_dir; None for a fresh run."""
     if args.resume_from_checkpoint:
         return str(args.resume_from_checkpoint)
-    if args.resume and Path(args.output_dir).is_dir():
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(args.output_dir)
+    if args.resume:
+        return RunDir(args.output_dir).last_checkpoint()
     return None
 
 
@@ -395,8 +390,7 @@ def epoch_metrics(eval_pred, min_labels: str, per_label: bool) -> dict[str, floa
 
 
 def train(trainer: EncoderTrainer, args: EncoderArguments) -> dict[str, float]:
-    checkpoint = args.resume_from_checkpoint or (True if args.resume else None)  # True: the last in output_dir
-    return trainer.train(resume_from_checkpoint=checkpoint).metrics
+    return trainer.train(resume_from_checkpoint=resume_checkpoint(args)).metrics
 
 
 # ---------------------------------------------------------------------------------------------- prediction

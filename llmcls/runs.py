@@ -179,6 +179,14 @@ class RunDir:
         for checkpoint in self.path.glob("checkpoint-*"):
             shutil.rmtree(checkpoint, ignore_errors=True)
 
+    def last_checkpoint(self) -> str | None:
+        """The Trainer's latest complete checkpoint-N folder here (highest N), or None. The Trainer writes a
+        checkpoint's trainer_state.json after its weights and optimizer state, so a folder without one is a save
+        that was cut short (a kill during the save): resuming goes back to the checkpoint before it."""
+        steps = {int(p.name.split("-", 1)[1]): p for p in self.path.glob("checkpoint-*")
+                 if p.name.split("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()}
+        return str(steps[max(steps)]) if steps else None
+
     def file(self, stem: str, split: str, primary: str, ext: str) -> Path:
         return self.path / f"{stem}{split_suffix(split, primary)}.{ext}"
 
@@ -245,6 +253,15 @@ class RunDir:
             return LabelSpace.load(path)
         except ValueError as err:
             raise LlmclsError(str(err)) from None
+
+
+def check_checkpoint(path: str | Path, option: str) -> None:
+    """A folder `--resume...` may continue from: a Trainer checkpoint has a trainer_state.json."""
+    if not Path(path).is_dir():
+        raise LlmclsError(f"{option}: no checkpoint folder {path}")
+    if not (Path(path) / "trainer_state.json").is_file():
+        raise LlmclsError(f"{option}: {path} is not a Trainer checkpoint folder (no trainer_state.json); give a "
+                          "checkpoint-* folder of an interrupted run")
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:

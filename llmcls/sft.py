@@ -19,7 +19,6 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from llmcls.config import DataArguments, build_parser, parse, to_dict
@@ -27,7 +26,7 @@ from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.generative import GenerationArguments
 from llmcls.progress import console
-from llmcls.runs import RunDir
+from llmcls.runs import RunDir, check_checkpoint
 
 
 @dataclass
@@ -127,15 +126,12 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
                                                     if t.strip()]
     resume = training_args.resume_from_checkpoint
     if resume is not None and str(resume).lower() == "true":  # the last checkpoint in --output_dir
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
-        if last is None:
-            raise LlmclsError(f"--resume_from_checkpoint true: no checkpoint-* folder in {training_args.output_dir}")
-        training_args.resume_from_checkpoint = last
-    elif resume is not None and not (Path(resume) / "trainer_state.json").is_file():
-        raise LlmclsError(f"--resume_from_checkpoint {resume}: not a Trainer checkpoint folder (no trainer_state.json)"
-                          "; give a checkpoint-* folder, or true for the last one in --output_dir")
+        resume = training_args.resume_from_checkpoint = RunDir(training_args.output_dir).last_checkpoint()
+        if resume is None:
+            raise LlmclsError(f"--resume_from_checkpoint true: no checkpoint-* folder in {training_args.output_dir} "
+                              "(a complete one holds a trainer_state.json)")
+    if resume is not None:
+        check_checkpoint(resume, "--resume_from_checkpoint")
     if script_args.merge and not model_args.use_peft:
         raise LlmclsError("--merge folds a LoRA adapter into the base weights; with --use_peft false the saved model "
                           "is whole already (RUN_DIR/adapter)")

@@ -306,6 +306,8 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     with pytest.raises(RuntimeError, match="simulated crash"):
         encoder.main(argv[1:])
     assert (out / "checkpoint-4").is_dir() and not (out / "metrics.json").exists()
+    (out / "checkpoint-8").mkdir()  # a later save cut short by a kill: weights begun, no trainer_state.json
+    (out / "checkpoint-8" / "model.safetensors").write_bytes(b"\0" * 64)
     steps.clear()
     crash["at_step"] = None
     assert encoder.main([*argv[1:], "--resume"]) == 0
@@ -321,7 +323,8 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     (["--model", "MODEL", "--min_labels", "one"], "--min_labels must be integers"),
     (["--model", "/nonexistent/model"], "cannot load '/nonexistent/model'"),
     (["--model", "MODEL", "--resume_from_checkpoint", "/nonexistent/checkpoint"], "no checkpoint folder"),
-    (["--model", "MODEL", "--resume_from_checkpoint", "MODEL"], "not a Trainer checkpoint (no trainer_state.json)"),
+    (["--model", "MODEL", "--resume_from_checkpoint", "MODEL"],
+     "not a Trainer checkpoint folder (no trainer_state.json)"),
     (["--model", "MODEL", "--early_stopping_patience", "1", "--eval_strategy", "no"],
      "--early_stopping_patience needs evaluations"),
     (["--model", "MODEL", "--early_stopping_patience", "-1"], "--early_stopping_patience must be 0 (off) or more"),

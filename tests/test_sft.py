@@ -303,6 +303,7 @@ def test_real_smollm2_lora_steps_on_cpu(tmp_path):
 
 def test_option_mistakes_are_one_line(tiny_llama, tmp_path, capsys):
     out = tmp_path / "run"
+    (out / "checkpoint-3").mkdir(parents=True)  # a save cut short (no trainer_state.json) is not resumed from
     cases = [
         (["--lora_target_modules", "foo"], "--lora_target_modules foo:"),
         (["--resume_from_checkpoint", str(tmp_path)], "not a Trainer checkpoint folder"),
