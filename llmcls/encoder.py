@@ -460,7 +460,8 @@ def write_split(run: RunDir, space: LabelSpace, split: str, primary: str, encode
     """Apply the thresholds, score with metrics.py, write predictions and metrics of one split. `labelled` (a row
     mask, predict-encoder) limits the metrics to the rows with gold labels; with none, no metrics are written."""
     predicted = apply_thresholds(scored.scores, thresholds)
-    run.write_predictions(Predictions(encoded.ids, encoded.gold, predicted, scored.scores), space, split, primary)
+    run.write_predictions(Predictions(encoded.ids, encoded.gold, predicted, scored.scores, labelled=labelled), space,
+                          split, primary)
     n = len(encoded.ids)
     if labelled is not None and not labelled.all():
         console.print(f"note: {split}: {int((~labelled).sum())} of {n} rows have no gold label in the label space: "

@@ -17,7 +17,7 @@ from llmcls.config import build_parser, parse
 from llmcls.labels import LabelSpace
 from llmcls.metrics import compute_metrics
 from llmcls.progress import console
-from llmcls.runs import predictions_from_records, read_predictions
+from llmcls.runs import predictions_from_records, read_predictions, scored_records
 
 
 @dataclass
@@ -35,12 +35,21 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse(make_parser(), argv)
     path = Path(extra.predictions)
-    records = read_predictions(path)
-    if not records:
-        from llmcls.errors import LlmclsError
+    from llmcls.errors import LlmclsError
 
+    every = read_predictions(path)
+    if not every:
         raise LlmclsError(f"{path}: no predictions in the file")
+    records = scored_records(every)
+    if not records:
+        raise LlmclsError(f"{path}: no record has gold labels (\"labels\": null in all {len(every)}): predictions "
+                          "only, nothing to score")
+    if len(records) < len(every):
+        console.print(f"note: {len(every) - len(records)} of {len(every)} records have no gold labels: not scored")
     space = label_space_for(path, records, args.labels)
+    if not len(space):
+        raise LlmclsError(f"{path}: no label to score: the records name none and there is no labels.json beside "
+                          "the file (pass --labels)")
     outside = {label for r in records for label in r["labels"] + r["predicted"] if label not in space}
     if outside:  # scored over the space only: say what the metrics leave out
         console.print(f"note: {len(outside)} labels of the file are outside the label space and not scored "

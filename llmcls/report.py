@@ -38,7 +38,7 @@ from pathlib import Path
 from llmcls.config import build_parser, parse
 from llmcls.errors import LlmclsError
 from llmcls.progress import console, results
-from llmcls.report_data import Run, find_runs, load_runs, threshold_curve
+from llmcls.report_data import Run, find_runs, load_runs, same_examples, threshold_curve
 from llmcls.report_formats import Figure, Report, csv_text, html_page, latex, markdown
 from llmcls.report_tables import (
     MISSING,
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def scored_apart(runs: list[Run]) -> list[str]:
     """What keeps the rows of one table from being scored alike: another evaluated split or size, another file
-    for it, another label count (training data may differ between systems: a zero-shot run has none)."""
+    for it, another label count, other example ids (training data may differ between systems: a zero-shot run has
+    none)."""
     facts = {"the evaluated split": _evaluated_split,
              "the evaluated file": lambda run: run.value(f"config.{run.value('split') or 'test'}"),
              "the number of labels": lambda run: run.value("metrics.n_labels")}
@@ -109,6 +110,9 @@ def scored_apart(runs: list[Run]) -> list[str]:
         seen = {str(value(run)) for run in runs if value(run) is not None}
         if len(seen) > 1:
             notes.append(f"the runs differ in {what} ({', '.join(sorted(seen))}): their rows are not scored alike")
+    if not notes and not same_examples(runs):  # e.g. test splits carved by --split_ratios with other seeds
+        notes.append("the runs scored different examples (their predictions' ids differ): their rows are not scored "
+                     "alike")
     return notes
 
 

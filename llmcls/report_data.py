@@ -18,7 +18,7 @@ import numpy as np
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, bootstrap_difference, compute_metrics, per_label_metrics
-from llmcls.runs import Predictions, RunDir, predictions_from_records, read_predictions
+from llmcls.runs import Predictions, RunDir, predictions_from_records, read_predictions, scored_records
 
 CURVE_POINTS = 40  # thresholds swept per curve: enough for a smooth line, cheap even on large test sets
 QUANTILE_SAMPLE = 1_000_000  # scores the cut points are chosen from (a strided sample of a large test set)
@@ -93,7 +93,11 @@ def load_run(path: Path, name: str, split: str | None = None) -> Run:
     record, predictions_file = _metrics_record(run_dir, split)
     run = Run(path, name, record, run_dir.read_config(), run_dir.label_space())
     if predictions_file.exists():
-        records = read_predictions(predictions_file)
+        records = scored_records(read_predictions(predictions_file))  # as metrics.json: rows with gold labels
+        if not records:
+            run.notes.append(f"{name}: {predictions_file.name} holds no scored prediction: shown without its "
+                             "predictions (no interval, per-label or paired numbers)")
+            return run
         if run.space is None:  # as `llmcls evaluate`: the labels seen in the file, most frequent first
             run.space = LabelSpace.from_label_lists([r["labels"] + r["predicted"] for r in records])
         try:
@@ -108,12 +112,14 @@ def load_run(path: Path, name: str, split: str | None = None) -> Run:
 
 
 def _metrics_record(run: RunDir, split: str | None) -> tuple[dict[str, Any], Path]:
-    if split is not None and not (run.path / f"metrics.{split}.json").exists():
-        primary = run.read_metrics()
-        if primary.get("split") == split:  # the split asked for is the one metrics.json reports
-            return primary, run.path / "predictions.jsonl"
-    suffix = "" if split is None else f".{split}"
-    return run.read_metrics(split), run.path / f"predictions{suffix}.jsonl"
+    if split is None or (run.path / f"metrics.{split}.json").exists():
+        suffix = "" if split is None else f".{split}"
+        return run.read_metrics(split), run.path / f"predictions{suffix}.jsonl"
+    primary = run.read_metrics()  # a run that is not finished fails here
+    if primary.get("split") != split:
+        raise LlmclsError(f"{run.path}: the run did not evaluate the {split} split (its metrics.json reports "
+                          f"{primary.get('split')})")
+    return primary, run.path / "predictions.jsonl"  # the split asked for is the one metrics.json reports
 
 
 # ------------------------------------------------------------------------------------------ derived numbers

@@ -120,11 +120,14 @@ class Predictions:
     predicted: np.ndarray
     scores: np.ndarray | None = None
     raw: list[str] | None = None
+    labelled: np.ndarray | None = None  # rows with gold labels (predict-encoder on a file without some); None: all
 
     def records(self, space: LabelSpace) -> Iterator[dict[str, Any]]:
+        """One record a row; a row without gold labels has `"labels": null` (predicted, never scored)."""
         gold, pred = space.from_multi_hot(self.gold), space.from_multi_hot(self.predicted)
         for i, example_id in enumerate(self.ids):
-            record: dict[str, Any] = {"id": example_id, "labels": gold[i], "predicted": pred[i]}
+            labels = gold[i] if self.labelled is None or self.labelled[i] else None
+            record: dict[str, Any] = {"id": example_id, "labels": labels, "predicted": pred[i]}
             if self.scores is not None:
                 record["scores"] = {lab: float(s) for lab, s in zip(space.labels, self.scores[i],
                                                                               strict=True)}
@@ -284,6 +287,8 @@ def _prediction_record(line: str, path: Path, number: int) -> dict[str, Any]:
     except json.JSONDecodeError as err:
         raise LlmclsError(f"{path}:{number}: malformed JSON ({err.msg} at column {err.colno})") from None
     for key in ("labels", "predicted"):
+        if key == "labels" and isinstance(record, dict) and record.get(key, []) is None:
+            continue  # a row predicted without gold labels
         if not isinstance(record, dict) or not isinstance(record.get(key), list):
             present = ", ".join(record) if isinstance(record, dict) else "none"
             raise LlmclsError(f"{path}:{number}: field '{key}' is missing or not a list (fields present: {present})")
@@ -301,8 +306,15 @@ def _prediction_record(line: str, path: Path, number: int) -> dict[str, Any]:
     return record
 
 
+def scored_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with gold labels: what metrics are computed on (`"labels": null` marks a row that was predicted
+    without gold labels, which predict-encoder keeps in its predictions.jsonl but never scores)."""
+    return [r for r in records if r["labels"] is not None]
+
+
 def predictions_from_records(records: list[dict[str, Any]], space: LabelSpace) -> Predictions:
-    """Rebuild matrices from prediction records over `space` (labels outside it are ignored)."""
+    """Rebuild matrices from prediction records over `space` (labels outside it are ignored); pass the
+    `scored_records`."""
     gold = space.to_multi_hot([r["labels"] for r in records], unknown="ignore")
     predicted = space.to_multi_hot([r["predicted"] for r in records], unknown="ignore")
     scores = None

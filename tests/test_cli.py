@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
 
@@ -208,6 +209,10 @@ def test_evaluate_rejects_a_broken_predictions_file(tmp_path, capsys):
      ":1: field 'scores' gives 'a' the score 'high', not a number"),
     ('{"id": "1", "labels": ["a"], "predicted": ["a"], "scores": {"a": NaN}}\n',
      ":1: field 'scores' gives 'a' the score nan, not a number"),
+    ('{"id": "1", "labels": [], "predicted": []}\n', "no label to score: the records name none and there is no "
+                                                     "labels.json beside the file (pass --labels)"),
+    ('{"id": "1", "labels": null, "predicted": ["a"]}\n', 'no record has gold labels ("labels": null in all 1): '
+                                                          "predictions only, nothing to score"),
 ])
 def test_evaluate_names_what_is_wrong_in_a_damaged_file(tmp_path, capsys, lines, message):
     path = tmp_path / "predictions.jsonl"
@@ -240,6 +245,29 @@ def test_compare_split_over_a_folder_leaves_out_runs_without_it(tmp_path, capsys
     captured = capsys.readouterr()
     assert "note: left out: " in captured.err and "without: no validation split" in captured.err
     assert main(["compare", str(folder / "without"), "--split", "validation"]) == 2  # named: still an error
+    assert capsys.readouterr().err.strip().endswith("the run did not evaluate the validation split (its "
+                                                    "metrics.json reports test)")
+
+
+def test_compare_notes_runs_scored_on_different_examples(linear_run, tmp_path, capsys):
+    """Same split name, file and size, other rows (test splits carved by --split_ratios with other seeds)."""
+    other = tmp_path / "other"
+    shutil.copytree(linear_run, other)
+    records = [json.loads(line) for line in (other / "predictions.jsonl").read_text().splitlines()]
+    (other / "predictions.jsonl").write_text("".join(json.dumps(r | {"id": f"x{r['id']}"}) + "\n" for r in records))
+    capsys.readouterr()
+    assert main(["compare", str(linear_run), str(other)]) == 0
+    assert "note: the runs scored different examples" in capsys.readouterr().err
+
+
+def test_compare_shows_a_run_whose_predictions_file_is_empty(linear_run, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    shutil.copytree(linear_run, empty)
+    (empty / "predictions.jsonl").write_text("")
+    capsys.readouterr()
+    assert main(["compare", str(linear_run), str(empty), "--out", str(tmp_path / "report"), "--plots", "false"]) == 0
+    assert "empty: predictions.jsonl holds no scored prediction" in capsys.readouterr().err
+    assert (tmp_path / "report.md").exists()
 
 
 def test_compare_writes_markdown_and_csv(linear_run, tmp_path):

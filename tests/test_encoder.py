@@ -249,7 +249,7 @@ def test_predict_encoder_predicts_rows_without_labels(encoder_run, tmp_path, cap
     assert main(["predict-encoder", "--run", str(encoder_run), "--test", str(unlabelled), "--output_dir",
                  str(out)]) == 0
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in records] == [r["id"] for r in rows] and all(r["labels"] == [] for r in records)
+    assert [r["id"] for r in records] == [r["id"] for r in rows] and all(r["labels"] is None for r in records)
     assert all(r["scores"] for r in records) and not (out / "metrics.json").exists()  # nothing to score against
     # some rows labelled, one with a label the trained space lacks: every row predicted, the labelled ones scored
     mixed = tmp_path / "mixed.jsonl"
@@ -260,8 +260,19 @@ def test_predict_encoder_predicts_rows_without_labels(encoder_run, tmp_path, cap
     out = tmp_path / "mixed"
     assert main(["predict-encoder", "--run", str(encoder_run), "--test", str(mixed), "--output_dir", str(out)]) == 0
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 10
-    assert RunDir(out).read_metrics()["metrics"]["n_examples"] == 5
+    stored = RunDir(out).read_metrics()["metrics"]
+    assert stored["n_examples"] == 5
     assert "5 of 10 rows have no gold label in the label space" in capsys.readouterr().err
+    # evaluate and compare score the same 5 rows as metrics.json (the unlabelled ones are marked "labels": null)
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert sum(json.loads(line)["labels"] is None for line in lines) == 5
+    assert main(["evaluate", str(out / "predictions.jsonl"), "--json"]) == 0
+    recomputed = json.loads(capsys.readouterr().out)
+    assert recomputed["n_examples"] == 5 and recomputed["micro_f1"] == pytest.approx(stored["micro_f1"])
+    from llmcls.report_data import load_run
+
+    run = load_run(out, "mixed")
+    assert len(run.predictions.ids) == 5 and not run.notes
 
 
 def test_predict_encoder_reproduces_the_test_predictions(encoder_run, tmp_path):
