@@ -359,9 +359,10 @@ class Thresholds:
     validation_micro_f1: float = 0.0
 
     def to_dict(self) -> dict:
-        """Plain-JSON form for ``thresholds.json`` (floats round-trip exactly through json)."""
+        """Plain-JSON form for ``thresholds.json`` (floats round-trip exactly through json; +inf, the threshold
+        nothing passes, is written as null: JSON has no infinity)."""
         return {
-            "values": [float(v) for v in np.asarray(self.values, dtype=np.float64)],
+            "values": [None if v == np.inf else float(v) for v in np.asarray(self.values, dtype=np.float64)],
             "per_label": bool(self.per_label),
             "min_labels": int(self.min_labels),
             "validation_micro_f1": float(self.validation_micro_f1),
@@ -370,7 +371,7 @@ class Thresholds:
     @classmethod
     def from_dict(cls, data: dict) -> Thresholds:
         return cls(
-            values=np.asarray(data["values"], dtype=np.float64),
+            values=np.asarray([np.inf if v is None else v for v in data["values"]], dtype=np.float64),
             per_label=bool(data.get("per_label", False)),
             min_labels=int(data.get("min_labels", 0)),
             validation_micro_f1=float(data.get("validation_micro_f1", 0.0)),

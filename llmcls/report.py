@@ -110,6 +110,9 @@ def scored_apart(runs: list[Run]) -> list[str]:
         seen = {str(value(run)) for run in runs if value(run) is not None}
         if len(seen) > 1:
             notes.append(f"the runs differ in {what} ({', '.join(sorted(seen))}): their rows are not scored alike")
+    spaces = {frozenset(run.space.labels) for run in runs if run.space is not None}
+    if len(spaces) > 1 and len({len(space) for space in spaces}) == 1:  # same count, other labels
+        notes.append("the runs have different label spaces of the same size: their rows are not scored alike")
     if not notes and not same_examples(runs):  # e.g. test splits carved by --split_ratios with other seeds
         notes.append("the runs scored different examples (their predictions' ids differ): their rows are not scored "
                      "alike")

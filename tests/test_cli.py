@@ -260,6 +260,16 @@ def test_compare_notes_runs_scored_on_different_examples(linear_run, tmp_path, c
     assert "note: the runs scored different examples" in capsys.readouterr().err
 
 
+def test_compare_notes_label_spaces_of_the_same_size(linear_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(linear_run, other)
+    space = LabelSpace.load(other / "labels.json")
+    LabelSpace(["renamed.label", *space.labels[1:]]).save(other / "labels.json")
+    capsys.readouterr()
+    assert main(["compare", str(linear_run), str(other)]) == 0
+    assert "note: the runs have different label spaces of the same size" in capsys.readouterr().err
+
+
 def test_compare_shows_a_run_whose_predictions_file_is_empty(linear_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     shutil.copytree(linear_run, empty)

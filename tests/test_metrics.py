@@ -397,3 +397,12 @@ def test_bootstrap_difference_is_paired():
         compute_metrics(gold, b)["macro_f1"] - compute_metrics(gold, a)["macro_f1"])
     with pytest.raises(ValueError, match="shape"):
         bootstrap_difference(gold, a, b[:, :5])
+
+
+def test_a_threshold_nothing_passes_is_plain_json():
+    """+inf (score mode's fallback: no label passes, min_labels decides) is null in thresholds.json, not the
+    `Infinity` that strict JSON readers refuse."""
+    thresholds = Thresholds(values=np.array([np.inf, 0.5]), per_label=True, min_labels=1)
+    text = json.dumps(thresholds.to_dict(), allow_nan=False)  # raises on Infinity
+    back = Thresholds.from_dict(json.loads(text))
+    np.testing.assert_array_equal(back.values, [np.inf, 0.5])
