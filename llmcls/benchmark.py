@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
 import sys
 import time
@@ -122,16 +123,37 @@ def run_systems(plan: Plan) -> list[Outcome]:
 
 def run_system(system: System, out_dir: Path, tag: str) -> Outcome:
     run_dir = out_dir / system.name
+    previous = out_dir / f".{system.name}.previous"  # a finished run with other options, until its rerun succeeds
     record = read_record(run_dir)
     state = run_state(run_dir, record, system.fingerprint())
     if state == "complete":
         return Outcome(system.name, "skipped (complete)", record.get("wall_s"), read_metrics(run_dir))
-    if state == "changed":
+    if state == "changed" and record.get("status") == "complete" and (run_dir / "metrics.json").exists():
+        console.print(f"{tag}: options changed since its last run: rerunning it in an empty folder (the finished "
+                      f"earlier run waits in {previous} until the rerun succeeds)")
+        shutil.rmtree(previous, ignore_errors=True)
+        run_dir.rename(previous)
+    elif state == "changed":
         console.print(f"{tag}: options changed since its last run: rerunning it from an empty folder")
         shutil.rmtree(run_dir)
     elif state in ("running", "failed"):
         console.print(f"{tag}: {'interrupted' if state == 'running' else 'failed'} last time: running it again "
                       "(the generative commands keep their finished predictions)")
+    outcome = attempt(system, run_dir, out_dir, tag)
+    if previous.exists() and outcome.status == "ran":
+        shutil.rmtree(previous)
+    elif previous.exists():  # bad input or a crash must not cost the finished run: it goes back in place
+        trace = run_dir / "error.log"
+        if trace.exists():
+            os.replace(trace, previous / "error.log")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        previous.rename(run_dir)
+        console.print(f"{tag}: the finished earlier run is back in {run_dir} (with its earlier options)")
+    return outcome
+
+
+def attempt(system: System, run_dir: Path, out_dir: Path, tag: str) -> Outcome:
+    """Run one system's command into run_dir: ran or failed (recorded in benchmark.json either way)."""
     try:
         argv = system.argv(out_dir)
     except LlmclsError as err:  # a `package:` model that is not installed

@@ -55,7 +55,8 @@ def find_runs(paths: list[str | Path], split: str | None = None, left_out: list[
         if (given / "metrics.json").exists():
             found = [given]
         else:
-            found = sorted(p.parent for p in given.rglob("metrics.json"))
+            found = sorted(p.parent for p in given.rglob("metrics.json")  # hidden folders hold no user's run
+                           if not any(part.startswith(".") for part in p.relative_to(given).parts))
             if not found:
                 raise LlmclsError(f"{given}: not a finished run directory (no metrics.json in it or below it)")
             if split is not None:

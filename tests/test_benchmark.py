@@ -200,6 +200,29 @@ def test_a_system_whose_options_changed_but_did_not_rerun_is_left_out_of_the_rep
         assert [row["run"] for row in csv.DictReader(handle)] == ["a", "b"]
 
 
+def test_a_rerun_with_changed_options_that_fails_keeps_the_finished_run(tmp_path, calls, capsys):
+    """A mistyped option (here a test file that does not exist) must not cost the finished result."""
+    systems = [linear("a")]
+    config = write_benchmark(tmp_path / "bench.yaml", systems, **SMALL)
+    out = tmp_path / "out"
+    assert run(config, out) == 0
+    before = {p.name: p.read_bytes() for p in (out / "a").iterdir() if p.is_file()}
+    systems[0]["options"]["test"] = str(tmp_path / "tset.jsonl")
+    write_benchmark(config, systems, **SMALL)
+    capsys.readouterr()
+    assert run(config, out) == 1
+    assert "a: the finished earlier run is back in" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in (out / "a").iterdir() if p.is_file()}
+    assert "tset.jsonl" in after.pop("error.log").decode()  # the failed attempt's traceback, as the console says
+    assert after == before  # its predictions, metrics and record (complete, with the earlier options)
+    assert not list(out.glob(".a.previous"))
+    systems[0]["options"].pop("test")
+    systems[0]["options"]["c"] = "2.0"  # a rerun that succeeds replaces it
+    write_benchmark(config, systems, **SMALL)
+    assert run(config, out) == 0
+    assert record(out / "a")["options"]["c"] == "2.0" and not list(out.glob(".a.previous"))
+
+
 def test_a_failing_system_is_one_line_the_others_run_and_the_report_is_written(tmp_path, capsys):
     systems = [{"name": "broken", "command": "train-encoder", "options": {"model": str(tmp_path / "no-model")}},
                linear("a")]

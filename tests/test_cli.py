@@ -270,6 +270,16 @@ def test_compare_notes_label_spaces_of_the_same_size(linear_run, tmp_path, capsy
     assert "note: the runs have different label spaces of the same size" in capsys.readouterr().err
 
 
+def test_compare_over_a_folder_skips_hidden_folders(linear_run, tmp_path, capsys):
+    """A benchmark keeps a finished run aside in `.NAME.previous` while its rerun goes on: not a run to compare."""
+    folder = tmp_path / "runs"
+    shutil.copytree(linear_run, folder / "linear")
+    shutil.copytree(linear_run, folder / ".linear.previous")
+    assert main(["compare", str(folder), "--out", str(tmp_path / "report"), "--plots", "false"]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "report.csv").read_text())))
+    assert [row["run"] for row in rows] == ["linear"]
+
+
 def test_compare_shows_a_run_whose_predictions_file_is_empty(linear_run, tmp_path, capsys):
     empty = tmp_path / "empty"
     shutil.copytree(linear_run, empty)
