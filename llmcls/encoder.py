@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -130,6 +131,9 @@ class EncoderArguments(TrainingArguments):
         super().__post_init__()
 
 
+STAGED_MODEL = ".model.new"  # the trained model until the run's results are written
+
+
 def make_parser():
     return build_parser([DataArguments, EncoderArguments], prog="llmcls train-encoder",
                         description="Fine-tune an encoder with the Two-Way (or BCE) loss and write a run directory.")
@@ -155,7 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir(args.output_dir)
     if trainer.is_world_process_zero():  # saved before predicting: --bf16_full_eval casts the weights in place
         trained = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
-        save_trained(trained, tokenizer, run.create().path / "model")
+        # staged beside an earlier run's model/, which write_run replaces together with that run's results: a rerun
+        # stopped before then leaves the earlier run whole, never its thresholds with the new weights
+        shutil.rmtree(run.create().path / STAGED_MODEL, ignore_errors=True)
+        save_trained(trained, tokenizer, run.path / STAGED_MODEL)
     scores = {name: predict_scores(trainer, split) for name, split in splits.items() if name != "train"}
     thresholds = tune(splits["validation"].gold, scores["validation"].scores, args)
     if trainer.is_world_process_zero():
@@ -487,6 +494,8 @@ def write_run(run: RunDir, corpus: Corpus, args: EncoderArguments, data_args: Da
                   f"validation micro-F1 {thresholds.validation_micro_f1:.4f}")
     space = corpus.label_space
     run.create().clear_results()
+    shutil.rmtree(run.path / "model", ignore_errors=True)
+    os.replace(run.path / STAGED_MODEL, run.path / "model")
     run.write_config(asdict(data_args) | args.to_dict() | {
         "data_sizes": corpus.sizes(), "notes": corpus.notes, "command": command_line()})
     run.write_labels(space)

@@ -301,6 +301,27 @@ def test_cli_with_real_minilm_mean_pooling_and_per_label_thresholds(tmp_path):
     assert RunDir(out).read_metrics()["system"] == "encoder-bce"
 
 
+def test_a_rerun_stopped_after_training_leaves_the_earlier_run_whole(tiny_models, encoder_run, tmp_path,
+                                                                     monkeypatch):
+    """The new weights are saved before predicting; until the new results are written they must not replace the
+    earlier run's model (its thresholds.json would then be applied to other weights)."""
+    import shutil
+
+    out = tmp_path / "rerun"
+    shutil.copytree(encoder_run, out)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(encoder, "predict_scores", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        encoder.main(train_argv(tiny_models["bert"], out, "--num_train_epochs", "1")[1:])
+    after = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()
+             and not p.relative_to(out).parts[0].startswith(("checkpoint-", encoder.STAGED_MODEL))}
+    assert after == before  # (its checkpoints, for --resume, are the interrupted run's own)
+
+
 def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tmp_path, monkeypatch):
     out = tmp_path / "crashy"
     argv = train_argv(tiny_models["bert"], out, "--max_train_examples", "32", "--per_device_train_batch_size", "8",
