@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
     check_arguments(args)
     RunDir(args.output_dir).check_overwrite("train-encoder")  # a finished run of another command stays whole
+    if resume_checkpoint(args) is None:
+        RunDir(args.output_dir).check_fresh_start("--resume")
     with args.main_process_first(desc="reading and tokenising"):  # rank 0 fills datasets' cache, then the rest
         corpus = load_corpus(data_args, required=("train", "validation"))
         config = load_config(args.model)

@@ -182,6 +182,13 @@ class RunDir:
         for checkpoint in self.path.glob("checkpoint-*"):
             shutil.rmtree(checkpoint, ignore_errors=True)
 
+    def check_fresh_start(self, resume_option: str) -> None:
+        """A training run that does not resume must not start where an earlier one left checkpoints: they would
+        stand beside its own, and a later resume would take the higher step, the earlier run's."""
+        if any(self.path.glob("checkpoint-*")):
+            raise LlmclsError(f"{self.path} holds checkpoint-* folders of an earlier run: continue it with "
+                              f"{resume_option}, or remove them (or choose another --output_dir) to train afresh")
+
     def last_checkpoint(self) -> str | None:
         """The Trainer's latest complete checkpoint-N folder here (highest N), or None. The Trainer writes a
         checkpoint's trainer_state.json after its weights and optimizer state, so a folder without one is a save

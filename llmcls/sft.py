@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
     check_options(training_args, model_args, script_args)
     RunDir(training_args.output_dir).check_overwrite("sft")
+    if training_args.resume_from_checkpoint is None:
+        RunDir(training_args.output_dir).check_fresh_start("--resume_from_checkpoint true")
     corpus = load_corpus(data_args, required=("train",))
     tokenizer = load_training_tokenizer(model_args, training_args)
     train_ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)

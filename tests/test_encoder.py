@@ -372,6 +372,17 @@ def test_bad_input_is_one_line(extra, message, tiny_models, tmp_path, capsys):
     assert err[-1].startswith("llmcls train-encoder: error: ") and message in err[-1], err[-1]
 
 
+def test_a_fresh_run_does_not_start_beside_an_earlier_runs_checkpoints(tiny_models, tmp_path, capsys):
+    """Its own checkpoints would stand beside them, and a later --resume would take the earlier run's higher step."""
+    checkpoint = tmp_path / "run" / "checkpoint-20"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    assert main(train_argv(tiny_models["bert"], tmp_path / "run")) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "holds checkpoint-* folders of an earlier run: continue it with --resume, or remove them (or choose another "
+        "--output_dir) to train afresh")
+
+
 def test_early_stopping_patience_0_is_off(tmp_path, capsys):
     encoder.check_arguments(tiny_args(tmp_path, model="MODEL", early_stopping_patience=0))  # --eval_strategy no
     with pytest.raises(SystemExit):

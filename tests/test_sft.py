@@ -303,14 +303,16 @@ def test_real_smollm2_lora_steps_on_cpu(tmp_path):
 
 def test_option_mistakes_are_one_line(tiny_llama, tmp_path, capsys):
     out = tmp_path / "run"
-    (out / "checkpoint-3").mkdir(parents=True)  # a save cut short (no trainer_state.json) is not resumed from
     cases = [
         (["--lora_target_modules", "foo"], "--lora_target_modules foo:"),
         (["--resume_from_checkpoint", str(tmp_path)], "not a Trainer checkpoint folder"),
-        (["--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no checkpoint-* folder"),
         (["--merge", "true", "--use_peft", "false"], "--merge folds a LoRA adapter into the base weights"),
+        (["--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no checkpoint-* folder"),
+        ([], "holds checkpoint-* folders of an earlier run: continue it with --resume_from_checkpoint true"),
     ]
     for extra, message in cases:
+        if extra and extra[0] == "--resume_from_checkpoint" and extra[1] == "true":
+            (out / "checkpoint-3").mkdir(parents=True)  # a save cut short (no trainer_state.json): not resumed
         assert cli_main(["sft", *_args(tiny_llama, out, "--skip_eval", "true", *extra)]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err.splitlines()[-1] and "Traceback" not in err, err
