@@ -35,7 +35,7 @@ from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
 from llmcls.progress import console
-from llmcls.runs import PredictionWriter, RunDir, primary_split
+from llmcls.runs import PredictionWriter, RunDir, files_fingerprint, primary_split
 
 # answers hold at most this many labels when no train/validation split shows the real maximum (AAPD's is 7)
 DEFAULT_MAX_LABELS = 8
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir(prompt_args.output_dir).create()
     config = to_dict(data_args, model_args, prompt_args, gen_args) | {
         "system": system, "data_sizes": corpus.sizes(), "data_fingerprints": corpus.fingerprints(),
-        "notes": corpus.notes}
+        "notes": corpus.notes, "file_fingerprints": file_fingerprints(model_args, prompt_args)}
     check_resumable(run, config, corpus.label_space)
     run.write_config(config)
     run.write_labels(corpus.label_space)
@@ -227,6 +227,16 @@ def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArgumen
         console.print(f"{' '.join(taken)}: as the adapter was trained ({config})")
 
 
+def file_fingerprints(model_args: ModelArguments, prompt_args: PromptArguments) -> dict[str, str | None]:
+    """What a resumed run must find unchanged at the same paths: the local model, adapter and prompt template (a
+    folder whose weights were replaced, or a template edited in place, would mix two runs' answers)."""
+    from llmcls.prompts import template_path
+
+    template = template_path(prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot"))
+    return {"model": files_fingerprint(model_args.model), "adapter": files_fingerprint(model_args.adapter),
+            "prompt": files_fingerprint(template)}
+
+
 def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> None:
     """Refuse to append to predictions made with other options (they would be mixed into one set of metrics), by
     another system (a finished linear or encoder run would be relabelled), over another label space (a --labels
@@ -236,10 +246,16 @@ def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> N
     if not (run.path / "config.yaml").exists():
         raise LlmclsError(f"{run.path} holds predictions but no config.yaml, so how they were made is unknown; use a "
                           "new --output_dir")
+    run.check_overwrite("zeroshot")  # a finished run of another command: said as such
     earlier = run.label_space()
     if earlier is not None and earlier.labels != space.labels:
-        raise LlmclsError(f"{run.path} holds predictions over another label space ({len(earlier)} labels, now "
-                          f"{len(space)}); resume with the same labels, or use a new --output_dir")
+        gone, new = sorted(set(earlier.labels) - set(space.labels)), sorted(set(space.labels) - set(earlier.labels))
+        how = ("the same labels in another order" if not gone and not new else
+               f"{len(earlier)} labels, now {len(space)}: " + ", ".join(
+                   ([f"without {', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}"] if gone else []) +
+                   ([f"with {', '.join(new[:3])}{', ...' if len(new) > 3 else ''}"] if new else [])))
+        raise LlmclsError(f"{run.path} holds predictions over another label space ({how}); resume with the same "
+                          "labels, or use a new --output_dir")
     old = run.read_config()
     missing = object()
     changed = sorted(key for key in config

@@ -69,7 +69,7 @@ def load_template(name_or_path: str) -> jinja2.Template:
     model is loaded: an unknown field, a syntax error or a template that never shows the abstract raises
     `LlmclsError` with one line naming the file.
     """
-    path = _resolve(str(name_or_path))
+    path = template_path(str(name_or_path))
     # trim/lstrip_blocks: block tags on their own lines leave no blank lines behind.
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(path.parent)),
@@ -97,7 +97,8 @@ def template_fields(template: jinja2.Template) -> set[str]:
     return set(jinja2.meta.find_undeclared_variables(env.parse(source)))
 
 
-def _resolve(name_or_path: str) -> Path:
+def template_path(name_or_path: str) -> Path:
+    """The file of a bundled template name or a user's .jinja path (one-line error when there is none)."""
     path = Path(name_or_path).expanduser()
     if path.suffix == ".jinja" or path.parent != Path(".") or path.is_file():
         if not path.is_file():

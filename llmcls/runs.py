@@ -265,6 +265,29 @@ class RunDir:
             raise LlmclsError(str(err)) from None
 
 
+def files_fingerprint(path: str | Path | None) -> str | None:
+    """A cheap fingerprint of a local model, adapter or template (a file, or the files of a folder): names, sizes and
+    the first and last MiB of each file, so replacing weights at the same path changes it (a random-initialised and a
+    trained model of one shape differ within their first MiB) without hashing gigabytes. None for what is not a
+    local path (a hub id)."""
+    import hashlib
+
+    if path is None or not Path(path).expanduser().exists():
+        return None
+    path = Path(path).expanduser()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.blake2b(digest_size=8)
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(path) if file != path else file.name}:{size}\n".encode())
+        with file.open("rb") as handle:
+            digest.update(handle.read(1 << 20))
+            if size > 2 << 20:
+                handle.seek(-(1 << 20), os.SEEK_END)
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
 def check_checkpoint(path: str | Path, option: str) -> None:
     """A folder `--resume...` may continue from: a Trainer checkpoint has a trainer_state.json."""
     if not Path(path).is_dir():

@@ -281,13 +281,32 @@ def test_a_run_of_another_system_or_without_config_is_not_resumed(tiny, data, tm
                  "--output_dir", str(linear), "--c", "1.0"]) == 0
     before = (linear / "metrics.json").read_text()
     assert main(["zeroshot", *_args(tiny, data, linear, "--constrained")]) == 2  # its predictions are not ours
-    assert "other options" in capsys.readouterr().err
+    assert "holds a finished `llmcls train-linear` run" in capsys.readouterr().err
     assert (linear / "metrics.json").read_text() == before
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
     (run / "config.yaml").unlink()
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 2
     assert "no config.yaml" in capsys.readouterr().err
+
+
+def test_resuming_over_an_edited_template_or_replaced_model_is_refused(tiny, data, tmp_path, capsys):
+    """Same paths, other contents: the run's earlier answers came from another prompt or other weights."""
+    template, model = tmp_path / "prompt.jinja", tmp_path / "model"
+    template.write_text(Path(load_template("zeroshot").filename).read_text())
+    shutil.copytree(tiny, model)
+    args = ["--model", str(model), "--test", data["test"], "--labels", data["labels"], "--batch_size", "4",
+            "--output_dir", str(tmp_path / "run"), "--constrained", "--prompt", str(template)]
+    assert main(["zeroshot", *args]) == 0
+    assert main(["zeroshot", *args]) == 0  # unchanged: the finished run is reported again
+    template.write_text(template.read_text().replace("Classify", "Categorise"))
+    assert main(["zeroshot", *args]) == 2
+    assert "file_fingerprints" in capsys.readouterr().err
+    template.write_text(template.read_text().replace("Categorise", "Classify"))
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + bytes(8))  # other weights at the same path
+    assert main(["zeroshot", *args]) == 2
+    assert "file_fingerprints" in capsys.readouterr().err
 
 
 def test_resuming_over_an_edited_labels_file_is_refused(tiny, data, tmp_path, capsys):
