@@ -17,6 +17,7 @@ Every file is written to a temporary name and renamed into place, so a killed ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -47,9 +48,23 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 
+@contextlib.contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A full disk, a missing permission or a path below a file: one line naming the path, not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        raise LlmclsError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
 def atomic_write(path: str | Path, text: str | bytes) -> None:
     """Write text (or bytes, e.g. a PNG) to `path` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
+    with writing(path):
+        _atomic_write(path, text)
+
+
+def _atomic_write(path: Path, text: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -145,7 +160,8 @@ class RunDir:
     def create(self) -> RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise LlmclsError(f"{self.path}: is a file, not a run directory (choose another --output_dir)")
-        self.path.mkdir(parents=True, exist_ok=True)
+        with writing(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
         return self
 
     def command(self) -> str | None:
@@ -386,11 +402,12 @@ class PredictionWriter:
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+        with writing(self.path):  # a write cut short leaves a partial last line, which read() drops
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
 
     def rewrite(self, records: Iterable[dict[str, Any]]) -> None:
         atomic_write(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

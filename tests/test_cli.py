@@ -135,6 +135,25 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     taken.write_text("not a run")
     assert main(["train-linear", *AAPD, "--output_dir", str(taken)]) == 2
     assert "is a file, not a run directory" in capsys.readouterr().err
+    assert main(["train-linear", *AAPD, "--output_dir", str(taken / "run")]) == 2  # below a file
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"llmcls train-linear: error: {taken / 'run'}: cannot write (Not a directory)")
+
+
+def test_a_write_that_fails_is_one_line(tmp_path, monkeypatch):
+    """A full disk while predictions are appended: one line naming the file (the finished lines stay readable)."""
+    from llmcls.errors import LlmclsError
+    from llmcls.runs import PredictionWriter
+
+    writer = PredictionWriter(tmp_path / "predictions.jsonl")
+    writer.append([{"id": "1", "labels": [], "predicted": []}])
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", full)
+    with pytest.raises(LlmclsError, match=r"predictions.jsonl: cannot write \(No space left on device\)"):
+        writer.append([{"id": "2", "labels": [], "predicted": []}])
 
 
 def test_a_rerun_into_a_finished_run_leaves_none_of_its_files(tmp_path):
