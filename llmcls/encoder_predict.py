@@ -50,8 +50,18 @@ def make_parser():
                         description="Predict with a trained encoder run; writes a run directory.")
 
 
+# data options that shape training data or the label space, which the trained run fixes: refused when given
+TRAINING_ONLY = ("train", "validation", "labels", "min_label_count", "top_labels", "split_ratios", "split_seed",
+                 "max_train_examples")
+
+
 def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
+    defaults = DataArguments()
+    given = [name for name in TRAINING_ONLY if getattr(data_args, name) != getattr(defaults, name)]
+    if given:
+        raise LlmclsError(f"--{given[0]} does not apply to predict-encoder: the trained run fixes the label space "
+                          "and the training data (its labels.json and config.yaml); give --run and --test")
     source = trained_run(args.run)
     if args.output_dir and Path(args.output_dir).resolve() == source.path.resolve():
         raise LlmclsError(f"--output_dir {args.output_dir} is the trained run itself, whose results it would replace; "
@@ -60,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     run.check_overwrite("predict-encoder")
     trained = read_training_config(source)
     data_args.labels = str(source.path / "labels.json")  # the trained label space, whatever the file holds
+    level = trained.get("label_level", defaults.label_level)  # gold cs.IT is read as cs for an archive-level run
+    if data_args.label_level not in (defaults.label_level, level):
+        raise LlmclsError(f"--label_level {data_args.label_level}: the run was trained at --label_level {level}")
+    data_args.label_level = level
     corpus = load_corpus(data_args, required=("test",), unlabelled=("test",))  # a file to predict needs no labels
     model, tokenizer = load_trained(source.path / "model")
     test = encode_split(corpus.get("test"), tokenizer, corpus.label_space, trained["text_fields"],

@@ -275,6 +275,25 @@ def test_predict_encoder_predicts_rows_without_labels(encoder_run, tmp_path, cap
     assert len(run.predictions.ids) == 5 and not run.notes
 
 
+def test_predict_encoder_takes_the_trained_label_level_and_refuses_training_options(tiny_models, tmp_path,
+                                                                                     capsys):
+    run = tmp_path / "archives"
+    assert main(train_argv(tiny_models["bert"], run, "--label_level", "archive", "--num_train_epochs", "1")) == 0
+    predict = ["predict-encoder", "--run", str(run), "--test", "aapd-test"]
+    assert main([*predict, "--output_dir", str(tmp_path / "p")]) == 0
+    predicted = RunDir(tmp_path / "p").read_metrics()  # gold cs.it read as cs: every row scored, as in training
+    assert predicted["metrics"]["n_examples"] == RunDir(run).read_metrics()["metrics"]["n_examples"]
+    assert predicted["metrics"]["micro_f1"] == pytest.approx(RunDir(run).read_metrics()["metrics"]["micro_f1"])
+    capsys.readouterr()
+    for option in (["--train", "aapd-train"], ["--top_labels", "3"], ["--labels", str(run / "labels.json")]):
+        assert main([*predict, "--output_dir", str(tmp_path / "q"), *option]) == 2
+        assert f"{option[0]} does not apply to predict-encoder" in capsys.readouterr().err
+    category = tmp_path / "categories"
+    assert main(train_argv(tiny_models["bert"], category, "--num_train_epochs", "1")) == 0
+    assert main(["predict-encoder", "--run", str(category), "--test", "aapd-test", "--label_level", "archive"]) == 2
+    assert "the run was trained at --label_level category" in capsys.readouterr().err
+
+
 def test_predict_encoder_reproduces_the_test_predictions(encoder_run, tmp_path):
     out = tmp_path / "predicted"
     assert main(["predict-encoder", "--run", str(encoder_run), "--test", "aapd-test", "--output_dir", str(out)]) == 0
