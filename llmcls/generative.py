@@ -95,7 +95,7 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     data_args, model_args, prompt_args, gen_args = parse(make_parser(), argv)
     check_options(model_args, prompt_args, gen_args)
-    adopt_training_prompt(model_args, prompt_args)
+    adopt_training_prompt(model_args, prompt_args, data_args)
     system = "fewshot" if prompt_args.k > 0 else "zeroshot"
     corpus = load_corpus(data_args, required=("train",) if prompt_args.k > 0 else ())
     evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
@@ -205,9 +205,11 @@ def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, co
                               "generated answer; rename it (e.g. in a --labels file) or use --mode score")
 
 
-def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArguments) -> None:
-    """A zero-shot run of an adapter that `llmcls sft` trained (RUN_DIR/adapter) takes that run's prompt template and
-    layout unless --prompt / --chat say otherwise: the model is then prompted exactly as it was trained."""
+def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArguments,
+                          data_args: DataArguments) -> None:
+    """A zero-shot run of an adapter that `llmcls sft` trained (RUN_DIR/adapter) takes that run's prompt template,
+    layout, label space and label level unless --prompt / --chat / --labels / --label_level say otherwise: the model
+    is then prompted exactly as it was trained, over the labels it learnt."""
     if not model_args.adapter or prompt_args.k > 0:
         return
     config = Path(model_args.adapter).parent / "config.yaml"
@@ -223,6 +225,12 @@ def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArgumen
     if prompt_args.chat == "auto" and trained.get("chat") in ("on", "off"):
         prompt_args.chat = trained["chat"]
         taken.append(f"--chat {prompt_args.chat}")
+    if data_args.labels is None and (config.parent / "labels.json").exists():
+        data_args.labels = str(config.parent / "labels.json")
+        taken.append(f"--labels {data_args.labels}")
+    if data_args.label_level == "category" and trained.get("label_level", "category") != "category":
+        data_args.label_level = trained["label_level"]
+        taken.append(f"--label_level {data_args.label_level}")
     if taken:
         console.print(f"{' '.join(taken)}: as the adapter was trained ({config})")
 

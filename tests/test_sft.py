@@ -216,6 +216,7 @@ def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_
     assert cli_main([*common, "--output_dir", str(tmp_path / "reuse")]) == 0
     reused = RunDir(tmp_path / "reuse").read_config()
     assert (reused["prompt"], reused["chat"]) == ("compact", "off")
+    assert RunDir(tmp_path / "reuse").label_space().labels == RunDir(out).label_space().labels  # the labels it learnt
     assert cli_main([*common, "--prompt", "zeroshot", "--output_dir", str(tmp_path / "own")]) == 0  # a flag wins
     assert RunDir(tmp_path / "own").read_config()["prompt"] == "zeroshot"
 
