@@ -22,11 +22,11 @@ Every number comes from the run directories: metrics.json (the metrics, timing, 
 environment), config.yaml (data sources and sizes), labels.json and predictions*.jsonl (per-label F1 and the
 threshold curves, computed by llmcls.metrics). A value a run did not record is shown as "-".
 
-The original research notes (ORIGIN.md) report accuracy, precision, recall, F1 and Hamming loss without naming an
-averaging. Their numbers settle it: accuracy + Hamming loss = 1 in every evaluation (so accuracy is label-wise
-accuracy), and F1 equals the harmonic mean of precision and recall to within rounding each time, which holds for
-micro averaging and not in general for macro or per-example averaging. The "original layout" table therefore shows
-label accuracy and micro precision, recall and F1, and says so in its caption.
+The research notes llmcls grew from (not shipped with it) report accuracy, precision, recall, F1 and Hamming loss
+without naming an averaging. Their numbers settle it: accuracy + Hamming loss = 1 in every evaluation (so accuracy
+is label-wise accuracy), and F1 equals the harmonic mean of precision and recall to within rounding each time,
+which holds for micro averaging and not in general for macro or per-example averaging. The "original layout" table
+therefore shows label accuracy and micro precision, recall and F1, and says so in its caption.
 """
 
 from __future__ import annotations
@@ -218,8 +218,8 @@ def write_files(report: Report, prefix: Path) -> list[Path]:
     for path, content in outputs.items():
         try:
             atomic_write(path, content)
-        except OSError as err:  # e.g. a folder where a file goes
-            raise LlmclsError(f"--out {prefix}: cannot write {path} ({err.strerror or err})") from None
+        except LlmclsError as err:  # e.g. a folder where a file goes
+            raise LlmclsError(f"--out {prefix}: {err}") from None
     return list(outputs)
 
 

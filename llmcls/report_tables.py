@@ -37,7 +37,8 @@ ORIGINAL = [
     ("Hamming loss", "metrics.hamming_loss", "{:.5f}"),
 ]
 ORIGINAL_CAPTION = (
-    "The metrics in the layout of the original research notes (ORIGIN.md). Accuracy there is label-wise accuracy "
+    "The metrics in the layout of the research notes llmcls grew from (their BERT, SciBERT and DeBERTa-v3 runs). "
+    "Accuracy there is label-wise accuracy "
     "(1 - Hamming loss): the notes' accuracy and Hamming loss add up to 1 in every evaluation they report. "
     "Precision, recall and F1 are micro-averaged (counts pooled over all example-label cells): in every evaluation "
     "the notes report, their F1 is the harmonic mean of their precision and recall to within rounding, which micro "

@@ -296,7 +296,7 @@ def test_write_files_reports_a_folder_in_the_way_in_one_line(tmp_path):
     from llmcls.report_formats import Report
 
     (tmp_path / "r.md").mkdir()
-    with pytest.raises(LlmclsError, match=r"^--out .*/r: cannot write .*/r\.md \("):
+    with pytest.raises(LlmclsError, match=r"^--out .*/r: .*/r\.md: cannot write \("):
         write_files(Report("t"), tmp_path / "r")
 
 
