@@ -478,7 +478,10 @@ def decide_thresholds(task: Task, validation: SplitOutcome | None, args: Generat
     if args.mode != "score":
         return None
     if validation is None:
-        return task.fallback_thresholds()
+        fallback = task.fallback_thresholds()
+        console.print(f"note: score mode without --validation: no thresholds to tune, so every row gets its top "
+                      f"{fallback.min_labels} label(s) (--min_labels); pass --validation to tune them")
+        return fallback
     gold, _, scores = _matrices(task.space, validation.records)
     best = None
     for m in number_list(args.min_labels, "min_labels", int, minimum=0):

@@ -201,9 +201,11 @@ def test_backend_vllm_runs_the_command_end_to_end(tiny, data, tmp_path, monkeypa
     assert abs(record["metrics"]["map"] - _metrics(runs["hf"])["metrics"]["map"]) < 1e-6
 
 
-def test_score_mode_without_validation_predicts_the_top_labels(tiny, data, tmp_path):
+def test_score_mode_without_validation_predicts_the_top_labels(tiny, data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--mode", "score", "--min_labels", "2")]) == 0
+    assert "note: score mode without --validation: no thresholds to tune, so every row gets its top 2" in \
+        capsys.readouterr().err
     assert not (run / "thresholds.json").exists()
     records = _records(run / "predictions.jsonl")
     for r in records:
