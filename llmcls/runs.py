@@ -182,6 +182,11 @@ class RunDir:
         if earlier is not None and earlier != command:
             raise LlmclsError(f"{self.path} holds a finished `llmcls {earlier}` run, which `llmcls {command}` would "
                               "replace; choose another --output_dir (or remove that run)")
+        if earlier is None and command != "zeroshot" and any(self.path.glob("predictions*.jsonl")) \
+                and (self.path / "config.yaml").exists() \
+                and self.read_config().get("system") in ("zeroshot", "fewshot"):
+            raise LlmclsError(f"{self.path} holds the predictions of an unfinished `llmcls zeroshot` run (rerun it to "
+                              f"resume), which `llmcls {command}` would replace; choose another --output_dir")
 
     def clear_results(self) -> None:
         """Remove the predictions, metrics and thresholds of an earlier run in this directory. A command that makes

@@ -140,6 +140,16 @@ def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
         f"llmcls train-linear: error: {taken / 'run'}: cannot write (Not a directory)")
 
 
+def test_an_unfinished_zeroshot_run_is_not_replaced(tmp_path, capsys):
+    """Its predictions so far are work a rerun of zeroshot resumes from."""
+    run = RunDir(tmp_path / "zs").create()
+    run.write_config({"system": "zeroshot", "model": "m"})
+    (run.path / "predictions.jsonl").write_text('{"id": "1", "labels": ["cs.it"], "predicted": [], "raw": ""}\n')
+    assert main(["train-linear", *AAPD, "--output_dir", str(run.path)]) == 2
+    assert "holds the predictions of an unfinished `llmcls zeroshot` run" in capsys.readouterr().err
+    assert (run.path / "predictions.jsonl").exists()
+
+
 def test_a_write_that_fails_is_one_line(tmp_path, monkeypatch):
     """A full disk while predictions are appended: one line naming the file (the finished lines stay readable)."""
     from llmcls.errors import LlmclsError
