@@ -184,8 +184,8 @@ def _label_space(splits: dict, args: DataArguments) -> LabelSpace:
     if args.labels:
         try:
             return LabelSpace.load(args.labels)
-        except ValueError as err:
-            raise DataError(args.labels, str(err)) from None
+        except ValueError as err:  # its message names the file
+            raise LlmclsError(str(err)) from None
     source = [splits["train"]] if splits.get("train") is not None else list(splits.values())
     counts: dict[str, int] = {}
     for ds in source:

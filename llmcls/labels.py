@@ -352,6 +352,11 @@ class LabelSpace:
         try:
             return cls(labels)
         except (TypeError, ValueError) as exc:
+            twice = next((label for i, label in enumerate(labels) if label in labels[:i]), None)
+            if twice is not None and not _is_json(text, source):  # a text file: say the lines, not positions
+                lines = [n for n, line in enumerate(text.splitlines(), start=1) if line.strip() == twice]
+                raise ValueError(f"label file {source}: duplicate label {twice!r} on lines {lines[0]} and "
+                                 f"{lines[1]}") from None
             raise ValueError(f"label file {source}: {exc}") from None
 
     # -- helpers -----------------------------------------------------------------------------------------------------
@@ -392,9 +397,12 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(getattr(exc, "strerror", None) or exc).split())
 
 
+def _is_json(text: str, source: Path) -> bool:
+    return source.suffix.lower() == ".json" or text.lstrip().startswith(("[", "{"))
+
+
 def _parse_label_file(text: str, source: Path) -> list:
-    stripped = text.lstrip()
-    if source.suffix.lower() == ".json" or stripped.startswith(("[", "{")):
+    if _is_json(text, source):
         return _parse_label_json(text, source)
     lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]

@@ -119,6 +119,10 @@ def test_labels_file_fixes_the_space(aapd_rows, tmp_path):
     (tmp_path / "labels.json").write_text(json.dumps({"labels": ["cs.LG"]}))
     corpus = load_corpus(DataArguments(train=str(path), labels=str(tmp_path / "labels.json")))
     assert corpus.label_space.labels == ("cs.LG",)
+    labels.write_text("cs.IT\nmath.IT\ncs.IT\n")
+    with pytest.raises(LlmclsError) as info:
+        load_corpus(DataArguments(train=str(path), labels=str(labels)))
+    assert str(info.value) == f"label file {labels}: duplicate label 'cs.IT' on lines 1 and 3"  # the file named once
 
 
 def test_required_split_and_max_train_examples():
