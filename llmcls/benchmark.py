@@ -285,20 +285,21 @@ def write_report(out_dir: Path, systems: list[System]) -> None:
     of a system whose options changed but that was not rerun (--only, --skip, a failure): a note says so."""
     from llmcls import report
 
-    finished = []
+    finished, notes = [], []
     for system in systems:
         run_dir = out_dir / system.name
         record = read_record(run_dir)
         state = run_state(run_dir, record, system.fingerprint())
         if state == "complete":
             finished.append(str(run_dir))
-        elif (run_dir / "metrics.json").exists():
-            console.print(f"note: {system.name}: left out of the report: {run_dir} {STALE[state]} (run the system "
-                          "again)", soft_wrap=True, markup=False)
+        elif (run_dir / "metrics.json").exists() or state in ("failed", "running"):
+            notes.append(f"{system.name}: left out of the report: {run_dir} {STALE[state]} (run the system again)")
     if not finished:
+        for note in notes:
+            console.print(f"note: {note}", soft_wrap=True, markup=False)
         console.print("No finished run: no report.")
         return
-    report.main([*finished, "--out", str(out_dir / "report")])
+    report.main([*finished, "--out", str(out_dir / "report")], notes=notes)
 
 
 if __name__ == "__main__":

@@ -72,13 +72,13 @@ def make_parser():
                         positional=("runs", {"nargs": "+", "help": "Run directories (or folders of runs)."}))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, notes: list[str] | tuple[str, ...] = ()) -> int:
+    """`notes`: what a caller (the benchmark) adds to the terminal's and the written report's notes."""
     args, extra = parse(make_parser(), argv)
     prefix = check_out(args.out) if args.out else None  # before the work: a bad --out must not cost the tables
     left_out: list[str] = []
     runs = load_runs(find_runs(extra.runs, args.split, left_out), args.split)
-    for note in left_out:
-        console.print(f"note: left out: {note}", soft_wrap=True, markup=False)
+    notes = [*notes, *(f"left out: {note}" for note in left_out)]
     comparison = comparison_table(runs)  # built once: its interval column bootstraps every run's predictions
     header, rows, title = terminal_columns(comparison)
     if _table_width(header, rows) > results.width:  # too wide: one column per run instead, metrics as rows
@@ -88,11 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     paired = paired_table(runs)  # bootstraps every pair once; the report reuses it
     if paired is not None:
         results.print(rich_table(paired.header, paired.text_rows(), title=paired.title, compact=True))
-    # what makes rows less comparable than they look: said here too, not only in the written report
-    for note in scored_apart(runs) + [note for run in runs for note in run.notes]:
+    # what makes rows less comparable than they look, and what was left out: in the terminal and the written report
+    notes += scored_apart(runs) + [note for run in runs for note in run.notes]
+    for note in notes:
         console.print(f"note: {note}", soft_wrap=True, markup=False)
     if prefix is not None:
-        report = build_report(runs, plots=args.plots, prefix=prefix, comparison=comparison, paired=paired)
+        report = build_report(runs, plots=args.plots, prefix=prefix, comparison=comparison, paired=paired,
+                              notes=notes)
         for path in write_files(report, prefix):
             console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
@@ -125,15 +127,17 @@ def _evaluated_split(run: Run) -> str | None:
 
 
 def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("comparison"),
-                 comparison: Table | None = None, paired: Table | None = None) -> Report:
+                 comparison: Table | None = None, paired: Table | None = None,
+                 notes: list[str] | None = None) -> Report:
     """Tables (and figures) in reading order: the comparison first and the paired differences (`comparison` and
     `paired` when the caller built them already), the long per-label table and the runs' data and environment
     last."""
     per_label = per_label_table(runs)
     bands = band_table(per_label)
     paired = paired or paired_table(runs)
-    report = Report(title="llmcls comparison", summary=[f"Runs: {len(runs)}", *shared_summary(runs)],
-                    notes=[note for run in runs for note in run.notes])
+    if notes is None:
+        notes = scored_apart(runs) + [note for run in runs for note in run.notes]
+    report = Report(title="llmcls comparison", summary=[f"Runs: {len(runs)}", *shared_summary(runs)], notes=notes)
     report.sections = [comparison or comparison_table(runs), *([paired] if paired else []), original_table(runs),
                        *([bands] if bands else [])]
     if plots:

@@ -50,6 +50,8 @@ def find_runs(paths: list[str | Path], split: str | None = None, left_out: list[
     given folder) is listed once."""
     runs: list[Path] = []
     for given in map(Path, paths):
+        if given.is_file():
+            raise LlmclsError(f"{given}: a file, not a run directory (give the folder that holds metrics.json)")
         if not given.is_dir():
             raise LlmclsError(f"{given}: no such run directory")
         if (given / "metrics.json").exists():

@@ -194,6 +194,7 @@ def test_a_system_whose_options_changed_but_did_not_rerun_is_left_out_of_the_rep
         assert [row["run"] for row in csv.DictReader(handle)] == ["a"]
     assert "| b |" not in (out / "report.md").read_text()
     assert f"note: b: left out of the report: {out / 'b'} was made with other options" in capsys.readouterr().err
+    assert "b: left out of the report" in (out / "report.md").read_text()  # the written report says so too
 
     assert run(config, out, "--only", "b") == 0  # rerun with the new options: reported again
     with open(out / "report.csv", encoding="utf-8") as handle:

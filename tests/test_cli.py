@@ -285,8 +285,11 @@ def test_compare_notes_runs_scored_on_different_examples(linear_run, tmp_path, c
     records = [json.loads(line) for line in (other / "predictions.jsonl").read_text().splitlines()]
     (other / "predictions.jsonl").write_text("".join(json.dumps(r | {"id": f"x{r['id']}"}) + "\n" for r in records))
     capsys.readouterr()
-    assert main(["compare", str(linear_run), str(other)]) == 0
+    assert main(["compare", str(linear_run), str(other), "--out", str(tmp_path / "report"), "--plots", "false"]) == 0
     assert "note: the runs scored different examples" in capsys.readouterr().err
+    assert "the runs scored different examples" in (tmp_path / "report.md").read_text()  # in the file too
+    assert main(["compare", str(other / "predictions.jsonl")]) == 2
+    assert "a file, not a run directory (give the folder that holds metrics.json)" in capsys.readouterr().err
 
 
 def test_compare_notes_label_spaces_of_the_same_size(linear_run, tmp_path, capsys):
