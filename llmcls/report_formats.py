@@ -13,8 +13,9 @@ import html
 import io
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
-from llmcls.report_tables import Table
+from llmcls.report_tables import Interval, Table
 
 
 @dataclass
@@ -43,11 +44,22 @@ class Report:
 # ------------------------------------------------------------------------------------------------ CSV
 def csv_text(table: Table) -> str:
     """Raw values (full precision, no thousands separators); a value the run did not record is an empty cell,
-    which spreadsheets and pandas read as missing."""
+    which spreadsheets and pandas read as missing; an interval is two columns, its low and high ends."""
+    intervals = {i for row in table.rows for i, value in enumerate(row) if isinstance(value, Interval)}
+    header: list[str] = []
+    for i, name in enumerate(table.header):
+        header += [f"{name} low", f"{name} high"] if i in intervals else [name]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(table.header)
-    writer.writerows(["" if value is None else value for value in row] for row in table.rows)
+    writer.writerow(header)
+    for row in table.rows:
+        cells: list[Any] = []
+        for i, value in enumerate(row):
+            if i in intervals:
+                cells += [value.low, value.high] if isinstance(value, Interval) else ["", ""]
+            else:
+                cells.append("" if value is None else value)
+        writer.writerow(cells)
     return buffer.getvalue()
 
 

@@ -47,6 +47,19 @@ ORIGINAL_CAPTION = (
 VERSION_PACKAGES = ("torch", "transformers", "trl", "peft", "scikit-learn", "vllm")
 
 
+@dataclass(frozen=True)
+class Interval:
+    """A 95% interval: one cell in the terminal, Markdown, LaTeX and HTML ("0.431-0.541", signed: "+0.012 to
+    +0.054"), two raw numbers in CSV (columns "<name> low" and "<name> high")."""
+
+    low: float
+    high: float
+    signed: bool = False
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.low:+.3f} to {self.high:+.3f}" if self.signed else f"{self.low:.3f}-{self.high:.3f}"
+
+
 @dataclass
 class Table:
     """A titled table: raw values by row (None = not recorded) and one format string per column."""
@@ -84,14 +97,14 @@ def _column_value(run: Run, where: str) -> Any:
     return display_model(value) if where == "model" else value
 
 
-def micro_f1_interval(run: Run) -> str | None:
-    """The 95% bootstrap interval of micro-F1 over the run's predictions ("0.431-0.541"), None without them."""
+def micro_f1_interval(run: Run) -> Interval | None:
+    """The 95% bootstrap interval of micro-F1 over the run's predictions, None without them."""
     if run.predictions is None or not len(run.predictions.gold):
         return None
     from llmcls.metrics import bootstrap_interval
 
     _, low, high = bootstrap_interval(run.predictions.gold, run.predictions.predicted)
-    return f"{low:.3f}-{high:.3f}"
+    return Interval(low, high)
 
 
 def display_model(model: Any) -> Any:
@@ -133,7 +146,7 @@ def paired_table(runs: list[Run]) -> Table | None:
             rows.append([run.name, None, None, None, None, None, paired])
             continue
         n, f1_reference, f1_run, difference, low, high = paired
-        rows.append([run.name, n, f1_reference, f1_run, difference, f"{low:+.3f} to {high:+.3f}",
+        rows.append([run.name, n, f1_reference, f1_run, difference, Interval(low, high, signed=True),
                      "ahead" if low > 0 else "behind" if high < 0 else "not separated"])
     caption = (f"Each run against {reference.name} (the first run with predictions) on the examples both scored "
                "(matched by id): micro-F1 of both, the difference (run - reference) and its 95% paired bootstrap "

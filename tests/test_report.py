@@ -61,7 +61,9 @@ def test_every_documented_file_is_written(report):
 
 def test_csv_holds_the_metrics_json_values(report):
     rows = {row["run"]: row for row in _csv(report["dir"] / "cmp.csv")}
-    assert list(next(iter(rows.values()))) == [header for header, _, _ in COMPARISON]
+    intervals = [[f"{header} low", f"{header} high"] if key == "micro_f1_interval" else [header]
+                 for header, key, _ in COMPARISON]  # an interval is two raw columns
+    assert list(next(iter(rows.values()))) == [column for columns in intervals for column in columns]
     assert set(rows) == {"linear_svm", "zeroshot", "bare"}
     for name, run in report["runs"].items():
         record = _record(run)
@@ -82,7 +84,7 @@ def test_csv_holds_the_metrics_json_values(report):
     for name, run in report["runs"].items():  # the interval is the bootstrap of the run's own predictions
         loaded = load_run(run, name)
         _, low, high = bootstrap_interval(loaded.predictions.gold, loaded.predictions.predicted)
-        assert rows[name]["micro-F1 95% CI"] == f"{low:.3f}-{high:.3f}"
+        assert float(rows[name]["micro-F1 95% CI low"]) == low and float(rows[name]["micro-F1 95% CI high"]) == high
         assert low <= _record(run)["metrics"]["micro_f1"] <= high < 1.0
 
 
@@ -207,6 +209,9 @@ def test_terminal_pairs_each_run_with_the_first(report, capsys, monkeypatch):
     assert "Paired differences against linear_svm" in out and ("not separated" in out or "behind" in out)
     paired = _csv(report["prefix"].with_name("cmp-paired.csv"))
     assert [row["run"] for row in paired] == ["zeroshot", "bare"]
+    for row in paired:  # the interval as two numbers around the difference
+        assert float(row["95% CI low"]) <= float(row["difference"]) <= float(row["95% CI high"])
+        assert (row["verdict"] == "not separated") == (float(row["95% CI low"]) <= 0 <= float(row["95% CI high"]))
 
 
 def test_a_narrow_terminal_gets_one_column_per_run(report, capsys, monkeypatch):
