@@ -215,7 +215,7 @@ def make_system(entry: Any, index: int, shared_flags: dict[str, Any], shared_dec
     dropped = [k for k, v in own.items() if v is None and k in recipe_options]
     if dropped:
         raise LlmclsError(f"{where}: option {dropped[0]!r} is set by its config {recipe}; null cannot unset it "
-                          "(give another value)")
+                          "(give another value, or 'none' to unset an llmcls option whose default is unset)")
     flags = {k: v for k, v in (shared_flags | own).items() if v is not None}
     # a split the system sets itself replaces the shared file: the shared rows of that file do not apply to it
     shared_declared = {k: v for k, v in shared_declared.items()

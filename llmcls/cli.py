@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"llmcls: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    command = " ".join(argv[:2]) if argv[1:2] and argv[1] in getattr(module, "SUBCOMMANDS", {}) else name  # data stats
     try:
         return int(module.main(argv[1:]) or 0)
     except LlmclsError as err:
-        print(f"llmcls {name}: error: {err}", file=sys.stderr)
+        print(f"llmcls {command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"llmcls {name}: interrupted", file=sys.stderr)
+        print(f"llmcls {command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader of stdout went away (`llmcls compare ... | head`): nothing more to say, and Python's flush of

@@ -2,12 +2,14 @@
 
 `--config x.yaml` sets defaults, command-line flags override them, and unknown keys in either are errors.
 Flags, dataclass fields and YAML keys share one snake_case name (`--text_field`; `--text-field` also works).
+`--NAME none` unsets an llmcls option that defaults to None (one a config file sets, say).
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
 from llmcls.errors import LlmclsError
@@ -60,23 +62,63 @@ class DataArguments:
         self.until = check_date_option("until", self.until)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default unless it is None (unset): the option's help says what happens then."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+class _ConfigOption(argparse.Action):
+    """`--config FILE` in --help and the usage. TrlParser takes `--config FILE` out of the arguments before argparse
+    parses them, so argparse meets only a second --config or an abbreviation of it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("argument --config: give it once and spelled out, as --config FILE")
+
+
 def build_parser(dataclass_types: list[type], prog: str, description: str,
                  positional: tuple[str, dict[str, Any]] | None = None):
     """A `trl.TrlParser` over `dataclass_types`, plus one positional argument when given."""
     from trl import TrlParser
 
-    parser = TrlParser(dataclass_types, prog=prog, description=description)
+    parser = TrlParser(dataclass_types, prog=prog, description=description, formatter_class=_HelpFormatter)
+    # dest SUPPRESS: never in the parsed namespace (which would add an object to what `parse` returns)
+    parser.add_argument("--config", action=_ConfigOption, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                        metavar="FILE", help="A YAML file of defaults for these options (its keys are their names); "
+                                             "the options given here override it.")
+    for actions in (parser._actions, parser._optionals._group_actions):  # listed first, after --help
+        actions.insert(1, actions.pop())
+    unsettable = {f.name for dtype in dataclass_types for cls in dtype.__mro__
+                  if cls.__module__.startswith("llmcls.") and is_dataclass(cls)
+                  for f in fields(cls) if f.default is None and f.name in vars(cls).get("__annotations__", {})}
+    for action in parser._actions:
+        if action.dest in unsettable and action.type is not None and action.choices is None:
+            action.type = _none_or(action.type)
     if positional is not None:
         parser.add_argument(positional[0], **positional[1])
     return parser
 
 
+def _none_or(cast):
+    """`cast`, except that `none` or `null` (any case) is None."""
+    def convert(text):
+        return None if str(text).lower() in ("none", "null") else cast(text)
+
+    convert.__name__ = getattr(cast, "__name__", "value")  # argparse's "invalid int value: 'x'" names the type
+    return convert
+
+
 def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
     """Parse `argv` into the parser's dataclasses (plus a namespace holding the positional, if any).
 
-    Config-file problems (missing or invalid YAML, unknown keys, a value of the wrong type, an impossible date)
-    become one-line `LlmclsError`s naming the file; `--config=FILE` works like `--config FILE`.
+    Every problem is a one-line `LlmclsError`: argparse's (a bad choice, a missing value; naming the config file when
+    the bad value is the file's), an unknown option or config key (with the closest known name), and config-file
+    problems (missing or invalid YAML, a value of the wrong type, an impossible date). `--config=FILE` works like
+    `--config FILE`.
     """
+    import re
+
     import yaml
 
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -84,37 +126,59 @@ def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
         if arg.startswith("--config="):
             argv[i:i + 1] = ["--config", arg.split("=", 1)[1]]
             break
+    if argv[-1:] == ["--config"]:
+        raise LlmclsError("argument --config: expected one argument")
     config = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"), None)
-    if config is not None:
-        def error(message: str):  # a bad value in the file: argparse would print its usage and exit
-            raise LlmclsError(f"{config}: {message}")
+    given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("-")}
 
-        parser.error = error
+    def error(message: str):  # argparse would print its usage and exit
+        named = re.match(r"argument ([^\s:]+):", message)
+        in_file = config is not None and named is not None and not given & set(named.group(1).split("/"))
+        raise LlmclsError(f"{config}: {message}" if in_file else message)
+
+    parser.error = error
     try:
-        return parser.parse_args_and_config(args=argv)
+        *parsed, unknown_keys, unknown_args = parser.parse_args_and_config(
+            args=argv, return_remaining_strings=True, separate_remaining_strings=True)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise LlmclsError(f"{config}: invalid YAML{where} ({getattr(err, 'problem', None) or 'unreadable'})") from None
-    except (OSError, ValueError) as err:  # unreadable --config, unknown YAML keys, bad YAML mapping, a bad date
-        raise LlmclsError(_config_problem(parser, config, " ".join(str(err).split()))) from None
+    except (OSError, ValueError) as err:  # unreadable --config, bad YAML mapping, a bad date
+        raise LlmclsError(_config_problem(config, " ".join(str(err).split()))) from None
+    if unknown_args:
+        raise LlmclsError(_unknown_argument(parser, unknown_args))
+    if unknown_keys:  # ["--key", "value", ...]
+        key = unknown_keys[0][2:]
+        raise LlmclsError(f"{config}: unknown field {key!r}{suggestion(key, option_names(parser))}")
+    return tuple(parsed)
 
 
-def _config_problem(parser, config: str | None, message: str) -> str:
-    """TRL's and YAML's messages about a config file, said in the file's terms."""
+def _config_problem(config: str | None, message: str) -> str:
+    """YAML's message about an impossible date in a config file, said in the file's terms."""
     import re
 
-    unknown = re.match(r"Unknown arguments from config file: \['--([^']+)'", message)
-    if unknown and config is not None:
-        return f"{config}: unknown field {unknown.group(1)!r}{suggestion(unknown.group(1), option_names(parser))}"
     if config is not None and re.search(r"month must be|day is out of range|year .* out of range", message):
         return f"{config}: a date that does not exist ({message}); dates are YYYY-MM-DD"
     return message
 
 
+def _unknown_argument(parser, words: list[str]) -> str:
+    """What argparse could not place: the first unknown option with the closest known one, or a stray word."""
+    import difflib
+
+    word = next((w for w in words if w.startswith("-")), words[0])
+    if not word.startswith("-"):
+        return f"unexpected argument {word!r}"
+    name = word.split("=", 1)[0]
+    known = [option for action in parser._actions for option in action.option_strings]
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else "")
+
+
 def option_names(parser) -> list[str]:
     """The option names (dataclass fields) a parser takes, sorted."""
-    return sorted({action.dest for action in parser._actions} - {"help"})
+    return sorted({action.dest for action in parser._actions} - {"help", argparse.SUPPRESS})
 
 
 def suggestion(word: str, choices: list[str]) -> str:

@@ -1,6 +1,6 @@
 """`llmcls evaluate PREDICTIONS.jsonl`: recompute the metrics of a predictions file with `metrics.py`.
 
-    llmcls evaluate runs/linear/predictions.jsonl            # a table on stderr
+    llmcls evaluate runs/linear/predictions.jsonl            # a table on stdout (notes on stderr)
     llmcls evaluate runs/linear/predictions.jsonl --json     # the metrics object alone on stdout
 
 The label space is `--labels` (a labels.json or one label a line), else the labels.json beside the file, else the
@@ -16,13 +16,15 @@ from pathlib import Path
 from llmcls.config import build_parser, parse
 from llmcls.labels import LabelSpace
 from llmcls.metrics import compute_metrics
-from llmcls.progress import console
+from llmcls.progress import console, results
 from llmcls.runs import predictions_from_records, read_predictions, scored_records
 
 
 @dataclass
 class EvaluateArguments:
-    labels: str | None = field(default=None, metadata={"help": "labels.json or a file with one label a line."})
+    labels: str | None = field(default=None, metadata={
+        "help": "The label space: a labels.json or a file with one label a line. Default: the labels.json beside the "
+                "predictions file, else the labels seen in the file (gold and predicted)."})
     json: bool = field(default=False, metadata={"help": "Print the metrics object alone on stdout."})
 
 
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from llmcls.report import metrics_table
 
-        console.print(metrics_table(metrics, title=f"{path} ({len(records)} examples, {len(space)} labels)"))
+        results.print(metrics_table(metrics, title=f"{path} ({len(records)} examples, {len(space)} labels)"))
     return 0
 
 

@@ -21,7 +21,7 @@ from llmcls.config import DataArguments, build_parser, parse
 from llmcls.corpus import arrow_rows, label_counts, load_corpus
 from llmcls.data import SAMPLE_DESCRIPTIONS, bundled_samples
 from llmcls.labels import LabelSpace
-from llmcls.progress import console
+from llmcls.progress import console, results
 
 SUBCOMMANDS = {"list": "List the bundled sample data sets.", "stats": "Statistics (and plots) of one data file."}
 
@@ -52,7 +52,7 @@ def list_samples(argv: list[str]) -> int:
         with open(path, encoding="utf-8") as handle:
             n_rows = sum(1 for line in handle if line.strip())
         rows.append([name, str(n_rows), SAMPLE_DESCRIPTIONS[name]])
-    console.print(rich_table(["name", "rows", "description"], rows, title="Bundled samples (use as --train NAME)"))
+    results.print(rich_table(["name", "rows", "description"], rows, title="Bundled samples (use as --train NAME)"))
     return 0
 
 
@@ -155,18 +155,18 @@ def print_stats(stats: dict, name: str) -> None:
         ["abstract words (mean, p5/median/p95)", f"{words.get('mean', 0):.1f}, {words.get('p5', 0):.0f} / "
                                                  f"{words.get('median', 0):.0f} / {words.get('p95', 0):.0f}"],
     ]
-    console.print(rich_table(["statistic", "value"], summary, title=f"Data statistics: {name}"))
+    results.print(rich_table(["statistic", "value"], summary, title=f"Data statistics: {name}"))
     freq, top = stats["label_frequency"], stats["top"]
     shown = freq if len(freq) <= 2 * top else freq[:top] + [None] + freq[-top:]
     rows = [["...", "", ""] if item is None else
             [item["label"], f"{item['count']:,}", f"{item['fraction']:.2%}"] for item in shown]
-    console.print(rich_table(["label", "examples", "share"], rows, title="Label frequency (head and tail)"))
+    results.print(rich_table(["label", "examples", "share"], rows, title="Label frequency (head and tail)"))
     co = stats["cooccurrence"]
     if co["labels"]:
         header = ["label", *(str(i) for i in range(1, len(co["labels"]) + 1))]  # numbered: narrow terminals
         rows = [[f"{i} {lab}", *(f"{v:,}" for v in row)]
                 for i, (lab, row) in enumerate(zip(co["labels"], co["counts"], strict=True), start=1)]
-        console.print(rich_table(header, rows, title="Co-occurrence of the most frequent labels (examples)"))
+        results.print(rich_table(header, rows, title="Co-occurrence of the most frequent labels (examples)"))
 
 
 def plot_stats(stats: dict, path: str) -> None:

@@ -47,8 +47,8 @@ def test_unknown_command_and_data_error_are_one_line(capsys, tmp_path):
     bad.write_text('{"id": "1", "abstract": "a", "labels": ["x"]}\n{"id": 2,\n')
     assert main(["data", "stats", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"llmcls data: error: {bad}:2: malformed JSON (Expecting property name enclosed in double " \
-                      "quotes at column 10)"
+    assert err[-1] == f"llmcls data stats: error: {bad}:2: malformed JSON (Expecting property name enclosed in " \
+                      "double quotes at column 10)"
 
 
 def test_config_file_sets_defaults_and_rejects_unknown_keys(tmp_path, capsys):
