@@ -183,13 +183,11 @@ def attempt(system: System, run_dir: Path, out_dir: Path, tag: str) -> Outcome:
 
 def call_command(command: str, argv: list[str]) -> str | None:
     """Run one command's main(argv) in this process; an error message, or None when it succeeded."""
-    import importlib
 
-    from llmcls.cli import COMMANDS
+    from llmcls.cli import command_main
 
-    module = importlib.import_module(COMMANDS[command][0])
     try:
-        code = module.main(argv)
+        code = command_main(command)(argv)
     except SystemExit as err:  # an argparse error or a script's own exit
         code = err.code
     return None if code in (0, None) else f"llmcls {command} exited with status {code}"

@@ -276,10 +276,9 @@ def select(systems: list[System], only: str | None, skip: str | None, source: st
 def check_parses(system: System, out_dir: Path, source: str) -> None:
     """Parse the system's argv with its command's own parser: unknown options, bad values and bad choices fail here
     as one line naming the YAML and the system."""
-    from llmcls.cli import COMMANDS
+    from llmcls.cli import command_module
 
-    module = importlib.import_module(COMMANDS[system.command][0])
-    parser = module.make_parser()
+    parser = command_module(system.command).make_parser()
     where = f"{source}: system {system.name!r} (llmcls {system.command})"
     known = option_names(parser)
     for key in system.flags:

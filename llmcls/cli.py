@@ -9,7 +9,8 @@ import sys
 from llmcls import __version__
 from llmcls.errors import LlmclsError
 
-# name -> (module, one-line description). Modules are imported only when their command runs, so --help is fast.
+# name -> (module[:function], one-line description); the function defaults to `main(argv)`. Modules are imported only
+# when their command runs, so --help is fast.
 COMMANDS = {
     "data": ("llmcls.explore", "Inspect data: `data list` (bundled samples), `data stats PATH` (counts, plots)."),
     "train-linear": ("llmcls.linear", "Train the TF-IDF + linear one-vs-rest baseline; writes a run directory."),
@@ -19,8 +20,8 @@ COMMANDS = {
                                                   "directory."),
     "zeroshot": ("llmcls.generative", "Classify by prompting an LLM (free, --constrained or --mode score); writes a "
                                       "run directory."),
-    "fewshot": ("llmcls.generative", "The same with --k examples per prompt from --train (--selection knn, random, "
-                                     "balanced)."),
+    "fewshot": ("llmcls.generative:fewshot", "The same with --k examples per prompt from --train (--selection knn, "
+                                             "random, balanced)."),
     "sft": ("llmcls.sft", "LoRA/QLoRA instruction tuning of an LLM (TRL), then its predictions; also "
                           "`accelerate launch llmcls/sft.py`."),
     "benchmark": ("llmcls.benchmark", "Run the systems of a benchmark YAML on the same data (complete ones are "
@@ -41,6 +42,16 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+def command_module(name: str):
+    """The module of a command (its `make_parser`, `SUBCOMMANDS`, ...)."""
+    return importlib.import_module(COMMANDS[name][0].partition(":")[0])
+
+
+def command_main(name: str):
+    """The function that runs a command: main(argv) -> exit status."""
+    return getattr(command_module(name), COMMANDS[name][0].partition(":")[2] or "main")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -53,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"llmcls: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    module = command_module(name)
     command = " ".join(argv[:2]) if argv[1:2] and argv[1] in getattr(module, "SUBCOMMANDS", {}) else name  # data stats
     try:
-        return int(module.main(argv[1:]) or 0)
+        return int(command_main(name)(argv[1:]) or 0)
     except LlmclsError as err:
         print(f"llmcls {command}: error: {err}", file=sys.stderr)
         return 2

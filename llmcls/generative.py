@@ -85,15 +85,23 @@ class GenerationArguments:
                 "(prefixes), to all labels (all), or to none.", "choices": ["prefixes", "all", "none"]})
 
 
-def make_parser():
+def make_parser(command: str = "zeroshot"):
     return build_parser([DataArguments, ModelArguments, PromptArguments, GenerationArguments],
-                        prog="llmcls zeroshot|fewshot",
+                        prog=f"llmcls {command}",
                         description="Classify abstracts by prompting an LLM (zero-shot, or few-shot with --k); "
                                     "writes a run directory.")
 
 
-def main(argv: list[str] | None = None) -> int:
-    data_args, model_args, prompt_args, gen_args = parse(make_parser(), argv)
+def fewshot(argv: list[str] | None = None) -> int:
+    """`llmcls fewshot`: the same command, which must be given --k."""
+    return main(argv, command="fewshot")
+
+
+def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
+    data_args, model_args, prompt_args, gen_args = parse(make_parser(command), argv)
+    if command == "fewshot" and prompt_args.k == 0:
+        raise LlmclsError("fewshot needs --k N, the examples per prompt (drawn from --train); without it the run "
+                          "would be zero-shot (llmcls zeroshot)")
     check_options(model_args, prompt_args, gen_args)
     adopt_training_prompt(model_args, prompt_args, data_args)
     system = "fewshot" if prompt_args.k > 0 else "zeroshot"

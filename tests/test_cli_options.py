@@ -3,7 +3,6 @@ that name the command as typed, result tables on stdout."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shlex
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from llmcls import encoder, explore, linear
-from llmcls.cli import COMMANDS, main
+from llmcls.cli import COMMANDS, command_module, main
 from llmcls.config import DataArguments, parse
 from llmcls.corpus import load_corpus
 
@@ -75,7 +74,7 @@ def test_every_command_line_in_a_recipe_header_parses(recipe, monkeypatch):
     for command, argv in commands:
         if re.search(r"^bf16: true", recipe.read_text(), flags=re.MULTILINE):
             argv += ["--bf16", "false"]  # GPU recipes: transformers refuses bf16 at parse time on a CPU-only machine
-        parsed = parse(importlib.import_module(COMMANDS[command][0]).make_parser(), argv)
+        parsed = parse(command_module(command).make_parser(), argv)
         for data_args in (obj for obj in parsed if isinstance(obj, DataArguments)):
             # what load_corpus refuses before reading a row
             assert not (data_args.split_ratios and (data_args.validation or data_args.test)), (command, argv)

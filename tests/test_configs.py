@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 
 import pytest
 
-from llmcls.cli import COMMANDS
+from llmcls.cli import COMMANDS, command_module
 from llmcls.config import parse
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +29,7 @@ def test_there_are_recipes():
 def test_recipe_parses(recipe):
     command = command_of(recipe)
     assert command in COMMANDS, f"{recipe.name} names unknown command {command!r}"
-    module = importlib.import_module(COMMANDS[command][0])
+    module = command_module(command)
     argv = ["--config", str(recipe)]
     if re.search(r"^bf16: true", recipe.read_text(), flags=re.MULTILINE):
         argv += ["--bf16", "false"]  # GPU recipes: transformers refuses bf16 at parse time on this CPU-only machine

@@ -72,6 +72,15 @@ def _metrics(run: Path, split: str | None = None) -> dict:
     return json.loads((run / ("metrics.json" if split is None else f"metrics.{split}.json")).read_text())
 
 
+def test_fewshot_without_k_is_refused_not_run_zero_shot(tiny, data, tmp_path, capsys):
+    assert main(["fewshot", *_args(tiny, data, tmp_path / "run"), "--train", data["train"]]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("llmcls fewshot: error: fewshot needs --k N")
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(SystemExit):
+        main(["fewshot", "--help"])
+    assert capsys.readouterr().out.startswith("usage: llmcls fewshot ")
+
+
 def test_chat_layout_without_a_chat_template_fails_before_the_weights_load(tiny, data, tmp_path, monkeypatch, capsys):
     import llmcls.backends.hf as hf
 
