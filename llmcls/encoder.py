@@ -104,7 +104,9 @@ class EncoderArguments(TrainingArguments):
         "help": "Validation metric (thresholds tuned first) that picks the best checkpoint."})
     logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
     train_sampling_strategy: str = field(default="group_by_length", metadata={
-        "help": "Batches of similar lengths waste less compute on padding ('group_by_length'), or 'random'.",
+        "help": "Sampler for training: 'group_by_length' (batches of similar lengths: less padding), 'random', "
+                "'sequential', or 'batch_rebalance' (padded tokens balanced across devices and gradient-accumulation "
+                "steps).",
         "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]})
     dataloader_num_workers: int | None = field(default=None, metadata={
         "help": "Processes that collate batches; default: 4 with a GPU (the GPU outruns one Python process), "

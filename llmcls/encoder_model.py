@@ -21,6 +21,7 @@ import torch
 
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
+from llmcls.model_paths import check_model_path, model_errors
 
 POOLING_KEY = "llmcls_pooling"  # config.json key that marks a saved MeanPoolingClassifier
 WEIGHTS_FILE = "model.safetensors"
@@ -70,12 +71,11 @@ class MeanPoolingClassifier(torch.nn.Module):
 
 
 def _load(loader, name: str, **kwargs):
-    """`loader.from_pretrained(name)`; an unreadable or missing model is a one-line error, not a traceback."""
-    try:
+    """`loader.from_pretrained(name)`; a path that holds no model, or a model that cannot be found, is a one-line
+    error, not a traceback."""
+    check_model_path(name)
+    with model_errors(name):
         return loader.from_pretrained(name, **kwargs)
-    except OSError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LlmclsError(f"cannot load {name!r}: {first} (give a local model folder when offline)") from None
 
 
 def load_tokenizer(name: str):

@@ -59,6 +59,16 @@ class SFTScriptArguments:
                 "by what the model writes, not by loss. 0: off."})
 
 
+# help texts that state llmcls's defaults (make_parser) in place of TRL's and transformers'
+HELP = {
+    "bf16": "bf16 (mixed) precision instead of float32; default: on when a CUDA GPU supports bfloat16 (and --fp16 "
+            "is off), else off. On a CPU, --bf16 true needs --use_cpu true.",
+    "train_sampling_strategy": "Sampler for training: 'group_by_length' (batches of similar lengths: less padding), "
+                               "'random', 'sequential', or 'batch_rebalance' (padded tokens balanced across devices "
+                               "and gradient-accumulation steps).",
+}
+
+
 def make_parser():
     from trl import ModelConfig, SFTConfig
 
@@ -75,6 +85,14 @@ def make_parser():
     # first examples trained in 246 s instead of 294 s on 2 CPU cores. The encoder's default too; `random` restores
     # shuffled batches.
     parser.set_defaults(train_sampling_strategy="group_by_length")
+    # TRL turns bf16 on unless --fp16, and transformers then refuses to parse on a machine without a bf16 GPU: there
+    # the default is float32, as train-encoder's (its EncoderArguments). A YAML key or a flag still sets it.
+    import torch
+
+    if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+        parser.set_defaults(bf16=False)
+    for action in parser._actions:
+        action.help = HELP.get(action.dest, action.help)
     return parser
 
 
@@ -149,9 +167,11 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
 
 def load_training_tokenizer(model_args, training_args):
     from llmcls.backends.hf import load_tokenizer, resolve_model
+    from llmcls.model_paths import model_errors
 
-    tokenizer = load_tokenizer(resolve_model(model_args.model_name_or_path),
-                               trust_remote_code=training_args.trust_remote_code)
+    path = resolve_model(model_args.model_name_or_path)
+    with model_errors(path):
+        tokenizer = load_tokenizer(path, trust_remote_code=training_args.trust_remote_code)
     tokenizer.padding_side = "right"  # training pads on the right; generation (evaluate) switches to left
     return tokenizer
 
@@ -313,6 +333,7 @@ def load_training_model(model_args, training_args):
     from trl import get_quantization_config
 
     from llmcls.backends.hf import resolve_model
+    from llmcls.model_paths import model_errors
 
     quantization = get_quantization_config(model_args)
     device_map = None
@@ -330,7 +351,9 @@ def load_training_model(model_args, training_args):
         kwargs["dtype"] = model_args.dtype
     elif training_args.bf16:
         kwargs["dtype"] = "bfloat16"
-    return AutoModelForCausalLM.from_pretrained(resolve_model(model_args.model_name_or_path), **kwargs)
+    path = resolve_model(model_args.model_name_or_path)
+    with model_errors(path):
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -372,7 +372,7 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     (["--model", "MODEL", "--text_fields", "title"], "--text_fields title: every row's text is empty"),
     (["--model", "MODEL", "--resume"], "--resume: no checkpoint-* folder"),
     (["--model", "MODEL", "--min_labels", "one"], "--min_labels must be integers"),
-    (["--model", "/nonexistent/model"], "cannot load '/nonexistent/model'"),
+    (["--model", "/nonexistent/model"], "cannot load model /nonexistent/model: no such file or folder"),
     (["--model", "MODEL", "--resume_from_checkpoint", "/nonexistent/checkpoint"], "no checkpoint folder"),
     (["--model", "MODEL", "--resume_from_checkpoint", "MODEL"],
      "not a Trainer checkpoint folder (no trainer_state.json)"),

@@ -32,6 +32,7 @@ from llmcls.backends.constrained import (
     make_processor,
 )
 from llmcls.errors import LlmclsError, missing_extra
+from llmcls.model_paths import check_model_path, model_errors
 from llmcls.progress import status
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -91,9 +92,11 @@ def file_digest(path: Path) -> str:
 
 
 def resolve_model(spec: str) -> str:
-    """A loadable name: a .gguf file becomes its converted folder; folders and hub ids pass through."""
+    """A loadable name: a .gguf file becomes its converted folder; model folders and hub ids pass through, and any
+    other local path is a one-line error (`check_model_path`)."""
     if spec.endswith(".gguf"):
         return str(gguf_folder(spec))
+    check_model_path(spec)
     return spec
 
 
@@ -220,14 +223,12 @@ class HFBackend:
         dtype = pick_dtype(args.dtype, device)
         quantization = _quantization_config(dtype) if args.load_in_4bit else None  # a missing extra fails first
         path = resolve_model(args.model or base_model_of(args.adapter))
-        with status(f"Loading {path} ({dtype}, {device})" + (f" + adapter {args.adapter}" if args.adapter else "")):
-            try:
-                tokenizer = load_tokenizer(path, args.adapter, args.trust_remote_code)
-                if check_tokenizer is not None:
-                    check_tokenizer(tokenizer)
-                model = load_model(path, args, device, dtype, quantization)
-            except OSError as err:  # not a folder, not in the hub cache and offline, a typo in a hub id, ...
-                raise LlmclsError(f"cannot load model {path}: {str(err).splitlines()[0]}") from None
+        adapter = f" + adapter {args.adapter}" if args.adapter else ""
+        with status(f"Loading {path} ({dtype}, {device}){adapter}"), model_errors(path):
+            tokenizer = load_tokenizer(path, args.adapter, args.trust_remote_code)
+            if check_tokenizer is not None:
+                check_tokenizer(tokenizer)
+            model = load_model(path, args, device, dtype, quantization)
         return cls(model, tokenizer, batch_size=batch_size, static_cache=args.static_cache)
 
     def _core(self):

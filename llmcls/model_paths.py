@@ -1,0 +1,44 @@
+"""Where a model comes from: a one-line error for a local path that holds no model, or a model transformers cannot
+find, shared by the encoder, the generative backends and SFT (no torch or transformers import here)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from llmcls.errors import LlmclsError
+
+
+def check_model_path(name: str) -> None:
+    """A one-line error for a local path that holds no model. transformers would raise a ValueError about the
+    tokenizer or `model_type` for a folder without config.json, read a file as a config, and take a missing path
+    for a malformed hub id; hub ids (and paths that could be one) are left to `model_errors`."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    path = Path(name)
+    if path.is_dir():
+        if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+            return
+        problem = "not a model folder (no config.json)"
+    elif path.exists():
+        problem = "a file, not a model folder"
+    else:
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            problem = "no such file or folder"
+        else:
+            return  # a hub id, or a path that could be one: transformers looks it up
+    raise LlmclsError(f"cannot load model {name}: {problem}")
+
+
+@contextmanager
+def model_errors(name: str) -> Iterator[None]:
+    """transformers' OSError for a model it cannot find (a hub id not cached while offline, a typo, a folder
+    without weights) as one line."""
+    try:
+        yield
+    except OSError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LlmclsError(f"cannot load model {name}: {reason}") from None
