@@ -3,9 +3,9 @@ classification with the Two-Way loss (or BCE); thresholds tuned on validation; w
 
     llmcls train-encoder --model allenai/scibert_scivocab_uncased --loss twoway \\
         --train train.jsonl --validation val.jsonl --test test.jsonl --output_dir runs/scibert-twoway
-    llmcls train-encoder --config configs/encoder_scibert.yaml                  # a recipe; flags override it
-    accelerate launch --config_file accelerate_configs/multi_gpu.yaml -m llmcls.encoder \\
-        --config configs/encoder_scibert.yaml                                     # DDP on every GPU of the machine
+    llmcls train-encoder --config configs/encoder_scibert.yaml --train ... --validation ... --test ...  # a recipe
+    accelerate launch --config_file accelerate_configs/multi_gpu.yaml --num_processes 8 -m llmcls.encoder \\
+        --config configs/encoder_scibert.yaml --train ... --validation ... --test ...  # DDP over 8 GPUs
 
 Steps: read the splits and the label space (`corpus.py`) -> tokenise once (`datasets.map`, cached; dynamic padding
 per batch) -> `AutoModelForSequenceClassification` (or the mean-pooling head, `encoder_model.py`) -> `Trainer`

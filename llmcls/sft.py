@@ -17,6 +17,7 @@ tokens only, end token included. After training, the adapter (and with `--merge`
 from __future__ import annotations
 
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -415,5 +416,6 @@ def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_ar
                extra={"params_trained": trained["params_trained"]}, train_s=trained["train_s"])
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # `accelerate launch llmcls/sft.py ...`: the same command, one-line errors
+    from llmcls.cli import main as cli_main
+    raise SystemExit(cli_main(["sft", *sys.argv[1:]]))

@@ -207,6 +207,14 @@ def test_data_parallel_run_with_two_processes_on_cpu(tiny_llama, tmp_path):
     assert RunDir(out).read_metrics()["generation"]["well_formed_rate"] == 1.0
 
 
+def test_the_script_entry_point_gives_one_line_errors():
+    """`accelerate launch llmcls/sft.py ...` runs the file as a script: its errors read as `llmcls sft`'s."""
+    result = subprocess.run([sys.executable, str(ROOT / "llmcls" / "sft.py"), "--train", "aapd-train"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("llmcls sft: error: --model_name_or_path is required")
+
+
 def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_path):
     out = tmp_path / "run"
     assert cli_main(["sft", *_args(tiny_llama, out, "--max_steps", "1"), "--prompt", "compact", "--chat", "off",
