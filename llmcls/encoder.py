@@ -20,6 +20,7 @@ every logit, so 0 is no natural cut for it: the thresholds tuned on validation a
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
@@ -50,6 +51,7 @@ from llmcls.progress import console
 from llmcls.runs import Predictions, RunDir, check_checkpoint, primary_split
 
 SYSTEM = "encoder"
+TWO_WAY_TP, TWO_WAY_TN = 4.0, 1.0  # the paper's temperatures
 EVAL_KEYS = ("micro_f1", "macro_f1", "samples_f1", "p_at_1", "lrap")  # logged after each epoch
 
 
@@ -61,8 +63,8 @@ class EncoderArguments(TrainingArguments):
     model: str | None = field(default=None, metadata={
         "help": "Model to fine-tune: a Hugging Face name or a local folder (e.g. allenai/scibert_scivocab_uncased)."})
     loss: str = field(default="twoway", metadata={"help": "Training loss.", "choices": ["twoway", "bce"]})
-    tp: float = field(default=4.0, metadata={"help": "Two-Way loss: temperature of the positives."})
-    tn: float = field(default=1.0, metadata={"help": "Two-Way loss: temperature of the negatives."})
+    tp: float = field(default=TWO_WAY_TP, metadata={"help": "Two-Way loss: temperature of the positives."})
+    tn: float = field(default=TWO_WAY_TN, metadata={"help": "Two-Way loss: temperature of the negatives."})
     pos_weight: float | None = field(default=None, metadata={
         "help": "BCE: weight of the positive entries, above 0 (> 1 favours recall)."})
     pooling: str = field(default="model", metadata={
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     model = load_for_training(args.model, corpus.label_space, args.pooling)
     trainer = build_trainer(model, tokenizer, splits["train"], splits["validation"], args)
     check_parallelism(trainer)
+    checkpoint = resume_checkpoint(args)
+    resumed = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"] if checkpoint else None
     started = time.perf_counter()
     train_metrics = train(trainer, args)
     train_s = time.perf_counter() - started
@@ -172,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     if trainer.is_world_process_zero():
         timing = {"train_s": round(train_s, 3),
                   "train_examples_per_s": round(train_metrics.get("train_samples_per_second", 0.0), 1)}
+        if resumed is not None:  # train_s is this process's part; the Trainer's rate counts every epoch's examples
+            timing |= {"resumed_from_step": resumed, "train_examples_per_s": None}
         write_run(run, corpus, args, data_args, splits, scores, thresholds, trainer.model, timing)
         if not args.keep_checkpoints:
             run.remove_checkpoints()
@@ -187,6 +193,11 @@ def check_arguments(args: EncoderArguments) -> None:
         raise LlmclsError("--tp and --tn must be positive")
     if args.pos_weight is not None and not args.pos_weight > 0:  # 0 would drop the positives from the loss
         raise LlmclsError(f"--pos_weight must be positive (> 1 favours recall), got {args.pos_weight}")
+    # an option of the other loss would be recorded in config.yaml as if it had shaped this run
+    if args.loss == "twoway" and args.pos_weight is not None:
+        raise LlmclsError("--pos_weight weighs BCE's positives; the Two-Way loss has --tp and --tn (or --loss bce)")
+    if args.loss == "bce" and (args.tp, args.tn) != (TWO_WAY_TP, TWO_WAY_TN):
+        raise LlmclsError("--tp and --tn are the Two-Way loss's temperatures; with --loss bce they do nothing")
     parse_min_labels(args.min_labels)
     check_early_stopping(args)
     checkpoint = resume_checkpoint(args)

@@ -363,7 +363,10 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     crash["at_step"] = None
     assert encoder.main([*argv[1:], "--resume"]) == 0
     assert steps == list(range(4, 12))  # epochs 2 and 3 only: epoch 1 came from checkpoint-4
-    assert RunDir(out).read_metrics()["split"] == "test"
+    record = RunDir(out).read_metrics()
+    assert record["split"] == "test"
+    # this process trained 8 of 12 steps: its time is no rate over the whole run's examples
+    assert record["timing"]["resumed_from_step"] == 4 and record["timing"]["train_examples_per_s"] is None
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -381,6 +384,8 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     (["--model", "MODEL", "--early_stopping_patience", "-1"], "--early_stopping_patience must be 0 (off) or more"),
     (["--model", "MODEL", "--loss", "bce", "--pos_weight", "-1"], "--pos_weight must be positive"),
     (["--model", "MODEL", "--loss", "bce", "--pos_weight", "0"], "--pos_weight must be positive"),
+    (["--model", "MODEL", "--pos_weight", "2"], "--pos_weight weighs BCE's positives; the Two-Way loss has"),
+    (["--model", "MODEL", "--loss", "bce", "--tp", "2"], "--tp and --tn are the Two-Way loss's temperatures"),
 ])
 def test_bad_input_is_one_line(extra, message, tiny_models, tmp_path, capsys):
     extra = [str(tiny_models["bert"]) if value == "MODEL" else value for value in extra]
