@@ -52,7 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     if not len(space):
         raise LlmclsError(f"{path}: no label to score: the records name none and there is no labels.json beside "
                           "the file (pass --labels)")
-    outside = {label for r in records for label in r["labels"] + r["predicted"] if label not in space}
+    named = {label for r in records for label in r["labels"] + r["predicted"]}
+    outside = {label for label in named if label not in space}
+    if named and outside == named:  # nothing left to score: every metric would be 0 (another label file?)
+        raise LlmclsError(f"{path}: none of the file's {len(named)} labels is in the label space "
+                          f"({args.labels or 'labels.json beside it'}); pass the labels file of its run")
     if outside:  # scored over the space only: say what the metrics leave out
         console.print(f"note: {len(outside)} labels of the file are outside the label space and not scored "
                       f"({', '.join(sorted(outside)[:5])}{', ...' if len(outside) > 5 else ''})")

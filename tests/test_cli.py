@@ -128,6 +128,10 @@ def test_evaluate_says_which_labels_a_labels_file_leaves_out(linear_run, tmp_pat
     few.write_text("cs.IT\nmath.IT\n")
     assert main(["evaluate", str(linear_run / "predictions.jsonl"), "--labels", str(few)]) == 0
     assert "labels of the file are outside the label space and not scored" in capsys.readouterr().err
+    other = tmp_path / "other.txt"
+    other.write_text("q-bio.NC\n")
+    assert main(["evaluate", str(linear_run / "predictions.jsonl"), "--labels", str(other)]) == 2
+    assert "labels is in the label space" in capsys.readouterr().err  # all-zero metrics would look like a result
 
 
 def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
