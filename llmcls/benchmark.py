@@ -130,7 +130,7 @@ def run_system(system: System, out_dir: Path, tag: str) -> Outcome:
         return Outcome(system.name, "skipped (complete)", record.get("wall_s"), read_metrics(run_dir))
     if state == "changed" and record.get("status") == "complete" and (run_dir / "metrics.json").exists():
         console.print(f"{tag}: options changed since its last run: rerunning it in an empty folder (the finished "
-                      f"earlier run waits in {previous} until the rerun succeeds)")
+                      f"earlier run waits in {previous} until the rerun succeeds)", soft_wrap=True, markup=False)
         shutil.rmtree(previous, ignore_errors=True)
         run_dir.rename(previous)
     elif state == "changed":
@@ -148,7 +148,8 @@ def run_system(system: System, out_dir: Path, tag: str) -> Outcome:
             os.replace(trace, previous / "error.log")
         shutil.rmtree(run_dir, ignore_errors=True)
         previous.rename(run_dir)
-        console.print(f"{tag}: the finished earlier run is back in {run_dir} (with its earlier options)")
+        console.print(f"{tag}: the finished earlier run is back in {run_dir} (with its earlier options)",
+                      soft_wrap=True, markup=False)
     return outcome
 
 

@@ -163,7 +163,8 @@ def test_paired_table_reads_each_run_against_the_first(runs):
     assert [row[0] for row in table.rows] == [run.name for run in loaded[1:]]
     assert table.title.endswith(loaded[0].name)
     for row in table.rows:  # the verdict follows the interval
-        low, high = (float(x) for x in row[5].split(" to "))
+        low, high = row[5].low, row[5].high
+        assert f"{row[5]}" == f"{low:+.3f} to {high:+.3f}"  # one cell where text is shown
         assert low <= row[4] <= high
         assert row[6] == ("ahead" if low > 0 else "behind" if high < 0 else "not separated")
     assert paired_table(loaded[:1]) is None
