@@ -106,8 +106,9 @@ def main() -> None:
                 str(args.steps + args.warmup + args.profile),
                 "--bf16", "true" if gpu else "false", "--activation_checkpointing", "false", "--report_to", "none",
                 "--save_strategy", "no", "--logging_steps", "1000", "--max_length", str(args.seq_len),
-                "--use_peft", "false" if args.full else "true", "--lora_r", "16", "--lora_alpha", "32",
-                "--lora_target_modules", "all-linear", "--dtype", "bfloat16" if gpu else "float32",
+                *(["--use_peft", "false"] if args.full else ["--use_peft", "true", "--lora_r", "16", "--lora_alpha",
+                                                             "32", "--lora_target_modules", "all-linear"]),
+                "--dtype", "bfloat16" if gpu else "float32",
                 *shlex.split(args.extra)]
         _, script_args, _, training_args, model_args = parse(make_parser(), argv)
         n = args.batch_size * (args.steps + args.warmup + args.profile)

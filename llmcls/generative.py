@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
         raise LlmclsError("fewshot needs --k N, the examples per prompt (drawn from --train); without it the run "
                           "would be zero-shot (llmcls zeroshot)")
     check_options(model_args, prompt_args, gen_args)
-    adopt_training_prompt(model_args, prompt_args, data_args)
+    adopt_training_prompt(model_args, prompt_args, data_args, gen_args)
     system = "fewshot" if prompt_args.k > 0 else "zeroshot"
     corpus = load_corpus(data_args, required=("train",) if prompt_args.k > 0 else ())
     evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
@@ -213,11 +213,12 @@ def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, co
                               "generated answer; rename it (e.g. in a --labels file) or use --mode score")
 
 
-def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArguments,
-                          data_args: DataArguments) -> None:
+def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArguments, data_args: DataArguments,
+                          gen_args: GenerationArguments) -> None:
     """A zero-shot run of an adapter that `llmcls sft` trained (RUN_DIR/adapter) takes that run's prompt template,
-    layout, label space and label level unless --prompt / --chat / --labels / --label_level say otherwise: the model
-    is then prompted exactly as it was trained, over the labels it learnt."""
+    layout, label space, label level and answer cap unless --prompt / --chat / --labels / --label_level /
+    --max_labels say otherwise: the model is then prompted exactly as it was trained, over the labels it learnt, and
+    answers as the run's own evaluation let it (greedy predictions equal the run's)."""
     if not model_args.adapter or prompt_args.k > 0:
         return
     config = Path(model_args.adapter).parent / "config.yaml"
@@ -239,6 +240,11 @@ def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArgumen
     if data_args.label_level == "category" and trained.get("label_level", "category") != "category":
         data_args.label_level = trained["label_level"]
         taken.append(f"--label_level {data_args.label_level}")
+    evaluated = (config.parent / "metrics.json").exists() and RunDir(config.parent).read_metrics()
+    max_labels = (evaluated or {}).get("generation", {}).get("max_labels")
+    if not gen_args.max_labels and max_labels:  # the run's own answer cap (from its training labels): same budget
+        gen_args.max_labels = int(max_labels)
+        taken.append(f"--max_labels {gen_args.max_labels}")
     if taken:
         console.print(f"{' '.join(taken)}: as the adapter was trained ({config})")
 

@@ -6,12 +6,13 @@
 
 Each training abstract becomes a prompt-completion pair built exactly as at inference: the same template
 (`prompts/`), the same chat template (plain layout for base models), and as target `format_labels(labels)` in
-label-space order (the canonical order: most frequent label first; `--shuffle_label_order` permutes it per example
-as an augmentation) followed by the model's end-of-turn text, so the trained model learns to stop. Prompt and target
-are tokenised separately, as at inference (`backends.encode_prompts` for the prompt), and the loss covers the target
-tokens only, end token included. After training, the adapter (and with `--merge` a merged model) is saved under
-`--output_dir`, and the model predicts `--validation` / `--test` with the generative path's code (free or
-`--constrained` decoding, or `--mode score`), writing the same run directory files as every other system.
+label-space order (the canonical order: most frequent label first; `--shuffle_label_order` permutes it per example,
+once, as an augmentation) followed by the model's end-of-turn text, so the trained model learns to stop. Prompt and
+target are tokenised as at inference (`backends.encode_prompts` for the prompt; the target as it follows the
+prompt's tail, `constrained.continuation_ids`), and the loss covers the target tokens only, end token included.
+After training, the adapter (and with `--merge` a merged model) is saved under `--output_dir`, and the model
+predicts `--validation` / `--test` with the generative path's code (free or `--constrained` decoding, or `--mode
+score`), writing the same run directory files as every other system.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class SFTScriptArguments:
         "help": "auto: the tokenizer's chat template when it has one; on; off (plain layout, for base models).",
         "choices": ["auto", "on", "off"]})
     shuffle_label_order: bool = field(default=False, metadata={
-        "help": "Permute the target's labels per example (augmentation; default: canonical label-space order)."})
+        "help": "Permute the target's labels per example, once from --seed (augmentation; default: canonical "
+                "label-space order)."})
     merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model (output_dir/merged)."})
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only; no predictions."})
     keep_checkpoints: bool = field(default=False, metadata={
@@ -156,6 +158,7 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
     if script_args.merge and not model_args.use_peft:
         raise LlmclsError("--merge folds a LoRA adapter into the base weights; with --use_peft false the saved model "
                           "is whole already (RUN_DIR/adapter)")
+    check_ignored_options(training_args, model_args)
     if model_args.use_peft and "lm_head" in targets:
         # TRL computes the loss from lm_head.weight directly (no full logits), so a LoRA there would never train.
         raise LlmclsError("a LoRA on lm_head is not trained by TRL's loss; drop it from --lora_target_modules "
@@ -164,6 +167,30 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Data: abstracts -> token ids with the loss on the target only
+
+
+def check_ignored_options(training_args, model_args) -> None:
+    """TRL options that llmcls's own data path would ignore while config.yaml recorded them as used: refused."""
+    from trl import ModelConfig
+
+    if training_args.completion_only_loss is False:
+        raise LlmclsError("--completion_only_loss false: llmcls sft always trains on the answer only (the prompt's "
+                          "labels are -100)")
+    if training_args.assistant_only_loss:
+        raise LlmclsError("--assistant_only_loss: llmcls sft builds prompt-completion pairs and trains on the "
+                          "completion already; leave it off")
+    for name in ("chat_template_path", "eos_token"):  # TRL applies them after llmcls has rendered the examples
+        if getattr(training_args, name, None):
+            raise LlmclsError(f"--{name}: training examples are rendered with the model's own tokenizer before TRL "
+                              "would apply it, so training and evaluation would differ; put the chat template or "
+                              "end token in the model folder's tokenizer files instead")
+    if not model_args.use_peft:
+        defaults = ModelConfig()
+        lora = [name for name in vars(defaults) if (name.startswith("lora_") or name in ("use_rslora", "use_dora"))
+                and getattr(model_args, name) != getattr(defaults, name)]
+        if lora:
+            raise LlmclsError(f"--{lora[0]} applies to a LoRA: add --use_peft true (without it every weight is "
+                              "trained and the LoRA options do nothing)")
 
 
 def load_training_tokenizer(model_args, training_args):
@@ -182,6 +209,7 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     import datasets
 
     from llmcls.backends import encode_prompts
+    from llmcls.backends.constrained import common_suffix, continuation_ids
     from llmcls.prompts import CHAT_OPTION, build_completion, build_prompt, load_template, render_user_message
 
     space, ds = corpus.label_space, corpus.get(split)
@@ -199,8 +227,12 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
         if script_args.shuffle_label_order:
             rng.shuffle(ordered)
         completions.append(build_completion(tokenizer, ordered, chat=chat))
-    prompt_ids = encode_prompts(tokenizer, [prompt(title, abstract) for title, abstract, _ in rows_in])
-    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    prompts = [prompt(title, abstract) for title, abstract, _ in rows_in]
+    prompt_ids = encode_prompts(tokenizer, prompts)
+    # the answer's ids as they follow the prompt (a SentencePiece tokenizer marks a word start that the answer alone
+    # would get as an extra token), from the prompts' common tail: what constrained decoding and score mode use
+    context = common_suffix(prompts)
+    completion_ids = [continuation_ids(tokenizer, context, completion) for completion in completions]
     rows, cut = [], 0
     for (title, abstract, _), p_ids, c_ids in zip(rows_in, prompt_ids, completion_ids, strict=True):
         room = None if training_args.max_length is None else training_args.max_length - len(c_ids)
@@ -220,17 +252,24 @@ def fit_prompt(encode, abstract: str, room: int, max_length: int) -> list[int]:
     takes at most `room` tokens; the instructions, the label list and the template's end stay whole, and the
     prompt stays the one inference renders (a token cut through the middle of it would not). An error when even
     an empty abstract does not fit."""
-    words = abstract.split()
     ids = encode(abstract)
-    while len(ids) > room and words:
-        # drop about as many words as there are tokens too many (a word is at least one token), then check again
-        words = words[: max(0, len(words) - max(1, len(ids) - room))]
-        ids = encode(" ".join(words))
-    if len(ids) > room:
-        raise LlmclsError(f"--max_length {max_length}: the prompt without its abstract takes {len(ids)} tokens and "
+    if len(ids) <= room:
+        return ids
+    words = abstract.split()
+    empty = encode("")
+    if len(empty) > room:
+        raise LlmclsError(f"--max_length {max_length}: the prompt without its abstract takes {len(empty)} tokens and "
                           f"the answer {max_length - room}; raise --max_length or use a shorter prompt "
                           "(--prompt compact leaves out the label list)")
-    return ids
+    low, high, best = 0, len(words) - 1, empty  # the most words whose prompt fits (fitting only gets harder with more)
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = encode(" ".join(words[:middle]))
+        if len(candidate) <= room:
+            low, best = middle + 1, candidate
+        else:
+            high = middle - 1
+    return best
 
 
 # ---------------------------------------------------------------------------------------------------------------------

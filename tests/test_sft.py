@@ -63,6 +63,45 @@ def test_fit_prompt_cuts_the_abstract_and_keeps_the_rest():
     with pytest.raises(LlmclsError, match="the prompt without its abstract takes 10 tokens"):
         fit_prompt(encode, abstract, 9, 19)
 
+    def encode_long_words(abstract: str) -> list[str]:  # three tokens a word: the cut must still fill the room
+        return ["head", *(piece for word in abstract.split() for piece in (word, "#", "#")), "tail"]
+
+    ids = fit_prompt(encode_long_words, abstract, 50, 60)
+    assert len(ids) == 50 and ids.count("#") == 2 * 16  # 16 words (50 tokens) fit, a 17th would not
+
+
+def test_the_answer_is_trained_as_it_follows_the_prompt(tmp_path):
+    """A SentencePiece tokenizer (Llama 2, Mistral) marks a word start with a space piece: the answer tokenised alone
+    begins with a lone marker that never follows the prompt, so the targets are the ids the answer gets after the
+    prompt's end, those that constrained decoding and score mode use."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from llmcls.backends.constrained import continuation_ids
+
+    rows = read_jsonl(RESOURCES / "aapd-train.jsonl")
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.Strip(" ", 1, 0)])
+    backend.train_from_iterator([r["abstract"] for r in rows] + [" ".join(r["labels"]) for r in rows],
+                                trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
+                                                    show_progress=False))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",
+                                        unk_token="<unk>", pad_token="</s>")
+    assert tokenizer.convert_ids_to_tokens(tokenizer.encode(" cs.IT", add_special_tokens=False))[0] == "\u2581"
+    data_args, script_args, _, training_args, _ = parse(make_parser(), [
+        "--model_name_or_path", "unused", "--train", "aapd-train", "--max_train_examples", "4", "--output_dir",
+        str(tmp_path), "--prompt", "compact", "--bf16", "false", "--max_length", "4096"])
+    ds = build_sft_dataset(load_corpus(data_args, required=("train",)), "train", tokenizer, script_args,
+                           training_args)
+    space = load_corpus(data_args, required=("train",)).label_space
+    for row, source in zip(ds, rows, strict=False):
+        answer = [i for i, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]
+        labels = ", ".join(lab for lab in space.labels if lab in source["labels"])
+        assert answer == continuation_ids(tokenizer, "Categories:", f" {labels}</s>"), source["id"]
+        assert tokenizer.convert_ids_to_tokens(answer[:1]) != ["\u2581"]  # no lone word-start marker
+        assert answer[-1] == tokenizer.eos_token_id
+
 
 def test_a_long_prompt_keeps_its_abstract_and_answer(tiny_llama, tmp_path):
     # the zero-shot prompt lists every label before the abstract: a cut must come out of the abstract's end, not
@@ -229,6 +268,22 @@ def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_
     assert RunDir(tmp_path / "own").read_config()["prompt"] == "zeroshot"
 
 
+def test_zeroshot_with_the_adapter_repeats_the_runs_own_predictions(tiny_llama, tmp_path):
+    """Greedy answers of the reused adapter equal the SFT run's evaluation: same prompt, labels and answer budget,
+    though the run sized its budget from training labels that the zero-shot run is not given."""
+    out = tmp_path / "run"
+    assert cli_main(["sft", *_args(tiny_llama, out, "--max_steps", "2"), "--prompt", "compact", "--test",
+                     "aapd-test", "--max_eval_examples", "8", "--batch_size", "8"]) == 0
+    assert cli_main(["zeroshot", "--model", str(tiny_llama), "--adapter", str(out / "adapter"), "--test",
+                     "aapd-test", "--max_eval_examples", "8", "--batch_size", "8", "--output_dir",
+                     str(tmp_path / "reuse")]) == 0
+    own, reused = (read_jsonl(path / "predictions.jsonl") for path in (out, tmp_path / "reuse"))
+    assert [(r["id"], r["raw"]) for r in reused] == [(r["id"], r["raw"]) for r in own]
+    generation = RunDir(out).read_metrics()["generation"]
+    again = RunDir(tmp_path / "reuse").read_metrics()["generation"]
+    assert (again["max_new_tokens"], again["max_labels"]) == (generation["max_new_tokens"], generation["max_labels"])
+
+
 def test_generation_check_at_each_evaluation_picks_the_best_checkpoint(tiny_llama, tmp_path):
     out = tmp_path / "run"
     code = cli_main(["sft", *_args(tiny_llama, out), "--validation", "aapd-validation", "--max_eval_examples", "8",
@@ -316,6 +371,10 @@ def test_option_mistakes_are_one_line(tiny_llama, tmp_path, capsys):
         (["--lora_target_modules", "foo"], "--lora_target_modules foo:"),
         (["--resume_from_checkpoint", str(tmp_path)], "not a Trainer checkpoint folder"),
         (["--merge", "true", "--use_peft", "false"], "--merge folds a LoRA adapter into the base weights"),
+        (["--use_peft", "false"], "--lora_r applies to a LoRA: add --use_peft true"),
+        (["--completion_only_loss", "false"], "--completion_only_loss false: llmcls sft always trains on the answer"),
+        (["--assistant_only_loss", "true"], "--assistant_only_loss: llmcls sft builds prompt-completion pairs"),
+        (["--chat_template_path", str(tmp_path)], "--chat_template_path: training examples are rendered"),
         (["--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no checkpoint-* folder"),
         ([], "holds checkpoint-* folders of an earlier run: continue it with --resume_from_checkpoint true"),
     ]
