@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcls.benchmark_plan import BenchmarkArguments, Plan, RowSlice, System, make_plan
-from llmcls.config import DataArguments, build_parser, parse
+from llmcls.config import DataArguments, build_parser, check_one_process, parse
 from llmcls.errors import LlmclsError
 from llmcls.progress import console
 from llmcls.runs import RunDir, atomic_write
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     source = config_source(argv)
     data_args, args = parse(make_parser(), argv)
+    check_one_process("benchmark")  # each system that trains in parallel is launched on its own
     plan = make_plan(data_args, args, source)
     for note in plan.notes:
         console.print(f"note: {note}")

@@ -189,6 +189,29 @@ def suggestion(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def launched_processes() -> int:
+    """How many processes `accelerate launch` / `torch.distributed.run` started for this command (1 without them)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def check_one_process(command: str) -> None:
+    """A command that does not divide its work: under a launcher every process would redo it and write the same
+    files."""
+    if launched_processes() > 1:
+        raise LlmclsError(f"{command} runs in one process, but {launched_processes()} were launched (run it "
+                          "without accelerate launch / torchrun)")
+
+
+def check_distributed(world_size: int) -> None:
+    """Several processes were launched but the training arguments are not distributed (a CPU without --use_cpu
+    true): each process would train on all the data and write the run directory."""
+    if launched_processes() > 1 and world_size == 1:
+        raise LlmclsError(f"{launched_processes()} processes were launched but training is not distributed over "
+                          "them; on CPUs add --use_cpu true (gloo), on GPUs check that each process sees one")
+
+
 def to_dict(*objs: Any) -> dict[str, Any]:
     """Merge dataclass instances into one plain dict (the resolved configuration of a run)."""
     from dataclasses import asdict, is_dataclass

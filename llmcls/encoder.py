@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-from llmcls.config import DataArguments, build_parser, command_line, number_list, parse
+from llmcls.config import DataArguments, build_parser, check_distributed, command_line, number_list, parse
 from llmcls.corpus import Corpus, load_corpus, text_field_names
 from llmcls.encoder_infer import forward_logits, without_full_mask
 from llmcls.encoder_model import (
@@ -145,6 +145,7 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
+    check_distributed(args.world_size)
     check_arguments(args)
     RunDir(args.output_dir).check_overwrite("train-encoder")  # a finished run of another command stays whole
     if resume_checkpoint(args) is None:
@@ -198,6 +199,9 @@ def check_arguments(args: EncoderArguments) -> None:
         raise LlmclsError("--pos_weight weighs BCE's positives; the Two-Way loss has --tp and --tn (or --loss bce)")
     if args.loss == "bce" and (args.tp, args.tn) != (TWO_WAY_TP, TWO_WAY_TN):
         raise LlmclsError("--tp and --tn are the Two-Way loss's temperatures; with --loss bce they do nothing")
+    if args.dataloader_drop_last:  # the Trainer's evaluation loaders take it too
+        raise LlmclsError("--dataloader_drop_last would drop validation and test rows as well (thresholds, the best "
+                          "checkpoint and the test metrics on part of the rows); leave it off")
     parse_min_labels(args.min_labels)
     check_early_stopping(args)
     checkpoint = resume_checkpoint(args)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmcls.config import DataArguments, build_parser, command_line, parse
+from llmcls.config import DataArguments, build_parser, check_one_process, command_line, parse
 from llmcls.corpus import load_corpus
 from llmcls.encoder import (
     EncodedSplit,
@@ -57,6 +57,7 @@ TRAINING_ONLY = ("train", "validation", "labels", "min_label_count", "top_labels
 
 def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
+    check_one_process("predict-encoder")
     defaults = DataArguments()
     given = [name for name in TRAINING_ONLY if getattr(data_args, name) != getattr(defaults, name)]
     if given:

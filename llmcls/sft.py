@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcls.config import DataArguments, build_parser, parse, to_dict
+from llmcls.config import DataArguments, build_parser, check_distributed, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.generative import GenerationArguments
@@ -101,6 +101,7 @@ def make_parser():
 
 def main(argv: list[str] | None = None) -> int:
     data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
+    check_distributed(training_args.world_size)
     check_options(training_args, model_args, script_args)
     RunDir(training_args.output_dir).check_overwrite("sft")
     if training_args.resume_from_checkpoint is None:
@@ -123,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     trained = {"params_trained": trainable_parameters(trainer.model), "train_s": round(train_s, 3)}
     run = save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args,
                        trained)
-    if not script_args.skip_eval and trainer.accelerator.is_main_process:
-        evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_args, model_args, trained)
-    if not script_args.keep_checkpoints and trainer.accelerator.is_main_process:
-        RunDir(training_args.output_dir).remove_checkpoints()  # after the evaluation: a crash there can resume
     trainer.accelerator.wait_for_everyone()
+    if not trainer.accelerator.is_main_process:  # the main process alone evaluates; the others must not wait for
+        return 0  # it in a collective, which would time out (--ddp_timeout) on a long evaluation
+    if not script_args.skip_eval:
+        evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_args, model_args, trained)
+    if not script_args.keep_checkpoints:
+        RunDir(training_args.output_dir).remove_checkpoints()  # after the evaluation: a crash there can resume
     return 0
 
 

@@ -385,6 +385,7 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     (["--model", "MODEL", "--loss", "bce", "--pos_weight", "-1"], "--pos_weight must be positive"),
     (["--model", "MODEL", "--loss", "bce", "--pos_weight", "0"], "--pos_weight must be positive"),
     (["--model", "MODEL", "--pos_weight", "2"], "--pos_weight weighs BCE's positives; the Two-Way loss has"),
+    (["--model", "MODEL", "--dataloader_drop_last", "true"], "--dataloader_drop_last would drop validation and test"),
     (["--model", "MODEL", "--loss", "bce", "--tp", "2"], "--tp and --tn are the Two-Way loss's temperatures"),
 ])
 def test_bad_input_is_one_line(extra, message, tiny_models, tmp_path, capsys):
@@ -405,6 +406,21 @@ def test_a_fresh_run_does_not_start_beside_an_earlier_runs_checkpoints(tiny_mode
     assert capsys.readouterr().err.strip().endswith(
         "holds checkpoint-* folders of an earlier run: continue it with --resume, or remove them (or choose another "
         "--output_dir) to train afresh")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train-encoder", "--model", "m", *AAPD], "2 processes were launched but training is not distributed"),
+    (["sft", "--model_name_or_path", "m", "--train", "aapd-train"], "2 processes were launched but training is not"),
+    (["predict-encoder", "--run", "r", "--test", "aapd-test"], "predict-encoder runs in one process, but 2 were"),
+    (["benchmark", "--config", "configs/benchmark_demo.yaml"], "benchmark runs in one process, but 2 were launched"),
+])
+def test_processes_that_would_each_redo_the_whole_run_are_refused(argv, message, monkeypatch, capsys):
+    """Under a launcher on CPUs without --use_cpu true (no process group), or a command that does not divide its
+    work: every process would run the whole job and write the same run directory."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_early_stopping_patience_0_is_off(tmp_path, capsys):
