@@ -477,7 +477,7 @@ def device_name(args: TrainingArguments) -> str:
     if args.device.type == "cuda":
         name = torch.cuda.get_device_name(args.device)
         return name if args.world_size <= 1 else f"{args.world_size} x {name}"
-    return args.device.type
+    return args.device.type if args.world_size <= 1 else f"{args.world_size} x {args.device.type}"
 
 
 def write_split(run: RunDir, space: LabelSpace, split: str, primary: str, encoded: EncodedSplit,

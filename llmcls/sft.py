@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_s = time.perf_counter() - started
-    trained = {"params_trained": trainable_parameters(trainer.model), "train_s": round(train_s, 3)}
+    trained = {"params_trained": trainable_parameters(trainer.model), "train_s": round(train_s, 3),
+               "train_processes": training_args.world_size}
     run = save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args,
                        trained)
     trainer.accelerator.wait_for_everyone()
@@ -455,7 +456,8 @@ def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_ar
     peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"
     run_splits(corpus, backend, run, prompt_args, gen_args, system="sft",
                model=f"{model_args.model_name_or_path}{peft}", load_s=0.0,
-               extra={"params_trained": trained["params_trained"]}, train_s=trained["train_s"])
+               extra={"params_trained": trained["params_trained"], "train_processes": trained["train_processes"]},
+               train_s=trained["train_s"])
 
 
 if __name__ == "__main__":  # `accelerate launch llmcls/sft.py ...`: the same command, one-line errors

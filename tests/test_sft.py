@@ -244,6 +244,7 @@ def test_data_parallel_run_with_two_processes_on_cpu(tiny_llama, tmp_path):
     assert (out / "adapter" / "adapter_config.json").exists()
     assert len(read_jsonl(out / "predictions.jsonl")) == 24
     assert RunDir(out).read_metrics()["generation"]["well_formed_rate"] == 1.0
+    assert RunDir(out).read_metrics()["train_processes"] == 2  # train s is of 2 processes
 
 
 def test_the_script_entry_point_gives_one_line_errors():
