@@ -14,7 +14,7 @@ from llmcls.config import DataArguments
 from llmcls.data import ReadOptions, quiet_datasets, read_file
 from llmcls.errors import DataError, LlmclsError
 from llmcls.labels import LabelSpace, archive_of
-from llmcls.progress import console
+from llmcls.progress import console, status
 from llmcls.splits import iterative_stratification, parse_ratios
 
 SPLITS = ("train", "validation", "test")
@@ -42,7 +42,7 @@ class Corpus:
         digests = {}
         for name, ds in self.splits.items():
             if ds is not None:
-                rows = arrow_rows(ds)
+                rows = arrow_rows(ds, ["id", "labels"])
                 text = json.dumps([rows.column("id").to_pylist(), rows.column("labels").to_pylist()])
                 digests[name] = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
         return digests
@@ -85,24 +85,43 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
         splits[name] = _map_labels(result.dataset, args, keep_unlabelled=name in unlabelled)
         _require_rows(splits[name], f"{result.path}: no row has a label in --categories {args.categories}")
     if args.split_ratios:
-        splits = _split(splits, args, notes)
+        with _step(f"Splitting --train by {args.split_ratios}", splits):
+            splits = _split(splits, args, notes)
     missing = [name for name in required if splits.get(name) is None]
     if missing:
         raise LlmclsError(f"this command needs --{' and --'.join(missing)}")
     if not splits:
         raise LlmclsError("no data given: pass --train, --validation or --test (see `llmcls data list`)")
     space = _label_space(splits, args)
-    for name, ds in list(splits.items()):
-        splits[name] = _restrict(ds, space, name, notes, keep_unlabelled=name in unlabelled)
+    with _step(f"Keeping the {len(space)} labels of the label space", splits):
+        for name, ds in list(splits.items()):
+            splits[name] = _restrict(ds, space, name, notes, keep_unlabelled=name in unlabelled)
         _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
                       + (f" from {args.labels})" if args.labels else " from the training rows)"))
     for names, limit in ((("train",), args.max_train_examples), (("validation", "test"), args.max_eval_examples)):
         for name in names:
             if limit is not None and splits.get(name) is not None:
                 splits[name] = splits[name].select(range(min(limit, len(splits[name]))))
+    if args.max_train_examples is not None and splits.get("train") is not None:
+        seen = label_counts(splits["train"])
+        unseen = [label for label in space.labels if label not in seen]
+        if unseen:  # the space was counted before the cut: these labels cannot be learnt from the rows kept
+            shown = ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+            notes.append(f"train: {len(unseen)} labels of the space have no row among the first "
+                         f"{len(splits['train'])} training rows ({shown}); --max_train_examples keeps the file's "
+                         "first rows, not a sample")
     for note in notes:  # skipped rows, dropped rows, the split: the user sees them, config.yaml keeps them
         console.print(f"note: {note}")
     return Corpus(space, splits, notes)
+
+
+def _step(message: str, splits: dict, shown_from: int = 100_000):
+    """A spinner with the step's time for the steps after reading, once the data is large enough for them to take
+    a while (the readers show their own progress; these are silent otherwise)."""
+    import contextlib
+
+    rows = sum(len(ds) for ds in splits.values() if ds is not None)
+    return status(f"{message} ({rows:,} rows)") if rows >= shown_from else contextlib.nullcontext()
 
 
 def text_field_names(ds, text_fields: str) -> list[str]:
@@ -114,7 +133,7 @@ def text_field_names(ds, text_fields: str) -> list[str]:
     if not names or unknown:
         raise LlmclsError(f"--text_fields: unknown field(s) {', '.join(unknown) or '(none given)'} "
                           f"(fields: {', '.join(c for c in ds.column_names if c not in ('id', 'labels'))})")
-    rows = arrow_rows(ds)
+    rows = arrow_rows(ds, names)
     if len(ds) and not any((pc.max(pc.utf8_length(rows.column(name))).as_py() or 0) > 0 for name in names):
         raise LlmclsError(f"--text_fields {text_fields}: every row's text is empty (AAPD has no titles: use abstract)")
     return names
@@ -131,7 +150,7 @@ def _check_unique_ids(ds, path: str) -> None:
     unique (a file without an id field gets row numbers)."""
     import pyarrow.compute as pc
 
-    counts = pc.value_counts(arrow_rows(ds).column("id"))
+    counts = pc.value_counts(arrow_rows(ds, ["id"]).column("id"))
     repeated = [item["values"].as_py() for item in counts if item["counts"].as_py() > 1]
     if repeated:
         raise DataError(path, f"id {repeated[0]!r} is on more than one row ({len(repeated)} ids repeat): ids must be "
@@ -170,7 +189,7 @@ def _split(splits: dict, args: DataArguments, notes: list[str]) -> dict:
     except ValueError as err:
         raise LlmclsError(str(err)) from None
     train = splits["train"]
-    label_lists = train["labels"]
+    label_lists = arrow_rows(train, ["labels"]).column("labels").to_pylist()  # one conversion, not row by row
     index = {label: i for i, label in enumerate(sorted({lab for labels in label_lists for lab in labels}))}
     encoded = [[index[lab] for lab in labels] for labels in label_lists]
     parts = iterative_stratification(encoded, len(index), ratios, seed=args.split_seed)
@@ -200,9 +219,12 @@ def _label_space(splits: dict, args: DataArguments) -> LabelSpace:
     return space
 
 
-def arrow_rows(ds):
-    """The rows of `ds` as a pyarrow Table. Not `ds.data`: after `select` or `filter` (a split, a filter) that is
-    still the whole underlying table, and the dataset's rows are those of its indices mapping."""
+def arrow_rows(ds, columns: list[str] | None = None):
+    """The rows of `ds` as a pyarrow Table, of `columns` only when given (a selection copies what it reads: labels
+    alone, not every abstract). Not `ds.data`: after `select` or `filter` (a split, a filter) that is still the
+    whole underlying table, and the dataset's rows are those of its indices mapping."""
+    if columns is not None:
+        ds = ds.select_columns(columns)
     return ds.with_format("arrow")[0:len(ds)]
 
 
@@ -210,7 +232,7 @@ def label_counts(ds) -> dict[str, int]:
     """Examples per label, counted in Arrow (labels are de-duplicated within a row by the readers)."""
     import pyarrow.compute as pc
 
-    counts = pc.value_counts(pc.list_flatten(arrow_rows(ds).column("labels")))
+    counts = pc.value_counts(pc.list_flatten(arrow_rows(ds, ["labels"]).column("labels")))
     return {item["values"].as_py(): item["counts"].as_py() for item in counts}
 
 

@@ -141,7 +141,9 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions):
     if loader == "parquet" and path.suffix.lower() == ".gz":
         return _load_gzipped_parquet(path)
     try:
-        return datasets.load_dataset(loader, data_files=str(path), split="train")
+        # datasets keys a local file's cache on its path and modification time only: the size joins the key, so a
+        # file replaced by another with the same mtime (cp -p, touch -r, some syncs) is read again
+        return datasets.load_dataset(loader, data_files=str(path), split="train", name=f"size-{path.stat().st_size}")
     except Exception as err:  # datasets wraps parser errors in several exception types
         if _has_no_rows(path, loader):
             raise DataError(path, "has no rows") from None
@@ -403,7 +405,9 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     n_before = len(normalised)
     if dated:
         normalised = _filter_dates(normalised, options)
-    normalised = normalised.remove_columns(["_problem", "_line", "_date"]).flatten_indices()
+    normalised = normalised.remove_columns(["_problem", "_line", "_date"])
+    if getattr(normalised, "_indices", None) is not None:  # rows skipped or filtered: write the kept rows once
+        normalised = normalised.flatten_indices()  # (without a selection this would copy the whole file again)
     fmt = "arxiv-snapshot" if fields.snapshot else loader
     return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised))
 

@@ -125,6 +125,18 @@ def test_labels_file_fixes_the_space(aapd_rows, tmp_path):
     assert str(info.value) == f"label file {labels}: duplicate label 'cs.IT' on lines 1 and 3"  # the file named once
 
 
+def test_max_train_examples_says_which_labels_the_kept_rows_lack(aapd_rows, tmp_path):
+    rows = [dict(r) for r in aapd_rows[:30]]
+    rows[-1]["labels"] = ["q-bio.NC"]  # only the last row has it: the space counts it, the first 10 rows lack it
+    path = write_jsonl(tmp_path / "train.jsonl", rows)
+    corpus = load_corpus(DataArguments(train=str(path), max_train_examples=10))
+    assert "q-bio.NC" in corpus.label_space
+    kept = {label for r in rows[:10] for label in r["labels"]}
+    unseen = [label for label in corpus.label_space.labels if label not in kept]  # counted here independently
+    assert "q-bio.NC" in unseen
+    assert f"train: {len(unseen)} labels of the space have no row among the first 10 training rows" in corpus.notes[-1]
+
+
 def test_required_split_and_max_train_examples():
     with pytest.raises(LlmclsError, match="needs --train"):
         load_corpus(DataArguments(test="aapd-test"), required=("train",))
@@ -165,3 +177,14 @@ def test_repeated_ids_are_refused(tmp_path):
                                                 for i in range(3)])
     with pytest.raises(LlmclsError, match=r"dup.jsonl: id 'same' is on more than one row"):
         load_corpus(DataArguments(test=str(path)))
+
+
+def test_long_steps_after_reading_show_progress(capsys):
+    """Splitting and label-space passes over a snapshot-sized file take a while: they say so; small files do not."""
+    from llmcls.corpus import _step
+
+    with _step("Splitting --train", {"train": list(range(5)), "test": None}, shown_from=3):
+        pass
+    with _step("Splitting --train", {"train": list(range(2))}, shown_from=3):
+        pass
+    assert capsys.readouterr().err.count("Splitting --train (5 rows): done in") == 1

@@ -37,6 +37,18 @@ def test_aapd_jsonl(aapd_rows, tmp_path):
     assert ds["title"][0] == ""  # AAPD has no title (null in the file)
 
 
+def test_a_file_replaced_with_the_same_mtime_is_read_again(aapd_rows, tmp_path):
+    """`cp -p`, `touch -r` or a sync can put other rows at the same path with the same modification time."""
+    import os
+
+    path = write_jsonl(tmp_path / "train.jsonl", aapd_rows[:20])
+    stamp = path.stat().st_mtime_ns
+    assert len(read_file(str(path)).dataset) == 20
+    write_jsonl(path, aapd_rows[:3])
+    os.utime(path, ns=(stamp, stamp))
+    assert len(read_file(str(path)).dataset) == 3
+
+
 def test_aapd_paired_text_files(aapd_rows, tmp_path):
     (tmp_path / "text_train").write_text("".join(r["abstract"] + "\n" for r in aapd_rows[:10]))
     (tmp_path / "label_train").write_text("".join(" ".join(r["labels"]) + "\n" for r in aapd_rows[:10]))
