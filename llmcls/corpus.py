@@ -173,8 +173,11 @@ def _map_labels(ds, args: DataArguments, keep_unlabelled: bool = False):
             kept = list(dict.fromkeys(archive_of(lab) for lab in kept))
         return kept
 
-    ds = ds.map(lambda batch: {"labels": [convert(labels) for labels in batch]}, input_columns="labels",
-                batched=True, desc="Mapping labels")
+    # the new labels as a column in memory beside the file's other columns (a map would write every column,
+    # abstracts included, to a new cache file: a copy of the whole file for a change to its labels)
+    feature = ds.features["labels"]
+    labels = [convert(labels) for labels in arrow_rows(ds, ["labels"]).column("labels").to_pylist()]
+    ds = ds.remove_columns("labels").add_column("labels", labels, feature=feature)
     if keep_unlabelled:
         return ds
     return ds.filter(lambda batch: [bool(labels) for labels in batch], input_columns="labels", batched=True,
