@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
 
 
 def run_splits(corpus: Corpus, backend: Backend, run: RunDir, prompt_args: PromptArguments,
-               gen_args: GenerationArguments, *, system: str, model: str, load_s: float,
+               gen_args: GenerationArguments, *, system: str, model: str, load_s: float | None,
                extra: dict[str, Any] | None = None, train_s: float | None = None) -> dict[str, dict]:
     """Predict validation and test with `backend`, tune thresholds (score mode), write predictions, thresholds and
     metrics into `run` (resuming from its predictions files). Shared with `llmcls sft`, which evaluates its
@@ -215,13 +215,15 @@ def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, co
 
 def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArguments, data_args: DataArguments,
                           gen_args: GenerationArguments) -> None:
-    """A zero-shot run of an adapter that `llmcls sft` trained (RUN_DIR/adapter) takes that run's prompt template,
-    layout, label space, label level and answer cap unless --prompt / --chat / --labels / --label_level /
-    --max_labels say otherwise: the model is then prompted exactly as it was trained, over the labels it learnt, and
-    answers as the run's own evaluation let it (greedy predictions equal the run's)."""
-    if not model_args.adapter or prompt_args.k > 0:
+    """A zero-shot run of a model that `llmcls sft` trained (`--adapter RUN_DIR/adapter`, or `--model` RUN_DIR/merged
+    or the RUN_DIR/adapter of full fine-tuning) takes that run's prompt template, layout, label space, label level
+    and answer cap unless --prompt / --chat / --labels / --label_level / --max_labels say otherwise: the model is then
+    prompted exactly as it was trained, over the labels it learnt, and answers as the run's own evaluation let it
+    (greedy predictions equal the run's)."""
+    source = model_args.adapter or model_args.model
+    if not source or prompt_args.k > 0 or not Path(source).expanduser().is_dir():
         return
-    config = Path(model_args.adapter).parent / "config.yaml"
+    config = Path(source).expanduser().parent / "config.yaml"
     if not config.exists():
         return
     trained = RunDir(config.parent).read_config()
@@ -246,7 +248,10 @@ def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArgumen
         gen_args.max_labels = int(max_labels)
         taken.append(f"--max_labels {gen_args.max_labels}")
     if taken:
-        console.print(f"{' '.join(taken)}: as the adapter was trained ({config})")
+        console.print(f"{' '.join(taken)}: as the model was trained ({config})")
+    if trained.get("load_in_4bit") and not model_args.load_in_4bit:
+        console.print(f"note: {config.parent} trained on a 4-bit base model and evaluated it so; add --load_in_4bit "
+                      "true to predict as it did")
 
 
 def file_fingerprints(model_args: ModelArguments, prompt_args: PromptArguments) -> dict[str, str | None]:
@@ -533,7 +538,7 @@ def generation_stats(task: Task, records: list[dict]) -> dict[str, Any]:
 
 
 def finish_split(run: RunDir, task: Task, outcome: SplitOutcome, thresholds: Thresholds | None, *, split: str,
-                 primary: str, system: str, model: str, load_s: float, extra: dict[str, Any],
+                 primary: str, system: str, model: str, load_s: float | None, extra: dict[str, Any],
                  train_s: float | None) -> dict[str, Any]:
     gold, predicted, scores = _matrices(task.space, outcome.records)
     records = outcome.records
@@ -555,7 +560,8 @@ def finish_split(run: RunDir, task: Task, outcome: SplitOutcome, thresholds: Thr
     return metrics
 
 
-def _timing(run: RunDir, task: Task, outcome: SplitOutcome, split: str, primary: str, load_s: float) -> dict:
+def _timing(run: RunDir, task: Task, outcome: SplitOutcome, split: str, primary: str,
+            load_s: float | None) -> dict:
     if outcome.n_new == 0:  # everything was resumed: keep the speed measured when the predictions were made
         path = run.file("metrics", split, primary, "json")
         if path.exists():
@@ -566,7 +572,7 @@ def _timing(run: RunDir, task: Task, outcome: SplitOutcome, split: str, primary:
     return {"wall_s": round(outcome.wall_s, 3) if timed else None,
             "examples_per_s": round(outcome.n_new / max(outcome.wall_s, 1e-9), 2) if timed else None,
             "examples_timed": outcome.n_new, "device": task.backend.device, "backend": task.backend.name,
-            "batch_size": task.args.batch_size, "load_s": round(load_s, 3)}
+            "batch_size": task.args.batch_size, "load_s": None if load_s is None else round(load_s, 3)}
 
 
 if __name__ == "__main__":

@@ -455,7 +455,7 @@ def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_ar
                                   seed=training_args.seed)
     peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"
     run_splits(corpus, backend, run, prompt_args, gen_args, system="sft",
-               model=f"{model_args.model_name_or_path}{peft}", load_s=0.0,
+               model=f"{model_args.model_name_or_path}{peft}", load_s=None,  # loaded for training, not timed
                extra={"params_trained": trained["params_trained"], "train_processes": trained["train_processes"]},
                train_s=trained["train_s"])
 

@@ -258,7 +258,7 @@ def test_the_script_entry_point_gives_one_line_errors():
 def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_path):
     out = tmp_path / "run"
     assert cli_main(["sft", *_args(tiny_llama, out, "--max_steps", "1"), "--prompt", "compact", "--chat", "off",
-                     "--skip_eval", "true"]) == 0
+                     "--skip_eval", "true", "--merge", "true"]) == 0
     common = ["zeroshot", "--model", str(tiny_llama), "--adapter", str(out / "adapter"), "--test", "aapd-test",
               "--max_eval_examples", "2", "--max_new_tokens", "4"]
     assert cli_main([*common, "--output_dir", str(tmp_path / "reuse")]) == 0
@@ -267,6 +267,10 @@ def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_
     assert RunDir(tmp_path / "reuse").label_space().labels == RunDir(out).label_space().labels  # the labels it learnt
     assert cli_main([*common, "--prompt", "zeroshot", "--output_dir", str(tmp_path / "own")]) == 0  # a flag wins
     assert RunDir(tmp_path / "own").read_config()["prompt"] == "zeroshot"
+    merged = ["zeroshot", "--model", str(out / "merged"), "--test", "aapd-test", "--max_eval_examples", "2",
+              "--max_new_tokens", "4", "--output_dir", str(tmp_path / "merged")]
+    assert cli_main(merged) == 0  # the merged model is the run's model too
+    assert RunDir(tmp_path / "merged").read_config()["prompt"] == "compact"
 
 
 def test_zeroshot_with_the_adapter_repeats_the_runs_own_predictions(tiny_llama, tmp_path):
