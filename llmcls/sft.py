@@ -17,10 +17,12 @@ score`), writing the same run directory files as every other system.
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llmcls.config import DataArguments, build_parser, check_distributed, parse, to_dict
@@ -123,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     train_s = time.perf_counter() - started
     trained = {"params_trained": trainable_parameters(trainer.model), "train_s": round(train_s, 3),
                "train_processes": training_args.world_size}
+    if training_args.resume_from_checkpoint:  # train_s is then the resumed part only
+        state = Path(training_args.resume_from_checkpoint) / "trainer_state.json"
+        trained["resumed_from_step"] = json.loads(state.read_text())["global_step"]
     run = save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args,
                        trained)
     trainer.accelerator.wait_for_everyone()
@@ -456,7 +461,8 @@ def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_ar
     peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"
     run_splits(corpus, backend, run, prompt_args, gen_args, system="sft",
                model=f"{model_args.model_name_or_path}{peft}", load_s=None,  # loaded for training, not timed
-               extra={"params_trained": trained["params_trained"], "train_processes": trained["train_processes"]},
+               extra={key: trained[key] for key in ("params_trained", "train_processes", "resumed_from_step")
+                      if key in trained},
                train_s=trained["train_s"])
 
 

@@ -370,6 +370,17 @@ def test_real_smollm2_lora_steps_on_cpu(tmp_path):
     assert (out / "adapter" / "adapter_model.safetensors").exists()
 
 
+def test_a_resumed_run_continues_from_its_last_checkpoint_and_says_so(tiny_llama, tmp_path):
+    out = tmp_path / "run"
+    saving = ["--save_strategy", "steps", "--save_steps", "1", "--skip_eval", "true", "--keep_checkpoints", "true"]
+    assert cli_main(["sft", *_args(tiny_llama, out, "--max_steps", "1", *saving)]) == 0  # as if stopped after step 1
+    assert cli_main(["sft", *_args(tiny_llama, out, "--max_steps", "2", *saving), "--resume_from_checkpoint",
+                     "true"]) == 0
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2]  # step 1 not redone
+    assert RunDir(out).read_config()["resumed_from_step"] == 1  # its train_s is the resumed part
+
+
 def test_option_mistakes_are_one_line(tiny_llama, tmp_path, capsys):
     out = tmp_path / "run"
     cases = [
