@@ -13,6 +13,7 @@ rows. Problems in the input become one-line `DataError`s naming the file, the li
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
@@ -386,9 +387,12 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     if dated:
         keep.append("versions" if options.date_field == "first_version" else options.date_field)
     raw = raw.select_columns(sorted(set(keep), key=keep.index))
+    # the dates' window is applied after this map, which only reads the dates: keyed without it, the normalised file
+    # in the cache serves every --since/--until (each window had re-read and re-written the whole file)
+    read = dataclasses.replace(options, since="0001-01-01" if dated else None, until=None)
     normalised = raw.with_format("arrow").map(
         _normalise_batch, batched=True, batch_size=10_000, with_indices=True, remove_columns=raw.column_names,
-        fn_kwargs={"fields": fields, "options": options}, desc=f"Reading {path.name}",
+        fn_kwargs={"fields": fields, "options": read}, desc=f"Reading {path.name}",
     ).with_format(None)
     problems = normalised.data.column("_problem")
     bad = np.flatnonzero(pc.is_valid(problems).to_numpy(zero_copy_only=False))

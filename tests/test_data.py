@@ -49,6 +49,23 @@ def test_a_file_replaced_with_the_same_mtime_is_read_again(aapd_rows, tmp_path):
     assert len(read_file(str(path)).dataset) == 3
 
 
+def test_another_date_window_reuses_the_normalised_file(snapshot_rows, tmp_path):
+    """The snapshot is read and normalised once; a new --since/--until writes only the rows it keeps."""
+    import datasets
+
+    path = write_jsonl(tmp_path / "snapshot.jsonl", snapshot_rows)
+    cache = datasets.config.HF_DATASETS_CACHE
+
+    def written() -> set:
+        return set(cache.rglob("cache-*.arrow"))
+
+    first = read_file(str(path), ReadOptions(since="2008-01-01")).dataset
+    before = written()
+    second = read_file(str(path), ReadOptions(since="2009-01-01")).dataset
+    assert len(written() - before) == 1  # the kept rows of the new window, not the whole file again
+    assert 0 < len(second) < len(first)
+
+
 def test_aapd_paired_text_files(aapd_rows, tmp_path):
     (tmp_path / "text_train").write_text("".join(r["abstract"] + "\n" for r in aapd_rows[:10]))
     (tmp_path / "label_train").write_text("".join(" ".join(r["labels"]) + "\n" for r in aapd_rows[:10]))
