@@ -276,11 +276,13 @@ def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> N
     run.check_overwrite("zeroshot")  # a finished run of another command: said as such
     earlier = run.label_space()
     if earlier is not None and earlier.labels != space.labels:
+        def listed(labels: list[str]) -> str:
+            return ", ".join(labels[:3]) + (", ..." if len(labels) > 3 else "")
+
         gone, new = sorted(set(earlier.labels) - set(space.labels)), sorted(set(space.labels) - set(earlier.labels))
-        how = ("the same labels in another order" if not gone and not new else
-               f"{len(earlier)} labels, now {len(space)}: " + ", ".join(
-                   ([f"without {', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''}"] if gone else []) +
-                   ([f"with {', '.join(new[:3])}{', ...' if len(new) > 3 else ''}"] if new else [])))
+        changes = ([f"without {listed(gone)}"] if gone else []) + ([f"with {listed(new)}"] if new else [])
+        how = (f"{len(earlier)} labels, now {len(space)}: {', '.join(changes)}" if changes
+               else "the same labels in another order")
         raise LlmclsError(f"{run.path} holds predictions over another label space ({how}); resume with the same "
                           "labels, or use a new --output_dir")
     old = run.read_config()

@@ -326,9 +326,14 @@ def test_resuming_over_an_edited_labels_file_is_refused(tiny, data, tmp_path, ca
     args = ["--model", str(tiny), "--test", data["test"], "--labels", str(labels), "--batch_size", "4",
             "--output_dir", str(tmp_path / "run"), "--constrained"]
     assert main(["zeroshot", *args]) == 0
-    labels.write_text(labels.read_text().replace("cs.IT", "cs.AI"))  # same path, other labels
+    original = labels.read_text()
+    labels.write_text(original.replace("cs.IT", "cs.AI"))  # same path, other labels
     assert main(["zeroshot", *args]) == 2
-    assert "another label space" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert "another label space (" in err and "without cs.IT, with cs.AI)" in err
+    labels.write_text("\n".join(reversed(original.split())))  # the same labels in another order
+    assert main(["zeroshot", *args]) == 2
+    assert "(the same labels in another order)" in " ".join(capsys.readouterr().err.split())
 
 
 def test_resuming_over_an_edited_test_file_is_refused(tiny, data, tmp_path, capsys):
