@@ -409,6 +409,31 @@ def test_scoring_in_row_chunks_and_without_prefix_sharing_matches(backend, promp
     np.testing.assert_allclose(plain.score(prompts, LABELS, separator=", ", ends="all"), whole, atol=1e-4)
 
 
+@pytest.mark.parametrize("architecture", ["mistral", "qwen2-mixed", "gemma2"])
+def test_scoring_with_sliding_window_attention_equals_naive_scoring(architecture, backend, prompts):
+    """A window (12 tokens) far shorter than the prompts: the label tokens must see only the prompt keys in their
+    window, on every sliding layer, with full layers beside them (Qwen2's and Gemma 2's mixed layer kinds)."""
+    import torch
+    from transformers import AutoModelForCausalLM, Gemma2Config, MistralConfig, Qwen2Config
+
+    from llmcls.backends.hf import HFBackend
+
+    shape = dict(vocab_size=len(backend.tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                 pad_token_id=backend.tokenizer.pad_token_id)
+    config = {"mistral": lambda: MistralConfig(sliding_window=12, **shape),
+              "qwen2-mixed": lambda: Qwen2Config(use_sliding_window=True, sliding_window=12, max_window_layers=1,
+                                                 layer_types=["full_attention", "sliding_attention"], **shape),
+              "gemma2": lambda: Gemma2Config(sliding_window=12, head_dim=8, **shape)}[architecture]()
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    sliding = HFBackend(model, backend.tokenizer, batch_size=3)
+    assert sliding.window == 12 and not sliding.share_prefix
+    few = prompts[:4]  # two batches, left padding
+    naive, _ = _naive_scores(sliding, few, LABELS, sliding.end_ids)
+    np.testing.assert_allclose(sliding.score(few, LABELS), naive, atol=1e-4)
+
+
 def test_constrained_outputs_always_parse_even_from_random_weights(backend, prompts):
     for budget, stop in ((40, True), (40, False), (6, False)):  # a tight budget must not cut a label in half
         constraint = LabelConstraint(LABELS, ", ", max_labels=4, stop_off_format=stop)

@@ -198,10 +198,12 @@ class HFBackend:
         self.batch_size = batch_size
         # bound on the logits held at once while scoring (a 152k vocabulary makes them the largest tensor)
         self.score_chunk_bytes = score_chunk_bytes  # None: sized from the free memory when scoring
+        # sliding-window attention (Mistral, Gemma 2/3, some Qwen2 layers): its layer kinds and window, which score
+        # mode's own masks must apply (transformers applies it where it builds the masks itself)
+        self.window, self.layer_kinds = sliding_window_of(self._core().config.get_text_config())
         # the prompts of a run start alike (instructions, label list): encode that prefix once, not once a prompt;
         # sliding-window layers would need the window applied to the reused cache, so they go the plain way
-        layer_types = getattr(self._core().config.get_text_config(), "layer_types", None) or []
-        self.share_prefix = share_prefix and not any("sliding" in str(kind) for kind in layer_types)
+        self.share_prefix = share_prefix and self.window is None
         self._prefix: tuple[tuple[int, ...], list] | None = None  # (token ids, per-layer keys and values)
         # generation with a fixed-size cache that transformers compiles (CUDA graphs) for the decoding steps
         self.static_cache = static_cache
@@ -405,7 +407,8 @@ class HFBackend:
         ids, mask, cache = self._inputs(rows)
         values = torch.empty((len(rows), t["n_pairs"]), dtype=torch.float32, device=mask.device)
         done = 0 if cache is None else cache.get_seq_length()  # tokens of the shared prefix already encoded
-        cache = cache if cache is not None else DynamicCache(config=self._core().config)
+        if cache is None:  # sliding-window layers keep every prompt key here: the extra pass masks by the window
+            cache = DynamicCache(config=self._core().config) if self.window is None else DynamicCache()
         with torch.inference_mode():
             # position ids count real tokens only, so a padded prompt is encoded exactly as an unpadded one
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -442,16 +445,41 @@ class HFBackend:
 
         n_rows, n_extra = mask.shape[0], len(t["tokens"])
         dtype = self._core().get_input_embeddings().weight.dtype
-        allowed = torch.cat([mask.bool()[:, None, None, :].expand(n_rows, 1, n_extra, mask.shape[1]),
-                             t["ancestors"][None, None].expand(n_rows, 1, n_extra, n_extra)], dim=-1)
-        # an additive float mask works with both the sdpa and the eager attention of transformers
-        additive = torch.zeros(allowed.shape, dtype=dtype, device=mask.device)
-        additive.masked_fill_(~allowed, torch.finfo(dtype).min)
         positions = mask.sum(-1, keepdim=True) + t["depth"][None, :] - 1
-        logits = self.model(input_ids=t["tokens"][None].expand(n_rows, n_extra), attention_mask=additive,
+        prompt_keys = mask.bool()[:, None, :].expand(n_rows, n_extra, mask.shape[1])
+        node_keys = t["ancestors"][None].expand(n_rows, n_extra, n_extra)
+
+        def additive(prompt, nodes):  # an additive float mask works with both sdpa and eager attention
+            allowed = torch.cat([prompt, nodes], dim=-1)[:, None]
+            return torch.zeros(allowed.shape, dtype=dtype, device=mask.device).masked_fill_(
+                ~allowed, torch.finfo(dtype).min)
+
+        attention = additive(prompt_keys, node_keys)
+        if self.window is not None:  # a key counts when it is less than `window` positions behind the query
+            key_positions = mask.cumsum(-1) - 1
+            recent = key_positions[:, None, :] > positions[:, :, None] - self.window
+            near = (t["depth"][:, None] - t["depth"][None, :]) < self.window
+            sliding = additive(prompt_keys & recent, node_keys & near[None])
+            attention = (sliding if self.layer_kinds is None else
+                         {kind: sliding if "sliding" in kind else attention for kind in self.layer_kinds})
+        logits = self.model(input_ids=t["tokens"][None].expand(n_rows, n_extra), attention_mask=attention,
                             position_ids=positions, use_cache=True, **{self._cache_kw: cache}).logits.float()
         picked = logits[:, t["inner_slots"], t["inner_tokens"]]
         return picked - torch.logsumexp(logits, dim=-1)[:, t["inner_slots"]]
+
+
+def sliding_window_of(config) -> tuple[int | None, set[str] | None]:
+    """(window, layer kinds) of a model's sliding-window attention: (None, ...) without any; the kinds (e.g.
+    {"full_attention", "sliding_attention"}) when the config names them per layer, None when every layer slides
+    (Mistral's configs give only `sliding_window`)."""
+    window = getattr(config, "sliding_window", None)
+    kinds = getattr(config, "layer_types", None)
+    if not window:
+        return None, None
+    if kinds is not None:
+        kinds = {str(kind) for kind in kinds}
+        return (window, kinds) if any("sliding" in kind for kind in kinds) else (None, None)
+    return (window, None) if getattr(config, "use_sliding_window", True) else (None, None)
 
 
 def _keep_recent(cache: dict, size: int = 8) -> None:
