@@ -9,6 +9,10 @@ from pathlib import Path
 
 from llmcls.errors import LlmclsError
 
+# what a saved tokenizer leaves in a model folder (fast tokenizers, SentencePiece, WordPiece, BPE vocabularies)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.txt",
+                   "vocab.json")
+
 
 def check_model_path(name: str) -> None:
     """A one-line error for a local path that holds no model. transformers would raise a ValueError about the
@@ -18,9 +22,14 @@ def check_model_path(name: str) -> None:
 
     path = Path(name)
     if path.is_dir():
-        if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+        if (path / "adapter_config.json").is_file():
             return
-        problem = "not a model folder (no config.json)"
+        if (path / "config.json").is_file():
+            if any((path / file).is_file() for file in TOKENIZER_FILES):
+                return
+            problem = f"no tokenizer in the folder (none of {', '.join(TOKENIZER_FILES)})"
+        else:
+            problem = "not a model folder (no config.json)"
     elif path.exists():
         problem = "a file, not a model folder"
     else:

@@ -31,6 +31,10 @@ def not_a_model(kind: str, tmp_path) -> str:
     if kind == "tokenizer only":  # a folder with a model's tokenizer files but no config.json
         train_tokenizer(["a few words of text"]).save_pretrained(tmp_path / "tok")
         return str(tmp_path / "tok")
+    if kind == "config only":  # a model's config.json without its tokenizer files
+        (tmp_path / "weights").mkdir()
+        (tmp_path / "weights" / "config.json").write_text('{"model_type": "bert"}')
+        return str(tmp_path / "weights")
     if kind == "missing path":
         return str(tmp_path / "no" / "model")
     if kind == "data file":
@@ -42,6 +46,7 @@ def not_a_model(kind: str, tmp_path) -> str:
 @pytest.mark.parametrize(("kind", "reason"), [
     ("empty folder", "not a model folder (no config.json)"),
     ("tokenizer only", "not a model folder (no config.json)"),
+    ("config only", "no tokenizer in the folder (none of tokenizer.json, tokenizer_config.json"),
     ("missing path", "no such file or folder"),
     ("data file", "a file, not a model folder"),
     ("hub id", "couldn't find them in the cached files"),
@@ -59,6 +64,7 @@ def test_model_folders_adapters_and_hub_ids_pass_the_path_check(tmp_path):
     for name in ("model", "adapter"):
         (tmp_path / name).mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "model" / "tokenizer.json").write_text("{}")
     (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
     for name in (str(tmp_path / "model"), str(tmp_path / "adapter"), "org/name", "bert-base-uncased"):
         check_model_path(name)  # left to transformers
