@@ -82,7 +82,7 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
             else f"all {result.n_skipped} rows skipped as bad (--skip_bad_rows)" if result.n_skipped
             else "has no rows"))
         _check_unique_ids(result.dataset, result.path)
-        splits[name] = _map_labels(result.dataset, args, keep_unlabelled=name in unlabelled)
+        splits[name] = _map_labels(result.dataset, args, notes, name, keep_unlabelled=name in unlabelled)
         _require_rows(splits[name], f"{result.path}: no row has a label in --categories {args.categories}")
     if args.split_ratios:
         with _step(f"Splitting --train by {args.split_ratios}", splits):
@@ -157,15 +157,20 @@ def _check_unique_ids(ds, path: str) -> None:
                               "unique; name a unique field with --id_field, or drop the id field to number rows")
 
 
-def _map_labels(ds, args: DataArguments, keep_unlabelled: bool = False):
-    """Apply --categories and --label_level to the label lists (rows left without a label go, unless they are rows
-    to predict)."""
+def _map_labels(ds, args: DataArguments, notes: list[str], name: str, keep_unlabelled: bool = False):
+    """Apply --categories (any case: AAPD's own files write cs.it) and --label_level to the label lists (rows left
+    without a label go, unless they are rows to predict)."""
     if not args.categories and args.label_level == "category":
         return ds
-    wanted = [c.strip() for c in (args.categories or "").split(",") if c.strip()]
+    wanted = {c.strip().lower() for c in (args.categories or "").split(",") if c.strip()}
 
     def keep(label: str) -> bool:
-        return not wanted or label in wanted or archive_of(label) in wanted
+        return not wanted or label.lower() in wanted or archive_of(label).lower() in wanted
+
+    present = label_counts(ds)
+    unmatched = sorted(w for w in wanted if not any(w in (lab.lower(), archive_of(lab).lower()) for lab in present))
+    if unmatched:  # a typo or a code the file does not use: said, since the run goes on with the rest
+        notes.append(f"{name}: --categories {', '.join(unmatched)} matched no label of the file")
 
     def convert(labels: list[str]) -> list[str]:
         kept = [lab for lab in labels if keep(lab)]

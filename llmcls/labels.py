@@ -126,12 +126,26 @@ def category_name(code: str) -> str | None:
     return info.name if info else None
 
 
+# Archives arXiv retired into categories of others (the category that took each over in parentheses): their old
+# papers count under today's archive, so `--label_level archive` does not keep `cmp-lg` apart from `cs`.
+SUBSUMED_ARCHIVES = {
+    "cmp-lg": "cs",  # cs.CL
+    "adap-org": "nlin", "chao-dyn": "nlin", "comp-gas": "nlin", "patt-sol": "nlin", "solv-int": "nlin",
+    "alg-geom": "math", "dg-ga": "math", "funct-an": "math", "q-alg": "math",  # math.AG, .DG, .FA, .QA
+    "mtrl-th": "cond-mat", "supr-con": "cond-mat",  # cond-mat.mtrl-sci, cond-mat.supr-con
+    "acc-phys": "physics", "ao-sci": "physics", "atom-ph": "physics", "bayes-an": "physics",  # physics.acc-ph,
+    "chem-ph": "physics", "plasm-ph": "physics",  # .ao-ph, .atom-ph, .data-an, .chem-ph, .plasm-ph
+}
+
+
 def archive_of(code: str) -> str:
-    """The archive a code belongs to: the part before the first dot (``cond-mat.str-el`` -> ``cond-mat``).
+    """The archive a code belongs to today: the part before the first dot (``cond-mat.str-el`` -> ``cond-mat``),
+    or for a retired archive the one that took it over (``chao-dyn`` -> ``nlin``, see SUBSUMED_ARCHIVES).
 
     Works for codes outside the taxonomy too, because arXiv's naming rule is purely syntactic.
     """
-    return code.split(".", 1)[0]
+    archive = code.split(".", 1)[0]
+    return SUBSUMED_ARCHIVES.get(archive, archive)
 
 
 @functools.cache

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from llmcls.labels import CategoryInfo, LabelSpace, taxonomy
+from llmcls.labels import GROUPS, CategoryInfo, LabelSpace, taxonomy
 
 __all__ = ["ANSWER_SEPARATOR", "ParseResult", "answer_stop_strings", "arxiv_name", "format_labels", "parse_labels"]
 
@@ -135,9 +135,9 @@ class _Candidate(NamedTuple):
     strong: bool  # a code (or code-shaped string) rather than a name
 
 
-# A code-shaped string: archive (2+ letters, maybe hyphenated) dot subject. Single letters before the dot are left
-# out so "e.g." and "i.e." do not read as labels.
-_CODE_SHAPE = r"[A-Za-z]{2,}(?:-[A-Za-z]+)*\.[A-Za-z]{2,}(?:-[A-Za-z]+)*"
+# A code-shaped string: archive (2+ letters, or one before a hyphen as in q-bio, maybe hyphenated) dot subject. A
+# single letter before the dot is left out so "e.g." and "i.e." do not read as labels.
+_CODE_SHAPE = r"(?:[A-Za-z]{2,}|[A-Za-z](?=-))(?:-[A-Za-z]+)*\.[A-Za-z]{2,}(?:-[A-Za-z]+)*"
 # Candidates stand alone: not inside a longer code ("math.IT" holds "IT"; "cond-mat.str-el" holds "cond-mat").
 _BEFORE = r"(?<![\w.\-])"
 _AFTER = r"(?![\w\-]|\.\w)"
@@ -174,26 +174,35 @@ def _index(labels: tuple[str, ...]) -> _Index:
 
 
 def _name_table(labels: tuple[str, ...]) -> dict[str, str | None]:
-    """Lower-cased arXiv name (and short form) -> the one label of the space it names, else None."""
-    owners: dict[str, set[str]] = {}
+    """Lower-cased arXiv name (and short form) -> the one label of the space it names, else None. A label's full
+    name wins over another's short form ("Quantum Algebra" is math.QA, not q-alg's "Quantum Algebra and
+    Topology")."""
+    full: dict[str, set[str]] = {}
+    short: dict[str, set[str]] = {}
     for label in labels:
         name = arxiv_name(label)
         for form in _name_forms(name) if name else ():
-            owners.setdefault(form, set()).add(label)
-    table = {form: next(iter(found)) if len(found) == 1 else None for form, found in owners.items()}
-    # Names of arXiv categories outside the space still look like labels: report them as unknown.
+            (full if form == name.lower() else short).setdefault(form, set()).add(label)
+    table = {form: next(iter(found)) if len(found) == 1 else None for form, found in full.items()}
+    for form, found in short.items():
+        table.setdefault(form, next(iter(found)) if len(found) == 1 else None)
+    # Names of arXiv categories outside the space still look like labels: report them as unknown; so do the groups'
+    # names, which head a category's name in arXiv's subject lines ("Statistics - Machine Learning").
     for info in taxonomy().values():
         for form in _name_forms(info.name):
             table.setdefault(form, None)
+    for group in GROUPS:
+        table.setdefault(group.lower(), None)
     return table
 
 
 def _name_forms(name: str) -> list[str]:
     # Models shorten "Computer Vision and Pattern Recognition" to "Computer Vision"; a head of one word
-    # ("Computation" of "Computation and Language") or with commas is too vague to keep.
+    # ("Computation" of "Computation and Language") or with commas is too vague to keep, and so is a group's name
+    # ("Computer Science" of "Computer Science and Game Theory" names all of cs).
     forms = [name.lower()]
     head = name.split(" and ")[0]
-    if head != name and "," not in head and len(head.split()) >= 2:
+    if head != name and "," not in head and len(head.split()) >= 2 and head not in GROUPS:
         forms.append(head.lower())
     return forms
 
@@ -327,9 +336,26 @@ def _skip_heading(text: str, cand: _Candidate, index: _Index) -> _Candidate:
     Learning" (arXiv's subject lines) is the name after the heading (starting at the heading)."""
     lead = _HEADING_LEAD.match(text, cand.end)
     name = index.pattern.match(text, lead.end()) if lead and not cand.strong else None
-    if not name or name.group("lit") is None or name.group().lower() not in _headed().get(cand.text.lower(), ()):
+    heading = cand.text.lower()
+    if not name or name.group("lit") is None or name.group().lower() not in _headed().get(heading, ()):
         return cand
-    return _classify(name, index)._replace(start=cand.start)
+    named = _classify(name, index)._replace(start=cand.start)
+    if named.label is None:  # a name two labels share, told apart by the heading: "Statistics - Machine Learning"
+        under = [label for label in sorted(index.exact) if heading in _headings_of(label)
+                 and name.group().lower() in _name_forms(arxiv_name(label) or "")]
+        if len(under) == 1:
+            return named._replace(label=under[0])
+    return named
+
+
+def _headings_of(label: str) -> set[str]:
+    """The lower-cased headings a label's name can follow: its group's name and its archive's name."""
+    table = _taxonomy_folded()
+    info = table.get(label.lower())
+    if info is None:
+        return set()
+    archive = table.get(info.archive.lower())
+    return {info.group.lower(), *([archive.name.lower()] if archive else [])}
 
 
 @functools.cache

@@ -108,6 +108,9 @@ def test_label_filters(snapshot_rows, tmp_path):
     expected = sum(any(lab == "hep-th" or lab.startswith("math.") for lab in r["categories"].split())
                    for r in snapshot_rows)
     assert len(math.get("train")) == expected
+    folded = load_corpus(DataArguments(train=str(path), categories="MATH,Hep-Th,cs.XX"))  # any case; a typo noted
+    assert folded.label_space == math.label_space and len(folded.get("train")) == expected
+    assert "train: --categories cs.xx matched no label of the file" in folded.notes
 
 
 def test_labels_file_fixes_the_space(aapd_rows, tmp_path):

@@ -66,6 +66,11 @@ def test_unknown_codes_have_no_name():
         ("math-ph", "math-ph"),
         ("physics.soc-ph", "physics"),
         ("foo.bar.baz", "foo"),  # unknown codes split at the first dot
+        ("cmp-lg", "cs"),  # retired archives count under the one that took them over
+        ("chao-dyn", "nlin"),
+        ("q-alg", "math"),
+        ("supr-con", "cond-mat"),
+        ("bayes-an", "physics"),
     ],
 )
 def test_archive_of(code, archive):
@@ -79,7 +84,9 @@ def test_taxonomy_rows_are_consistent():
         assert isinstance(info, CategoryInfo)
         assert info.code == code
         assert info.name and info.name == info.name.strip()
-        assert info.archive == archive_of(code)
+        assert info.archive == code.split(".", 1)[0]  # the code's own archive; archive_of maps retired ones
+        assert archive_of(code) in {i.archive for i in table.values() if i.status == "current"} | {"astro-ph",
+                                                                                                   "cond-mat"}
         assert info.group in GROUPS
         assert info.status in ("current", "legacy")
     current = {code for code, info in table.items() if info.status == "current"}

@@ -197,6 +197,22 @@ def test_the_archive_heading_a_name_is_not_a_label(text, labels):
     assert parse(text, space) == ParseResult(labels=labels, unknown=[], well_formed=False)
 
 
+@pytest.mark.parametrize(
+    ("text", "labels", "unknown"),
+    [("Statistics - Machine Learning", ["stat.ML"], []), ("Computer Science - Machine Learning", ["cs.LG"], []),
+     ("Mathematics - Information Theory", ["math.IT"], []), ("Computer Science - Numerical Analysis", ["cs.NA"], []),
+     ("Statistics - Statistics Theory", ["stat.TH"], []),
+     ("Machine Learning", [], ["Machine Learning"]),  # two labels share the name: no heading, no choice
+     ("Computer Science, Artificial Intelligence", ["cs.AI"], ["Computer Science"]),  # a group, not cs.GT
+     ("Quantum Algebra", ["math.QA"], []),  # math.QA's full name, not q-alg's shortened "Quantum Algebra and ..."
+     ("q-bio.AI, cs.LG", ["cs.LG"], ["q-bio.AI"]), ("q-fin.ML", [], ["q-fin.ML"])],  # made-up codes of q-* archives
+)  # fmt: skip
+def test_names_two_labels_share_are_told_apart_by_their_heading(text, labels, unknown):
+    space = LabelSpace(["cs.LG", "stat.ML", "cs.IT", "math.IT", "cs.NA", "math.NA", "math.ST", "stat.TH", "cs.AI",
+                        "cs.GT", "q-alg", "math.QA"])
+    assert parse(text, space) == ParseResult(labels=labels, unknown=unknown, well_formed=False)
+
+
 @pytest.mark.parametrize(("text", "name"), [("Machine Learning", "Machine Learning"),
                                             ("information theory", "information theory")])  # fmt: skip
 def test_ambiguous_names_are_unknown(text, name):
