@@ -120,10 +120,18 @@ def taxonomy() -> dict[str, CategoryInfo]:
     return dict(_table())
 
 
+# Names of the archives that are not categories themselves (astro-ph, cond-mat, hep-th, ... are, with their own
+# names): the labels of `--label_level archive`. arXiv names them after their groups; nlin is "Nonlinear Sciences".
+ARCHIVE_NAMES = {"cs": "Computer Science", "econ": "Economics", "eess": "Electrical Engineering and Systems Science",
+                 "math": "Mathematics", "nlin": "Nonlinear Sciences", "physics": "Physics",
+                 "q-bio": "Quantitative Biology", "q-fin": "Quantitative Finance", "stat": "Statistics"}
+
+
 def category_name(code: str) -> str | None:
-    """arXiv's human-readable name for ``code``, or None when it is not an arXiv category."""
+    """arXiv's human-readable name for ``code`` (a category, or an archive of `--label_level archive`), or None
+    when it is neither."""
     info = _table().get(code)
-    return info.name if info else None
+    return info.name if info else ARCHIVE_NAMES.get(code)
 
 
 # Archives arXiv retired into categories of others (the category that took each over in parentheses): their old

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from llmcls.labels import GROUPS, CategoryInfo, LabelSpace, taxonomy
+from llmcls.labels import ARCHIVE_NAMES, GROUPS, CategoryInfo, LabelSpace, taxonomy
 
 __all__ = ["ANSWER_SEPARATOR", "ParseResult", "answer_stop_strings", "arxiv_name", "format_labels", "parse_labels"]
 
@@ -110,9 +110,10 @@ def parse_labels(text: str, label_space: LabelSpace | Sequence[str]) -> ParseRes
 
 
 def arxiv_name(code: str) -> str | None:
-    """arXiv's name for ``code``, ignoring case (AAPD spells its labels ``cs.it``); None for other strings."""
+    """arXiv's name for ``code`` (a category or an archive), ignoring case (AAPD spells its labels ``cs.it``); None
+    for other strings."""
     info = _taxonomy_folded().get(code.lower())
-    return info.name if info else None
+    return info.name if info else ARCHIVE_NAMES.get(code.lower())
 
 
 # -- label-space lookup -----------------------------------------------------------------------------------------------
@@ -266,6 +267,7 @@ _CODE_NOTE = re.compile(_CLOSER + r"[ \t]*(?:\(([^()\n]{0,120})\)|\[([^\[\]\n]{0
 _NAME_LEAD = re.compile(_CLOSER + r"[ \t]*[-\u2013\u2014:][ \t]*[*_`'\"\u201c\u2018]*")
 # Between an archive's name and a name of it: "Computer Science - Machine Learning", "Astrophysics > ...".
 _HEADING_LEAD = re.compile(r"[ \t]*[-\u2013\u2014:>][ \t]*")
+_GROUP_NAMES = frozenset(group.lower() for group in GROUPS)
 # A code in brackets after a name: "Information Theory (cs.IT)".
 _BRACKET_OPEN = re.compile(r"[ \t]*[(\[][ \t]*")
 _BRACKET_CLOSE = re.compile(r"[ \t]*[)\]]")
@@ -276,6 +278,9 @@ def _candidates(text: str, index: _Index) -> list[_Candidate]:
     pos = 0
     while match := index.pattern.search(text, pos):
         cand = _skip_heading(text, _classify(match, index), index)
+        if cand.label is None and not cand.strong and cand.text.lower() in _GROUP_NAMES:
+            pos = cand.end  # a group's name alone ("Physics", "Computer Science") names no category: not a label
+            continue
         cand = _absorb_name_tail(text, cand, index) if not cand.strong else _absorb_code_tail(text, cand, index)
         found.append(cand)
         pos = cand.end

@@ -197,13 +197,22 @@ def test_the_archive_heading_a_name_is_not_a_label(text, labels):
     assert parse(text, space) == ParseResult(labels=labels, unknown=[], well_formed=False)
 
 
+def test_archive_labels_have_names_in_prompts_and_answers():
+    """At --label_level archive the labels are archives: listed with their names, read back from them."""
+    space = LabelSpace(["cs", "math", "stat", "nlin", "astro-ph"])
+    assert [arxiv_name(label) for label in space.labels] == ["Computer Science", "Mathematics", "Statistics",
+                                                             "Nonlinear Sciences", "Astrophysics"]
+    assert parse("Computer Science, Statistics", space).labels == ["cs", "stat"]
+    assert parse("physics is a field", LabelSpace(["cs.LG"])) == ParseResult(labels=[], unknown=[], well_formed=False)
+
+
 @pytest.mark.parametrize(
     ("text", "labels", "unknown"),
     [("Statistics - Machine Learning", ["stat.ML"], []), ("Computer Science - Machine Learning", ["cs.LG"], []),
      ("Mathematics - Information Theory", ["math.IT"], []), ("Computer Science - Numerical Analysis", ["cs.NA"], []),
      ("Statistics - Statistics Theory", ["stat.TH"], []),
      ("Machine Learning", [], ["Machine Learning"]),  # two labels share the name: no heading, no choice
-     ("Computer Science, Artificial Intelligence", ["cs.AI"], ["Computer Science"]),  # a group, not cs.GT
+     ("Computer Science, Artificial Intelligence", ["cs.AI"], []),  # a group's name: not cs.GT, not a label
      ("Quantum Algebra", ["math.QA"], []),  # math.QA's full name, not q-alg's shortened "Quantum Algebra and ..."
      ("q-bio.AI, cs.LG", ["cs.LG"], ["q-bio.AI"]), ("q-fin.ML", [], ["q-fin.ML"])],  # made-up codes of q-* archives
 )  # fmt: skip
