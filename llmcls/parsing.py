@@ -318,7 +318,8 @@ def _absorb_code_tail(text: str, cand: _Candidate, index: _Index) -> _Candidate:
     lead = _NAME_LEAD.match(text, cand.end)
     if lead:
         name = index.pattern.match(text, lead.end())
-        if name and name.group("lit") is not None and name.group().lower() in index.names:
+        own = _name_forms(arxiv_name(cand.label or cand.text) or "")
+        if name and name.group("lit") is not None and name.group().lower() in own:  # its own name, said once more
             return cand._replace(end=name.end())
     return cand
 

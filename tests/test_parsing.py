@@ -214,7 +214,9 @@ def test_archive_labels_have_names_in_prompts_and_answers():
      ("Machine Learning", [], ["Machine Learning"]),  # two labels share the name: no heading, no choice
      ("Computer Science, Artificial Intelligence", ["cs.AI"], []),  # a group's name: not cs.GT, not a label
      ("Quantum Algebra", ["math.QA"], []),  # math.QA's full name, not q-alg's shortened "Quantum Algebra and ..."
-     ("q-bio.AI, cs.LG", ["cs.LG"], ["q-bio.AI"]), ("q-fin.ML", [], ["q-fin.ML"])],  # made-up codes of q-* archives
+     ("q-bio.AI, cs.LG", ["cs.LG"], ["q-bio.AI"]), ("q-fin.ML", [], ["q-fin.ML"]),  # made-up codes of q-* archives
+     ("cs.IT - Information Theory", ["cs.IT"], []),  # a code's own name after it counts once
+     ("cs.LG - Artificial Intelligence", ["cs.LG", "cs.AI"], [])],  # another label's name is that label
 )  # fmt: skip
 def test_names_two_labels_share_are_told_apart_by_their_heading(text, labels, unknown):
     space = LabelSpace(["cs.LG", "stat.ML", "cs.IT", "math.IT", "cs.NA", "math.NA", "math.ST", "stat.TH", "cs.AI",
