@@ -165,15 +165,12 @@ def _config_problem(config: str | None, message: str) -> str:
 
 def _unknown_argument(parser, words: list[str]) -> str:
     """What argparse could not place: the first unknown option with the closest known one, or a stray word."""
-    import difflib
-
     word = next((w for w in words if w.startswith("-")), words[0])
     if not word.startswith("-"):
         return f"unexpected argument {word!r}"
     name = word.split("=", 1)[0]
     known = [option for action in parser._actions for option in action.option_strings]
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"unknown option {name}" + (f" (did you mean {close[0]}?)" if close else "")
+    return f"unknown option {name}{suggestion(name, known)}"
 
 
 def option_names(parser) -> list[str]:

@@ -115,8 +115,8 @@ def test_config_mistakes_are_one_line(argv, message, tmp_path, capsys):
 
 # ---------------------------------------------------------------------------------------------- one-line errors
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--trian", "aapd-train"], "unknown option --trian (did you mean --train?)"),
-    (["--train", "aapd-train", "--text-feild=title"], "unknown option --text-feild (did you mean --text-field?)"),
+    (["--trian", "aapd-train"], "unknown option --trian (did you mean '--train'?)"),
+    (["--train", "aapd-train", "--text-feild=title"], "unknown option --text-feild (did you mean '--text-field'?)"),
     (["--train", "aapd-train", "--frobnicate", "1"], "unknown option --frobnicate"),
     (["aapd-train"], "unexpected argument 'aapd-train'"),
 ])
