@@ -186,6 +186,13 @@ def suggestion(word: str, choices: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+# --train_sampling_strategy of train-encoder and sft, whose default both set to group_by_length (transformers' help
+# says random)
+SAMPLER_HELP = ("Sampler for training: 'group_by_length' (batches of similar lengths: less padding), 'random', "
+                "'sequential', or 'batch_rebalance' (padded tokens balanced across devices and gradient-accumulation "
+                "steps).")
+
+
 def launched_processes() -> int:
     """How many processes `accelerate launch` / `torch.distributed.run` started for this command (1 without them)."""
     import os

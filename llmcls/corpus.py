@@ -167,10 +167,11 @@ def _map_labels(ds, args: DataArguments, notes: list[str], name: str, keep_unlab
     def keep(label: str) -> bool:
         return not wanted or label.lower() in wanted or archive_of(label).lower() in wanted
 
-    present = label_counts(ds)
-    unmatched = sorted(w for w in wanted if not any(w in (lab.lower(), archive_of(lab).lower()) for lab in present))
-    if unmatched:  # a typo or a code the file does not use: said, since the run goes on with the rest
-        notes.append(f"{name}: --categories {', '.join(unmatched)} matched no label of the file")
+    if wanted:  # an entry that matches nothing (a typo, a code the file does not use): said, the run goes on
+        present = label_counts(ds)
+        unmatched = sorted(wanted - {lab.lower() for lab in present} - {archive_of(lab).lower() for lab in present})
+        if unmatched:
+            notes.append(f"{name}: --categories {', '.join(unmatched)} matched no label of the file")
 
     def convert(labels: list[str]) -> list[str]:
         kept = [lab for lab in labels if keep(lab)]

@@ -20,7 +20,6 @@ every logit, so 0 is no natural cut for it: the thresholds tuned on validation a
 from __future__ import annotations
 
 import functools
-import json
 import os
 import shutil
 import sys
@@ -31,7 +30,15 @@ from pathlib import Path
 import numpy as np
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
 
-from llmcls.config import DataArguments, build_parser, check_distributed, command_line, number_list, parse
+from llmcls.config import (
+    SAMPLER_HELP,
+    DataArguments,
+    build_parser,
+    check_distributed,
+    command_line,
+    number_list,
+    parse,
+)
 from llmcls.corpus import Corpus, load_corpus, text_field_names
 from llmcls.encoder_infer import forward_logits, without_full_mask
 from llmcls.encoder_model import (
@@ -48,7 +55,7 @@ from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
 from llmcls.progress import console
-from llmcls.runs import Predictions, RunDir, check_checkpoint, primary_split
+from llmcls.runs import Predictions, RunDir, check_checkpoint, checkpoint_step, primary_split
 
 SYSTEM = "encoder"
 TWO_WAY_TP, TWO_WAY_TN = 4.0, 1.0  # the paper's temperatures
@@ -106,9 +113,7 @@ class EncoderArguments(TrainingArguments):
         "help": "Validation metric (thresholds tuned first) that picks the best checkpoint."})
     logging_steps: float = field(default=50, metadata={"help": "Log the training loss every N steps."})
     train_sampling_strategy: str = field(default="group_by_length", metadata={
-        "help": "Sampler for training: 'group_by_length' (batches of similar lengths: less padding), 'random', "
-                "'sequential', or 'batch_rebalance' (padded tokens balanced across devices and gradient-accumulation "
-                "steps).",
+        "help": SAMPLER_HELP,
         "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]})
     dataloader_num_workers: int | None = field(default=None, metadata={
         "help": "Processes that collate batches; default: 4 with a GPU (the GPU outruns one Python process), "
@@ -148,22 +153,22 @@ def main(argv: list[str] | None = None) -> int:
     check_distributed(args.world_size)
     check_arguments(args)
     RunDir(args.output_dir).check_overwrite("train-encoder")  # a finished run of another command stays whole
-    if resume_checkpoint(args) is None:
+    checkpoint = resume_checkpoint(args)  # None: a fresh run
+    if checkpoint is None:
         RunDir(args.output_dir).check_fresh_start("--resume")
     with args.main_process_first(desc="reading and tokenising"):  # rank 0 fills datasets' cache, then the rest
         corpus = load_corpus(data_args, required=("train", "validation"))
         config = load_config(args.model)
-        check_resume(args, corpus.label_space, config)
+        check_resume(args, checkpoint, corpus.label_space, config)
         tokenizer = load_tokenizer(args.model)
         splits = encode_corpus(corpus, tokenizer, args, config)
     set_seed(args.seed)  # the new classification head's initial weights come from --seed, not from the process's RNG
     model = load_for_training(args.model, corpus.label_space, args.pooling)
     trainer = build_trainer(model, tokenizer, splits["train"], splits["validation"], args)
     check_parallelism(trainer)
-    checkpoint = resume_checkpoint(args)
-    resumed = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"] if checkpoint else None
+    resumed = checkpoint_step(checkpoint) if checkpoint else None
     started = time.perf_counter()
-    train_metrics = train(trainer, args)
+    train_metrics = trainer.train(resume_from_checkpoint=checkpoint).metrics
     train_s = time.perf_counter() - started
     run = RunDir(args.output_dir)
     if trainer.is_world_process_zero():  # saved before predicting: --bf16_full_eval casts the weights in place
@@ -235,12 +240,11 @@ def resume_checkpoint(args: EncoderArguments) -> str | None:
     return None
 
 
-def check_resume(args: EncoderArguments, space: LabelSpace, config) -> None:
+def check_resume(args: EncoderArguments, checkpoint: str | None, space: LabelSpace, config) -> None:
     """Refuse a checkpoint made for another label space, model or head before anything loads it: its config.json
     is compared with this run's (the Trainer would otherwise stop on a size mismatch after loading, or, with as many
     labels, train on with columns that mean other labels). Checkpoints without a config.json (mean pooling, before
     `EncoderTrainer._save` wrote one) are not checked."""
-    checkpoint = resume_checkpoint(args)
     if checkpoint is None or not (Path(checkpoint) / "config.json").is_file():
         return
     problem = config_mismatch(load_config(checkpoint), space, config, args.pooling)
@@ -413,10 +417,6 @@ def epoch_metrics(eval_pred, min_labels: str, per_label: bool) -> dict[str, floa
     metrics = compute_metrics(gold, apply_thresholds(scores, thresholds), scores)
     return {key: metrics[key] for key in EVAL_KEYS} | {"threshold": float(np.median(thresholds.values)),
                                                         "min_labels": thresholds.min_labels}
-
-
-def train(trainer: EncoderTrainer, args: EncoderArguments) -> dict[str, float]:
-    return trainer.train(resume_from_checkpoint=resume_checkpoint(args)).metrics
 
 
 # ---------------------------------------------------------------------------------------------- prediction

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None, notes: list[str] | tuple[str, ...] = ())
     if paired is not None:
         results.print(rich_table(paired.header, paired.text_rows(), title=paired.title, compact=True))
     # what makes rows less comparable than they look, and what was left out: in the terminal and the written report
-    notes += scored_apart(runs) + [note for run in runs for note in run.notes]
+    notes += report_notes(runs)
     for note in notes:
         console.print(f"note: {note}", soft_wrap=True, markup=False)
     if prefix is not None:
@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None, notes: list[str] | tuple[str, ...] = ())
         for path in write_files(report, prefix):
             console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
+
+
+def report_notes(runs: list[Run]) -> list[str]:
+    """What a report says beside its tables: how the runs were not scored alike, then each run's own notes."""
+    return scored_apart(runs) + [note for run in runs for note in run.notes]
 
 
 def scored_apart(runs: list[Run]) -> list[str]:
@@ -136,7 +141,7 @@ def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("co
     bands = band_table(per_label)
     paired = paired or paired_table(runs)
     if notes is None:
-        notes = scored_apart(runs) + [note for run in runs for note in run.notes]
+        notes = report_notes(runs)
     report = Report(title="llmcls comparison", summary=[f"Runs: {len(runs)}", *shared_summary(runs)], notes=notes)
     report.sections = [comparison or comparison_table(runs), *([paired] if paired else []), original_table(runs),
                        *([bands] if bands else [])]

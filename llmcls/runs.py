@@ -318,6 +318,11 @@ def check_checkpoint(path: str | Path, option: str) -> None:
                           "checkpoint-* folder of an interrupted run")
 
 
+def checkpoint_step(path: str | Path) -> int:
+    """The training step a Trainer checkpoint was saved at (a resumed run records it: its time is the rest)."""
+    return int(json.loads((Path(path) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+
+
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
     """Records of a predictions.jsonl; errors name the file, the line and the field."""
     path = Path(path)

@@ -17,20 +17,18 @@ score`), writing the same run directory files as every other system.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from llmcls.config import DataArguments, build_parser, check_distributed, parse, to_dict
+from llmcls.config import SAMPLER_HELP, DataArguments, build_parser, check_distributed, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.generative import GenerationArguments
 from llmcls.progress import console
-from llmcls.runs import RunDir, check_checkpoint
+from llmcls.runs import RunDir, check_checkpoint, checkpoint_step
 
 
 @dataclass
@@ -68,9 +66,7 @@ class SFTScriptArguments:
 HELP = {
     "bf16": "bf16 (mixed) precision instead of float32; default: on when a CUDA GPU supports bfloat16 (and --fp16 "
             "is off), else off. On a CPU, --bf16 true needs --use_cpu true.",
-    "train_sampling_strategy": "Sampler for training: 'group_by_length' (batches of similar lengths: less padding), "
-                               "'random', 'sequential', or 'batch_rebalance' (padded tokens balanced across devices "
-                               "and gradient-accumulation steps).",
+    "train_sampling_strategy": SAMPLER_HELP,
 }
 
 
@@ -126,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = {"params_trained": trainable_parameters(trainer.model), "train_s": round(train_s, 3),
                "train_processes": training_args.world_size}
     if training_args.resume_from_checkpoint:  # train_s is then the resumed part only
-        state = Path(training_args.resume_from_checkpoint) / "trainer_state.json"
-        trained["resumed_from_step"] = json.loads(state.read_text())["global_step"]
+        trained["resumed_from_step"] = checkpoint_step(training_args.resume_from_checkpoint)
     run = save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args,
                        trained)
     trainer.accelerator.wait_for_everyone()
