@@ -15,8 +15,8 @@ Three ways (``--selection``), all deterministic for a seed:
   The most similar example comes LAST, next to the query: small models lean on what they read most recently.
   Ties are broken by the seeded order.
 
-In all three, training texts identical to the query (ignoring case and spacing) are left out: showing a query its
-own answer would inflate the scores (random draws from the rest; balanced covers labels again without them, for
+In all three, training papers identical to the query (same text, or same abstract when the caller passes
+abstracts as keys; ignoring case and spacing) are left out: showing a query its own answer would inflate the scores (random draws from the rest; balanced covers labels again without them, for
 that query only).
 
 numpy and scikit-learn (imported inside the functions that need it); no torch.
@@ -45,16 +45,21 @@ def select_examples(
     k: int,
     selection: str = "knn",
     seed: int = 42,
+    train_keys: Sequence[str] | None = None,
+    query_keys: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """For each query, ``k`` indices into the training set (see the module docstring for the three selections).
 
-    A query gets fewer than ``k`` indices only when fewer than ``k`` training texts differ from it.
+    ``train_keys`` / ``query_keys`` say which texts are the same paper (by default the texts themselves): pass the
+    abstracts when the texts add a title, which one copy of a paper may lack (AAPD rows have none).
+    A query gets fewer than ``k`` indices only when fewer than ``k`` training papers differ from it.
     Raises `LlmclsError` for an unknown selection, a negative ``k`` or one larger than the training set.
     """
     _check_arguments(train_texts, train_labels, k, selection)
     if k == 0:
         return [[] for _ in query_texts]
-    excluded = _identical_texts(train_texts, query_texts)
+    excluded = _identical_texts(train_texts if train_keys is None else train_keys,
+                                query_texts if query_keys is None else query_keys)
     if selection == "random":
         everyone = np.arange(len(train_texts))
         picks = []

@@ -368,7 +368,9 @@ class Task:
 
             picks = select_examples([_text(e) for e in self.pool], [e["labels"] for e in self.pool],
                                     [_text(r) for r in rows], k=self.prompt_args.k,
-                                    selection=self.prompt_args.selection, seed=self.prompt_args.seed)
+                                    selection=self.prompt_args.selection, seed=self.prompt_args.seed,
+                                    train_keys=[e["abstract"] for e in self.pool],
+                                    query_keys=[r["abstract"] for r in rows])
             examples = [[self.pool[i] for i in pick] for pick in picks]
         return [self.render_one(rows[i].get("title"), rows[i]["abstract"], examples[i]) for i in wanted]
 

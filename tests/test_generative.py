@@ -159,7 +159,11 @@ def test_fewshot_prompts_hold_k_pool_examples_but_never_the_query_itself(tiny, d
     assert main(["fewshot", *_args(tiny, data, run, "--k", "2", "--train", data["train"], "--constrained")]) == 0
     assert _metrics(run)["system"] == "fewshot" and _metrics(run)["generation"]["k"] == 2
     test_rows = read_jsonl(Path(data["test"]))
-    assert len(seen) == len(test_rows)
+    # the same papers with a title, which their copies in the pool lack (as AAPD's rows do): still the same paper
+    titled = write_jsonl(tmp_path / "titled.jsonl", [r | {"title": f"Paper {i}"} for i, r in enumerate(test_rows)])
+    assert main(["fewshot", *_args(tiny, data, tmp_path / "titled", "--k", "2", "--train", data["train"],
+                                   "--constrained", "--test", str(titled))]) == 0
+    assert len(seen) == 2 * len(test_rows)
     for prompt in seen:
         assert prompt.count("Abstract:") == 3  # two examples and the query
         query = prompt.rsplit("Abstract:", 1)[1].split("<|im_end|>")[0].strip()
