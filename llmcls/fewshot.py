@@ -16,8 +16,8 @@ Three ways (``--selection``), all deterministic for a seed:
   Ties are broken by the seeded order.
 
 In all three, training papers identical to the query (same text, or same abstract when the caller passes
-abstracts as keys; ignoring case and spacing) are left out: showing a query its own answer would inflate the scores (random draws from the rest; balanced covers labels again without them, for
-that query only).
+abstracts as keys; ignoring case and spacing) are left out: showing a query its own answer would inflate the scores
+(random draws from the rest; balanced covers labels again without them, for that query only).
 
 numpy and scikit-learn (imported inside the functions that need it); no torch.
 """

@@ -55,6 +55,9 @@ class PromptArguments:
     chat: str = field(default="auto", metadata={
         "help": "auto: the tokenizer's chat template when it has one; on; off (plain 'Categories:' layout).",
         "choices": ["auto", "on", "off"]})
+    chat_template_kwargs: str | None = field(default=None, metadata={
+        "help": "JSON object passed to the chat template, e.g. '{\"enable_thinking\": false}' for Qwen3-style "
+                "thinking models (an SFT run's own is taken with its adapter)."})
     seed: int = field(default=42, metadata={"help": "Seed of few-shot selection and of sampling."})
 
 
@@ -173,6 +176,9 @@ def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_
     if gen_args.temperature < 0 or not 0 < gen_args.top_p <= 1:
         raise LlmclsError("--temperature must be >= 0 and --top_p in (0, 1]")
     number_list(gen_args.min_labels, "min_labels", int, minimum=0)
+    from llmcls.prompts import parse_template_kwargs
+
+    parse_template_kwargs(prompt_args.chat_template_kwargs)
     if model_args.adapter:
         check_adapter(model_args.adapter)
 
@@ -236,6 +242,9 @@ def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArgumen
     if prompt_args.chat == "auto" and trained.get("chat") in ("on", "off"):
         prompt_args.chat = trained["chat"]
         taken.append(f"--chat {prompt_args.chat}")
+    if prompt_args.chat_template_kwargs is None and trained.get("chat_template_kwargs"):
+        prompt_args.chat_template_kwargs = trained["chat_template_kwargs"]
+        taken.append(f"--chat_template_kwargs '{prompt_args.chat_template_kwargs}'")
     if data_args.labels is None and (config.parent / "labels.json").exists():
         data_args.labels = str(config.parent / "labels.json")
         taken.append(f"--labels {data_args.labels}")
@@ -315,7 +324,7 @@ class Task:
     @classmethod
     def build(cls, corpus: Corpus, backend: Backend, prompt_args: PromptArguments,
               gen_args: GenerationArguments) -> Task:
-        from llmcls.prompts import CHAT_OPTION, load_template
+        from llmcls.prompts import CHAT_OPTION, answer_prefix, load_template
 
         space = corpus.label_space
         template = load_template(prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot"))
@@ -330,7 +339,7 @@ class Task:
         max_labels = gen_args.max_labels or (max(seen) if seen else DEFAULT_MAX_LABELS)
         chat = CHAT_OPTION[prompt_args.chat]
         task = cls(space, backend, template, gen_args, chat, pool, prompt_args, 0, max_labels)
-        task.answer_prefix = " " if task.render_one("", "x", []).endswith(_plain_cue()) else ""
+        task.answer_prefix = answer_prefix(backend.tokenizer, chat=chat, template_kwargs=task.template_kwargs)
         task.max_new_tokens = gen_args.max_new_tokens or task.answer_budget()
         if gen_args.constrained and gen_args.max_new_tokens:
             shortest = min(len(backend.tokenizer.encode(task.answer_prefix + lab, add_special_tokens=False))
@@ -356,7 +365,13 @@ class Task:
 
         message = render_user_message(self.template, title=title, abstract=abstract, label_space=self.space,
                                       examples=examples)
-        return build_prompt(self.backend.tokenizer, message, chat=self.chat)
+        return build_prompt(self.backend.tokenizer, message, chat=self.chat, template_kwargs=self.template_kwargs)
+
+    @property
+    def template_kwargs(self) -> dict[str, Any]:
+        from llmcls.prompts import parse_template_kwargs
+
+        return parse_template_kwargs(self.prompt_args.chat_template_kwargs)
 
     def prompts(self, rows: list[dict], wanted: list[int]) -> list[str]:
         """The prompts of `rows[i]` for i in `wanted`. Examples are chosen with every row of the split as the
@@ -404,12 +419,6 @@ class Task:
         from llmcls.parsing import ANSWER_SEPARATOR
 
         return ANSWER_SEPARATOR
-
-
-def _plain_cue() -> str:
-    from llmcls.prompts import PLAIN_ANSWER_CUE
-
-    return PLAIN_ANSWER_CUE
 
 
 def _text(row: dict) -> str:

@@ -23,6 +23,7 @@ package-data entry.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,14 @@ __all__ = [
     "FIELDS",
     "PLAIN_ANSWER_CUE",
     "PROMPTS_DIR",
+    "answer_prefix",
     "build_completion",
     "build_prompt",
     "load_template",
+    "parse_template_kwargs",
     "render_user_message",
     "template_names",
+    "template_reference",
 ]
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
@@ -110,6 +114,13 @@ def template_path(name_or_path: str) -> Path:
             return candidate
     names = ", ".join(template_names()) or "none"
     raise LlmclsError(f"no prompt template named {name_or_path!r} (bundled: {names}; or give a path to a .jinja file)")
+
+
+def template_reference(name_or_path: str) -> str:
+    """How a run records its template: a bundled one by name, a user's file by its absolute path (a run reused
+    from another directory, e.g. by `zeroshot --adapter`, must find the same file)."""
+    path = template_path(name_or_path)
+    return name_or_path if path.parent in _TEMPLATE_DIRS and path.stem == name_or_path else str(path)
 
 
 def _check_fields(path: Path, used: set[str]) -> None:
@@ -204,11 +215,13 @@ def _example_fields(example: dict[str, Any], codes: tuple[str, ...]) -> dict[str
 CHAT_OPTION: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 
 
-def build_prompt(tokenizer: Any, user_message: str, *, chat: bool | None = None) -> str:
+def build_prompt(tokenizer: Any, user_message: str, *, chat: bool | None = None,
+                 template_kwargs: dict[str, Any] | None = None) -> str:
     """The text the model continues.
 
     Chat layout (when the tokenizer has a chat template and ``chat`` is not False): the tokenizer's chat template
-    with the user message and the assistant header (``add_generation_prompt``). The result already holds the
+    with the user message and the assistant header (``add_generation_prompt``); ``template_kwargs`` are passed to
+    the template (``{"enable_thinking": false}`` for Qwen3-style thinking models). The result already holds the
     template's BOS text, if any: tokenize it with ``add_special_tokens=False``.
 
     Plain layout (no chat template, or ``chat=False``): ``f"{user_message}\\nCategories:"``. The model continues
@@ -216,21 +229,34 @@ def build_prompt(tokenizer: Any, user_message: str, *, chat: bool | None = None)
     """
     if use_chat(tokenizer, chat):
         messages = [{"role": "user", "content": user_message}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return _apply_template(tokenizer, messages, True, template_kwargs)
     return f"{user_message.rstrip()}\n{PLAIN_ANSWER_CUE}"
 
 
-def build_completion(tokenizer: Any, labels: Sequence[str], *, chat: bool | None = None) -> str:
+def build_completion(tokenizer: Any, labels: Sequence[str], *, chat: bool | None = None,
+                     template_kwargs: dict[str, Any] | None = None) -> str:
     """The target an SFT run trains on, so that ``build_prompt(...) + build_completion(...)`` is the whole example.
 
-    Chat layout: ``format_labels(labels)`` and then what the chat template writes after an assistant message
-    (``<|im_end|>\\n`` for ChatML, ``<|eot_id|>`` for Llama 3). Plain layout: a space (the answer follows
-    ``Categories:``), ``format_labels(labels)`` and the tokenizer's EOS token. Pass labels in label-space order.
+    `answer_prefix`, ``format_labels(labels)``, then the end of the turn: in the chat layout what the chat template
+    writes after an assistant message (``<|im_end|>\\n`` for ChatML, ``<|eot_id|>`` for Llama 3), in the plain
+    layout the tokenizer's EOS token. Pass labels in label-space order.
     """
-    answer = format_labels(labels)
+    before = answer_prefix(tokenizer, chat=chat, template_kwargs=template_kwargs)
     if use_chat(tokenizer, chat):
-        return answer + _turn_end(tokenizer)
-    return f" {answer}{getattr(tokenizer, 'eos_token', None) or ''}"
+        return before + format_labels(labels) + _chat_frame(tokenizer, template_kwargs)[1]
+    return f"{before}{format_labels(labels)}{getattr(tokenizer, 'eos_token', None) or ''}"
+
+
+def answer_prefix(tokenizer: Any, *, chat: bool | None = None, template_kwargs: dict[str, Any] | None = None) -> str:
+    """What comes between the prompt and the label codes, as the model's own conversations have it: a space in the
+    plain layout (the answer follows ``Categories:``); in the chat layout what the template writes before an
+    assistant message's content beyond its generation prompt (a space for Llama 2 and Mistral v0.3, which write
+    ``[/INST] answer``; an empty thinking block for Qwen3 unless ``enable_thinking`` is false; usually nothing).
+    Part of the answer, not of the prompt: training targets start with it, constrained decoding forces it and score
+    mode scores labels after it, so the first code is tokenised as in the model's own conversations."""
+    if not use_chat(tokenizer, chat):
+        return " "
+    return _chat_frame(tokenizer, template_kwargs)[0]
 
 
 def use_chat(tokenizer: Any, chat: bool | None) -> bool:
@@ -242,17 +268,45 @@ def use_chat(tokenizer: Any, chat: bool | None) -> bool:
     return has_template if chat is None else chat
 
 
-_TURN_ENDS: dict[tuple[str, str, str], str] = {}
+def parse_template_kwargs(text: str | None, option: str = "--chat_template_kwargs") -> dict[str, Any]:
+    """The JSON object of --chat_template_kwargs (``'{"enable_thinking": false}'``), one-line error otherwise."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise LlmclsError(f"{option} {text}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise LlmclsError(f"{option} {text}: must be a JSON object, e.g. '{{\"enable_thinking\": false}}'")
+    return value
 
 
-def _turn_end(tokenizer: Any) -> str:
-    """What the chat template writes after an assistant's answer, read off a rendered dummy conversation."""
+def _apply_template(tokenizer: Any, messages: list[dict], generation_prompt: bool,
+                    template_kwargs: dict[str, Any] | None) -> str:
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt,
+                                             **(template_kwargs or {}))
+    except jinja2.TemplateError as exc:  # raise_exception(...) of the template itself, or a kwarg it cannot take
+        raise LlmclsError(f"the tokenizer's chat template failed: {_one_line(exc)}") from None
+
+
+_FRAMES: dict[tuple[str, ...], tuple[str, str]] = {}
+
+
+def _chat_frame(tokenizer: Any, template_kwargs: dict[str, Any] | None) -> tuple[str, str]:
+    """What the chat template writes around an assistant's answer beyond the generation prompt: (before, after),
+    read off a rendered dummy conversation."""
     # Keyed by what decides the result, so that SFT renders the template once, not once per example.
-    key = (type(tokenizer).__qualname__, repr(tokenizer.chat_template), repr(getattr(tokenizer, "eos_token", None)))
-    if key not in _TURN_ENDS:
-        messages = [{"role": "user", "content": "Abstract: x"}, {"role": "assistant", "content": _SENTINEL}]
-        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    key = (type(tokenizer).__qualname__, repr(tokenizer.chat_template), repr(getattr(tokenizer, "eos_token", None)),
+           repr(getattr(tokenizer, "bos_token", None)), json.dumps(template_kwargs or {}, sort_keys=True))
+    if key not in _FRAMES:
+        user = {"role": "user", "content": "Abstract: x"}
+        rendered = _apply_template(tokenizer, [user, {"role": "assistant", "content": _SENTINEL}], False,
+                                   template_kwargs)
         if _SENTINEL not in rendered:
             raise LlmclsError("the tokenizer's chat template does not render assistant messages; cannot build targets")
-        _TURN_ENDS[key] = rendered[rendered.rindex(_SENTINEL) + len(_SENTINEL) :]
-    return _TURN_ENDS[key]
+        at = rendered.rindex(_SENTINEL)
+        prompt = _apply_template(tokenizer, [user], True, template_kwargs)
+        before = rendered[len(prompt):at] if rendered[:at].startswith(prompt) else ""
+        _FRAMES[key] = (before, rendered[at + len(_SENTINEL):])
+    return _FRAMES[key]

@@ -7,7 +7,8 @@
 Each training abstract becomes a prompt-completion pair built exactly as at inference: the same template
 (`prompts/`), the same chat template (plain layout for base models), and as target `format_labels(labels)` in
 label-space order (the canonical order: most frequent label first; `--shuffle_label_order` permutes it per example,
-once, as an augmentation) followed by the model's end-of-turn text, so the trained model learns to stop. Prompt and
+once, as an augmentation) framed as the chat template frames an assistant's content (`prompts.answer_prefix`
+before it, the end-of-turn text after it), so the trained model learns to stop. Prompt and
 target are tokenised as at inference (`backends.encode_prompts` for the prompt; the target as it follows the
 prompt's tail, `constrained.continuation_ids`), and the loss covers the target tokens only, end token included.
 After training, the adapter (and with `--merge` a merged model) is saved under `--output_dir`, and the model
@@ -38,6 +39,9 @@ class SFTScriptArguments:
     chat: str = field(default="auto", metadata={
         "help": "auto: the tokenizer's chat template when it has one; on; off (plain layout, for base models).",
         "choices": ["auto", "on", "off"]})
+    chat_template_kwargs: str | None = field(default=None, metadata={
+        "help": "JSON object passed to the chat template, e.g. '{\"enable_thinking\": false}' for Qwen3-style "
+                "thinking models; training and evaluation alike."})
     shuffle_label_order: bool = field(default=False, metadata={
         "help": "Permute the target's labels per example, once from --seed (augmentation; default: canonical "
                 "label-space order)."})
@@ -159,6 +163,10 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
                               "(a complete one holds a trainer_state.json)")
     if resume is not None:
         check_checkpoint(resume, "--resume_from_checkpoint")
+    from llmcls.prompts import parse_template_kwargs, template_reference
+
+    parse_template_kwargs(script_args.chat_template_kwargs)
+    script_args.prompt = template_reference(script_args.prompt)  # `zeroshot --adapter` takes it from anywhere
     if script_args.merge and not model_args.use_peft:
         raise LlmclsError("--merge folds a LoRA adapter into the base weights; with --use_peft false the saved model "
                           "is whole already (RUN_DIR/adapter)")
@@ -214,15 +222,23 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
 
     from llmcls.backends import encode_prompts
     from llmcls.backends.constrained import common_suffix, continuation_ids
-    from llmcls.prompts import CHAT_OPTION, build_completion, build_prompt, load_template, render_user_message
+    from llmcls.prompts import (
+        CHAT_OPTION,
+        build_completion,
+        build_prompt,
+        load_template,
+        parse_template_kwargs,
+        render_user_message,
+    )
 
     space, ds = corpus.label_space, corpus.get(split)
     template = load_template(script_args.prompt)
     chat = CHAT_OPTION[script_args.chat]
+    template_kwargs = parse_template_kwargs(script_args.chat_template_kwargs)
     rng = random.Random(training_args.seed)
     def prompt(title: str | None, abstract: str) -> str:
         message = render_user_message(template, title=title, abstract=abstract, label_space=space)
-        return build_prompt(tokenizer, message, chat=chat)
+        return build_prompt(tokenizer, message, chat=chat, template_kwargs=template_kwargs)
 
     rows_in = list(zip(ds["title"], ds["abstract"], ds["labels"], strict=True))
     completions = []
@@ -230,7 +246,7 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
         ordered = [lab for lab in space.labels if lab in set(labels)]
         if script_args.shuffle_label_order:
             rng.shuffle(ordered)
-        completions.append(build_completion(tokenizer, ordered, chat=chat))
+        completions.append(build_completion(tokenizer, ordered, chat=chat, template_kwargs=template_kwargs))
     prompts = [prompt(title, abstract) for title, abstract, _ in rows_in]
     prompt_ids = encode_prompts(tokenizer, prompts)
     # the answer's ids as they follow the prompt (a SentencePiece tokenizer marks a word start that the answer alone
@@ -363,7 +379,7 @@ class GenerationCheck:
         try:
             backend = HFBackend(model, self.tokenizer, batch_size=self.gen_args.batch_size)
             prompt_args = PromptArguments(output_dir="", prompt=self.script_args.prompt, chat=self.script_args.chat,
-                                          seed=self.seed)
+                                          chat_template_kwargs=self.script_args.chat_template_kwargs, seed=self.seed)
             task = Task.build(self.corpus, backend, prompt_args, self.gen_args)
             return quick_metrics(task, self.corpus.get("validation"), self.script_args.generate_at_eval)
         finally:
@@ -452,7 +468,7 @@ def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_ar
     tokenizer.padding_side = "left"
     backend = HFBackend(model, tokenizer, batch_size=gen_args.batch_size)
     prompt_args = PromptArguments(output_dir=str(run.path), prompt=script_args.prompt, chat=script_args.chat,
-                                  seed=training_args.seed)
+                                  chat_template_kwargs=script_args.chat_template_kwargs, seed=training_args.seed)
     peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"
     run_splits(corpus, backend, run, prompt_args, gen_args, system="sft",
                model=f"{model_args.model_name_or_path}{peft}", load_s=None,  # loaded for training, not timed

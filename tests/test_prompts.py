@@ -14,11 +14,14 @@ from llmcls.prompts import (
     FIELDS,
     PLAIN_ANSWER_CUE,
     PROMPTS_DIR,
+    answer_prefix,
     build_completion,
     build_prompt,
     load_template,
+    parse_template_kwargs,
     render_user_message,
     template_names,
+    template_reference,
 )
 
 SPACE = LabelSpace(["cs.IT", "math.IT", "cs.LG", "stat.ML", "hep-th", "my-label"])
@@ -30,6 +33,24 @@ LLAMA3 = (
     "{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
     "{{ message['content'] | trim }}<|eot_id|>{% endfor %}"
     "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+# Llama 2 and Mistral v0.3 write a space before the assistant's answer; Qwen3 an empty thinking block unless
+# enable_thinking is false, when its generation prompt holds it instead
+LLAMA2 = (
+    "{% for message in messages %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + "
+    "message['content'].strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ ' ' + message['content'].strip() + ' ' + eos_token }}{% endif %}{% endfor %}"
+)
+MISTRAL3 = (
+    "{{- bos_token }}{%- for message in messages %}{%- if message['role'] == 'user' %}{{- '[INST] ' + "
+    "message['content'] + '[/INST]' }}{%- else %}{{- ' ' + message['content']|trim + eos_token }}{%- endif %}"
+    "{%- endfor %}"
+)
+QWEN3 = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['role'] == 'assistant' %}"
+    "<think>\n\n</think>\n\n{% endif %}{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% if enable_thinking is defined and not enable_thinking %}"
+    "<think>\n\n</think>\n\n{% endif %}{% endif %}"
 )
 EXAMPLES = [
     {"title": "Polar codes", "abstract": "We study polar codes.", "labels": ["math.IT", "cs.IT", "cs.CV"]},
@@ -214,19 +235,40 @@ def test_any_object_with_a_chat_template_will_do():
 
 
 @pytest.mark.parametrize(
-    ("template", "tokens", "end"),
-    [(CHATML, {"eos_token": "<|im_end|>"}, "<|im_end|>\n"),
-     (LLAMA3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, "<|eot_id|>")],
+    ("template", "tokens", "kwargs", "before", "end"),
+    [(CHATML, {"eos_token": "<|im_end|>"}, None, "", "<|im_end|>\n"),
+     (LLAMA3, {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, None, "", "<|eot_id|>"),
+     (LLAMA2, {"bos_token": "<s>", "eos_token": "</s>"}, None, " ", " </s>"),
+     (MISTRAL3, {"bos_token": "<s>", "eos_token": "</s>"}, None, " ", "</s>"),
+     (QWEN3, {"eos_token": "<|im_end|>"}, None, "<think>\n\n</think>\n\n", "<|im_end|>\n"),
+     (QWEN3, {"eos_token": "<|im_end|>"}, {"enable_thinking": False}, "", "<|im_end|>\n")],
 )  # fmt: skip
-def test_completion_ends_with_the_chat_templates_turn_end(template, tokens, end):
+def test_completion_is_the_answer_as_the_chat_template_writes_it(template, tokens, kwargs, before, end):
     tokenizer = make_tokenizer(template, **tokens)
-    completion = build_completion(tokenizer, ["cs.IT", "math.IT"])
-    assert completion == "cs.IT, math.IT" + end
+    assert answer_prefix(tokenizer, template_kwargs=kwargs) == before
+    completion = build_completion(tokenizer, ["cs.IT", "math.IT"], template_kwargs=kwargs)
+    assert completion == before + "cs.IT, math.IT" + end
     # prompt + completion is exactly the conversation the chat template writes, so SFT trains on real turns.
     conversation = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "cs.IT, math.IT"}]
-    full = tokenizer.apply_chat_template(conversation, tokenize=False)
-    assert build_prompt(tokenizer, "Q") + completion == full
-    assert parse_labels(completion, SPACE).well_formed
+    full = tokenizer.apply_chat_template(conversation, tokenize=False, **(kwargs or {}))
+    assert build_prompt(tokenizer, "Q", template_kwargs=kwargs) + completion == full
+    assert parse_labels(completion, SPACE).labels == ["cs.IT", "math.IT"]
+
+
+def test_chat_template_kwargs_are_a_json_object():
+    assert parse_template_kwargs('{"enable_thinking": false}') == {"enable_thinking": False}
+    assert parse_template_kwargs(None) == {}
+    with pytest.raises(LlmclsError, match="must be a JSON object"):
+        parse_template_kwargs("[1]")
+    with pytest.raises(LlmclsError, match="not JSON"):
+        parse_template_kwargs("{enable_thinking: false}")
+
+
+def test_a_user_template_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
+    (tmp_path / "mine.jinja").write_text("{{ abstract }}")
+    monkeypatch.chdir(tmp_path)
+    assert template_reference("mine.jinja") == str(tmp_path / "mine.jinja")
+    assert template_reference("zeroshot") == "zeroshot"
 
 
 def test_plain_completion_follows_the_cue_and_ends_with_eos():

@@ -273,6 +273,21 @@ def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_
     assert RunDir(tmp_path / "merged").read_config()["prompt"] == "compact"
 
 
+def test_zeroshot_with_an_sft_adapter_finds_its_template_file_from_anywhere(tiny_llama, tmp_path, monkeypatch):
+    (tmp_path / "a" / "tpl").mkdir(parents=True)
+    (tmp_path / "a" / "tpl" / "mine.jinja").write_text((ROOT / "prompts" / "compact.jinja").read_text())
+    monkeypatch.chdir(tmp_path / "a")
+    out = tmp_path / "run"
+    assert cli_main(["sft", *_args(tiny_llama, out, "--max_steps", "1"), "--prompt", "tpl/mine.jinja",
+                     "--chat_template_kwargs", '{"enable_thinking": false}', "--skip_eval", "true"]) == 0
+    monkeypatch.chdir(tmp_path)  # elsewhere, where tpl/mine.jinja is no file
+    assert cli_main(["zeroshot", "--model", str(tiny_llama), "--adapter", str(out / "adapter"), "--test",
+                     "aapd-test", "--max_eval_examples", "2", "--max_new_tokens", "4", "--output_dir", "reuse"]) == 0
+    reused = RunDir(tmp_path / "reuse").read_config()
+    assert reused["prompt"] == str(tmp_path / "a" / "tpl" / "mine.jinja")
+    assert reused["chat_template_kwargs"] == '{"enable_thinking": false}'
+
+
 def test_zeroshot_with_the_adapter_repeats_the_runs_own_predictions(tiny_llama, tmp_path):
     """Greedy answers of the reused adapter equal the SFT run's evaluation: same prompt, labels and answer budget,
     though the run sized its budget from training labels that the zero-shot run is not given."""
