@@ -296,8 +296,9 @@ def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> N
                           "labels, or use a new --output_dir")
     old = run.read_config()
     missing = object()
-    changed = sorted(key for key in config
-                     if key not in RESUMABLE_CHANGES and old.get(key, missing) != config[key])
+    # an option the earlier run's version did not have yet, left unset now, changes nothing
+    changed = sorted(key for key in config if key not in RESUMABLE_CHANGES
+                     and old.get(key, None if config[key] is None else missing) != config[key])
     if changed:
         details = ", ".join(f"{key}: {old.get(key, '(not set)')!r} -> {config[key]!r}" for key in changed[:3])
         raise LlmclsError(f"{run.path} holds predictions made with other options ({details}); resume with the same "

@@ -288,6 +288,12 @@ def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys):
     assert main(["zeroshot", *_args(tiny, data, run, "--mode", "score")]) == 2
     assert "other options" in capsys.readouterr().err
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained", "--batch_size", "2")]) == 0  # batch size may
+    # a run of an earlier version, which had no --chat_template_kwargs yet, resumes when the option is left unset
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    del config["chat_template_kwargs"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained", "--chat_template_kwargs", "{}")]) == 2
 
 
 def test_a_run_of_another_system_or_without_config_is_not_resumed(tiny, data, tmp_path, capsys):
