@@ -321,6 +321,7 @@ class Task:
     max_new_tokens: int
     max_labels: int
     answer_prefix: str = ""
+    shortened: set[str] = field(default_factory=set)  # ids of rows whose abstract was cut to fit the model
 
     @classmethod
     def build(cls, corpus: Corpus, backend: Backend, prompt_args: PromptArguments,
@@ -388,11 +389,36 @@ class Task:
                                     train_keys=[e["abstract"] for e in self.pool],
                                     query_keys=[r["abstract"] for r in rows])
             examples = [[self.pool[i] for i in pick] for pick in picks]
-        return [self.render_one(rows[i].get("title"), rows[i]["abstract"], examples[i]) for i in wanted]
+        prompts = [self.render_one(rows[i].get("title"), rows[i]["abstract"], examples[i]) for i in wanted]
+        limit = getattr(self.backend, "max_positions", None)
+        if limit:
+            room = limit - self.max_new_tokens
+            for j, length in enumerate(self.backend.count_tokens(prompts)):
+                if length > room:
+                    prompts[j] = self._fit(rows[wanted[j]], examples[wanted[j]], room, limit)
+        return prompts
+
+    def _fit(self, row: dict, examples: list[dict], room: int, limit: int) -> str:
+        """The prompt of `row` with its abstract cut to fit the model's positions with the answer's budget."""
+        from llmcls.prompts import shorten_abstract
+
+        def render(abstract: str) -> str:
+            return self.render_one(row.get("title"), abstract, examples)
+
+        kept = shorten_abstract(row["abstract"], lambda text: self.backend.count_tokens([render(text)])[0] <= room)
+        if kept is None:
+            raise LlmclsError(f"row {row['id']}: the prompt without its abstract takes "
+                              f"{self.backend.count_tokens([render('')])[0]} tokens and the answer up to "
+                              f"{self.max_new_tokens}, more than the model's {limit} positions; use a shorter "
+                              "prompt (--prompt compact leaves out the label list), fewer labels (--top_labels) or "
+                              "fewer examples (--k)")
+        self.shortened.add(str(row["id"]))
+        return render(kept)
 
     def predict(self, rows: list[dict], prompts: list[str]) -> list[dict[str, Any]]:
         """Prediction records of one batch (score mode: provisional `predicted`, final ones need thresholds)."""
-        base = [{"id": r["id"], "labels": list(r["labels"])} for r in rows]
+        base = [{"id": r["id"], "labels": list(r["labels"])} | ({"abstract_cut": True} if str(r["id"]) in
+                self.shortened else {}) for r in rows]
         if self.args.mode == "score":
             scores = self.backend.score(prompts, [self.answer_prefix + lab for lab in self.space.labels],
                                         separator=self._separator(), ends=self.args.score_ends)
@@ -460,6 +486,10 @@ def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
     started = time.perf_counter()
     if pending:
         prompts = task.prompts(rows, pending)
+        cut = sum(ids[i] in task.shortened for i in pending)
+        if cut:
+            console.print(f"note: {split}: {cut} abstracts cut to fit the model's {task.backend.max_positions} "
+                          "positions (their ends dropped; `abstract_cut` in predictions.jsonl)")
         with _progress() as progress:
             bar = progress.add_task(f"{split} ({task.args.mode})", total=len(pending))
             for batch in _length_batches(task, prompts):
@@ -540,7 +570,8 @@ def generation_stats(task: Task, records: list[dict]) -> dict[str, Any]:
     stats: dict[str, Any] = {"mode": task.args.mode, "constrained": task.args.constrained, "k": task.prompt_args.k,
                              "selection": task.prompt_args.selection if task.prompt_args.k else None,
                              "template": str(task.template.filename), "answer_prefix": task.answer_prefix,
-                             "max_new_tokens": task.max_new_tokens, "max_labels": task.max_labels}
+                             "max_new_tokens": task.max_new_tokens, "max_labels": task.max_labels,
+                             "abstracts_cut": sum(bool(r.get("abstract_cut")) for r in records)}
     if task.args.mode == "score":
         return stats | {"well_formed_rate": None, "unknown_label_rate": None, "any_label_rate": None}
     n = max(len(records), 1)

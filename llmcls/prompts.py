@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ __all__ = [
     "load_template",
     "parse_template_kwargs",
     "render_user_message",
+    "shorten_abstract",
     "template_names",
     "template_reference",
 ]
@@ -205,6 +206,27 @@ def _example_fields(example: dict[str, Any], codes: tuple[str, ...]) -> dict[str
     else:
         answer = str(example.get("answer", ""))
     return {"title": example.get("title") or "", "abstract": example.get("abstract") or "", "answer": answer}
+
+
+def shorten_abstract(abstract: str, fits: Callable[[str], bool]) -> str | None:
+    """The abstract cut from its end to the most words for which ``fits`` holds (a binary search: ``fits`` only gets
+    harder with more words), the abstract itself when it fits whole, None when even an empty one does not. What a
+    prompt too long for the model loses: the instructions, the label list, the examples and the answer stay whole,
+    and the prompt stays one the template renders (a cut through the middle of its token ids would not)."""
+    if fits(abstract):
+        return abstract
+    if not fits(""):
+        return None
+    words = abstract.split()
+    low, high, best = 0, len(words) - 1, ""
+    while low <= high:
+        middle = (low + high) // 2
+        candidate = " ".join(words[:middle])
+        if fits(candidate):
+            low, best = middle + 1, candidate
+        else:
+            high = middle - 1
+    return best
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -110,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         RunDir(training_args.output_dir).check_fresh_start("--resume_from_checkpoint true")
     corpus = load_corpus(data_args, required=("train",))
     tokenizer = load_training_tokenizer(model_args, training_args)
-    train_ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
-    eval_ds = (build_sft_dataset(corpus, "validation", tokenizer, script_args, training_args)
+    positions = model_positions(model_args, training_args)
+    train_ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args, positions)
+    eval_ds = (build_sft_dataset(corpus, "validation", tokenizer, script_args, training_args, positions)
                if training_args.eval_strategy != "no" and corpus.get("validation") is not None else None)
     check = None
     if script_args.generate_at_eval:
@@ -216,8 +217,23 @@ def load_training_tokenizer(model_args, training_args):
     return tokenizer
 
 
-def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScriptArguments, training_args):
-    """`input_ids` and `labels` (-100 on the prompt) for every row of `split`."""
+def model_positions(model_args, training_args) -> int | None:
+    """The most tokens the model takes (its config's max_position_embeddings), when it says."""
+    from transformers import AutoConfig
+
+    from llmcls.backends.hf import resolve_model
+    from llmcls.model_paths import model_errors
+
+    path = resolve_model(model_args.model_name_or_path)
+    with model_errors(path):
+        config = AutoConfig.from_pretrained(path, trust_remote_code=training_args.trust_remote_code)
+    return getattr(config.get_text_config(), "max_position_embeddings", None)
+
+
+def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScriptArguments, training_args,
+                      max_positions: int | None = None):
+    """`input_ids` and `labels` (-100 on the prompt) for every row of `split`, each within --max_length and the
+    model's positions."""
     import datasets
 
     from llmcls.backends import encode_prompts
@@ -253,43 +269,37 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     # would get as an extra token), from the prompts' common tail: what constrained decoding and score mode use
     context = common_suffix(prompts)
     completion_ids = [continuation_ids(tokenizer, context, completion) for completion in completions]
+    limits = [n for n in (training_args.max_length, max_positions) if n]
+    limit = min(limits, default=None)
+    what = (f"--max_length {limit}" if limit == training_args.max_length
+            else f"the model's {limit} positions (max_position_embeddings)")
     rows, cut = [], 0
     for (title, abstract, _), p_ids, c_ids in zip(rows_in, prompt_ids, completion_ids, strict=True):
-        room = None if training_args.max_length is None else training_args.max_length - len(c_ids)
+        room = None if limit is None else limit - len(c_ids)
         if room is not None and len(p_ids) > room:  # the answer and its end token are never cut: the abstract is
             p_ids = fit_prompt(lambda text, title=title: encode_prompts(tokenizer, [prompt(title, text)])[0],
-                               abstract, room, training_args.max_length)
+                               abstract, room, limit, what)
             cut += 1
         rows.append({"input_ids": p_ids + c_ids, "labels": [-100] * len(p_ids) + c_ids})
     if cut:
-        console.print(f"note: {split}: {cut} prompts cut to fit --max_length {training_args.max_length} "
-                      "(the end of the abstract is dropped, the answer kept)")
+        console.print(f"note: {split}: {cut} prompts cut to fit {what} (the end of the abstract is dropped, the "
+                      "answer kept)")
     return datasets.Dataset.from_list(rows)
 
 
-def fit_prompt(encode, abstract: str, room: int, max_length: int) -> list[int]:
+def fit_prompt(encode, abstract: str, room: int, max_length: int, what: str | None = None) -> list[int]:
     """The token ids of the prompt (`encode(abstract)`) with the abstract shortened, from its end, until the prompt
-    takes at most `room` tokens; the instructions, the label list and the template's end stay whole, and the
-    prompt stays the one inference renders (a token cut through the middle of it would not). An error when even
-    an empty abstract does not fit."""
-    ids = encode(abstract)
-    if len(ids) <= room:
-        return ids
-    words = abstract.split()
-    empty = encode("")
-    if len(empty) > room:
-        raise LlmclsError(f"--max_length {max_length}: the prompt without its abstract takes {len(empty)} tokens and "
-                          f"the answer {max_length - room}; raise --max_length or use a shorter prompt "
-                          "(--prompt compact leaves out the label list)")
-    low, high, best = 0, len(words) - 1, empty  # the most words whose prompt fits (fitting only gets harder with more)
-    while low <= high:
-        middle = (low + high) // 2
-        candidate = encode(" ".join(words[:middle]))
-        if len(candidate) <= room:
-            low, best = middle + 1, candidate
-        else:
-            high = middle - 1
-    return best
+    takes at most `room` tokens (`prompts.shorten_abstract`) of `max_length` (`what`: --max_length or the model's
+    positions). An error when even an empty abstract does not fit."""
+    from llmcls.prompts import shorten_abstract
+
+    kept = shorten_abstract(abstract, lambda text: len(encode(text)) <= room)
+    if kept is None:
+        what = what or f"--max_length {max_length}"
+        raise LlmclsError(f"{what}: the prompt without its abstract takes {len(encode(''))} tokens and the answer "
+                          f"{max_length - room}; {'raise --max_length or ' if what.startswith('--') else ''}use a "
+                          "shorter prompt (--prompt compact leaves out the label list)")
+    return encode(kept)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -282,6 +282,31 @@ def test_a_resumed_fewshot_run_shows_the_same_examples(tiny, data, tmp_path, mon
     assert set(prompts["resumed"]) <= set(prompts["whole"])
 
 
+def test_prompts_longer_than_the_models_positions_lose_the_end_of_their_abstract(tiny, data, tmp_path, capsys):
+    from llmcls.backends import encode_prompts
+    from llmcls.backends.hf import load_tokenizer
+    from llmcls.prompts import build_prompt
+
+    tokenizer = load_tokenizer(str(tiny))
+    message = render_user_message(load_template("zeroshot"), title="", abstract="", label_space=LabelSpace.load(
+        data["labels"]))
+    bare = len(encode_prompts(tokenizer, [build_prompt(tokenizer, message)])[0])  # the prompt without an abstract
+    short = tmp_path / "short"
+    shutil.copytree(tiny, short)
+    config = json.loads((short / "config.json").read_text())
+    (short / "config.json").write_text(json.dumps(config | {"max_position_embeddings": bare + 6 + 8}))
+    args = ["--model", str(short), "--test", data["test"], "--labels", data["labels"], "--max_new_tokens", "6",
+            "--constrained"]
+    assert main(["zeroshot", *args, "--output_dir", str(tmp_path / "run")]) == 0
+    records = _records(tmp_path / "run" / "predictions.jsonl")
+    assert all(r["abstract_cut"] for r in records)  # 30 words do not fit in 8 tokens
+    assert _metrics(tmp_path / "run")["generation"]["abstracts_cut"] == len(records)
+    assert f"{len(records)} abstracts cut to fit the model's {bare + 14} positions" in capsys.readouterr().err
+    (short / "config.json").write_text(json.dumps(config | {"max_position_embeddings": bare + 5}))
+    assert main(["zeroshot", *args, "--output_dir", str(tmp_path / "none")]) == 2
+    assert f"more than the model's {bare + 5} positions" in capsys.readouterr().err
+
+
 def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0

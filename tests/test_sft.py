@@ -123,6 +123,10 @@ def test_a_long_prompt_keeps_its_abstract_and_answer(tiny_llama, tmp_path):
     assert "Abstract: " + " ".join(abstract.split()[:5]) in text
     assert " ".join(abstract.split()[-3:]) not in text  # its end went
     assert text.count("(") == tokenizer.decode(full[longest]["input_ids"]).count("(")  # every "code (name)" kept
+    # the model's positions bound an example as --max_length does, and padding-free runs have no --max_length
+    limit, training_args.max_length = training_args.max_length, None
+    capped = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args, max_positions=limit)
+    assert capped["input_ids"] == cut["input_ids"]
     answer = [t for t in cut[longest]["labels"] if t != -100]
     assert answer == [t for t in full[longest]["labels"] if t != -100]  # the answer and its end token, whole
 

@@ -63,6 +63,7 @@ class Backend(Protocol):
     name: str  # "hf" or "vllm"
     device: str  # for run records, e.g. "cuda:0 (NVIDIA H100 80GB HBM3)" or "cpu"
     tokenizer: Any  # a transformers tokenizer: chat template, token counts
+    max_positions: int | None  # the most tokens (prompt and answer) the model takes, when known
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]: ...
 
