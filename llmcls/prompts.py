@@ -84,11 +84,12 @@ def load_template(name_or_path: str) -> jinja2.Template:
         autoescape=False,
     )
     try:
-        source = path.read_text(encoding="utf-8")
-        used = jinja2.meta.find_undeclared_variables(env.parse(source, filename=str(path)))
+        used = _fields(env, path.name)
         template = env.get_template(path.name)
     except jinja2.TemplateSyntaxError as exc:
-        raise LlmclsError(f"prompt template {path}:{exc.lineno}: {_one_line(exc.message)}") from None
+        raise LlmclsError(f"prompt template {exc.filename or path}:{exc.lineno}: {_one_line(exc.message)}") from None
+    except jinja2.TemplateNotFound as exc:
+        raise LlmclsError(f"prompt template {path}: includes {exc.name}, which is not in {path.parent}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise LlmclsError(f"cannot read prompt template {path}: {_one_line(exc)}") from None
     _check_fields(path, used)
@@ -97,9 +98,18 @@ def load_template(name_or_path: str) -> jinja2.Template:
 
 def template_fields(template: jinja2.Template) -> set[str]:
     """The fields a loaded template uses (e.g. whether a few-shot run's template shows its `examples`)."""
-    env = template.environment
-    source, _, _ = env.loader.get_source(env, template.name)
-    return set(jinja2.meta.find_undeclared_variables(env.parse(source)))
+    return _fields(template.environment, template.name)
+
+
+def _fields(env: jinja2.Environment, name: str, seen: frozenset[str] = frozenset()) -> set[str]:
+    """The fields template `name` uses, with those of the templates it includes, imports or extends."""
+    source, filename, _ = env.loader.get_source(env, name)
+    tree = env.parse(source, name=name, filename=filename)
+    used = set(jinja2.meta.find_undeclared_variables(tree))
+    for other in jinja2.meta.find_referenced_templates(tree):
+        if other is not None and other not in seen | {name}:  # None: a name computed at render time
+            used |= _fields(env, other, seen | {name})
+    return used
 
 
 def template_path(name_or_path: str) -> Path:

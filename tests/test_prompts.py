@@ -201,6 +201,22 @@ def test_syntax_error_names_file_and_line(tmp_path):
         load_template(str(path))
 
 
+def test_included_and_extended_templates_count_their_fields(tmp_path):
+    (tmp_path / "part.jinja").write_text("Abstract: {{ abstract }}\n{{ nonsense }}", encoding="utf-8")
+    (tmp_path / "base.jinja").write_text("{{ label_list }}\n{% block body %}{% endblock %}", encoding="utf-8")
+    (tmp_path / "include.jinja").write_text("{% include 'part.jinja' %}", encoding="utf-8")
+    with pytest.raises(LlmclsError, match="unknown field 'nonsense'"):  # the part's fields are checked too
+        load_template(str(tmp_path / "include.jinja"))
+    (tmp_path / "part.jinja").write_text("Abstract: {{ abstract }}", encoding="utf-8")
+    assert render(str(tmp_path / "include.jinja"), abstract="x") == "Abstract: x"
+    (tmp_path / "child.jinja").write_text("{% extends 'base.jinja' %}{% block body %}{% include 'part.jinja' %}"
+                                          "{% endblock %}", encoding="utf-8")
+    assert render(str(tmp_path / "child.jinja"), abstract="x").endswith("my-label\nAbstract: x")
+    (tmp_path / "lost.jinja").write_text("{% include 'gone.jinja' %}{{ abstract }}", encoding="utf-8")
+    with pytest.raises(LlmclsError, match="includes gone.jinja"):
+        load_template(str(tmp_path / "lost.jinja"))
+
+
 @pytest.mark.parametrize("spec", ["nonexistent", "missing/file.jinja"])
 def test_unknown_template_is_an_error(spec):
     with pytest.raises(LlmclsError, match="zeroshot|not found"):
