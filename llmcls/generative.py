@@ -375,10 +375,10 @@ class Task:
 
         return parse_template_kwargs(self.prompt_args.chat_template_kwargs)
 
-    def prompts(self, rows: list[dict], wanted: list[int]) -> list[str]:
-        """The prompts of `rows[i]` for i in `wanted`. Examples are chosen with every row of the split as the
-        queries, as in an uninterrupted run, so a resumed run shows each query the same examples whatever the
-        selection depends on."""
+    def prompts(self, rows: list[dict]) -> tuple[list[str], list[int]]:
+        """The prompts of `rows` and their lengths in tokens, each fitted to the model's positions. A row's
+        few-shot examples depend on that row alone (and the seed), so a resumed run that prompts only the rows
+        left shows each one the examples an uninterrupted run would have."""
         examples: list[list[dict]] = [[] for _ in rows]
         if self.pool:
             from llmcls.fewshot import select_examples
@@ -389,14 +389,16 @@ class Task:
                                     train_keys=[e["abstract"] for e in self.pool],
                                     query_keys=[r["abstract"] for r in rows])
             examples = [[self.pool[i] for i in pick] for pick in picks]
-        prompts = [self.render_one(rows[i].get("title"), rows[i]["abstract"], examples[i]) for i in wanted]
+        prompts = [self.render_one(row.get("title"), row["abstract"], shown) for row, shown in zip(rows, examples,
+                                                                                                   strict=True)]
+        lengths = self.backend.count_tokens(prompts)
         limit = getattr(self.backend, "max_positions", None)
-        if limit:
-            room = limit - self.max_new_tokens
-            for j, length in enumerate(self.backend.count_tokens(prompts)):
-                if length > room:
-                    prompts[j] = self._fit(rows[wanted[j]], examples[wanted[j]], room, limit)
-        return prompts
+        room = None if not limit else limit - self.max_new_tokens
+        for j, length in enumerate(lengths):
+            if room is not None and length > room:
+                prompts[j] = self._fit(rows[j], examples[j], room, limit)
+                lengths[j] = self.backend.count_tokens([prompts[j]])[0]
+        return prompts, lengths
 
     def _fit(self, row: dict, examples: list[dict], room: int, limit: int) -> str:
         """The prompt of `row` with its abstract cut to fit the model's positions with the answer's budget."""
@@ -464,15 +466,14 @@ class SplitOutcome:
 
 
 def _rows(ds) -> list[dict]:
-    return [dict(zip(ds.column_names, values, strict=True)) for values in zip(*(ds[c] for c in ds.column_names),
-                                                                              strict=True)]
+    columns = ds.to_dict()  # column by column through Arrow: ds[column] goes row by row
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
-def _length_batches(task: Task, prompts: list[str]) -> list[list[int]]:
-    """Positions of `prompts` in batches of `--batch_size`, longest first: similar lengths share a batch."""
-    lengths = task.backend.count_tokens(prompts)
-    order = sorted(range(len(prompts)), key=lambda j: -lengths[j])
-    return [order[start:start + task.args.batch_size] for start in range(0, len(order), task.args.batch_size)]
+def _length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Positions in batches of `batch_size`, longest prompts first: similar lengths share a batch."""
+    order = sorted(range(len(lengths)), key=lambda j: -lengths[j])
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
@@ -485,19 +486,20 @@ def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
         console.print(f"{split}: resuming, {len(rows) - len(pending)} of {len(rows)} examples already predicted")
     started = time.perf_counter()
     if pending:
-        prompts = task.prompts(rows, pending)
+        todo = [rows[i] for i in pending]
+        prompts, lengths = task.prompts(todo)
         cut = sum(ids[i] in task.shortened for i in pending)
         if cut:
             console.print(f"note: {split}: {cut} abstracts cut to fit the model's {task.backend.max_positions} "
                           "positions (their ends dropped; `abstract_cut` in predictions.jsonl)")
         with _progress() as progress:
             bar = progress.add_task(f"{split} ({task.args.mode})", total=len(pending))
-            for batch in _length_batches(task, prompts):
-                records = task.predict([rows[pending[j]] for j in batch], [prompts[j] for j in batch])
+            for batch in _length_batches(lengths, task.args.batch_size):
+                records = task.predict([todo[j] for j in batch], [prompts[j] for j in batch])
                 writer.append(records)
+                done.update((str(record["id"]), record) for record in records)  # as read back: no second read
                 progress.advance(bar, len(batch))
     wall = time.perf_counter() - started
-    done = writer.read()
     return SplitOutcome([done[example_id] for example_id in ids], wall, len(pending))
 
 
@@ -506,9 +508,9 @@ def quick_metrics(task: Task, ds, limit: int) -> dict[str, float]:
     tuned: score mode keeps the top `--min_labels` labels): the check `llmcls sft --generate_at_eval` runs at every
     evaluation. Keys: micro_f1, macro_f1, samples_f1, and well_formed_rate (generation) or map and p_at_1 (score)."""
     rows = _rows(ds.select(range(min(limit, len(ds)))))
-    prompts = task.prompts(rows, list(range(len(rows))))
+    prompts, lengths = task.prompts(rows)
     records: list[dict] = [{}] * len(rows)
-    for batch in _length_batches(task, prompts):
+    for batch in _length_batches(lengths, task.args.batch_size):
         for j, record in zip(batch, task.predict([rows[j] for j in batch], [prompts[j] for j in batch]), strict=True):
             records[j] = record
     gold, predicted, scores = _matrices(task.space, records)

@@ -11,7 +11,15 @@ import pytest
 from conftest import RESOURCES, read_jsonl
 from tiny_llms import build_tiny_llama, build_tiny_lora_adapter
 
-from llmcls.backends import LabelConstraint, ModelArguments, cut_at_stop, encode_prompts, end_token_ids, load_backend
+from llmcls.backends import (
+    LabelConstraint,
+    ModelArguments,
+    count_tokens,
+    cut_at_stop,
+    encode_prompts,
+    end_token_ids,
+    load_backend,
+)
 from llmcls.backends.constrained import (
     LabelGrammar,
     ScorePlan,
@@ -339,6 +347,8 @@ def test_helpers(backend):
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in end_token_ids(tokenizer)
     bos = tokenizer.bos_token
     assert encode_prompts(tokenizer, [bos + "x"])[0].count(tokenizer.bos_token_id) == 1
+    texts = [bos + "x", "cs.IT, math.IT", "", "a longer text " * 9, "y"]
+    assert count_tokens(tokenizer, texts, chunk=2) == [len(ids) for ids in encode_prompts(tokenizer, texts)]
     assert cut_at_stop("cs.IT\n\nBecause", ["\n\n"]) == "cs.IT" and cut_at_stop("cs.IT", []) == "cs.IT"
 
 

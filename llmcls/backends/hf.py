@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from llmcls.backends import LabelConstraint, ModelArguments, cut_at_stop, encode_prompts, end_token_ids
+from llmcls.backends import (
+    LabelConstraint,
+    ModelArguments,
+    count_tokens,
+    cut_at_stop,
+    encode_prompts,
+    end_token_ids,
+)
 from llmcls.backends.constrained import (
     ScorePlan,
     build_grammar,
@@ -241,7 +248,7 @@ class HFBackend:
 
     # ---------------------------------------------------------------- helpers
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in encode_prompts(self.tokenizer, texts)]
+        return count_tokens(self.tokenizer, texts)
 
     def _batches(self, encoded: list[list[int]]) -> list[list[int]]:
         """Indices in batches of similar length, longest first (an out-of-memory error shows up at once)."""

@@ -28,7 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from llmcls.backends import LabelConstraint, ModelArguments, cut_at_stop, encode_prompts, end_token_ids
+from llmcls.backends import (
+    LabelConstraint,
+    ModelArguments,
+    count_tokens,
+    cut_at_stop,
+    encode_prompts,
+    end_token_ids,
+)
 from llmcls.backends.constrained import ScorePlan, common_suffix, label_regex, label_sequences, regex_escape
 from llmcls.errors import LlmclsError, missing_extra
 
@@ -135,7 +142,7 @@ class VLLMBackend:
         self.end_ids = end_token_ids(self.tokenizer, _generation_eos(path))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        return [len(ids) for ids in encode_prompts(self.tokenizer, texts)]
+        return count_tokens(self.tokenizer, texts)
 
     def _run(self, token_ids: list[list[int]], params):
         # token ids, not text: vLLM would add the BOS again to a chat-templated prompt that already holds it
