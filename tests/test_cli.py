@@ -242,6 +242,8 @@ def test_evaluate_rejects_a_broken_predictions_file(tmp_path, capsys):
      ":1: field 'scores' gives 'a' the score 'high', not a number"),
     ('{"id": "1", "labels": ["a"], "predicted": ["a"], "scores": {"a": NaN}}\n',
      ":1: field 'scores' gives 'a' the score nan, not a number"),
+    ('{"id": "1", "labels": ["a"], "predicted": ["a"], "scores": {"a": 1, "b": true}}\n',
+     ":1: field 'scores' gives 'b' the score True, not a number"),
     ('{"id": "1", "labels": [], "predicted": []}\n', "no label to score: the records name none and there is no "
                                                      "labels.json beside the file (pass --labels)"),
     ('{"id": "1", "labels": null, "predicted": ["a"]}\n', 'no record has gold labels ("labels": null in all 1): '

@@ -334,3 +334,12 @@ def test_markdown_escapes_html_and_links_a_file_name_with_spaces():
     assert "<script>" not in text and "<b>" not in text and "<i>" not in text and "a<b" not in text
     assert "| &lt;script&gt;alert(1)&lt;/script&gt; | 0.500 |" in text and "F1 &amp; support" in text
     assert "![Per-label F1 by system](<my rep-per-label-f1.png>)" in text
+
+
+def test_scores_in_the_space_order_or_any_other_give_one_matrix():
+    space = LabelSpace(["cs.IT", "math.IT", "cs.LG"])
+    ordered = {"id": "a", "labels": ["cs.IT"], "predicted": [], "scores": {"cs.IT": 1.5, "math.IT": -2.0, "cs.LG": 0}}
+    shuffled = ordered | {"id": "b", "scores": {"cs.LG": 0, "other": 9.0, "cs.IT": 1.5, "math.IT": -2.0}}
+    partial = ordered | {"id": "c", "scores": {"math.IT": -2.0}}
+    scores = predictions_from_records([ordered, shuffled, partial], space).scores
+    np.testing.assert_array_equal(scores, [[1.5, -2.0, 0.0], [1.5, -2.0, 0.0], [-np.inf, -2.0, -np.inf]])
