@@ -188,7 +188,8 @@ def suggestion(word: str, choices: list[str]) -> str:
 
 # --train_sampling_strategy of train-encoder and sft, whose default both set to group_by_length (transformers' help
 # says random)
-SAMPLER_HELP = ("Sampler for training: 'group_by_length' (batches of similar lengths: less padding), 'random', "
+SAMPLER_HELP = ("Sampler for training: 'group_by_length' (batches of similar lengths: less padding; each epoch's "
+                "order from the seed and the epoch, so a resumed run trains on the same batches), 'random', "
                 "'sequential', or 'batch_rebalance' (padded tokens balanced across devices and gradient-accumulation "
                 "steps).")
 

@@ -56,6 +56,7 @@ from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
 from llmcls.progress import console
 from llmcls.runs import Predictions, RunDir, check_checkpoint, checkpoint_step, primary_split
+from llmcls.sampling import SeededLengthGrouping
 
 SYSTEM = "encoder"
 TWO_WAY_TP, TWO_WAY_TN = 4.0, 1.0  # the paper's temperatures
@@ -336,8 +337,10 @@ def encode_split(ds, tokenizer, space: LabelSpace, text_fields: str, max_length:
 
 
 # ---------------------------------------------------------------------------------------------- training
-class EncoderTrainer(Trainer):
-    """A `Trainer` whose loss comes from `losses.py` (the model never sees the labels)."""
+class EncoderTrainer(SeededLengthGrouping, Trainer):
+    """A `Trainer` whose loss comes from `losses.py` (the model never sees the labels) and whose batches grouped by
+    length come in an order set by the seed and the epoch (`llmcls.sampling`: a resumed run trains on the
+    uninterrupted run's batches)."""
 
     # Our losses are per-batch means: the Trainer must divide them by the gradient-accumulation steps itself.
     loss_is_scaled_for_ga = False

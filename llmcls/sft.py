@@ -26,7 +26,7 @@ from typing import Any
 
 from llmcls.config import SAMPLER_HELP, DataArguments, build_parser, check_distributed, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus
-from llmcls.errors import LlmclsError
+from llmcls.errors import LlmclsError, missing_extra
 from llmcls.generative import GenerationArguments
 from llmcls.progress import console
 from llmcls.runs import RunDir, check_checkpoint, checkpoint_step
@@ -84,11 +84,11 @@ def make_parser():
     # from queueing the next step (measured on an H200, LoRA on Qwen2.5-0.5B's shape: 32.8k -> 37.4k tokens/s
     # together with the benchmark's own per-step sync removed). A YAML key or a flag still sets it.
     parser.set_defaults(logging_nan_inf_filter=False)
-    # Batches of similar lengths (the Trainer's LengthGroupedSampler) pad less: on AAPD's 1,000 validation rows with
-    # SmolLM2's tokenizer, padding is 15.7% of a random batch of 16 with the zero-shot prompt (label list) and 2.4%
-    # grouped, 35.7% and 6.8% with the compact prompt (benchmarks/bench_sft_padding.py); the SmolLM2 recipe's 160
-    # first examples trained in 246 s instead of 294 s on 2 CPU cores. The encoder's default too; `random` restores
-    # shuffled batches.
+    # Batches of similar lengths (a LengthGroupedSampler, seeded by epoch: llmcls/sampling.py) pad less: on AAPD's
+    # 1,000 validation rows with SmolLM2's tokenizer, padding is 15.7% of a random batch of 16 with the zero-shot
+    # prompt (label list) and 2.4% grouped, 35.7% and 6.8% with the compact prompt (benchmarks/bench_sft_padding.py);
+    # the SmolLM2 recipe's 160 first examples trained in 246 s instead of 294 s on 2 CPU cores. The encoder's default
+    # too; `random` restores shuffled batches.
     parser.set_defaults(train_sampling_strategy="group_by_length")
     # TRL turns bf16 on unless --fp16, and transformers then refuses to parse on a machine without a bf16 GPU: there
     # the default is float32, as train-encoder's (its EncoderArguments). A YAML key or a flag still sets it.
@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
     check_distributed(training_args.world_size)
     check_options(training_args, model_args, script_args)
+    check_evaluation(data_args, training_args, script_args)
     RunDir(training_args.output_dir).check_overwrite("sft")
     if training_args.resume_from_checkpoint is None:
         RunDir(training_args.output_dir).check_fresh_start("--resume_from_checkpoint true")
@@ -113,11 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     positions = model_positions(model_args, training_args)
     train_ds = build_sft_dataset(corpus, "train", tokenizer, script_args, training_args, positions)
     eval_ds = (build_sft_dataset(corpus, "validation", tokenizer, script_args, training_args, positions)
-               if training_args.eval_strategy != "no" and corpus.get("validation") is not None else None)
+               if training_args.eval_strategy != "no" else None)  # check_evaluation: a validation split is given
     check = None
     if script_args.generate_at_eval:
-        if eval_ds is None:
-            raise LlmclsError("--generate_at_eval needs --validation")
         check = GenerationCheck(corpus, tokenizer, script_args, gen_args, training_args.seed)
     trainer = make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check,
                            compile_regions=script_args.compile_regions)
@@ -143,13 +142,12 @@ def main(argv: list[str] | None = None) -> int:
 def check_options(training_args, model_args, script_args: SFTScriptArguments) -> None:
     if not model_args.model_name_or_path:
         raise LlmclsError("--model_name_or_path is required (a hub id, a model folder or a .gguf file)")
-    if script_args.generate_at_eval:
-        if training_args.eval_strategy == "no":
-            raise LlmclsError("--generate_at_eval needs evaluations: set --eval_strategy steps (with --eval_steps) "
-                              "or epoch")
-        if training_args.fsdp or training_args.deepspeed:
-            raise LlmclsError("--generate_at_eval generates with the main process's copy of the model, which FSDP "
-                              "and DeepSpeed ZeRO-3 shard; use it on one GPU or under DDP")
+    check_quantization(model_args)
+    if training_args.padding_free and not training_args.packing and training_args.max_length is not None:
+        # TRL refuses it (it would not cut the joined examples to max_length) once the model is loaded
+        raise LlmclsError(f"--padding_free true without --packing leaves --max_length {training_args.max_length} "
+                          "unenforced, which TRL refuses: add --max_length null (prompts are still cut to the "
+                          "model's positions) or --packing true")
     targets = model_args.lora_target_modules or []
     if isinstance(targets, str):  # one value ("all-linear") comes as a string
         targets = [targets]
@@ -172,10 +170,60 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
         raise LlmclsError("--merge folds a LoRA adapter into the base weights; with --use_peft false the saved model "
                           "is whole already (RUN_DIR/adapter)")
     check_ignored_options(training_args, model_args)
-    if model_args.use_peft and "lm_head" in targets:
+    if model_args.use_peft and targets_lm_head(model_args.lora_target_modules):
         # TRL computes the loss from lm_head.weight directly (no full logits), so a LoRA there would never train.
-        raise LlmclsError("a LoRA on lm_head is not trained by TRL's loss; drop it from --lora_target_modules "
-                          "(use --lora_modules_to_save lm_head to train the head fully)")
+        raise LlmclsError(f"--lora_target_modules {' '.join(targets)}: a LoRA on lm_head is not trained by TRL's "
+                          "loss; leave lm_head out (use --lora_modules_to_save lm_head to train the head fully)")
+
+
+def targets_lm_head(targets: str | list[str] | None) -> bool:
+    """Whether PEFT would put a LoRA on the `lm_head` module: a list names modules (or their name's last parts), a
+    single string (TRL's ModelConfig makes one of a one-item list) is a regular expression that must match a
+    module's whole name."""
+    import re
+
+    if isinstance(targets, str):
+        try:
+            return re.fullmatch(targets, "lm_head") is not None
+        except re.error:  # PEFT reports it when it builds the adapter
+            return False
+    return "lm_head" in (targets or [])
+
+
+def check_quantization(model_args) -> None:
+    """4-bit and 8-bit weights (QLoRA) load through bitsandbytes onto a CUDA GPU: said before the data is read and
+    tokenised, not when the model loads."""
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise LlmclsError("--load_in_4bit/--load_in_8bit (QLoRA) needs a CUDA GPU and bitsandbytes; on a CPU "
+                          "leave them false (a LoRA on the unquantised weights)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise missing_extra("bitsandbytes", "bnb")
+
+
+def check_evaluation(data_args, training_args, script_args: SFTScriptArguments) -> None:
+    """Evaluation options that the Trainer would refuse only once the data is tokenised and the model loaded, or
+    at the first evaluation."""
+    strategy = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy))
+    if strategy != "no" and data_args.validation is None and not data_args.split_ratios:
+        raise LlmclsError(f"--eval_strategy {strategy} evaluates on a validation split: give --validation (or "
+                          "--split_ratios), or set --eval_strategy no")
+    metric = training_args.metric_for_best_model or ""
+    if metric.removeprefix("eval_").startswith("gen_") and not script_args.generate_at_eval:
+        raise LlmclsError(f"--metric_for_best_model {metric} is measured only with --generate_at_eval N (the first N "
+                          "validation rows predicted at each evaluation)")
+    if script_args.generate_at_eval:
+        if strategy == "no":
+            raise LlmclsError("--generate_at_eval needs evaluations: set --eval_strategy steps (with --eval_steps) "
+                              "or epoch")
+        if training_args.fsdp or training_args.deepspeed:
+            raise LlmclsError("--generate_at_eval generates with the main process's copy of the model, which FSDP "
+                              "and DeepSpeed ZeRO-3 shard; use it on one GPU or under DDP")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -331,10 +379,13 @@ def make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check:
 def _trainer_class(checked: bool):
     from trl import SFTTrainer
 
-    class LlmclsSFTTrainer(SFTTrainer):
-        """SFTTrainer that counts the model's parameters once for its FLOPs log: the Trainer counts them again at
-        every step, a walk over every module (3.9 ms of host time a step on a 24-layer model, while a launch-bound
-        GPU waits)."""
+    from llmcls.sampling import SeededLengthGrouping
+
+    class LlmclsSFTTrainer(SeededLengthGrouping, SFTTrainer):
+        """SFTTrainer whose batches grouped by length come in an order set by the seed and the epoch (so a resumed
+        run trains on the uninterrupted run's batches), and that counts the model's parameters once for its FLOPs
+        log: the Trainer counts them again at every step, a walk over every module (3.9 ms of host time a step on a
+        24-layer model, while a launch-bound GPU waits)."""
 
         _counted: tuple[int, int] | None = None  # (id of the model counted, its parameters without embeddings)
 
@@ -408,12 +459,10 @@ def load_training_model(model_args, training_args):
     quantization = get_quantization_config(model_args)
     device_map = None
     if quantization is not None:
-        import torch
         from accelerate import PartialState
 
-        if not torch.cuda.is_available():
-            raise LlmclsError("--load_in_4bit/--load_in_8bit (QLoRA) needs a CUDA GPU and bitsandbytes")
-        device_map = {"": PartialState().local_process_index}  # each process quantises onto its own GPU
+        # each process quantises onto its own GPU (check_options made sure there is one)
+        device_map = {"": PartialState().local_process_index}
     kwargs: dict[str, Any] = {"trust_remote_code": training_args.trust_remote_code,
                               "attn_implementation": model_args.attn_implementation,
                               "quantization_config": quantization, "device_map": device_map}
