@@ -43,8 +43,8 @@ class SFTScriptArguments:
         "help": "JSON object passed to the chat template, e.g. '{\"enable_thinking\": false}' for Qwen3-style "
                 "thinking models; training and evaluation alike."})
     shuffle_label_order: bool = field(default=False, metadata={
-        "help": "Permute the target's labels per example, once from --seed (augmentation; default: canonical "
-                "label-space order)."})
+        "help": "Permute the training target's labels per example, once from --seed (augmentation; default: "
+                "canonical label-space order, which validation targets keep)."})
     merge: bool = field(default=False, metadata={"help": "Also save the LoRA-merged model (output_dir/merged)."})
     skip_eval: bool = field(default=False, metadata={"help": "Train and save only; no predictions."})
     keep_checkpoints: bool = field(default=False, metadata={
@@ -308,7 +308,7 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     completions = []
     for _, _, labels in rows_in:
         ordered = [lab for lab in space.labels if lab in set(labels)]
-        if script_args.shuffle_label_order:
+        if script_args.shuffle_label_order and split == "train":  # validation's eval_loss: the order inference asks
             rng.shuffle(ordered)
         completions.append(build_completion(tokenizer, ordered, chat=chat, template_kwargs=template_kwargs))
     prompts = [prompt(title, abstract) for title, abstract, _ in rows_in]

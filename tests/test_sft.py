@@ -52,6 +52,23 @@ def _trainer(model: Path, out: Path, *extra: str, compile_regions: bool = True):
     return make_trainer(model_args, training_args, tokenizer, ds, None, compile_regions=compile_regions)
 
 
+def test_shuffled_label_order_is_seeded_and_for_training_targets_only(tiny_llama, tmp_path):
+    def targets(split: str, *extra: str) -> list[list[str]]:
+        data_args, script_args, _, training_args, model_args = parse(make_parser(), _args(
+            tiny_llama, tmp_path, "--validation", "aapd-validation", *extra))
+        corpus = load_corpus(data_args, required=("train",))
+        tokenizer = load_training_tokenizer(model_args, training_args)
+        ds = build_sft_dataset(corpus, split, tokenizer, script_args, training_args)
+        return [tokenizer.decode([t for t in labels if t != -100], skip_special_tokens=True).strip().split(", ")
+                for labels in ds["labels"]]
+
+    shuffle = ("--shuffle_label_order", "true")
+    canonical, shuffled = targets("train"), targets("train", *shuffle)
+    assert shuffled != canonical and list(map(sorted, shuffled)) == list(map(sorted, canonical))
+    assert shuffled == targets("train", *shuffle)  # drawn from --seed
+    assert targets("validation", *shuffle) == targets("validation")  # eval_loss on the order inference asks for
+
+
 def test_fit_prompt_cuts_the_abstract_and_keeps_the_rest():
     def encode(abstract: str) -> list[str]:  # a stand-in tokenizer: one token a word
         return f"Labels: a b c d . Abstract: {abstract} . Answer :".split()
