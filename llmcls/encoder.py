@@ -94,7 +94,9 @@ class EncoderArguments(TrainingArguments):
         "help": "Continue from the last checkpoint in --output_dir (after a crash); --resume_from_checkpoint "
                 "names one explicitly."})
     keep_checkpoints: bool = field(default=False, metadata={
-        "help": "Keep the checkpoint-* folders (optimizer state, for --resume) after a successful run."})
+        "help": "Keep the checkpoint-* folders (optimizer state, for --resume) after a successful run: the last one "
+                "beside the best (--save_total_limit 1, the default, becomes 2, since transformers would delete "
+                "all but the best at the end)."})
 
     # TrainingArguments fields with defaults for this task (the original research's lr; evaluation each epoch)
     output_dir: str | None = field(default="runs/encoder", metadata={"help": "Run directory to write."})
@@ -138,6 +140,8 @@ class EncoderArguments(TrainingArguments):
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader otherwise
         if str(self.eval_strategy) in ("no", "IntervalStrategy.NO"):
             self.load_best_model_at_end = False  # nothing to select on; transformers would refuse the combination
+        if self.keep_checkpoints and self.save_total_limit == 1 and self.load_best_model_at_end:
+            self.save_total_limit = 2  # with 1, the Trainer ends by deleting every checkpoint but the best one
         super().__post_init__()
 
 
@@ -209,6 +213,10 @@ def check_arguments(args: EncoderArguments) -> None:
         raise LlmclsError("--dataloader_drop_last would drop validation and test rows as well (thresholds, the best "
                           "checkpoint and the test metrics on part of the rows); leave it off")
     parse_min_labels(args.min_labels)
+    metric = (args.metric_for_best_model or "").removeprefix("eval_")
+    if args.load_best_model_at_end and metric not in (*EVAL_KEYS, "loss"):
+        raise LlmclsError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluations during training "
+                          f"compute {', '.join(EVAL_KEYS)} (thresholds tuned first) and loss")
     check_early_stopping(args)
     checkpoint = resume_checkpoint(args)
     if args.resume and checkpoint is None:
@@ -500,11 +508,11 @@ def write_split(run: RunDir, space: LabelSpace, split: str, primary: str, encode
             return None
     rows = slice(None) if labelled is None else labelled
     metrics = compute_metrics(encoded.gold[rows], predicted[rows], scored.scores[rows])
-    n = len(encoded.ids)
     timing = {"wall_s": round(scored.wall_s, 3), "examples_per_s": round(n / max(scored.wall_s, 1e-9), 1)} | timing
     run.write_metrics(metrics, system=system, model=model, split=split, primary=primary, timing=timing, extra=extra)
+    scored_rows = n if labelled is None else int(labelled.sum())  # what the metrics are of
     console.print(f"{split}: micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-                  f"P@1 {metrics['p_at_1']:.4f}  ({n} examples)")
+                  f"P@1 {metrics['p_at_1']:.4f}  ({scored_rows} examples)")
     return metrics
 
 

@@ -98,8 +98,15 @@ def main(argv: list[str] | None = None) -> int:
 def predict(model, tokenizer, test: EncodedSplit, args: PredictArguments) -> tuple[SplitScores, str]:
     """The training command's prediction path (a Trainer in evaluation mode): logits and the device used."""
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; nothing is kept there
-        trainer_args = EncoderArguments(output_dir=scratch, per_device_eval_batch_size=args.batch_size,
-                                        bf16=args.bf16, eval_strategy="no", save_strategy="no", disable_tqdm=True)
+        try:
+            trainer_args = EncoderArguments(output_dir=scratch, per_device_eval_batch_size=args.batch_size,
+                                            bf16=args.bf16, eval_strategy="no", save_strategy="no",
+                                            disable_tqdm=True)
+        except ValueError as err:  # what transformers refuses: bf16 without a GPU that has it
+            if args.bf16:
+                raise LlmclsError("--bf16 true: this machine has no GPU with bfloat16; leave --bf16 out (it is on by "
+                                  "default where there is one)") from None
+            raise LlmclsError(" ".join(str(err).split())) from None
         trainer = build_trainer(model, tokenizer, None, None, trainer_args, loss_fn=_no_loss)
         return predict_scores(trainer, test), device_name(trainer_args)
 

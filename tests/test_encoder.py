@@ -233,6 +233,27 @@ def test_compare_puts_the_encoder_beside_the_linear_baseline(encoder_run, tmp_pa
     assert float(rows[0]["micro-F1"]) == pytest.approx(stored["micro_f1"])
 
 
+def test_predict_encoder_bf16_without_a_bf16_gpu_is_one_line(encoder_run, tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["predict-encoder", "--run", str(encoder_run), "--test", "aapd-validation", "--max_eval_examples",
+                 "4", "--output_dir", str(tmp_path / "p"), "--bf16", "true"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "llmcls predict-encoder: error: --bf16 true: this machine has no GPU with bfloat16; leave --bf16 out (it is "
+        "on by default where there is one)")
+
+
+def test_kept_checkpoints_hold_the_last_one_for_resume(tiny_models, tmp_path, monkeypatch):
+    falling = iter([0.9, 0.1])  # the first epoch is the best
+    original = encoder.epoch_metrics
+    monkeypatch.setattr(encoder, "epoch_metrics", lambda *a, **k: original(*a, **k) | {"micro_f1": next(falling)})
+    out = tmp_path / "kept"
+    assert main(train_argv(tiny_models["bert"], out, "--max_train_examples", "32", "--keep_checkpoints",
+                           "true")) == 0  # 2 epochs of 2 steps
+    assert (out / "checkpoint-2").is_dir() and (out / "checkpoint-4").is_dir()  # the best, and the last for --resume
+
+
 def test_predict_encoder_refuses_to_write_into_its_trained_run(encoder_run, capsys):
     before = (encoder_run / "metrics.json").read_text()
     assert main(["predict-encoder", "--run", str(encoder_run), "--test", "aapd-validation",
@@ -262,7 +283,8 @@ def test_predict_encoder_predicts_rows_without_labels(encoder_run, tmp_path, cap
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 10
     stored = RunDir(out).read_metrics()["metrics"]
     assert stored["n_examples"] == 5
-    assert "5 of 10 rows have no gold label in the label space" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "5 of 10 rows have no gold label in the label space" in said and "(5 examples)" in said
     # evaluate and compare score the same 5 rows as metrics.json (the unlabelled ones are marked "labels": null)
     lines = (out / "predictions.jsonl").read_text().splitlines()
     assert sum(json.loads(line)["labels"] is None for line in lines) == 5
@@ -387,6 +409,8 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     (["--model", "MODEL", "--pos_weight", "2"], "--pos_weight weighs BCE's positives; the Two-Way loss has"),
     (["--model", "MODEL", "--dataloader_drop_last", "true"], "--dataloader_drop_last would drop validation and test"),
     (["--model", "MODEL", "--loss", "bce", "--tp", "2"], "--tp and --tn are the Two-Way loss's temperatures"),
+    (["--model", "MODEL", "--metric_for_best_model", "map"], "--metric_for_best_model map: the evaluations during"),
+    (["--model", "MODEL", "--metric_for_best_model", "eval_threshold"], "--metric_for_best_model eval_threshold:"),
 ])
 def test_bad_input_is_one_line(extra, message, tiny_models, tmp_path, capsys):
     extra = [str(tiny_models["bert"]) if value == "MODEL" else value for value in extra]
