@@ -53,7 +53,7 @@ from llmcls.encoder_model import (
 )
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
-from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
+from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
 from llmcls.progress import console
 from llmcls.runs import Predictions, RunDir, check_checkpoint, checkpoint_step, primary_split
 from llmcls.sampling import SeededLengthGrouping
@@ -156,9 +156,9 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     data_args, args = parse(make_parser(), argv)
     check_distributed(args.world_size)
-    check_arguments(args)
-    RunDir(args.output_dir).check_overwrite("train-encoder")  # a finished run of another command stays whole
     checkpoint = resume_checkpoint(args)  # None: a fresh run
+    check_arguments(args, checkpoint)
+    RunDir(args.output_dir).check_overwrite("train-encoder")  # a finished run of another command stays whole
     if checkpoint is None:
         RunDir(args.output_dir).check_fresh_start("--resume")
     with args.main_process_first(desc="reading and tokenising"):  # rank 0 fills datasets' cache, then the rest
@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def check_arguments(args: EncoderArguments) -> None:
+def check_arguments(args: EncoderArguments, checkpoint: str | None) -> None:
+    """Option values checked before anything is read; `checkpoint` is what training would resume from."""
     if not args.model:
         raise LlmclsError("--model is required (a Hugging Face name or a local model folder)")
     if args.max_length < 8:
@@ -218,7 +219,6 @@ def check_arguments(args: EncoderArguments) -> None:
         raise LlmclsError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluations during training "
                           f"compute {', '.join(EVAL_KEYS)} (thresholds tuned first) and loss")
     check_early_stopping(args)
-    checkpoint = resume_checkpoint(args)
     if args.resume and checkpoint is None:
         raise LlmclsError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from (a complete one "
                           "holds a trainer_state.json)")
@@ -424,7 +424,7 @@ def epoch_metrics(eval_pred, min_labels: str, per_label: bool) -> dict[str, floa
     that selects the best checkpoint is the micro-F1 the run will actually get from its thresholds."""
     scores = np.asarray(eval_pred.predictions, dtype=np.float32)
     gold = np.asarray(eval_pred.label_ids) > 0.5
-    thresholds = tune_thresholds_over(gold, scores, parse_min_labels(min_labels), per_label)
+    thresholds = tune_best_thresholds(gold, scores, min_labels=parse_min_labels(min_labels), per_label=per_label)
     metrics = compute_metrics(gold, apply_thresholds(scores, thresholds), scores)
     return {key: metrics[key] for key in EVAL_KEYS} | {"threshold": float(np.median(thresholds.values)),
                                                         "min_labels": thresholds.min_labels}
@@ -467,18 +467,9 @@ def predict_one_process(trainer: EncoderTrainer, dataset) -> np.ndarray:
                           device=args.device, autocast_bf16=bool(args.bf16) and not args.bf16_full_eval)
 
 
-def tune_thresholds_over(gold: np.ndarray, scores: np.ndarray, min_labels: list[int], per_label: bool) -> Thresholds:
-    """The thresholds (and "at least N labels" rule) with the best micro-F1 on these validation predictions."""
-    best = None
-    for m in min_labels:
-        candidate = tune_thresholds(gold, scores, per_label=per_label, min_labels=m)
-        if best is None or candidate.validation_micro_f1 > best.validation_micro_f1:
-            best = candidate
-    return best
-
-
 def tune(gold: np.ndarray, scores: np.ndarray, args) -> Thresholds:
-    return tune_thresholds_over(gold, scores, parse_min_labels(args.min_labels), args.per_label_thresholds)
+    return tune_best_thresholds(gold, scores, min_labels=parse_min_labels(args.min_labels),
+                                per_label=args.per_label_thresholds)
 
 
 # ---------------------------------------------------------------------------------------------- run directory

@@ -33,7 +33,7 @@ from llmcls.config import DataArguments, build_parser, number_list, parse, to_di
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
-from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
+from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
 from llmcls.progress import console
 from llmcls.runs import PredictionWriter, RunDir, files_fingerprint, primary_split
 
@@ -548,13 +548,10 @@ def decide_thresholds(task: Task, validation: SplitOutcome | None, args: Generat
                       f"{fallback.min_labels} label(s) (--min_labels); pass --validation to tune them")
         return fallback
     gold, _, scores = _matrices(task.space, validation.records)
-    best = None
-    for m in number_list(args.min_labels, "min_labels", int, minimum=0):
-        tuned = tune_thresholds(gold, scores, per_label=args.per_label_thresholds, min_labels=m)
-        console.print(f"  min_labels={m}: validation micro-F1 {tuned.validation_micro_f1:.4f}")
-        if best is None or tuned.validation_micro_f1 > best.validation_micro_f1:
-            best = tuned
-    return best
+    return tune_best_thresholds(gold, scores, min_labels=number_list(args.min_labels, "min_labels", int, minimum=0),
+                                per_label=args.per_label_thresholds, report=lambda tuned: console.print(
+                                    f"  min_labels={tuned.min_labels}: validation micro-F1 "
+                                    f"{tuned.validation_micro_f1:.4f}"))
 
 
 def _matrices(space: LabelSpace, records: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -20,7 +20,7 @@ import numpy as np
 from llmcls.config import DataArguments, build_parser, number_list, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus, text_field_names
 from llmcls.errors import LlmclsError
-from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_thresholds
+from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
 from llmcls.progress import console, status
 from llmcls.runs import Predictions, RunDir, primary_split
 
@@ -123,12 +123,12 @@ def fit_best(corpus: Corpus, args: LinearArguments) -> LinearModel:
             model = LinearModel(vectorizer, _fit_classifiers(x_train, y_train, args.classifier, c), c, None)
         if validation is None:
             return model
-        scores = model.scores(val_texts)
-        for m in min_labels:
-            thresholds = tune_thresholds(y_val, scores, per_label=args.per_label_thresholds, min_labels=m)
-            console.print(f"  C={c:g} min_labels={m}: validation micro-F1 {thresholds.validation_micro_f1:.4f}")
-            if best is None or thresholds.validation_micro_f1 > best.thresholds.validation_micro_f1:
-                best = LinearModel(vectorizer, model.classifiers, c, thresholds)
+        thresholds = tune_best_thresholds(
+            y_val, model.scores(val_texts), min_labels=min_labels, per_label=args.per_label_thresholds,
+            report=lambda tuned, c=c: console.print(f"  C={c:g} min_labels={tuned.min_labels}: validation micro-F1 "
+                                                    f"{tuned.validation_micro_f1:.4f}"))
+        if best is None or thresholds.validation_micro_f1 > best.thresholds.validation_micro_f1:
+            best = LinearModel(vectorizer, model.classifiers, c, thresholds)
     return best
 
 

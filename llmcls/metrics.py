@@ -39,12 +39,13 @@ Thresholds: :func:`tune_thresholds` picks the threshold(s) on validation scores 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Thresholds", "apply_thresholds", "compute_metrics", "per_label_metrics", "tune_thresholds"]
+__all__ = ["Thresholds", "apply_thresholds", "compute_metrics", "per_label_metrics", "tune_best_thresholds",
+           "tune_thresholds"]
 
 TOP_K = (1, 3, 5)
 NDCG_K = (3, 5)
@@ -550,3 +551,21 @@ def tune_thresholds(y_true, scores, *, per_label: bool = False, min_labels: int 
         n_pred, tp = n_pred + np.count_nonzero(pred), tp + np.count_nonzero(pred & yt[rows])
     result.validation_micro_f1 = float(_prf(tp, np.count_nonzero(yt), n_pred)[2])
     return result
+
+
+def tune_best_thresholds(y_true, scores, *, min_labels: Sequence[int], per_label: bool = False,
+                         report: Callable[[Thresholds], None] | None = None) -> Thresholds:
+    """`tune_thresholds` for each candidate of ``min_labels`` (the "always predict the top N" rule, searched like
+    the thresholds themselves): the one with the best validation micro-F1, the earlier candidate on a tie.
+    ``report`` sees every candidate (commands print them)."""
+    best = None
+    for m in min_labels:
+        candidate = tune_thresholds(y_true, scores, per_label=per_label, min_labels=m)
+        if report is not None:
+            report(candidate)
+        if best is None or candidate.validation_micro_f1 > best.validation_micro_f1:
+            best = candidate
+    if best is None:
+        raise ValueError("min_labels must name at least one candidate")
+    return best
+

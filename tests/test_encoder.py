@@ -448,7 +448,7 @@ def test_processes_that_would_each_redo_the_whole_run_are_refused(argv, message,
 
 
 def test_early_stopping_patience_0_is_off(tmp_path, capsys):
-    encoder.check_arguments(tiny_args(tmp_path, model="MODEL", early_stopping_patience=0))  # --eval_strategy no
+    encoder.check_arguments(tiny_args(tmp_path, model="MODEL", early_stopping_patience=0), None)  # --eval_strategy no
     with pytest.raises(SystemExit):
         main(["train-encoder", "--help"])
     assert "0: no early stopping" in " ".join(capsys.readouterr().out.split())

@@ -19,6 +19,7 @@ from llmcls.metrics import (
     apply_thresholds,
     compute_metrics,
     per_label_metrics,
+    tune_best_thresholds,
     tune_thresholds,
 )
 
@@ -406,3 +407,17 @@ def test_a_threshold_nothing_passes_is_plain_json():
     text = json.dumps(thresholds.to_dict(), allow_nan=False)  # raises on Infinity
     back = Thresholds.from_dict(json.loads(text))
     np.testing.assert_array_equal(back.values, [np.inf, 0.5])
+
+
+def test_the_best_min_labels_candidate_wins_and_the_earlier_on_a_tie():
+    y_true = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 1, 0]], dtype=bool)
+    scores = np.array([[0.9, 0.1, 0.2], [0.8, 0.7, 0.1], [0.1, 0.2, 0.3], [0.2, 0.6, 0.1]])
+    seen = []
+    best = tune_best_thresholds(y_true, scores, min_labels=[0, 1, 2], report=seen.append)
+    assert [t.min_labels for t in seen] == [0, 1, 2]
+    top = max(t.validation_micro_f1 for t in seen)
+    assert best.validation_micro_f1 == top and best is next(t for t in seen if t.validation_micro_f1 == top)
+    assert tune_best_thresholds(y_true, scores, min_labels=[2, 2]).min_labels == 2
+    with pytest.raises(ValueError, match="at least one"):
+        tune_best_thresholds(y_true, scores, min_labels=[])
+
