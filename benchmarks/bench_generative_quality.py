@@ -144,8 +144,9 @@ def main() -> None:
             layout_args = ["--chat", "auto" if layout == "chat" else "off"]
             name = f"{'zero-shot' if k == '0' else f'{k}-shot'} {layout} {mode}"
             out = base / name.replace(" ", "-")
+            reused = (out / "metrics.json").exists()  # --keep: finished earlier, only resumed (no new prediction)
             record = run(name, shots + common + layout_args + extra, out)
-            results.append((name, record))
+            results.append((f"{name} (reused from {out})" if reused else name, record | {"reused": reused}))
             if mode == "free":
                 records = read_rows(out / "predictions.jsonl")
                 results.append((f"{name}, naive reading (regex)", {"naive": naive_reading(records, labels)}))
@@ -159,6 +160,9 @@ def main() -> None:
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, load average {os.getloadavg()[0]:.1f}; "
           f"Python {platform.python_version()}")
     print("# layouts: chat = the model's chat template; plain = the prompt as a completion ending in 'Categories:'")
+    if any(record.get("reused") for _, record in results):
+        print("# rows marked 'reused' were finished by an earlier invocation (--keep): their predictions were made by "
+              "the code of that time, and their speed is not shown")
     print()
     print("| system | micro-F1 | macro-F1 | samples-F1 | P@1 | well-formed | any label | examples/s |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -173,8 +177,9 @@ def main() -> None:
         p1 = f"{m['p_at_1']:.4f}" if "p_at_1" in m else ""
         formed = f"{g['well_formed_rate']:.0%}" if g["well_formed_rate"] is not None else "n/a"
         anyl = f"{g['any_label_rate']:.0%}" if g["any_label_rate"] is not None else "n/a"
+        speed = "" if record["reused"] else f"{t['examples_per_s']:.2f}"  # an earlier invocation's timing
         print(f"| {name} | {m['micro_f1']:.4f} | {m['macro_f1']:.4f} | {m['samples_f1']:.4f} | {p1} | {formed} | "
-              f"{anyl} | {t['examples_per_s']:.2f} |")
+              f"{anyl} | {speed} |")
     print()
     print("reference (AAPD test split, naive loop): micro-F1 0.019 zero-shot (52% any label), 0.305 3-shot; "
           + ("these rows are on the test split" if args.test else "these rows are a development estimate, "

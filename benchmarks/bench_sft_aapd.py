@@ -83,9 +83,12 @@ def main() -> None:
         print(row)
     print("\n95% interval: percentile bootstrap of micro-F1 over the scored rows (metrics.bootstrap_interval, 1,000 "
           "draws): how far the score moves with the draw of the rows alone.")
-    best = max(micro for micro, _ in rows)
-    print(f"target: micro-F1 >= 0.50 on AAPD's test split; best measured {best:.4f} "
-          f"({'test split' if args.test else 'development estimate, not the target split'})")
+    # each mode against the target on its own: taking the better of the two on these rows would pick a mode on them
+    where = "test split" if args.test else "development estimate, not the target split"
+    modes = ["constrained decoding"] + (["score mode"] if args.score else [])
+    verdicts = "; ".join(f"{mode} {micro:.4f} ({'met' if micro >= 0.50 else 'not met'})"
+                         for mode, (micro, _) in zip(modes, rows, strict=True))
+    print(f"target: micro-F1 >= 0.50 on AAPD's test split; {verdicts} ({where})")
 
 
 def score_with_adapter(model: str, run: Path, tmp: Path, gpu: list[str]) -> tuple[Path, float]:

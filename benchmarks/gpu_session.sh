@@ -36,6 +36,8 @@
 # Each benchmark runs under its own time limit inside TOTAL_SECONDS (default 540), most important first, so one
 # failure or overrun does not cost the others; each one's table lands in RESULTS_DIR/<name>.txt (at most 7 files:
 # the device tool returns 8), their stderr in $LOGS (default /tmp/llmcls-gpu-logs).
+# TEST=FILE passes --test FILE to the quality runs (sft-quality, encoder-quality): AAPD's test split for the final
+# check; without it they give the development estimate (rows 801-1000 of the validation file), never the target.
 # TINY=1 runs every script's CPU smoke mode instead (checks this script, measures nothing; on this machine:
 # TINY=1 WHEELS=none PYTHON=.venv/bin/python). PLAN=profile runs the profiling plan below instead of the tables.
 set -u
@@ -91,6 +93,7 @@ if [ "${PLAN:-tables}" = sft-quality ]; then
         echo "== sft-quality: the GGUF parts are missing or incomplete" | tee "$results/sft-quality.txt"; exit 1
     fi
     if [ "${TINY:-0}" = 1 ]; then sft=(--n_train 16 --n_validation 16 --n_test 8 --max_steps 2); else sft=(); fi
+    [ -n "${TEST:-}" ] && sft+=(--test "$TEST")
     # the recipe (compact prompt, shuffled label order, 5 epochs: 0.5393 on 2 CPU cores, development estimate), its
     # adapter also in score mode; then the same with the zero-shot prompt (54 labels listed), which a CPU hour could
     # not train
@@ -137,6 +140,7 @@ step sft-throughput-lora 190 bash -c "$PY benchmarks/bench_sft_throughput.py ${t
 step encoder-throughput-compiled 170 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
     "${tiny[@]}"
 if [ "${TINY:-0}" = 1 ]; then quality=(--epochs 0.03 --losses twoway); else quality=(--config research); fi
+[ -n "${TEST:-}" ] && quality+=(--test "$TEST")
 [ -n "$minilm" ] && step encoder-quality 200 $PY benchmarks/bench_encoder_aapd.py --aapd "$aapd" --model "$minilm" \
     "${quality[@]}"
 step sft-throughput-full 100 $PY benchmarks/bench_sft_throughput.py --full "${tiny[@]}" "${short[@]}"
