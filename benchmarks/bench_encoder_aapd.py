@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aapd_protocol import DEFAULT_AAPD, protocol_splits, write_rows
+from aapd_protocol import DEFAULT_AAPD, protocol_splits, run_line, write_rows
 
 CONFIGS = {
     "research": {"max_length": 320, "per_device_train_batch_size": 32, "learning_rate": 8.0e-5,
@@ -101,6 +101,7 @@ def print_table(results: dict, protocol: str, settings: dict, model: str, args) 
     import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"
+    print(run_line())
     print(f"# bench_encoder_aapd: {protocol}")
     print(f"# model {model} (mean pooling), --config {args.config}: "
           + ", ".join(f"{k} {v}" for k, v in settings.items()) + f", seed {args.seed}")

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from aapd_protocol import run_line  # noqa: E402
+
 N_LABELS = 54  # AAPD's label count: the head's size barely matters
 
 
@@ -236,6 +238,7 @@ class Table:
         import transformers
 
         args = self.args
+        print(run_line())
         print(f"# bench_encoder_throughput: {' '.join(sys.argv)}")
         print(f"# device: {device}; torch {torch.__version__}, transformers {transformers.__version__}, "
               f"Python {platform.python_version()}")

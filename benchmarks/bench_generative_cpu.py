@@ -24,7 +24,7 @@ import time
 from copy import deepcopy
 from pathlib import Path
 
-from aapd_protocol import smollm2_gguf
+from aapd_protocol import run_line, smollm2_gguf
 
 AAPD = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd"
 
@@ -76,6 +76,7 @@ def main() -> None:
         results.append((name, rate, same))
     load_after = os.getloadavg()
 
+    print(run_line())
     print(f"# bench_generative_cpu: SmolLM2-135M-Instruct (GGUF -> float32), zero-shot free generation, "
           f"{len(prompts)} AAPD abstracts (rows 801-{800 + len(prompts)}), {len(space)} labels")
     print(f"# prompts {min(lengths)}-{max(lengths)} tokens, budget {budget} new tokens, stop {stop!r}; "

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from aapd_protocol import read_rows, smollm2_gguf, write_rows
+from aapd_protocol import read_rows, run_line, smollm2_gguf, write_rows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd"
 # zero-shot in the model's chat template; 3-shot as a plain completion ("... Categories:"), where the examples'
@@ -154,6 +154,7 @@ def main() -> None:
                 results.append((f"{name}, per-label thresholds (same scores)", {"naive": per_label(out)}))
 
     print()
+    print(run_line())
     print(f"# bench_generative_quality: SmolLM2-135M-Instruct ({gguf.name}), {protocol}")
     print(f"# {len(test)} test rows, {len(validation)} validation rows (score mode), few-shot pool {len(pool)} rows "
           f"(knn), {len(labels)} labels; batch {args.batch_size}; {os.cpu_count()} CPU cores, OMP_NUM_THREADS="

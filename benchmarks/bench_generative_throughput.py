@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from aapd_protocol import run_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AAPD = ROOT.parent / "shared" / "data" / "aapd" / "val.jsonl"
 sys.path.insert(0, str(ROOT / "tests"))  # tiny_llms: the tokenizer trainer and ChatML template of the tests
@@ -255,6 +257,7 @@ def main() -> None:
                                 compile_static),
                     "-regional": ("compiled MLPs and norms, warm-up (score and constrained, two batch shapes each)",
                                   compile_regional)}
+    print(run_line())
     print(f"# bench_generative_throughput: {'tiny 2-layer model' if args.tiny else 'Qwen2.5-0.5B shape'}, random "
           f"weights, {model.dtype}, {backend.device}")
     print(f"# {len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}),"

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from aapd_protocol import DEFAULT_AAPD, protocol_splits, write_rows
+from aapd_protocol import DEFAULT_AAPD, protocol_splits, run_line, write_rows
 
 
 def plain_reference(train: list[dict], test: list[dict]) -> dict[str, float]:
@@ -71,6 +71,7 @@ def main() -> None:
         record, wall = run_llmcls(*paths, tmp / "run", ["--classifier", args.classifier])
     reference = plain_reference(train, test)
     m = record["metrics"]
+    print(run_line())
     print(f"# bench_linear_aapd: {protocol}")
     print(f"# {len(train)}/{len(validation)}/{len(test)} rows, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}; llmcls train-linear --classifier {args.classifier} (defaults)")

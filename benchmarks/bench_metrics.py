@@ -20,6 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from aapd_protocol import run_line  # noqa: E402
+
 from llmcls.metrics import compute_metrics, tune_thresholds  # noqa: E402
 
 LABELS_PER_ROW = 2.4
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     gold, pred, scores = make_data(args.n, args.labels, args.seed, args.dtype)
+    print(run_line())
     print(
         f"n={args.n:,} labels={args.labels} seed={args.seed} scores={args.dtype} "
         f"avg_labels_true={gold.sum() / args.n:.2f} repeat={args.repeat} numpy={np.__version__} "

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aapd_protocol import DEFAULT_AAPD, protocol_splits, smollm2_gguf, write_rows
+from aapd_protocol import DEFAULT_AAPD, protocol_splits, run_line, smollm2_gguf, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +72,7 @@ def main() -> None:
             runs.append(score_with_adapter(model, out, tmp, gpu))
         rows = [table_row(path, seconds) for path, seconds in runs]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    print(run_line())
     print(f"# bench_sft_aapd: {protocol}; {len(train)}/{len(validation)}/{len(test)} rows; "
           f"recipe configs/sft_smollm2-135m_lora.yaml with {' '.join(overrides)}; device {device}; "
           f"torch {torch.__version__}; Python {platform.python_version()}")

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from aapd_protocol import run_line  # noqa: E402
+
 QWEN_05B = {"hidden_size": 896, "intermediate_size": 4864, "num_hidden_layers": 24, "num_attention_heads": 14,
             "num_key_value_heads": 2, "vocab_size": 151936}
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -130,6 +132,7 @@ def main() -> None:
     tokens_per_s = args.batch_size * args.seq_len * args.steps / timer.elapsed
     mfu = tokens_per_s * flops_per_token(shape, args.seq_len, not args.full) / (args.peak_tflops * 1e12)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
+    print(run_line())
     print(f"# bench_sft_throughput: {'tiny' if args.tiny else 'Qwen2.5-0.5B-shaped'} random model "
           f"({shape['num_hidden_layers']} layers), "
           f"{'full fine-tuning' if args.full else 'LoRA r=16 all-linear'}, batch {args.batch_size} x {args.seq_len} "
