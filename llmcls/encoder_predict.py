@@ -10,7 +10,6 @@ of its own (predictions.jsonl, metrics.json, ...) that `llmcls compare` reads li
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ from llmcls.encoder import (
 )
 from llmcls.encoder_model import load_trained
 from llmcls.errors import LlmclsError
-from llmcls.metrics import Thresholds
 from llmcls.runs import RunDir
 
 
@@ -70,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}")
     run.check_overwrite("predict-encoder")
     trained = read_training_config(source)
+    thresholds = source.read_thresholds()  # read before the model runs: a broken file fails in a second
     data_args.labels = str(source.path / "labels.json")  # the trained label space, whatever the file holds
     level = trained.get("label_level", defaults.label_level)  # gold cs.IT is read as cs for an archive-level run
     if data_args.label_level not in (defaults.label_level, level):
@@ -80,7 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     test = encode_split(corpus.get("test"), tokenizer, corpus.label_space, trained["text_fields"],
                         trained["max_length"], sort=True)
     scored, device = predict(model, tokenizer, test, args)
-    thresholds = Thresholds.from_dict(json.loads((source.path / "thresholds.json").read_text(encoding="utf-8")))
     run.create().clear_results()
     run.write_config(asdict(data_args) | asdict(args) | {
         "trained_run": str(source.path), "model": trained["model"], "text_fields": trained["text_fields"],

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
-        from llmcls.report import metrics_table
+        from llmcls.report_formats import metrics_table
 
         results.print(metrics_table(metrics, title=f"{path} ({len(records)} examples, {len(space)} labels)"))
     return 0

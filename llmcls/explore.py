@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from llmcls.corpus import arrow_rows, label_counts, load_corpus
 from llmcls.data import SAMPLE_DESCRIPTIONS, bundled_samples
 from llmcls.labels import LabelSpace
 from llmcls.progress import console, results
+from llmcls.runs import atomic_write
 
 SUBCOMMANDS = {"list": "List the bundled sample data sets.", "stats": "Statistics (and plots) of one data file."}
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def list_samples(argv: list[str]) -> int:
     parse(build_parser([], prog="llmcls data list", description=SUBCOMMANDS["list"]), argv)
-    from llmcls.report import rich_table
+    from llmcls.report_formats import rich_table
 
     rows = []
     for name, path in bundled_samples().items():
@@ -141,7 +141,7 @@ def _cooccurrence(labels, top: list[str]) -> dict:
 
 
 def print_stats(stats: dict, name: str) -> None:
-    from llmcls.report import rich_table
+    from llmcls.report_formats import rich_table
 
     words, card = stats["abstract_words"], stats["labels_per_example"]
     summary = [
@@ -170,26 +170,10 @@ def print_stats(stats: dict, name: str) -> None:
 
 
 def plot_stats(stats: dict, path: str) -> None:
-    import matplotlib
+    """The label-frequency and abstract-length figure (plots.data_stats), written atomically to `path`."""
+    from llmcls import plots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    freq = stats["label_frequency"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    axes[0].bar(range(len(freq)), [item["count"] for item in freq], width=1.0)
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel(f"label rank ({len(freq)} labels)")
-    axes[0].set_ylabel("examples (log)")
-    axes[0].set_title("Label frequency")
-    words = stats["abstract_words"]
     hist = stats["abstract_words_histogram"]
-    if hist["counts"]:
-        edges = np.asarray(hist["edges"])
-        axes[1].bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge")
-    axes[1].set_title(f"Abstract length (words): median {words.get('median', 0):.0f}")
-    axes[1].set_xlabel("words")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    png = plots.data_stats([item["count"] for item in stats["label_frequency"]], hist["edges"], hist["counts"],
+                           stats["abstract_words"].get("median", 0))
+    atomic_write(path, png)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import secrets
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -336,24 +335,20 @@ class LabelSpace:
 
     # -- files -------------------------------------------------------------------------------------------------------
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``{"labels": [...], "names": {...}}`` as UTF-8 JSON; a directory gets ``labels.json`` inside it.
+    def to_json(self) -> str:
+        """The text of ``labels.json``: ``{"labels": [...], "names": {...}}`` (UTF-8 JSON, names of arXiv codes)."""
+        names = {label: n for label in self._labels if (n := category_name(label))}
+        return json.dumps({"labels": list(self._labels), "names": names}, ensure_ascii=False, indent=2) + "\n"
 
-        The file is written next to its target and renamed into place, so readers never see half a file.
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``to_json()`` to ``path``; a directory gets ``labels.json`` inside it. Returns the file written.
+
+        A plain write: run directories write their labels.json through ``RunDir.write_labels``, which goes through
+        ``runs.atomic_write`` (this leaf module does not import runs.py, which imports it).
         """
         target = _resolve(Path(path))
         target.parent.mkdir(parents=True, exist_ok=True)
-        names = {label: n for label in self._labels if (n := category_name(label))}
-        text = json.dumps({"labels": list(self._labels), "names": names}, ensure_ascii=False, indent=2) + "\n"
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            # "x" creates a new file with the mode the umask gives, like every other run file (mkstemp's is 0600)
-            with open(tmp, "x", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        target.write_text(self.to_json(), encoding="utf-8")
         return target
 
     @classmethod

@@ -1,9 +1,11 @@
-"""The report's figures as PNG bytes: per-label F1 by system, micro-F1 against cost, precision-recall.
+"""The figures as PNG bytes: the report's (per-label F1 by system, micro-F1 against cost, precision-recall) and the
+data statistics' of `llmcls data stats --plot` (label frequency, abstract length).
 
 matplotlib is imported inside the functions (the CLI starts without it) and drawn through a bare `Figure` on the
 Agg canvas: no pyplot, so no global backend switch and no figure left open between reports. Each function takes
-plain numbers, already computed from the runs, and returns the PNG file's bytes. Run names longer than NAME_WIDTH
-characters are shortened in the middle (`short_names`, still distinct), so that legends and point labels fit.
+plain numbers, already computed from the runs or the data, and returns the PNG file's bytes. Run names longer than
+NAME_WIDTH characters are shortened in the middle (`short_names`, still distinct), so that legends and point labels
+fit.
 """
 
 from __future__ import annotations
@@ -178,4 +180,23 @@ def precision_recall(names: Sequence[str], points: Sequence[tuple[float, float] 
     if any(p is not None for p in points):
         ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def data_stats(label_counts: Sequence[int], length_edges: Sequence[float], length_counts: Sequence[int],
+               median_words: float) -> bytes:
+    """Examples per label (by rank, log scale) beside the histogram of abstract lengths in words (`length_edges`
+    holds one more value than `length_counts`; both empty for an empty file)."""
+    fig, axes = _figure(12.0, 4.5, 1, 2)
+    freq, length = axes[0, 0], axes[0, 1]
+    freq.bar(range(len(label_counts)), label_counts, width=1.0)
+    freq.set_yscale("log")
+    freq.set_xlabel(f"label rank ({len(label_counts)} labels)")
+    freq.set_ylabel("examples (log)")
+    freq.set_title("Label frequency")
+    if len(length_counts):
+        edges = np.asarray(length_edges)
+        length.bar(edges[:-1], length_counts, width=np.diff(edges), align="edge")
+    length.set_title(f"Abstract length (words): median {median_words:.0f}")
+    length.set_xlabel("words")
     return _png(fig)

@@ -39,7 +39,7 @@ from llmcls.config import build_parser, parse
 from llmcls.errors import LlmclsError
 from llmcls.progress import console, results
 from llmcls.report_data import Run, find_runs, load_runs, same_examples, threshold_curve
-from llmcls.report_formats import Figure, Report, csv_text, html_page, latex, markdown
+from llmcls.report_formats import Figure, Report, csv_text, html_page, latex, markdown, rich_table
 from llmcls.report_tables import (
     MISSING,
     Table,
@@ -53,7 +53,7 @@ from llmcls.report_tables import (
 )
 from llmcls.runs import atomic_write
 
-__all__ = ["find_runs", "main", "make_parser", "metrics_table", "rich_table"]
+__all__ = ["find_runs", "main", "make_parser"]
 
 
 @dataclass
@@ -249,23 +249,3 @@ def terminal_columns(table: Table) -> tuple[list[str], list[list[str]], str]:
 def _table_width(header: list[str], rows: list[list[str]]) -> int:
     """Characters a compact rich table needs to show every cell on one line (3 of padding and rule a column)."""
     return sum(max(len(name), *(len(row[i]) for row in rows)) + 3 for i, name in enumerate(header))
-
-
-def rich_table(header: list[str], rows: list[list[str]], title: str, compact: bool = False):
-    """A rich table, text columns first; `compact` drops the vertical rules for wide tables."""
-    from rich import box
-    from rich.table import Table as RichTable
-
-    table = RichTable(title=title, box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
-    for name in header:  # fold, not cut: a narrow terminal must not hide part of a value
-        text = name in ("", "run", "system", "model", "split", "device", "metric", "label", "statistic")
-        table.add_column(name, justify="left" if text else "right", overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    return table
-
-
-def metrics_table(metrics: dict, title: str):
-    """All metrics of one evaluation as a two-column table."""
-    rows = [[key, f"{value:.6g}" if isinstance(value, float) else str(value)] for key, value in metrics.items()]
-    return rich_table(["metric", "value"], rows, title=title)

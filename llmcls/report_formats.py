@@ -1,4 +1,5 @@
-"""Render a report (tables and PNG figures) as Markdown, CSV, LaTeX (booktabs) and one self-contained HTML page.
+"""Render a report (tables and PNG figures) as Markdown, CSV, LaTeX (booktabs) and one self-contained HTML page;
+and terminal tables (rich), shared by `llmcls compare`, `llmcls evaluate` and `llmcls data`.
 
 The renderers only lay out what `report_tables` and `plots` produced: no number is computed here. Markdown and
 LaTeX refer to the PNG files written beside them; HTML embeds the same bytes as base64 data URIs, so the one .html
@@ -197,3 +198,23 @@ def html_page(report: Report) -> str:
             f"<h1>{html.escape(report.title)}</h1>\n" + (f"<ul>{summary}</ul>\n" if summary else "") + sections
             + (f"<section id=\"notes\"><h2>Notes</h2><ul>{notes}</ul></section>\n" if notes else "")
             + "</body>\n</html>\n")
+
+
+def rich_table(header: list[str], rows: list[list[str]], title: str, compact: bool = False):
+    """A rich table, text columns first; `compact` drops the vertical rules for wide tables."""
+    from rich import box
+    from rich.table import Table as RichTable
+
+    table = RichTable(title=title, box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
+    for name in header:  # fold, not cut: a narrow terminal must not hide part of a value
+        text = name in ("", "run", "system", "model", "split", "device", "metric", "label", "statistic")
+        table.add_column(name, justify="left" if text else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def metrics_table(metrics: dict, title: str):
+    """All metrics of one evaluation as a two-column table."""
+    rows = [[key, f"{value:.6g}" if isinstance(value, float) else str(value)] for key, value in metrics.items()]
+    return rich_table(["metric", "value"], rows, title=title)

@@ -5,6 +5,7 @@ RUN_DIR/
   config.yaml                  the resolved configuration (and the command line)
   labels.json                  the label space (its order is the column order of every matrix)
   predictions.jsonl            one line per example of the reported split (test when given, else validation)
+  thresholds.json              the decision thresholds applied to the scores (runs with scores; Thresholds.to_dict)
   metrics.json                 {"schema": 1, "system", "model", "split", "metrics": {...}, "timing": {...},
                                 "environment": {"llmcls", "python", "platform", "cpu", "packages": {...}}, ...}
   predictions.<split>.jsonl    other evaluated splits (e.g. validation), same schemas
@@ -32,6 +33,7 @@ import numpy as np
 
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
+from llmcls.metrics import Thresholds
 
 SCHEMA = 1
 PRIMARY_SPLIT_ORDER = ("test", "validation")
@@ -231,7 +233,7 @@ class RunDir:
         atomic_write(self.path / name, json.dumps(obj, indent=2) + "\n")
 
     def write_labels(self, space: LabelSpace) -> None:
-        space.save(self.path / "labels.json")
+        atomic_write(self.path / "labels.json", space.to_json())
 
     def write_predictions(self, predictions: Predictions, space: LabelSpace, split: str, primary: str) -> Path:
         path = self.file("predictions", split, primary, "jsonl")
@@ -251,13 +253,23 @@ class RunDir:
         path = self.path / ("metrics.json" if split is None else f"metrics.{split}.json")
         if not path.exists():
             raise LlmclsError(f"{self.path}: not a finished run directory (no {path.name})")
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise LlmclsError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+        record = _read_json(path)
         if record.get("schema") != SCHEMA:
             raise LlmclsError(f"{path}: unknown schema {record.get('schema')!r} (this llmcls reads {SCHEMA})")
         return record
+
+    def read_thresholds(self) -> Thresholds:
+        """thresholds.json (the tuned thresholds of a run with scores); a missing, unreadable or malformed one is a
+        one-line error naming the file."""
+        path = self.path / "thresholds.json"
+        record = _read_json(path)
+        values = record.get("values") if isinstance(record, dict) else None
+        if not isinstance(values, list):
+            raise LlmclsError(f"{path}: no 'values' list of thresholds (not a thresholds file?)")
+        try:
+            return Thresholds.from_dict(record)
+        except (TypeError, ValueError) as err:
+            raise LlmclsError(f"{path}: invalid thresholds ({' '.join(str(err).split())})") from None
 
     def read_config(self) -> dict[str, Any]:
         """config.yaml as a mapping ({} when the run has none); an unreadable one is a one-line error."""
@@ -285,6 +297,16 @@ class RunDir:
             return LabelSpace.load(path)
         except ValueError as err:
             raise LlmclsError(str(err)) from None
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's content; a missing, unreadable or invalid one is a one-line error naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise LlmclsError(f"{path}: invalid JSON ({err.msg} at line {err.lineno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise LlmclsError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
 
 
 def files_fingerprint(path: str | Path | None) -> str | None:
