@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 from conftest import RESOURCES, read_jsonl
-from tiny_llms import build_tiny_llama, build_tiny_lora_adapter
+from tiny_llms import PREFIX_LABELS, build_label_llama, build_tiny_lora_adapter, label_prompts
 
 from llmcls.backends import (
     LabelConstraint,
@@ -37,16 +37,12 @@ from llmcls.errors import LlmclsError
 from llmcls.parsing import parse_labels
 from llmcls.runs import PredictionWriter
 
-# Prefix pairs on purpose: "cs" / "cs.IT" and "math" / "math-ph" (archive-level label spaces have them).
-LABELS = ("cs.IT", "math.IT", "cs.LG", "cs", "cs.AI", "math", "math-ph", "stat.ML", "physics.soc-ph",
-          "cond-mat.stat-mech")
+LABELS = PREFIX_LABELS
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    rows = read_jsonl(RESOURCES / "aapd-train.jsonl")
-    texts = [r["abstract"] for r in rows] + [", ".join(r["labels"]) for r in rows] + [", ".join(LABELS)] * 20
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", texts)
+    return build_label_llama(tmp_path_factory.mktemp("tiny") / "llama", read_jsonl(RESOURCES / "aapd-train.jsonl"))
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +52,7 @@ def backend(tiny_dir):
 
 @pytest.fixture(scope="module")
 def prompts(backend):
-    rows = read_jsonl(RESOURCES / "aapd-test.jsonl")[:7]
-    # a long shared head (the backend encodes it once) and abstracts of different lengths (padding)
-    head = f"Classify the abstract into these categories: {', '.join(LABELS)}. Answer with the codes only.\n"
-    return [backend.tokenizer.apply_chat_template(
-        [{"role": "user", "content": head + " ".join(r["abstract"].split()[: 12 + 9 * i])}],
-        tokenize=False, add_generation_prompt=True) for i, r in enumerate(rows)]
+    return label_prompts(backend.tokenizer, read_jsonl(RESOURCES / "aapd-test.jsonl")[:7])
 
 
 # ---------------------------------------------------------------------------------------------------------------------

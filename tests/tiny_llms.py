@@ -89,3 +89,24 @@ def build_tiny_lora_adapter(base_dir: str | Path, out_dir: str | Path, *, rank: 
                 param.normal_(0.0, 0.5)
     peft_model.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+# Prefix pairs on purpose: "cs" / "cs.IT" and "math" / "math-ph" (archive-level label spaces have them).
+PREFIX_LABELS = ("cs.IT", "math.IT", "cs.LG", "cs", "cs.AI", "math", "math-ph", "stat.ML", "physics.soc-ph",
+                 "cond-mat.stat-mech")
+
+
+def build_label_llama(out_dir: str | Path, rows: list[dict]) -> Path:
+    """The backends' tiny Llama: its tokenizer trained on `rows`' abstracts and label lists and on PREFIX_LABELS."""
+    texts = [r["abstract"] for r in rows] + [", ".join(r["labels"]) for r in rows] + [", ".join(PREFIX_LABELS)] * 20
+    return build_tiny_llama(out_dir, texts)
+
+
+def label_prompts(tokenizer, rows: list[dict]) -> list[str]:
+    """Chat prompts over PREFIX_LABELS for `rows`: a long shared head (a backend encodes it once) and abstracts of
+    different lengths (padding)."""
+    head = f"Classify the abstract into these categories: {', '.join(PREFIX_LABELS)}. Answer with the codes only.\n"
+    return [tokenizer.apply_chat_template(
+        [{"role": "user", "content": head + " ".join(r["abstract"].split()[: 12 + 9 * i])}],
+        tokenize=False, add_generation_prompt=True) for i, r in enumerate(rows)]
+
