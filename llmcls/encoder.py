@@ -219,11 +219,13 @@ def check_arguments(args: EncoderArguments, checkpoint: str | None) -> None:
         raise LlmclsError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluations during training "
                           f"compute {', '.join(EVAL_KEYS)} (thresholds tuned first) and loss")
     check_early_stopping(args)
-    if args.resume and checkpoint is None:
-        raise LlmclsError(f"--resume: no checkpoint-* folder in {args.output_dir} to resume from (a complete one "
+    last = "--resume" if args.resume else (
+        "--resume_from_checkpoint true" if str(args.resume_from_checkpoint).lower() == "true" else None)
+    if last and checkpoint is None:
+        raise LlmclsError(f"{last}: no checkpoint-* folder in {args.output_dir} to resume from (a complete one "
                           "holds a trainer_state.json)")
     if checkpoint is not None:
-        check_checkpoint(checkpoint, "--resume_from_checkpoint" if args.resume_from_checkpoint else "--resume")
+        check_checkpoint(checkpoint, last or "--resume_from_checkpoint")
 
 
 def check_early_stopping(args: EncoderArguments) -> None:
@@ -240,11 +242,13 @@ def check_early_stopping(args: EncoderArguments) -> None:
 
 
 def resume_checkpoint(args: EncoderArguments) -> str | None:
-    """The checkpoint that training continues from: --resume_from_checkpoint, or with --resume the last complete
-    checkpoint-* folder in --output_dir; None for a fresh run."""
-    if args.resume_from_checkpoint:
+    """The checkpoint that training continues from: --resume_from_checkpoint, or with --resume (or
+    --resume_from_checkpoint true, as `llmcls sft` takes it) the last complete checkpoint-* folder in --output_dir;
+    None for a fresh run."""
+    last = str(args.resume_from_checkpoint).lower() == "true"
+    if args.resume_from_checkpoint and not last:
         return str(args.resume_from_checkpoint)
-    if args.resume:
+    if args.resume or last:
         return RunDir(args.output_dir).last_checkpoint()
     return None
 

@@ -383,7 +383,7 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     (out / "checkpoint-8" / "model.safetensors").write_bytes(b"\0" * 64)
     steps.clear()
     crash["at_step"] = None
-    assert encoder.main([*argv[1:], "--resume"]) == 0
+    assert encoder.main([*argv[1:], "--resume_from_checkpoint", "true"]) == 0  # as sft takes it; --resume alike
     assert steps == list(range(4, 12))  # epochs 2 and 3 only: epoch 1 came from checkpoint-4
     record = RunDir(out).read_metrics()
     assert record["split"] == "test"
@@ -396,6 +396,7 @@ def test_resume_continues_from_the_last_checkpoint_after_a_crash(tiny_models, tm
     (["--model", "MODEL", "--text_fields", "title,body"], "unknown field(s) body"),
     (["--model", "MODEL", "--text_fields", "title"], "--text_fields title: every row's text is empty"),
     (["--model", "MODEL", "--resume"], "--resume: no checkpoint-* folder"),
+    (["--model", "MODEL", "--resume_from_checkpoint", "true"], "--resume_from_checkpoint true: no checkpoint-* fol"),
     (["--model", "MODEL", "--min_labels", "one"], "--min_labels must be integers"),
     (["--model", "/nonexistent/model"], "cannot load model /nonexistent/model: no such file or folder"),
     (["--model", "MODEL", "--resume_from_checkpoint", "/nonexistent/checkpoint"], "no checkpoint folder"),
