@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
         "system": system, "data_sizes": corpus.sizes(), "data_fingerprints": corpus.fingerprints(),
         "notes": corpus.notes, "file_fingerprints": file_fingerprints(model_args, prompt_args)}
     check_resumable(run, config, corpus.label_space)
+    if is_finished(run, corpus, evaluated):  # a rerun of a finished run: the model need not even load
+        console.print(f"{run.path} is complete (every example predicted, metrics written): nothing to do")
+        return 0
     run.write_config(config)
     run.write_labels(corpus.label_space)
     started = time.perf_counter()
@@ -151,6 +154,19 @@ def run_splits(corpus: Corpus, backend: Backend, run: RunDir, prompt_args: Promp
     record = {"system": system, "model": model, "load_s": load_s, "extra": extra or {}, "train_s": train_s}
     return {split: finish_split(run, task, outcomes[split], thresholds, split=split, primary=primary, **record)
             for split in evaluated}
+
+
+def is_finished(run: RunDir, corpus: Corpus, evaluated: list[str]) -> bool:
+    """Whether every evaluated split has all its ids predicted and its metrics written (a run killed before its
+    metrics, or short of examples, is not)."""
+    primary = primary_split(evaluated)
+    for split in evaluated:
+        if not run.file("metrics", split, primary, "json").exists():
+            return False
+        done = PredictionWriter(run.file("predictions", split, primary, "jsonl")).read()
+        if set(done) != {str(example_id) for example_id in corpus.get(split)["id"]}:
+            return False
+    return True
 
 
 def model_label(args: ModelArguments) -> str:

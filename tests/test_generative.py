@@ -436,6 +436,23 @@ def test_a_constrained_budget_too_small_for_any_label_is_refused(tiny, data, tmp
     assert "too few for any label" in capsys.readouterr().err
 
 
+def test_a_finished_run_rerun_does_not_load_the_model(tiny, data, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    written = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr("llmcls.generative.load_backend", no_model)
+    capsys.readouterr()
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    assert "is complete (every example predicted, metrics written): nothing to do" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == written  # nothing rewritten
+    with pytest.raises(AssertionError, match="the model was loaded"):  # a new run does load it
+        main(["zeroshot", *_args(tiny, data, tmp_path / "new", "--constrained")])
+
+
 def test_a_split_resumed_whole_records_no_speed(tiny, data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
