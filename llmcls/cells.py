@@ -12,7 +12,7 @@ import json
 import re
 from email.utils import parsedate_to_datetime
 
-_WHITESPACE = r"\s+"
+_WHITESPACE = r"[\s\p{Z}]+"  # RE2's \s is ASCII only: \p{Z} adds no-break and other Unicode spaces, as str.split()
 _ISO_DATE = re.compile(r"(\d{4}-\d{2}-\d{2})(?:[T ]|$)")  # a date, maybe followed by a time
 
 

@@ -8,6 +8,7 @@ Flags, dataclass fields and YAML keys share one snake_case name (`--text_field`;
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
@@ -250,8 +251,9 @@ def number_list(text: str, option: str, cast=float, minimum: float | None = None
         values = [cast(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
         raise LlmclsError(f"--{option} must be {kind} separated by commas, got {text!r}") from None
-    if not values or (minimum is not None and min(values) < minimum):
-        raise LlmclsError(f"--{option} must be {kind} >= {minimum:g} separated by commas, got {text!r}")
+    if not values or not all(math.isfinite(v) for v in values) or (minimum is not None and min(values) < minimum):
+        bound = "" if minimum is None else f" >= {minimum:g}"
+        raise LlmclsError(f"--{option} must be finite {kind}{bound} separated by commas, got {text!r}")
     return values
 
 

@@ -126,14 +126,19 @@ def _step(message: str, splits: dict, shown_from: int = 100_000):
 
 def text_field_names(ds, text_fields: str) -> list[str]:
     """The fields of `--text_fields` (joined into a model's input text), checked against the split's columns."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    names = [name.strip() for name in text_fields.split(",") if name.strip()]
+    names = list(dict.fromkeys(name.strip() for name in text_fields.split(",") if name.strip()))  # once each
     unknown = [name for name in names if name not in ds.column_names]
     if not names or unknown:
         raise LlmclsError(f"--text_fields: unknown field(s) {', '.join(unknown) or '(none given)'} "
                           f"(fields: {', '.join(c for c in ds.column_names if c not in ('id', 'labels'))})")
     rows = arrow_rows(ds, names)
+    not_text = next((name for name in names if not (pa.types.is_string(rows.column(name).type)
+                                                    or pa.types.is_large_string(rows.column(name).type))), None)
+    if not_text is not None:
+        raise LlmclsError(f"--text_fields: field {not_text!r} holds {rows.column(not_text).type}, not text")
     if len(ds) and not any((pc.max(pc.utf8_length(rows.column(name))).as_py() or 0) > 0 for name in names):
         raise LlmclsError(f"--text_fields {text_fields}: every row's text is empty (AAPD has no titles: use abstract)")
     return names

@@ -19,6 +19,7 @@ import numpy as np
 from llmcls.config import DataArguments, build_parser, parse
 from llmcls.corpus import arrow_rows, label_counts, load_corpus
 from llmcls.data import SAMPLE_DESCRIPTIONS, bundled_samples
+from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.progress import console, results
 from llmcls.runs import atomic_write
@@ -64,6 +65,9 @@ def make_parser():
 
 def stats_main(argv: list[str]) -> int:
     data_args, args, extra = parse(make_parser(), argv)
+    for option in ("top", "cooccurrence"):
+        if getattr(args, option) < 1:
+            raise LlmclsError(f"--{option} must be at least 1, got {getattr(args, option)}")
     data_args.train = extra.path
     corpus = load_corpus(data_args, required=("train",))
     stats = compute_stats(corpus.get("train"), args)

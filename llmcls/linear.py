@@ -77,12 +77,15 @@ def texts_of(ds, fields: str) -> list[str]:
     return [" ".join(part for part in parts if part) for parts in zip(*columns, strict=True)]
 
 
+ONE_CLASS = 1.0e6  # |score| of a label with one class in train: beyond any decision value, finite for the metrics
+
+
 @dataclass
 class LinearModel:
     vectorizer: object
     classifiers: list  # one fitted estimator per label, or a float constant for labels with one class in train
     c: float
-    thresholds: Thresholds | None
+    thresholds: Thresholds | None  # None only while fitting
 
     def scores(self, texts: list[str]) -> np.ndarray:
         features = self.vectorizer.transform(texts)
@@ -91,8 +94,6 @@ class LinearModel:
         return np.column_stack(columns)
 
     def predict(self, scores: np.ndarray) -> np.ndarray:
-        if self.thresholds is None:  # no validation split: the classifiers' own cut
-            return scores > 0
         return apply_thresholds(scores, self.thresholds)
 
 
@@ -111,9 +112,16 @@ def fit_best(corpus: Corpus, args: LinearArguments) -> LinearModel:
             raise LlmclsError(f"--text_fields {args.text_fields}: no n-gram of the training texts is kept "
                               f"({str(err).splitlines()[0]}); are the fields empty, or --min_df too high?") from None
     y_train = space.to_multi_hot(train["labels"])
+    untrained = [lab for lab, n in zip(space.labels, y_train.sum(axis=0), strict=True) if n == 0]
+    if untrained:
+        console.print(f"note: {len(untrained)} labels have no training example ({', '.join(untrained[:5])}"
+                      f"{', ...' if len(untrained) > 5 else ''}): ranked last, never predicted")
     c_values = number_list(args.c, "c", float, minimum=1e-12)
     min_labels = number_list(args.min_labels, "min_labels", int, minimum=0)
     if validation is None:
+        if len(c_values) > 1 or len(min_labels) > 1:
+            console.print(f"note: no validation split to choose on: C={c_values[0]:g} and min_labels={min_labels[0]} "
+                          "(the first values of --c and --min_labels) are used, the others not searched")
         c_values, min_labels = c_values[:1], min_labels[:1]
     y_val = space.to_multi_hot(validation["labels"]) if validation is not None else None
     val_texts = texts_of(validation, args.text_fields) if validation is not None else None
@@ -121,8 +129,9 @@ def fit_best(corpus: Corpus, args: LinearArguments) -> LinearModel:
     for c in c_values:
         with status(f"Fitting {len(space)} {args.classifier} classifiers (C={c})"):
             model = LinearModel(vectorizer, _fit_classifiers(x_train, y_train, args.classifier, c), c, None)
-        if validation is None:
-            return model
+        if validation is None:  # the classifiers' own cut (score > 0), with the --min_labels rule still applied
+            cut = np.full(len(space), np.nextafter(0.0, 1.0))
+            return LinearModel(vectorizer, model.classifiers, c, Thresholds(cut, min_labels=min_labels[0]))
         thresholds = tune_best_thresholds(
             y_val, model.scores(val_texts), min_labels=min_labels, per_label=args.per_label_thresholds,
             report=lambda tuned, c=c: console.print(f"  C={c:g} min_labels={tuned.min_labels}: validation micro-F1 "
@@ -139,8 +148,8 @@ def _fit_classifiers(x, y: np.ndarray, kind: str, c: float) -> list:
     classifiers = []
     for j in range(y.shape[1]):
         target = y[:, j]
-        if target.all() or not target.any():  # one class only: a constant score on the right side of 0
-            classifiers.append(1.0 if target.all() else -1.0)
+        if target.all() or not target.any():  # one class only: a constant beyond every classifier's scores, so
+            classifiers.append(ONE_CLASS if target.all() else -ONE_CLASS)  # it never outranks a trained label
             continue
         clf = LinearSVC(C=c) if kind == "svm" else LogisticRegression(C=c, max_iter=2000)
         classifiers.append(clf.fit(x, target))
@@ -155,7 +164,7 @@ def write_run(corpus: Corpus, model: LinearModel, args: LinearArguments, data_ar
     config = to_dict(data_args, args) | {"selected_c": model.c, "data_sizes": corpus.sizes(), "notes": corpus.notes}
     run.write_config(config)
     run.write_labels(space)
-    if model.thresholds is not None:
+    if corpus.get("validation") is not None:  # tuned there
         run.write_json("thresholds.json", model.thresholds.to_dict())
     evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
     primary = primary_split(evaluated)

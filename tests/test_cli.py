@@ -91,6 +91,8 @@ def linear_run(tmp_path_factory):
     (["--text_fields", "title,abstrct"], "--text_fields: unknown field(s) abstrct"),
     (["--text_fields", "title"], "--text_fields title: every row's text is empty"),  # AAPD has no titles
     (["--c", "1.0,abc"], "--c must be numbers separated by commas, got '1.0,abc'"),
+    (["--c", "nan"], "--c must be finite numbers >= 1e-12 separated by commas, got 'nan'"),
+    (["--text_fields", "labels"], "--text_fields: field 'labels' holds list<item: string>, not text"),
     (["--min_labels", "x"], "--min_labels must be integers separated by commas"),
     (["--min_df", "0"], "--min_df must be at least 1"),
     (["--min_label_count", "0"], "--min_label_count must be at least 1"),
@@ -337,3 +339,34 @@ def test_compare_writes_markdown_and_csv(linear_run, tmp_path):
     assert float(rows[0]["micro-F1"]) == pytest.approx(stored["micro_f1"])
     assert f"{stored['micro_f1']:.4f}" in (tmp_path / "table.md").read_text()
     assert main(["compare", str(tmp_path)]) == 2  # no finished run below it
+
+
+def test_train_linear_ranks_untrained_labels_last_and_keeps_min_labels_without_validation(tmp_path, capsys):
+    from conftest import RESOURCES, read_jsonl
+
+    trained = sorted({label for row in read_jsonl(RESOURCES / "aapd-train.jsonl") for label in row["labels"]})
+    (tmp_path / "labels.txt").write_text("\n".join([*trained, "zz.XX"]) + "\n")
+    out = tmp_path / "run"
+    assert main(["train-linear", "--train", "aapd-train", "--test", "aapd-test", "--labels",
+                 str(tmp_path / "labels.txt"), "--classifier", "logreg", "--min_labels", "3,1", "--c", "1,2",
+                 "--output_dir", str(out)]) == 0
+    err = " ".join(capsys.readouterr().err.split())  # the console may wrap lines
+    assert "1 labels have no training example (zz.XX): ranked last, never predicted" in err
+    assert "C=1 and min_labels=3 (the first values of --c and --min_labels) are used" in err
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(len(r["predicted"]) >= 3 and "zz.XX" not in r["predicted"] for r in records)  # the rule, still
+    assert all(r["scores"]["zz.XX"] < min(v for k, v in r["scores"].items() if k != "zz.XX") for r in records)
+    assert not (out / "thresholds.json").exists()  # nothing was tuned
+
+
+def test_data_stats_counts_unicode_spaces_and_refuses_empty_tables(tmp_path, capsys):
+    rows = [{"id": "a", "abstract": "x\u00a0y\u2003z  w", "labels": ["cs.IT"]}, {"id": "b", "abstract": "one two",
+                                                                              "labels": ["cs.IT"]}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["data", "stats", str(path), "--json"]) == 0
+    words = json.loads(capsys.readouterr().out)["abstract_words"]
+    assert (words["min"], words["max"]) == (2, 4)  # as str.split() counts them
+    assert main(["data", "stats", str(path), "--top", "0"]) == 2
+    assert "--top must be at least 1, got 0" in " ".join(capsys.readouterr().err.split())
+
