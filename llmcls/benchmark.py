@@ -186,7 +186,7 @@ def attempt(system: System, run_dir: Path, out_dir: Path, tag: str) -> Outcome:
 def call_command(command: str, argv: list[str]) -> str | None:
     """Run one command's main(argv) in this process; an error message, or None when it succeeded."""
 
-    from llmcls.cli import command_main
+    from llmcls.commands import command_main
 
     try:
         code = command_main(command)(argv)

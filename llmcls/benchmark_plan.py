@@ -36,10 +36,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from llmcls.commands import RUNNABLE
 from llmcls.config import DataArguments, option_names, parse, suggestion
 from llmcls.errors import LlmclsError
 
-RUNNABLE = ("train-linear", "train-encoder", "zeroshot", "fewshot", "sft")  # the commands that write a run directory
 SYSTEM_KEYS = ("name", "command", "config", "options")
 SPLITS = ("train", "validation", "test")
 ROWS_FIELDS = tuple(f"{split}_rows" for split in SPLITS)
@@ -276,7 +276,7 @@ def select(systems: list[System], only: str | None, skip: str | None, source: st
 def check_parses(system: System, out_dir: Path, source: str) -> None:
     """Parse the system's argv with its command's own parser: unknown options, bad values and bad choices fail here
     as one line naming the YAML and the system."""
-    from llmcls.cli import command_module
+    from llmcls.commands import command_module
 
     parser = command_module(system.command).make_parser()
     where = f"{source}: system {system.name!r} (llmcls {system.command})"

@@ -2,34 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
 from llmcls import __version__
+from llmcls.commands import COMMANDS, command_main, command_module
 from llmcls.errors import LlmclsError
 
-# name -> (module[:function], one-line description); the function defaults to `main(argv)`. Modules are imported only
-# when their command runs, so --help is fast.
-COMMANDS = {
-    "data": ("llmcls.explore", "Inspect data: `data list` (bundled samples), `data stats PATH` (counts, plots)."),
-    "train-linear": ("llmcls.linear", "Train the TF-IDF + linear one-vs-rest baseline; writes a run directory."),
-    "train-encoder": ("llmcls.encoder", "Fine-tune an encoder (BERT, SciBERT, DeBERTa-v3, ...) with the Two-Way or "
-                                        "BCE loss; writes a run directory."),
-    "predict-encoder": ("llmcls.encoder_predict", "Predict a file with a trained encoder run; writes a run "
-                                                  "directory."),
-    "zeroshot": ("llmcls.generative", "Classify by prompting an LLM (free, --constrained or --mode score); writes a "
-                                      "run directory."),
-    "fewshot": ("llmcls.generative:fewshot", "The same with --k examples per prompt from --train (--selection knn, "
-                                             "random, balanced)."),
-    "sft": ("llmcls.sft", "LoRA/QLoRA instruction tuning of an LLM (TRL), then its predictions; also "
-                          "`accelerate launch llmcls/sft.py`."),
-    "benchmark": ("llmcls.benchmark", "Run the systems of a benchmark YAML on the same data (complete ones are "
-                                      "skipped), then the report."),
-    "evaluate": ("llmcls.evaluation", "Recompute and print the metrics of a predictions.jsonl."),
-    "compare": ("llmcls.report", "Compare run directories: one table in the terminal; --out writes the report "
-                                 "(Markdown, CSV, LaTeX, HTML, plots)."),
-}
+__all__ = ["COMMANDS", "command_main", "command_module", "main", "usage"]
 
 
 def usage() -> str:
@@ -40,16 +20,6 @@ def usage() -> str:
     lines += [f"  {name:<{width}}  {description}" for name, (_, description) in COMMANDS.items()]
     lines += ["", "`llmcls <command> --help` shows the options of a command."]
     return "\n".join(lines)
-
-
-def command_module(name: str):
-    """The module of a command (its `make_parser`, `SUBCOMMANDS`, ...)."""
-    return importlib.import_module(COMMANDS[name][0].partition(":")[0])
-
-
-def command_main(name: str):
-    """The function that runs a command: main(argv) -> exit status."""
-    return getattr(command_module(name), COMMANDS[name][0].partition(":")[2] or "main")
 
 
 def main(argv: list[str] | None = None) -> int:

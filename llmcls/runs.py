@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from llmcls.commands import command_of_system
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds
@@ -174,9 +175,7 @@ class RunDir:
             return None
         if "trained_run" in self.read_config():
             return "predict-encoder"
-        system = str(self.read_metrics().get("system", ""))
-        return {"linear": "train-linear", "sft": "sft", "zeroshot": "zeroshot", "fewshot": "zeroshot"}.get(
-            system, "train-encoder" if system.startswith("encoder") else system or None)
+        return command_of_system(str(self.read_metrics().get("system", "")))
 
     def check_overwrite(self, command: str) -> None:
         """Refuse to write over a finished run that another command made (a typo in --output_dir would lose it);
