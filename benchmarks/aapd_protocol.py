@@ -69,4 +69,3 @@ def run_line() -> str:
             versions.append(f"{package} {metadata.version(package)}")
     return (f"# run: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}; commit {commit}"
             f"{' + uncommitted changes' if changed else ''}; {', '.join(versions)}")
-

@@ -327,5 +327,3 @@ def resolve_package(value: Any) -> Any:
         if (candidate / "config.json").is_file():
             return str(candidate)
     raise LlmclsError(f"{value}: package {name!r} holds no model (no .gguf file, no model/config.json) in {folder}")
-
-

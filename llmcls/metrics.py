@@ -568,4 +568,3 @@ def tune_best_thresholds(y_true, scores, *, min_labels: Sequence[int], per_label
     if best is None:
         raise ValueError("min_labels must name at least one candidate")
     return best
-

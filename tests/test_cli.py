@@ -369,4 +369,3 @@ def test_data_stats_counts_unicode_spaces_and_refuses_empty_tables(tmp_path, cap
     assert (words["min"], words["max"]) == (2, 4)  # as str.split() counts them
     assert main(["data", "stats", str(path), "--top", "0"]) == 2
     assert "--top must be at least 1, got 0" in " ".join(capsys.readouterr().err.split())
-

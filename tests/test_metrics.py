@@ -420,4 +420,3 @@ def test_the_best_min_labels_candidate_wins_and_the_earlier_on_a_tie():
     assert tune_best_thresholds(y_true, scores, min_labels=[2, 2]).min_labels == 2
     with pytest.raises(ValueError, match="at least one"):
         tune_best_thresholds(y_true, scores, min_labels=[])
-

@@ -109,4 +109,3 @@ def label_prompts(tokenizer, rows: list[dict]) -> list[str]:
     return [tokenizer.apply_chat_template(
         [{"role": "user", "content": head + " ".join(r["abstract"].split()[: 12 + 9 * i])}],
         tokenize=False, add_generation_prompt=True) for i, r in enumerate(rows)]
-
