@@ -55,7 +55,14 @@ from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
 from llmcls.progress import console
-from llmcls.runs import Predictions, RunDir, check_checkpoint, checkpoint_step, primary_split
+from llmcls.runs import (
+    Predictions,
+    RunDir,
+    check_checkpoint,
+    checkpoint_step,
+    primary_split,
+    wants_last_checkpoint,
+)
 from llmcls.sampling import SeededLengthGrouping
 
 SYSTEM = "encoder"
@@ -219,13 +226,8 @@ def check_arguments(args: EncoderArguments, checkpoint: str | None) -> None:
         raise LlmclsError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluations during training "
                           f"compute {', '.join(EVAL_KEYS)} (thresholds tuned first) and loss")
     check_early_stopping(args)
-    last = "--resume" if args.resume else (
-        "--resume_from_checkpoint true" if str(args.resume_from_checkpoint).lower() == "true" else None)
-    if last and checkpoint is None:
-        raise LlmclsError(f"{last}: no checkpoint-* folder in {args.output_dir} to resume from (a complete one "
-                          "holds a trainer_state.json)")
     if checkpoint is not None:
-        check_checkpoint(checkpoint, last or "--resume_from_checkpoint")
+        check_checkpoint(checkpoint, resume_option(args))
 
 
 def check_early_stopping(args: EncoderArguments) -> None:
@@ -241,16 +243,25 @@ def check_early_stopping(args: EncoderArguments) -> None:
         raise LlmclsError("--early_stopping_patience needs --metric_for_best_model (e.g. micro_f1)")
 
 
+def resume_option(args: EncoderArguments) -> str | None:
+    """The option that says where training continues from, as given (None: a fresh run): a checkpoint folder
+    (--resume_from_checkpoint PATH, which wins), or the last checkpoint in --output_dir (--resume, or
+    --resume_from_checkpoint true as `llmcls sft` takes it)."""
+    if args.resume_from_checkpoint:
+        last = wants_last_checkpoint(args.resume_from_checkpoint)
+        return "--resume_from_checkpoint true" if last else "--resume_from_checkpoint"
+    return "--resume" if args.resume else None
+
+
 def resume_checkpoint(args: EncoderArguments) -> str | None:
-    """The checkpoint that training continues from: --resume_from_checkpoint, or with --resume (or
-    --resume_from_checkpoint true, as `llmcls sft` takes it) the last complete checkpoint-* folder in --output_dir;
-    None for a fresh run."""
-    last = str(args.resume_from_checkpoint).lower() == "true"
-    if args.resume_from_checkpoint and not last:
+    """The checkpoint that training continues from (see `resume_option`); None for a fresh run, a one-line error
+    when the last checkpoint was asked for and there is none."""
+    option = resume_option(args)
+    if option is None:
+        return None
+    if option == "--resume_from_checkpoint":
         return str(args.resume_from_checkpoint)
-    if args.resume or last:
-        return RunDir(args.output_dir).last_checkpoint()
-    return None
+    return RunDir(args.output_dir).required_last_checkpoint(option)
 
 
 def check_resume(args: EncoderArguments, checkpoint: str | None, space: LabelSpace, config) -> None:

@@ -220,6 +220,14 @@ class RunDir:
                  if p.name.split("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()}
         return str(steps[max(steps)]) if steps else None
 
+    def required_last_checkpoint(self, option: str) -> str:
+        """`last_checkpoint`, which `option` (e.g. `--resume`) asked for: a one-line error when there is none."""
+        last = self.last_checkpoint()
+        if last is None:
+            raise LlmclsError(f"{option}: no checkpoint-* folder in {self.path} to resume from (a complete one holds "
+                              "a trainer_state.json)")
+        return last
+
     def file(self, stem: str, split: str, primary: str, ext: str) -> Path:
         return self.path / f"{stem}{split_suffix(split, primary)}.{ext}"
 
@@ -340,9 +348,15 @@ def check_checkpoint(path: str | Path, option: str) -> None:
                           "checkpoint-* folder of an interrupted run")
 
 
+def wants_last_checkpoint(value: Any) -> bool:
+    """Whether a --resume_from_checkpoint value asks for the last checkpoint in the output folder (`true`) rather
+    than naming a folder."""
+    return value is not None and str(value).lower() == "true"
+
+
 def checkpoint_step(path: str | Path) -> int:
     """The training step a Trainer checkpoint was saved at (a resumed run records it: its time is the rest)."""
-    return int(json.loads((Path(path) / "trainer_state.json").read_text(encoding="utf-8"))["global_step"])
+    return int(_read_json(Path(path) / "trainer_state.json")["global_step"])
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError, missing_extra
 from llmcls.generative import GenerationArguments
 from llmcls.progress import console
-from llmcls.runs import RunDir, check_checkpoint, checkpoint_step
+from llmcls.runs import RunDir, check_checkpoint, checkpoint_step, wants_last_checkpoint
 
 
 @dataclass
@@ -155,11 +155,9 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
         model_args.lora_target_modules = targets = [t.strip() for target in targets for t in target.split(",")
                                                     if t.strip()]
     resume = training_args.resume_from_checkpoint
-    if resume is not None and str(resume).lower() == "true":  # the last checkpoint in --output_dir
-        resume = training_args.resume_from_checkpoint = RunDir(training_args.output_dir).last_checkpoint()
-        if resume is None:
-            raise LlmclsError(f"--resume_from_checkpoint true: no checkpoint-* folder in {training_args.output_dir} "
-                              "(a complete one holds a trainer_state.json)")
+    if wants_last_checkpoint(resume):  # the last checkpoint in --output_dir
+        resume = training_args.resume_from_checkpoint = RunDir(training_args.output_dir).required_last_checkpoint(
+            "--resume_from_checkpoint true")
     if resume is not None:
         check_checkpoint(resume, "--resume_from_checkpoint")
     from llmcls.prompts import parse_template_kwargs, template_reference
