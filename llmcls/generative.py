@@ -30,7 +30,7 @@ import numpy as np
 
 from llmcls.backends import Backend, LabelConstraint, ModelArguments, load_backend
 from llmcls.config import DataArguments, build_parser, number_list, parse, to_dict
-from llmcls.corpus import Corpus, load_corpus
+from llmcls.corpus import Corpus, arrow_rows, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
@@ -164,7 +164,7 @@ def is_finished(run: RunDir, corpus: Corpus, evaluated: list[str]) -> bool:
         if not run.file("metrics", split, primary, "json").exists():
             return False
         done = PredictionWriter(run.file("predictions", split, primary, "jsonl")).read()
-        if set(done) != {str(example_id) for example_id in corpus.get(split)["id"]}:
+        if set(done) != set(map(str, arrow_rows(corpus.get(split), ["id"]).column("id").to_pylist())):
             return False
     return True
 
@@ -338,11 +338,12 @@ class Task:
     max_labels: int
     answer_prefix: str = ""
     shortened: set[str] = field(default_factory=set)  # ids of rows whose abstract was cut to fit the model
+    template_kwargs: dict[str, Any] = field(default_factory=dict)  # --chat_template_kwargs, parsed once
 
     @classmethod
     def build(cls, corpus: Corpus, backend: Backend, prompt_args: PromptArguments,
               gen_args: GenerationArguments) -> Task:
-        from llmcls.prompts import CHAT_OPTION, answer_prefix, load_template
+        from llmcls.prompts import CHAT_OPTION, answer_prefix, load_template, parse_template_kwargs
 
         space = corpus.label_space
         template = load_template(prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot"))
@@ -357,6 +358,7 @@ class Task:
         max_labels = gen_args.max_labels or (max(seen) if seen else DEFAULT_MAX_LABELS)
         chat = CHAT_OPTION[prompt_args.chat]
         task = cls(space, backend, template, gen_args, chat, pool, prompt_args, 0, max_labels)
+        task.template_kwargs = parse_template_kwargs(prompt_args.chat_template_kwargs)
         task.answer_prefix = answer_prefix(backend.tokenizer, chat=chat, template_kwargs=task.template_kwargs)
         task.max_new_tokens = gen_args.max_new_tokens or task.answer_budget()
         if gen_args.constrained and gen_args.max_new_tokens:
@@ -384,12 +386,6 @@ class Task:
         message = render_user_message(self.template, title=title, abstract=abstract, label_space=self.space,
                                       examples=examples)
         return build_prompt(self.backend.tokenizer, message, chat=self.chat, template_kwargs=self.template_kwargs)
-
-    @property
-    def template_kwargs(self) -> dict[str, Any]:
-        from llmcls.prompts import parse_template_kwargs
-
-        return parse_template_kwargs(self.prompt_args.chat_template_kwargs)
 
     def prompts(self, rows: list[dict]) -> tuple[list[str], list[int]]:
         """The prompts of `rows` and their lengths in tokens, each fitted to the model's positions. A row's
