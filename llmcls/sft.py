@@ -267,13 +267,12 @@ def model_positions(model_args, training_args) -> int | None:
     """The most tokens the model takes (its config's max_position_embeddings), when it says."""
     from transformers import AutoConfig
 
-    from llmcls.backends.hf import resolve_model
+    from llmcls.backends.hf import positions_of, resolve_model
     from llmcls.model_paths import model_errors
 
     path = resolve_model(model_args.model_name_or_path)
     with model_errors(path):
-        config = AutoConfig.from_pretrained(path, trust_remote_code=training_args.trust_remote_code)
-    return getattr(config.get_text_config(), "max_position_embeddings", None)
+        return positions_of(AutoConfig.from_pretrained(path, trust_remote_code=training_args.trust_remote_code))
 
 
 def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScriptArguments, training_args,

@@ -208,8 +208,7 @@ class HFBackend:
         # sliding-window attention (Mistral, Gemma 2/3, some Qwen2 layers): its layer kinds and window, which score
         # mode's own masks must apply (transformers applies it where it builds the masks itself)
         self.window, self.layer_kinds = sliding_window_of(self._core().config.get_text_config())
-        # positions the model was trained on: a longer prompt crashes (learned positions) or is read as garbage (RoPE)
-        self.max_positions = getattr(self._core().config.get_text_config(), "max_position_embeddings", None)
+        self.max_positions = positions_of(self._core().config)
         # the prompts of a run start alike (instructions, label list): encode that prefix once, not once a prompt;
         # sliding-window layers would need the window applied to the reused cache, so they go the plain way
         self.share_prefix = share_prefix and self.window is None
@@ -475,6 +474,12 @@ class HFBackend:
                             position_ids=positions, use_cache=True, **{self._cache_kw: cache}).logits.float()
         picked = logits[:, t["inner_slots"], t["inner_tokens"]]
         return picked - torch.logsumexp(logits, dim=-1)[:, t["inner_slots"]]
+
+
+def positions_of(config) -> int | None:
+    """The positions a model was trained on (max_position_embeddings), when its config says: a longer input crashes
+    (learned positions) or is read as garbage (RoPE)."""
+    return getattr(config.get_text_config(), "max_position_embeddings", None)
 
 
 def sliding_window_of(config) -> tuple[int | None, set[str] | None]:
