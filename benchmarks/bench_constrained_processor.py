@@ -55,7 +55,7 @@ def main() -> None:
 
     from llmcls.backends import end_token_ids
     from llmcls.backends.constrained import build_grammar, make_processor
-    from llmcls.backends.hf import resolve_model
+    from llmcls.backends.loading import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model or str(smollm2_gguf())))
     labels = arxiv_codes(args.n_labels) if args.n_labels else args.labels.read_text().split()

@@ -63,7 +63,8 @@ def build(args, rows: list[dict]):
     from tiny_llms import train_tokenizer
     from transformers import AutoModelForCausalLM
 
-    from llmcls.backends.hf import HFBackend, pick_device, pick_dtype
+    from llmcls.backends.hf import HFBackend
+    from llmcls.backends.loading import pick_device, pick_dtype
 
     tokenizer = train_tokenizer([r["abstract"] for r in rows] + [" ".join(r["labels"]) for r in rows],
                                 vocab_size=8000)

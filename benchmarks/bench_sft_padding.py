@@ -54,7 +54,7 @@ def main() -> None:
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from llmcls.backends.hf import load_tokenizer, resolve_model
+    from llmcls.backends.loading import load_tokenizer, resolve_model
 
     source = args.tokenizer or resolve_model(str(smollm2_gguf()))
     tokenizer = load_tokenizer(source)

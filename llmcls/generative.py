@@ -172,7 +172,7 @@ def is_finished(run: RunDir, corpus: Corpus, evaluated: list[str]) -> bool:
 def model_label(args: ModelArguments) -> str:
     if not args.adapter:
         return args.model
-    from llmcls.backends.hf import base_model_of
+    from llmcls.backends.loading import base_model_of
 
     return f"{args.model or base_model_of(args.adapter)} + {args.adapter}"
 

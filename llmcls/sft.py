@@ -253,7 +253,7 @@ def check_ignored_options(training_args, model_args) -> None:
 
 
 def load_training_tokenizer(model_args, training_args):
-    from llmcls.backends.hf import load_tokenizer, resolve_model
+    from llmcls.backends.loading import load_tokenizer, resolve_model
     from llmcls.model_paths import model_errors
 
     path = resolve_model(model_args.model_name_or_path)
@@ -267,7 +267,7 @@ def model_positions(model_args, training_args) -> int | None:
     """The most tokens the model takes (its config's max_position_embeddings), when it says."""
     from transformers import AutoConfig
 
-    from llmcls.backends.hf import positions_of, resolve_model
+    from llmcls.backends.loading import positions_of, resolve_model
     from llmcls.model_paths import model_errors
 
     path = resolve_model(model_args.model_name_or_path)
@@ -450,7 +450,7 @@ def load_training_model(model_args, training_args):
     from transformers import AutoModelForCausalLM
     from trl import get_quantization_config
 
-    from llmcls.backends.hf import resolve_model
+    from llmcls.backends.loading import resolve_model
     from llmcls.model_paths import model_errors
 
     quantization = get_quantization_config(model_args)

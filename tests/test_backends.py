@@ -32,7 +32,7 @@ from llmcls.backends.constrained import (
     label_sequences,
     make_processor,
 )
-from llmcls.backends.hf import file_digest, gguf_folder
+from llmcls.backends.loading import file_digest, gguf_folder
 from llmcls.errors import LlmclsError
 from llmcls.parsing import parse_labels
 from llmcls.runs import PredictionWriter

@@ -14,7 +14,8 @@ import yaml
 from conftest import RESOURCES, read_jsonl, write_jsonl
 from tiny_llms import build_tiny_llama, build_tiny_lora_adapter
 
-from llmcls.backends.hf import HFBackend, gguf_folder
+from llmcls.backends.hf import HFBackend
+from llmcls.backends.loading import gguf_folder
 from llmcls.cli import main
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds
@@ -284,7 +285,7 @@ def test_a_resumed_fewshot_run_shows_the_same_examples(tiny, data, tmp_path, mon
 
 def test_prompts_longer_than_the_models_positions_lose_the_end_of_their_abstract(tiny, data, tmp_path, capsys):
     from llmcls.backends import encode_prompts
-    from llmcls.backends.hf import load_tokenizer
+    from llmcls.backends.loading import load_tokenizer
     from llmcls.prompts import build_prompt
 
     tokenizer = load_tokenizer(str(tiny))

@@ -5,19 +5,13 @@ stops each row at EOS / end of turn / a stop string, and with a `LabelConstraint
 `constrained.py`. Scoring encodes each prompt once and runs the label tries' inner nodes as one extra forward pass
 against the prompt's KV cache (no copy of the cache per label; see `constrained.ScorePlan` and `_score_batch`).
 
-Loading: dtype and device automatic (bfloat16 on GPU, float32 on CPU), `--load_in_4bit` through bitsandbytes,
-`--adapter` loads a PEFT LoRA adapter (merged into the weights unless the base is 4-bit), a `.gguf` file is
-converted once into a normal model folder in the cache and loaded from there afterwards.
+Finding and loading the model (device, dtype, 4-bit, adapter, `.gguf` files) is `backends.loading`'s job.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
-import os
-import shutil
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,161 +32,19 @@ from llmcls.backends.constrained import (
     label_sequences,
     make_processor,
 )
-from llmcls.errors import LlmclsError, missing_extra
-from llmcls.model_paths import check_model_path, model_errors
+from llmcls.backends.loading import (
+    base_model_of,
+    describe_device,
+    load_model,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    positions_of,
+    quantization_config,
+    resolve_model,
+)
+from llmcls.model_paths import model_errors
 from llmcls.progress import status
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Loading
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LLMCLS_CACHE", "~/.cache/llmcls")).expanduser()
-
-
-def gguf_folder(path: str | Path) -> Path:
-    """A normal model folder (safetensors, config, tokenizer) converted from a .gguf file, made on first use.
-
-    Dequantising a GGUF file takes ~15 s even for a 135M model; loading the converted folder takes well under a
-    second. The folder name ends with a digest of the file's bytes: a changed file is converted again, while the
-    same bytes installed anew (a fresh virtual environment, a new modification time, another file name) reuse their
-    folder instead of adding another copy (517 MB for SmolLM2-135M).
-    """
-    path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise LlmclsError(f"{path}: no such GGUF file")
-    digest = file_digest(path)
-    for done in sorted((cache_root() / "gguf").glob(f"*-{digest}")):
-        if (done / "config.json").exists():
-            return done
-    folder = cache_root() / "gguf" / f"{path.stem}-{digest}"
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
-    with status(f"Converting {path.name} to a model folder (once) in {folder.parent}"):
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            # dequantize=True gives a plain dense model that save_pretrained can write (packed GGUF blocks cannot be)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                         quantization_config=GgufConfig(dequantize=True))
-        except (ValueError, OSError, KeyError) as err:  # not GGUF, truncated, or an architecture transformers lacks
-            raise LlmclsError(f"{path}: cannot load as a GGUF model: {str(err).splitlines()[0]}") from None
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    try:
-        os.replace(tmp, folder)  # atomic: a folder that exists is complete
-    except OSError:  # another process converted it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
-
-
-def file_digest(path: Path) -> str:
-    """The first 16 hex digits of the BLAKE2b digest of a file's bytes (~0.2 s for a 100 MB file)."""
-    import hashlib
-
-    digest = hashlib.blake2b(digest_size=8)
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def resolve_model(spec: str) -> str:
-    """A loadable name: a .gguf file becomes its converted folder; model folders and hub ids pass through, and any
-    other local path is a one-line error (`check_model_path`)."""
-    if spec.endswith(".gguf"):
-        return str(gguf_folder(spec))
-    check_model_path(spec)
-    return spec
-
-
-def pick_device(requested: str) -> str:
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        kind = torch.device(requested).type
-    except RuntimeError:
-        raise LlmclsError(f"--device {requested}: not a device (auto, cpu, cuda, cuda:N, mps)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise LlmclsError(f"--device {requested}: no CUDA GPU here (torch {torch.__version__}); use --device cpu")
-    return requested
-
-
-def pick_dtype(requested: str, device: str):
-    import torch
-
-    if requested != "auto":
-        return getattr(torch, requested)
-    if device.startswith("cuda"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float32  # CPU matmuls in bf16 are slow and less exact on most CPUs
-
-
-def _quantization_config(dtype):
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise missing_extra("bitsandbytes", "bnb") from None
-    from transformers import BitsAndBytesConfig
-
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=dtype)
-
-
-def load_tokenizer(path: str, adapter: str | None = None, trust_remote_code: bool = False):
-    """The tokenizer of the adapter folder when it has one (SFT may add tokens or a chat template), else the
-    model's; left padding for generation, and a pad token (the EOS token) when the model has none."""
-    from transformers import AutoTokenizer
-
-    source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else path
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model(path: str, args: ModelArguments, device: str, dtype, quantization=None):
-    from transformers import AutoModelForCausalLM
-
-    kwargs = {"dtype": dtype, "trust_remote_code": args.trust_remote_code}
-    if quantization is not None:
-        kwargs |= {"quantization_config": quantization, "device_map": {"": device}}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if args.adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, args.adapter)
-        if not args.load_in_4bit:  # merged weights generate as fast as the base model
-            model = model.merge_and_unload()
-    if not args.load_in_4bit:
-        model.to(device)
-    return model.eval()
-
-
-def base_model_of(adapter: str) -> str:
-    """The base model an adapter was trained on (from its adapter_config.json)."""
-    config = Path(adapter) / "adapter_config.json"
-    try:
-        return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
-    except (OSError, KeyError, json.JSONDecodeError):
-        raise LlmclsError(f"{adapter}: not a PEFT adapter folder (no readable adapter_config.json); "
-                          "pass --model") from None
-
-
-def describe_device(device: str) -> str:
-    import torch
-
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    return f"{device} ({torch.get_num_threads()} threads)" if device == "cpu" else device
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# The backend
 
 
 class HFBackend:
@@ -231,7 +83,7 @@ class HFBackend:
         set_seed(seed)  # only matters when sampling (--temperature > 0)
         device = pick_device(args.device)
         dtype = pick_dtype(args.dtype, device)
-        quantization = _quantization_config(dtype) if args.load_in_4bit else None  # a missing extra fails first
+        quantization = quantization_config(dtype) if args.load_in_4bit else None  # a missing extra fails first
         path = resolve_model(args.model or base_model_of(args.adapter))
         adapter = f" + adapter {args.adapter}" if args.adapter else ""
         with status(f"Loading {path} ({dtype}, {device}){adapter}"), model_errors(path):
@@ -474,12 +326,6 @@ class HFBackend:
                             position_ids=positions, use_cache=True, **{self._cache_kw: cache}).logits.float()
         picked = logits[:, t["inner_slots"], t["inner_tokens"]]
         return picked - torch.logsumexp(logits, dim=-1)[:, t["inner_slots"]]
-
-
-def positions_of(config) -> int | None:
-    """The positions a model was trained on (max_position_embeddings), when its config says: a longer input crashes
-    (learned positions) or is read as garbage (RoPE)."""
-    return getattr(config.get_text_config(), "max_position_embeddings", None)
 
 
 def sliding_window_of(config) -> tuple[int | None, set[str] | None]:

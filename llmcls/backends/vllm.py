@@ -104,7 +104,7 @@ class VLLMBackend:
             from vllm import LLM, SamplingParams, sampling_params
         except ImportError:
             raise missing_extra("vllm", "vllm") from None
-        from llmcls.backends.hf import base_model_of, resolve_model
+        from llmcls.backends.loading import base_model_of, resolve_model
 
         # score mode reads chosen tokens' log-probabilities: vLLM returns them for logprob_token_ids from 0.21, where
         # SamplingParams.num_logprobs counts them (0.20 has the field but returns nothing for it)
