@@ -163,7 +163,7 @@ def is_finished(run: RunDir, corpus: Corpus, evaluated: list[str]) -> bool:
     for split in evaluated:
         if not run.file("metrics", split, primary, "json").exists():
             return False
-        done = PredictionWriter(run.file("predictions", split, primary, "jsonl")).read()
+        done = PredictionWriter(run.file("predictions", split, primary, "jsonl"), corpus.label_space.labels).read()
         if set(done) != set(map(str, arrow_rows(corpus.get(split), ["id"]).column("id").to_pylist())):
             return False
     return True
@@ -437,8 +437,9 @@ class Task:
             scores = self.backend.score(prompts, [self.answer_prefix + lab for lab in self.space.labels],
                                         separator=self._separator(), ends=self.args.score_ends)
             predicted = self.space.from_multi_hot(apply_thresholds(scores, self.fallback_thresholds()))
-            return [record | {"predicted": pred, "scores": dict(zip(self.space.labels, map(float, row), strict=True))}
-                    for record, pred, row in zip(base, predicted, scores, strict=True)]
+            # scores as an array row in label-space order (PredictionWriter writes it as {label: score})
+            return [record | {"predicted": pred, "scores": row}
+                    for record, pred, row in zip(base, predicted, np.asarray(scores, dtype=np.float64), strict=True)]
         from llmcls.parsing import answer_stop_strings, parse_labels
 
         constraint = (LabelConstraint(self.space.labels, self._separator(), self.max_labels, self.answer_prefix,
@@ -491,7 +492,7 @@ def _length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
     rows = _rows(ds)
     ids = [str(r["id"]) for r in rows]  # unique: corpus.load_corpus checks
-    writer = PredictionWriter(path)
+    writer = PredictionWriter(path, task.space.labels)
     done = writer.read()
     pending = [i for i, example_id in enumerate(ids) if example_id not in done]
     if done:
@@ -571,7 +572,7 @@ def _matrices(space: LabelSpace, records: list[dict]) -> tuple[np.ndarray, np.nd
     predicted = space.to_multi_hot([r["predicted"] for r in records], unknown="ignore")
     scores = None
     if records and all("scores" in r for r in records):
-        scores = np.array([[r["scores"][lab] for lab in space.labels] for r in records], dtype=np.float64)
+        scores = np.stack([r["scores"] for r in records])  # label-space rows (Task.predict, PredictionWriter)
     return gold, predicted, scores
 
 
@@ -602,7 +603,7 @@ def finish_split(run: RunDir, task: Task, outcome: SplitOutcome, thresholds: Thr
         predicted = apply_thresholds(scores, thresholds)
         records = [r | {"predicted": labels} for r, labels in zip(records, task.space.from_multi_hot(predicted),
                                                                   strict=True)]
-    PredictionWriter(run.file("predictions", split, primary, "jsonl")).rewrite(records)
+    PredictionWriter(run.file("predictions", split, primary, "jsonl"), task.space.labels).rewrite(records)
     metrics = compute_metrics(gold, predicted, scores)
     timing = _timing(run, task, outcome, split, primary, load_s)
     if train_s is not None:

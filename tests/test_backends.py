@@ -563,3 +563,37 @@ def test_prediction_writer_appends_and_drops_a_truncated_last_line(tmp_path):
     assert [json.loads(line)["id"] for line in lines] == ["a", "b", "c"]
     writer.rewrite([{"id": "c", "labels": [], "predicted": []}])
     assert list(writer.read()) == ["c"]
+
+
+def test_prediction_writer_with_labels_holds_scores_as_arrays_and_writes_the_same_file(tmp_path):
+    labels = ["cs.IT", "math.IT", "cs.LG"]
+    scores = np.array([[-0.5, -1.25, -3.0], [0.1, 2.0, -7.5]])
+    rows = [{"id": str(i), "labels": ["cs.IT"], "predicted": ["cs.IT"]} for i in range(2)]
+    as_dicts = PredictionWriter(tmp_path / "dicts.jsonl")
+    as_dicts.append([r | {"scores": dict(zip(labels, map(float, s)))} for r, s in zip(rows, scores)])
+    as_arrays = PredictionWriter(tmp_path / "arrays.jsonl", labels)
+    as_arrays.append([r | {"scores": s} for r, s in zip(rows, scores)])
+    assert (tmp_path / "arrays.jsonl").read_bytes() == (tmp_path / "dicts.jsonl").read_bytes()
+    back = as_arrays.read()
+    assert all(isinstance(back[str(i)]["scores"], np.ndarray) for i in range(2))
+    assert np.array_equal(np.stack([back["0"]["scores"], back["1"]["scores"]]), scores)
+    as_arrays.rewrite(back.values())
+    assert (tmp_path / "arrays.jsonl").read_bytes() == (tmp_path / "dicts.jsonl").read_bytes()
+    # a file whose mappings list the labels in another order is read in the writer's order
+    reordered = PredictionWriter(tmp_path / "dicts.jsonl", labels[::-1]).read()
+    assert np.array_equal(reordered["1"]["scores"], scores[1, ::-1])
+
+
+def test_prediction_writer_refuses_scores_over_other_labels_naming_the_line(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    PredictionWriter(path).append([{"id": "a", "labels": [], "predicted": [], "scores": {"x": 1.0, "y": 2.0}},
+                                   {"id": "b", "labels": [], "predicted": [], "scores": {"x": 1.0, "z": 2.0}}])
+    with pytest.raises(LlmclsError, match=r"predictions.jsonl:2: field 'scores' is over other labels.*y, z"):
+        PredictionWriter(path, ["x", "y"]).read()
+
+
+def test_prediction_writer_names_the_line_that_is_not_utf8(tmp_path):
+    path = tmp_path / "predictions.jsonl"
+    path.write_bytes(b'{"id": "a", "labels": [], "predicted": []}\n{"id": "\xff", "labels": [], "predicted": []}\n')
+    with pytest.raises(LlmclsError, match=r"predictions.jsonl:2: not UTF-8 text"):
+        PredictionWriter(path).read()
