@@ -4,7 +4,8 @@
     llmcls predict-encoder --run runs/scibert-twoway --test new.jsonl --output_dir runs/scibert-on-new
 
 The trained run fixes everything that shaped its predictions: the label space (labels.json), the input fields and
-truncation (config.yaml), the thresholds (thresholds.json) and the weights (model/). The output is a run directory
+truncation (config.yaml), the thresholds (thresholds.json), the weights (model/) and, unless --bf16 or
+--bf16_full_eval says otherwise, the precision it predicted at (config.yaml). The output is a run directory
 of its own (predictions.jsonl, metrics.json, ...) that `llmcls compare` reads like any other.
 """
 
@@ -30,6 +31,7 @@ from llmcls.encoder import (
 )
 from llmcls.encoder_model import load_trained
 from llmcls.errors import LlmclsError
+from llmcls.progress import console
 from llmcls.runs import RunDir
 
 
@@ -40,7 +42,11 @@ class PredictArguments:
         "help": "Run directory to write (default: RUN/predict-<name of the --test file>)."})
     batch_size: int = field(default=128, metadata={"help": "Examples per forward pass."})
     bf16: bool | None = field(default=None, metadata={
-        "help": "bf16 autocast; default: on when the GPU supports it."})
+        "help": "bf16 autocast; default: as the trained run predicted (its --bf16; a --use_cpu run predicted in "
+                "float32), or on when the GPU supports it for a run that does not record it."})
+    bf16_full_eval: bool | None = field(default=None, metadata={
+        "help": "Predict with the weights cast to bf16 (autocast then off); default: as the trained run (its "
+                "--bf16_full_eval), whose thresholds were tuned on scores of that precision."})
 
 
 def make_parser():
@@ -68,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunDir(args.output_dir or source.path / f"predict-{_stem(data_args.test)}")
     run.check_overwrite("predict-encoder")
     trained = read_training_config(source)
+    match_precision(args, trained)
     thresholds = source.read_thresholds()  # read before the model runs: a broken file fails in a second
     data_args.labels = str(source.path / "labels.json")  # the trained label space, whatever the file holds
     level = trained.get("label_level", defaults.label_level)  # gold cs.IT is read as cs for an archive-level run
@@ -78,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     model, tokenizer = load_trained(source.path / "model")
     test = encode_split(corpus.get("test"), tokenizer, corpus.label_space, trained["text_fields"],
                         trained["max_length"], sort=True)
-    scored, device = predict(model, tokenizer, test, args)
+    scored, device, precision = predict(model, tokenizer, test, args)
     run.create().clear_results()
-    run.write_config(asdict(data_args) | asdict(args) | {
+    run.write_config(asdict(data_args) | asdict(args) | precision | {
         "trained_run": str(source.path), "model": trained["model"], "text_fields": trained["text_fields"],
         "max_length": trained["max_length"], "data_sizes": corpus.sizes(), "notes": corpus.notes,
         "command": command_line()})
@@ -93,8 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def predict(model, tokenizer, test: EncodedSplit, args: PredictArguments) -> tuple[SplitScores, str]:
-    """The training command's prediction path (a Trainer in evaluation mode): logits and the device used."""
+def predict(model, tokenizer, test: EncodedSplit, args: PredictArguments) -> tuple[SplitScores, str, dict]:
+    """The training command's prediction path (a Trainer in evaluation mode): logits, the device used and the
+    precision used (config.yaml keys)."""
+    import torch
+
+    if args.bf16_full_eval:
+        # cast here as predict_one_process does for train-encoder --bf16_full_eval, not through TrainingArguments,
+        # which wants a bf16 GPU or --use_cpu for it where torch needs neither
+        model = model.to(dtype=torch.bfloat16)
     with tempfile.TemporaryDirectory() as scratch:  # the Trainer wants an output_dir; nothing is kept there
         try:
             trainer_args = EncoderArguments(output_dir=scratch, per_device_eval_batch_size=args.batch_size,
@@ -106,7 +120,47 @@ def predict(model, tokenizer, test: EncodedSplit, args: PredictArguments) -> tup
                                   "default where there is one)") from None
             raise LlmclsError(" ".join(str(err).split())) from None
         trainer = build_trainer(model, tokenizer, None, None, trainer_args, loss_fn=_no_loss)
-        return predict_scores(trainer, test), device_name(trainer_args)
+        return predict_scores(trainer, test), device_name(trainer_args), precision_used(trainer_args, args)
+
+
+def match_precision(args: PredictArguments, trained: dict) -> None:
+    """Take --bf16_full_eval and --bf16 from the trained run where not given.
+
+    train-encoder predicted validation and test at its precision and tuned thresholds.json on those validation
+    scores; scores of another precision differ (bf16 logits tie where float32 ones do not) and would meet
+    thresholds tuned on others. A run whose config.yaml lacks a key keeps the older default: float32 weights, and
+    bf16 autocast where the GPU has it."""
+    if args.bf16_full_eval is None:
+        args.bf16_full_eval = bool(trained.get("bf16_full_eval", False))
+    if args.bf16_full_eval:
+        args.bf16 = False  # autocast over bf16 weights only adds casts: train-encoder leaves it off there too
+    elif args.bf16 is None and "bf16" in trained:
+        args.bf16 = trained_autocast(trained)
+        if args.bf16 and not bf16_gpu():  # trained on a GPU, predicted on a machine without one: still predict
+            console.print("note: the trained run predicted under bf16 autocast on a GPU; this machine has no GPU with "
+                          "bfloat16, so prediction runs in float32 (scores differ slightly from those its thresholds "
+                          "were tuned on)")
+            args.bf16 = False
+
+
+def bf16_gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def trained_autocast(trained: dict) -> bool:
+    """Whether train-encoder predicted under bf16 autocast: its --bf16, on a GPU only (encoder_infer.forward_logits
+    autocasts on CUDA; a --use_cpu run trained under CPU autocast but predicted in float32)."""
+    return bool(trained["bf16"]) and not trained.get("use_cpu", False)
+
+
+def precision_used(trainer_args: EncoderArguments, args: PredictArguments) -> dict:
+    """The precision prediction ran at, for config.yaml: --bf16 as resolved (a run without the key: the GPU's
+    default), and in words, since autocast applies on a GPU only (encoder_infer.forward_logits)."""
+    autocast = bool(trainer_args.bf16) and trainer_args.device.type == "cuda"
+    words = "bf16 weights" if args.bf16_full_eval else "bf16 autocast" if autocast else "float32"
+    return {"bf16": bool(trainer_args.bf16), "bf16_full_eval": bool(args.bf16_full_eval), "precision": words}
 
 
 def trained_run(path: str | None) -> RunDir:

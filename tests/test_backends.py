@@ -570,9 +570,10 @@ def test_prediction_writer_with_labels_holds_scores_as_arrays_and_writes_the_sam
     scores = np.array([[-0.5, -1.25, -3.0], [0.1, 2.0, -7.5]])
     rows = [{"id": str(i), "labels": ["cs.IT"], "predicted": ["cs.IT"]} for i in range(2)]
     as_dicts = PredictionWriter(tmp_path / "dicts.jsonl")
-    as_dicts.append([r | {"scores": dict(zip(labels, map(float, s)))} for r, s in zip(rows, scores)])
+    as_dicts.append([r | {"scores": dict(zip(labels, map(float, s), strict=True))}
+                     for r, s in zip(rows, scores, strict=True)])
     as_arrays = PredictionWriter(tmp_path / "arrays.jsonl", labels)
-    as_arrays.append([r | {"scores": s} for r, s in zip(rows, scores)])
+    as_arrays.append([r | {"scores": s} for r, s in zip(rows, scores, strict=True)])
     assert (tmp_path / "arrays.jsonl").read_bytes() == (tmp_path / "dicts.jsonl").read_bytes()
     back = as_arrays.read()
     assert all(isinstance(back[str(i)]["scores"], np.ndarray) for i in range(2))
