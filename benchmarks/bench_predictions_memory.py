@@ -4,7 +4,7 @@ reads its predictions.jsonl back, builds the score matrix and rewrites the file 
 Each case runs in a fresh process (peak RSS is per process): a synthetic predictions file of N rows x L labels
 (random scores), read by `runs.PredictionWriter` with the run's labels (scores held as arrays, as generative runs
 do) or without them (scores as {label: score} dictionaries, as a reader that does not know the label space gets
-them), then the matrix `generative._matrices` builds and the final `rewrite`.
+them), then the matrix `task.record_matrices` builds and the final `rewrite`.
 
     python benchmarks/bench_predictions_memory.py --rows 20000 --labels 54 150
 """
@@ -40,7 +40,7 @@ def make_file(path: Path, rows: int, n_labels: int) -> list[str]:
 def measure(path: Path, n_labels: int, with_labels: bool) -> dict:
     """Runs in the child process: peak RSS above what the interpreter and imports took."""
     sys.path.insert(0, str(ROOT))
-    from llmcls import generative
+    from llmcls import task
     from llmcls.labels import LabelSpace
     from llmcls.runs import PredictionWriter
 
@@ -51,7 +51,7 @@ def measure(path: Path, n_labels: int, with_labels: bool) -> dict:
     done = writer.read()
     records = [done[str(i)] for i in range(len(done))]
     if with_labels:
-        _, _, scores = generative._matrices(LabelSpace(labels), records)
+        _, _, scores = task.record_matrices(LabelSpace(labels), records)
     else:  # what the matrix took from dictionaries before runs held arrays
         scores = np.array([[r["scores"][lab] for lab in labels] for r in records], dtype=np.float64)
     PredictionWriter(path.with_suffix(".out"), labels if with_labels else None).rewrite(records)

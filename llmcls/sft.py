@@ -27,9 +27,9 @@ from typing import Any
 from llmcls.config import SAMPLER_HELP, DataArguments, build_parser, check_distributed, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError, missing_extra
-from llmcls.generative import GenerationArguments
 from llmcls.progress import console
 from llmcls.runs import RunDir, check_checkpoint, checkpoint_step, wants_last_checkpoint
+from llmcls.task import GenerationArguments
 
 
 @dataclass
@@ -428,7 +428,7 @@ class GenerationCheck:
 
     def measure(self, model) -> dict[str, float]:
         from llmcls.backends.hf import HFBackend
-        from llmcls.generative import PromptArguments, Task, quick_metrics
+        from llmcls.task import PromptArguments, Task, quick_metrics
 
         training, side, cache = model.training, self.tokenizer.padding_side, model.config.use_cache
         model.eval()
@@ -513,7 +513,8 @@ def trainable_parameters(model) -> int:
 def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_args, model_args, trained) -> None:
     """Predict validation/test with the trained model through the generative path (same prompts, same parser)."""
     from llmcls.backends.hf import HFBackend
-    from llmcls.generative import PromptArguments, run_splits
+    from llmcls.generative import run_splits
+    from llmcls.task import PromptArguments
 
     model = trainer.model
     if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):

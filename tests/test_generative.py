@@ -479,7 +479,7 @@ def test_quick_metrics_equal_a_full_run_on_the_same_rows(tiny, data, tmp_path, m
     from llmcls.backends import ModelArguments
     from llmcls.config import DataArguments
     from llmcls.corpus import load_corpus
-    from llmcls.generative import GenerationArguments, PromptArguments, Task, quick_metrics
+    from llmcls.task import GenerationArguments, PromptArguments, Task, quick_metrics
 
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, *(["--mode", "score"] if mode == "score" else

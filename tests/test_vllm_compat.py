@@ -136,5 +136,5 @@ def test_answers_cut_by_max_tokens_hold_whole_labels(tiny_dir, prompts, monkeypa
 
 def test_the_engines_context_bounds_prompts(tiny_dir, monkeypatch):
     fake.install(monkeypatch)
-    assert _vllm(tiny_dir, max_model_len=256).max_positions == 256  # prompts are fitted to it (generative.Task)
+    assert _vllm(tiny_dir, max_model_len=256).max_positions == 256  # prompts are fitted to it (task.Task)
     assert _vllm(tiny_dir).max_positions == 4096  # the model's own
