@@ -61,6 +61,7 @@ from llmcls.runs import (
     check_checkpoint,
     checkpoint_step,
     primary_split,
+    split_summary,
     wants_last_checkpoint,
 )
 from llmcls.sampling import SeededLengthGrouping
@@ -500,25 +501,20 @@ def device_name(args: TrainingArguments) -> str:
 def write_split(run: RunDir, space: LabelSpace, split: str, primary: str, encoded: EncodedSplit,
                 scored: SplitScores, thresholds: Thresholds, *, system: str, model: str, timing: dict,
                 extra: dict, labelled: np.ndarray | None = None) -> dict | None:
-    """Apply the thresholds, score with metrics.py, write predictions and metrics of one split. `labelled` (a row
-    mask, predict-encoder) limits the metrics to the rows with gold labels; with none, no metrics are written."""
+    """Apply the thresholds, write predictions and metrics of one split. `labelled` (a row mask, predict-encoder)
+    limits the metrics to the rows with gold labels; with none, no metrics are written."""
     predicted = apply_thresholds(scored.scores, thresholds)
-    run.write_predictions(Predictions(encoded.ids, encoded.gold, predicted, scored.scores, labelled=labelled), space,
-                          split, primary)
     n = len(encoded.ids)
     if labelled is not None and not labelled.all():
         console.print(f"note: {split}: {int((~labelled).sum())} of {n} rows have no gold label in the label space: "
                       "predicted, not scored")
-        if not labelled.any():
-            console.print(f"{split}: {n} rows predicted (predictions.jsonl); no gold labels, so no metrics")
-            return None
-    rows = slice(None) if labelled is None else labelled
-    metrics = compute_metrics(encoded.gold[rows], predicted[rows], scored.scores[rows])
     timing = {"wall_s": round(scored.wall_s, 3), "examples_per_s": round(n / max(scored.wall_s, 1e-9), 1)} | timing
-    run.write_metrics(metrics, system=system, model=model, split=split, primary=primary, timing=timing, extra=extra)
-    scored_rows = n if labelled is None else int(labelled.sum())  # what the metrics are of
-    console.print(f"{split}: micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-                  f"P@1 {metrics['p_at_1']:.4f}  ({scored_rows} examples)")
+    metrics = run.write_split(Predictions(encoded.ids, encoded.gold, predicted, scored.scores, labelled=labelled),
+                              space, split, primary, system=system, model=model, timing=timing, extra=extra)
+    if metrics is None:
+        console.print(f"{split}: {n} rows predicted (predictions.jsonl); no gold labels, so no metrics")
+        return None
+    console.print(split_summary(split, metrics, n if labelled is None else int(labelled.sum())))
     return metrics
 
 

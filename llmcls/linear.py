@@ -20,9 +20,9 @@ import numpy as np
 from llmcls.config import DataArguments, build_parser, number_list, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus, text_field_names
 from llmcls.errors import LlmclsError
-from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
+from llmcls.metrics import Thresholds, apply_thresholds, tune_best_thresholds
 from llmcls.progress import console, status
-from llmcls.runs import Predictions, RunDir, primary_split
+from llmcls.runs import Predictions, RunDir, primary_split, split_summary
 
 
 @dataclass
@@ -175,15 +175,12 @@ def write_run(corpus: Corpus, model: LinearModel, args: LinearArguments, data_ar
         predicted = model.predict(scores)
         wall = time.perf_counter() - started
         gold = space.to_multi_hot(ds["labels"])
-        predictions = Predictions(list(ds["id"]), gold, predicted, scores)
-        run.write_predictions(predictions, space, split, primary)
-        metrics = compute_metrics(gold, predicted, scores)
         timing = {"wall_s": round(wall, 3), "examples_per_s": round(len(ds) / max(wall, 1e-9), 1),
                   "device": "cpu", "train_s": round(train_s, 3)}
-        run.write_metrics(metrics, system="linear", model=f"tfidf+{args.classifier}", split=split,
-                          primary=primary, timing=timing, extra={"params_trained": _n_params(model)})
-        console.print(f"{split}: micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-                      f"P@1 {metrics['p_at_1']:.4f}  ({len(ds)} examples)")
+        metrics = run.write_split(Predictions(list(ds["id"]), gold, predicted, scores), space, split, primary,
+                                  system="linear", model=f"tfidf+{args.classifier}", timing=timing,
+                                  extra={"params_trained": _n_params(model)})
+        console.print(split_summary(split, metrics, len(ds)))
     console.print(f"Run written to {run.path}")
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from llmcls.commands import command_of_system
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
-from llmcls.metrics import Thresholds
+from llmcls.metrics import Thresholds, compute_metrics
 
 SCHEMA = 1
 PRIMARY_SPLIT_ORDER = ("test", "validation")
@@ -251,6 +251,20 @@ class RunDir:
         atomic_write(path, (json.dumps(r, ensure_ascii=False) + "\n" for r in predictions.records(space)))
         return path
 
+    def write_split(self, predictions: Predictions, space: LabelSpace, split: str, primary: str, *, system: str,
+                    model: str, timing: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Write one split's predictions and the metrics (metrics.py) of its rows with gold labels; returns those
+        metrics, or None (and no metrics file) when no row has gold labels."""
+        self.write_predictions(predictions, space, split, primary)
+        rows = slice(None) if predictions.labelled is None else predictions.labelled
+        if predictions.labelled is not None and not predictions.labelled.any():
+            return None
+        scores = None if predictions.scores is None else predictions.scores[rows]
+        metrics = compute_metrics(predictions.gold[rows], predictions.predicted[rows], scores)
+        self.write_metrics(metrics, system=system, model=model, split=split, primary=primary, timing=timing,
+                           extra=extra)
+        return metrics
+
     def write_metrics(self, metrics: dict[str, Any], *, system: str, model: str, split: str, primary: str,
                       timing: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         record = {"schema": SCHEMA, "system": system, "model": model, "split": split, "metrics": metrics,
@@ -360,6 +374,12 @@ def wants_last_checkpoint(value: Any) -> bool:
 def checkpoint_step(path: str | Path) -> int:
     """The training step a Trainer checkpoint was saved at (a resumed run records it: its time is the rest)."""
     return int(_read_json(Path(path) / "trainer_state.json")["global_step"])
+
+
+def split_summary(split: str, metrics: dict[str, Any], n: int) -> str:
+    """The line a command prints for a scored split."""
+    return (f"{split}: micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+            f"P@1 {metrics['p_at_1']:.4f}  ({n} examples)")
 
 
 def read_predictions(path: str | Path) -> list[dict[str, Any]]:
