@@ -45,3 +45,19 @@ def aapd_rows() -> list[dict]:
 @pytest.fixture(scope="session")
 def snapshot_rows() -> list[dict]:
     return read_jsonl(RESOURCES / "arxiv-snapshot.jsonl")
+
+
+# the tiny Llama of tests/tiny_llms.py that writes label answers, and its HF backend: shared by the backend tests and
+# the vLLM compatibility tests (each test module builds its own)
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from tiny_llms import build_label_llama
+
+    return build_label_llama(tmp_path_factory.mktemp("tiny") / "llama", read_jsonl(RESOURCES / "aapd-train.jsonl"))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_dir):
+    from llmcls.backends import ModelArguments, load_backend
+
+    return load_backend(ModelArguments(model=str(tiny_dir), device="cpu"), batch_size=3)

@@ -13,22 +13,12 @@ import fake_vllm as fake
 import numpy as np
 import pytest
 from conftest import RESOURCES, read_jsonl
-from tiny_llms import PREFIX_LABELS, build_label_llama, build_tiny_lora_adapter, label_prompts
+from tiny_llms import PREFIX_LABELS, build_tiny_lora_adapter, label_prompts
 
 from llmcls.backends import LabelConstraint, ModelArguments, load_backend
 from llmcls.errors import LlmclsError
 
 LABELS = PREFIX_LABELS
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return build_label_llama(tmp_path_factory.mktemp("tiny") / "llama", read_jsonl(RESOURCES / "aapd-train.jsonl"))
-
-
-@pytest.fixture(scope="module")
-def backend(tiny_dir):
-    return load_backend(ModelArguments(model=str(tiny_dir), device="cpu"), batch_size=3)
 
 
 @pytest.fixture(scope="module")
