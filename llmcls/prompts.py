@@ -45,6 +45,7 @@ __all__ = [
     "load_template",
     "parse_template_kwargs",
     "render_user_message",
+    "fit_abstract",
     "shorten_abstract",
     "template_names",
     "template_reference",
@@ -237,6 +238,19 @@ def shorten_abstract(abstract: str, fits: Callable[[str], bool]) -> str | None:
         else:
             high = middle - 1
     return best
+
+
+def fit_abstract(abstract: str, size: Callable[[str], int], room: int, *, limit: str, answer: str,
+                 advice: str) -> str:
+    """The abstract cut (`shorten_abstract`) so that the prompt holding it, `size(abstract)` tokens, takes at most
+    `room`; what inference and SFT do to a prompt too long for the model. When even an empty abstract leaves too
+    little room, a one-line error: `limit` names the bound, `answer` the tokens the answer keeps, `advice` the way
+    out."""
+    kept = shorten_abstract(abstract, lambda text: size(text) <= room)
+    if kept is None:
+        raise LlmclsError(f"{limit}: the prompt without its abstract takes {size('')} tokens and the answer "
+                          f"{answer}; {advice}")
+    return kept
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -334,17 +334,14 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
 
 def fit_prompt(encode, abstract: str, room: int, max_length: int, what: str | None = None) -> list[int]:
     """The token ids of the prompt (`encode(abstract)`) with the abstract shortened, from its end, until the prompt
-    takes at most `room` tokens (`prompts.shorten_abstract`) of `max_length` (`what`: --max_length or the model's
-    positions). An error when even an empty abstract does not fit."""
-    from llmcls.prompts import shorten_abstract
+    takes at most `room` tokens of `max_length` (`what`: --max_length or the model's positions)."""
+    from llmcls.prompts import fit_abstract
 
-    kept = shorten_abstract(abstract, lambda text: len(encode(text)) <= room)
-    if kept is None:
-        what = what or f"--max_length {max_length}"
-        raise LlmclsError(f"{what}: the prompt without its abstract takes {len(encode(''))} tokens and the answer "
-                          f"{max_length - room}; {'raise --max_length or ' if what.startswith('--') else ''}use a "
-                          "shorter prompt (--prompt compact leaves out the label list)")
-    return encode(kept)
+    what = what or f"--max_length {max_length}"
+    advice = ("raise --max_length or " if what.startswith("--") else "") + ("use a shorter prompt (--prompt compact "
+                                                                            "leaves out the label list)")
+    return encode(fit_abstract(abstract, lambda text: len(encode(text)), room, limit=what,
+                               answer=str(max_length - room), advice=advice))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -165,18 +165,15 @@ class Task:
 
     def _fit(self, row: dict, examples: list[dict], room: int, limit: int) -> str:
         """The prompt of `row` with its abstract cut to fit the model's positions with the answer's budget."""
-        from llmcls.prompts import shorten_abstract
+        from llmcls.prompts import fit_abstract
 
         def render(abstract: str) -> str:
             return self.render_one(row.get("title"), abstract, examples)
 
-        kept = shorten_abstract(row["abstract"], lambda text: self.backend.count_tokens([render(text)])[0] <= room)
-        if kept is None:
-            raise LlmclsError(f"row {row['id']}: the prompt without its abstract takes "
-                              f"{self.backend.count_tokens([render('')])[0]} tokens and the answer up to "
-                              f"{self.max_new_tokens}, more than the model's {limit} positions; use a shorter "
-                              "prompt (--prompt compact leaves out the label list), fewer labels (--top_labels) or "
-                              "fewer examples (--k)")
+        kept = fit_abstract(row["abstract"], lambda text: self.backend.count_tokens([render(text)])[0], room,
+                            limit=f"row {row['id']}", answer=f"up to {self.max_new_tokens}, more than the model's "
+                            f"{limit} positions", advice="use a shorter prompt (--prompt compact leaves out the label "
+                            "list), fewer labels (--top_labels) or fewer examples (--k)")
         self.shortened.add(str(row["id"]))
         return render(kept)
 
