@@ -96,7 +96,8 @@ def load_run(path: Path, name: str, split: str | None = None) -> Run:
     record, predictions_file = _metrics_record(run_dir, split)
     run = Run(path, name, record, run_dir.read_config(), run_dir.label_space())
     if predictions_file.exists():
-        records = scored_records(read_predictions(predictions_file))  # as metrics.json: rows with gold labels
+        # rows with gold labels, as metrics.json; scores read as rows over the run's labels (when it has labels.json)
+        records = scored_records(read_predictions(predictions_file, run.space))
         if not records:
             run.notes.append(f"{name}: {predictions_file.name} holds no scored prediction: shown without its "
                              "predictions (no interval, per-label or paired numbers)")

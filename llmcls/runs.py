@@ -382,15 +382,20 @@ def split_summary(split: str, metrics: dict[str, Any], n: int) -> str:
             f"P@1 {metrics['p_at_1']:.4f}  ({n} examples)")
 
 
-def read_predictions(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a predictions.jsonl; errors name the file, the line and the field."""
+def read_predictions(path: str | Path, space: LabelSpace | None = None) -> list[dict[str, Any]]:
+    """Records of a predictions.jsonl; errors name the file, the line and the field. With `space`, each record's
+    scores become a float64 row over it as the line is read (labels outside the space dropped, missing ones -inf,
+    as `predictions_from_records` reads them), so a large file is never held as dictionaries of floats."""
     path = Path(path)
     records = []
     try:
         with open(path, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    records.append(_prediction_record(line, path, number))
+                    record = _prediction_record(line, path, number)
+                    if space is not None and isinstance(record.get("scores"), dict):
+                        record["scores"] = _scores_over(record["scores"], space)
+                    records.append(record)
     except OSError as err:
         raise LlmclsError(f"{path}: cannot read ({err.strerror})") from None
     return records
@@ -434,18 +439,23 @@ def predictions_from_records(records: list[dict[str, Any]], space: LabelSpace) -
     gold = space.to_multi_hot([r["labels"] for r in records], unknown="ignore")
     predicted = space.to_multi_hot([r["predicted"] for r in records], unknown="ignore")
     scores = None
-    if records and all(isinstance(r.get("scores"), dict) for r in records):
-        scores = np.full((len(records), len(space)), -np.inf)
-        labels = list(space.labels)
-        for i, record in enumerate(records):
-            row = record["scores"]
-            if list(row) == labels:  # written over this space, in its order: the common case, at C speed
-                scores[i] = np.fromiter(row.values(), dtype=np.float64, count=len(labels))
-                continue
-            for label, value in row.items():
-                if label in space:
-                    scores[i, space.index(label)] = float(value)
+    if records and all(isinstance(r.get("scores"), dict | np.ndarray) for r in records):
+        scores = np.stack([_scores_over(r["scores"], space) for r in records])
     return Predictions([str(r.get("id", i)) for i, r in enumerate(records)], gold, predicted, scores)
+
+
+def _scores_over(scores: dict[str, float] | np.ndarray, space: LabelSpace) -> np.ndarray:
+    """A record's scores as a float64 row over `space` (an array row is one already)."""
+    if isinstance(scores, np.ndarray):
+        return scores
+    labels = list(space.labels)
+    if list(scores) == labels:  # written over this space, in its order: the common case, at C speed
+        return np.fromiter(scores.values(), dtype=np.float64, count=len(labels))
+    row = np.full(len(labels), -np.inf)
+    for label, value in scores.items():
+        if label in space:
+            row[space.index(label)] = float(value)
+    return row
 
 
 class PredictionWriter:

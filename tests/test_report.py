@@ -343,3 +343,17 @@ def test_scores_in_the_space_order_or_any_other_give_one_matrix():
     partial = ordered | {"id": "c", "scores": {"math.IT": -2.0}}
     scores = predictions_from_records([ordered, shuffled, partial], space).scores
     np.testing.assert_array_equal(scores, [[1.5, -2.0, 0.0], [1.5, -2.0, 0.0], [-np.inf, -2.0, -np.inf]])
+
+
+def test_predictions_read_over_a_space_hold_score_rows_and_give_the_same_matrix(tmp_path):
+    space = LabelSpace(["cs.IT", "math.IT", "cs.LG"])
+    ordered = {"id": "a", "labels": ["cs.IT"], "predicted": [], "scores": {"cs.IT": 1.5, "math.IT": -2.0, "cs.LG": 0}}
+    records = [ordered, ordered | {"id": "b", "scores": {"cs.LG": 0, "other": 9.0, "cs.IT": 1.5, "math.IT": -2.0}},
+               ordered | {"id": "c", "scores": {"math.IT": -2.0}}]
+    path = tmp_path / "predictions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    as_rows = read_predictions(path, space)
+    assert all(isinstance(r["scores"], np.ndarray) for r in as_rows)  # no dictionary of floats kept a row
+    np.testing.assert_array_equal(predictions_from_records(as_rows, space).scores,
+                                  predictions_from_records(read_predictions(path), space).scores)
+    np.testing.assert_array_equal(as_rows[2]["scores"], [-np.inf, -2.0, -np.inf])
