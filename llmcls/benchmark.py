@@ -10,13 +10,15 @@ every system's options with its command's own parser (a typo fails here, in seco
 data -> run each selected system in this process through its command's `main(argv)`, into OUTPUT_DIR/NAME ->
 `llmcls compare OUTPUT_DIR --out OUTPUT_DIR/report`.
 
-Resuming: OUTPUT_DIR/NAME/benchmark.json records the system's options (and their fingerprint) and its state. A
-system whose run is complete (metrics.json written, state complete, same fingerprint) is skipped, so rerunning
-an interrupted benchmark continues where it stopped; an interrupted system reruns in its folder (the generative
-commands keep their finished predictions); a system whose options changed reruns from an empty folder. A failing
-system is reported in one line (traceback in NAME/error.log) and the others still run; the exit status is then 1.
-The report covers the systems whose run is complete with the YAML's current options: one whose options changed but
-that was not rerun (--only, --skip) is left out, with a note, rather than shown with its old results.
+Resuming: OUTPUT_DIR/NAME/benchmark.json records the system's options (and their fingerprint), its state and the
+digest of the llmcls code that ran it. A system whose run is complete (metrics.json written, state complete, same
+fingerprint) is skipped, so rerunning an interrupted benchmark continues where it stopped; one made by other llmcls
+code is kept too, and the summary and the report say so (`--rerun NAMES|all` runs systems again). An interrupted
+system reruns in its folder (the generative commands keep their finished predictions); a system whose options
+changed reruns from an empty folder. A failing system is reported in one line (traceback in NAME/error.log) and
+the others still run; the exit status is then 1. The report covers the systems whose run is complete with the
+YAML's current options: one whose options changed but that was not rerun (--only, --skip) is left out, with a
+note, rather than shown with its old results.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmcls import __version__
 from llmcls.benchmark_plan import BenchmarkArguments, Plan, RowSlice, System, make_plan
 from llmcls.config import DataArguments, build_parser, check_one_process, parse
 from llmcls.errors import LlmclsError
 from llmcls.progress import console
-from llmcls.runs import RunDir, atomic_write
+from llmcls.runs import RunDir, atomic_write, source_digest
 
 RECORD = "benchmark.json"
 STALE = {"changed": "was made with other options than the YAML's", "new": f"has no {RECORD} (not run by a benchmark)",
@@ -116,22 +119,29 @@ def run_systems(plan: Plan) -> list[Outcome]:
     outcomes = []
     for i, system in enumerate(plan.systems, start=1):
         tag = f"[{i}/{len(plan.systems)}] {system.name}"
-        outcome = run_system(system, plan.out_dir, tag)
+        outcome = run_system(system, plan.out_dir, tag, rerun=system.name in plan.rerun)
         outcomes.append(outcome)
         console.print(f"{tag}: {describe(outcome)}; benchmark elapsed {time.perf_counter() - started:.0f}s")
     return outcomes
 
 
-def run_system(system: System, out_dir: Path, tag: str) -> Outcome:
+def run_system(system: System, out_dir: Path, tag: str, rerun: bool = False) -> Outcome:
     run_dir = out_dir / system.name
     previous = out_dir / f".{system.name}.previous"  # a finished run with other options, until its rerun succeeds
     record = read_record(run_dir)
     state = run_state(run_dir, record, system.fingerprint())
-    if state == "complete":
-        return Outcome(system.name, "skipped (complete)", record.get("wall_s"), read_metrics(run_dir))
-    if state == "changed" and record.get("status") == "complete" and (run_dir / "metrics.json").exists():
-        console.print(f"{tag}: options changed since its last run: rerunning it in an empty folder (the finished "
-                      f"earlier run waits in {previous} until the rerun succeeds)", soft_wrap=True, markup=False)
+    if state == "complete" and not rerun:
+        older = other_code(record)
+        if older:
+            console.print(f"{tag}: complete, made by {older}: kept (--rerun {system.name} runs it again)",
+                          soft_wrap=True, markup=False)
+        return Outcome(system.name, "skipped (complete" + (", other llmcls code)" if older else ")"),
+                       record.get("wall_s"), read_metrics(run_dir))
+    why = "--rerun" if state == "complete" else "options changed since its last run"
+    finished = record is not None and record.get("status") == "complete" and (run_dir / "metrics.json").exists()
+    if state in ("changed", "complete") and finished:
+        console.print(f"{tag}: {why}: rerunning it in an empty folder (the finished earlier run waits in {previous} "
+                      "until the rerun succeeds)", soft_wrap=True, markup=False)
         shutil.rmtree(previous, ignore_errors=True)
         run_dir.rename(previous)
     elif state == "changed":
@@ -241,8 +251,17 @@ def run_state(run_dir: Path, record: dict[str, Any] | None, fingerprint: str) ->
 def write_record(run_dir: Path, system: System, status: str, **extra: Any) -> None:
     record = {"name": system.name, "command": system.command, "status": status,
               "fingerprint": system.fingerprint(), "recipe": str(system.recipe) if system.recipe else None,
-              "options": system.options, **extra}
+              "options": system.options, "llmcls": __version__, "llmcls_source": source_digest(), **extra}
     atomic_write(run_dir / RECORD, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def other_code(record: dict[str, Any]) -> str | None:
+    """How the llmcls that made a run differs from this one ("llmcls 0.1.0 (source 1a2b3c4d5e6f)"), None when it is
+    this one. A record written before benchmark.json kept the digest counts as other code: nothing says otherwise."""
+    if record.get("llmcls_source") == source_digest():
+        return None
+    made = f"llmcls {record.get('llmcls', '?')}, source {record.get('llmcls_source', 'unrecorded')}"
+    return f"other llmcls code ({made}; this one {__version__}, source {source_digest()})"
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
@@ -292,6 +311,10 @@ def write_report(out_dir: Path, systems: list[System]) -> None:
         state = run_state(run_dir, record, system.fingerprint())
         if state == "complete":
             finished.append(str(run_dir))
+            older = other_code(record)
+            if older:
+                notes.append(f"{system.name}: made by {older}; `llmcls benchmark ... --rerun {system.name}` runs it "
+                             "again")
         elif (run_dir / "metrics.json").exists() or state in ("failed", "running"):
             notes.append(f"{system.name}: left out of the report: {run_dir} {STALE[state]} (run the system again)")
     if not finished:

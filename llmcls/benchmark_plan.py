@@ -57,6 +57,9 @@ class BenchmarkArguments:
         "help": "(YAML only) The systems: a list of {name, command, config (optional recipe), options}."})
     only: str | None = field(default=None, metadata={"help": "Run only these systems (comma-separated names)."})
     skip: str | None = field(default=None, metadata={"help": "Do not run these systems (comma-separated names)."})
+    rerun: str | None = field(default=None, metadata={
+        "help": "Run these systems again even when complete (comma-separated names, or all), e.g. after llmcls "
+                "changed: the summary and the report say which runs other llmcls code made."})
     train_rows: str | None = field(default=None, metadata={
         "help": "Use only these lines (1-based, inclusive, e.g. 1-800) of the JSON-lines --train file."})
     validation_rows: str | None = field(default=None, metadata={"help": "The same for --validation."})
@@ -107,6 +110,7 @@ class Plan:
     out_dir: Path
     notes: list[str]
     every: list[System]  # every system of the YAML, selected or not: the report covers those complete and current
+    rerun: frozenset[str] = frozenset()  # systems run again even when complete (--rerun)
 
     @property
     def names(self) -> list[str]:
@@ -130,9 +134,11 @@ def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -
     systems = [make_system(entry, i, shared_flags, shared_declared, source) for i, entry in enumerate(entries)]
     check_names(systems, source)
     selected = select(systems, args.only, args.skip, source)
+    rerun = frozenset(s.name for s in (systems if args.rerun == "all" else select(systems, args.rerun, None, source,
+                                                                                  flag="rerun")))
     for system in systems:  # all of them, selected or not: a typo anywhere fails now, not in an hour
         check_parses(system, out_dir, source)
-    return Plan(selected, slices, out_dir, notes, systems)
+    return Plan(selected, slices, out_dir, notes, systems, rerun if args.rerun else frozenset())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -258,7 +264,8 @@ def check_names(systems: list[System], source: str) -> None:
                               "would clash with the report files OUTPUT_DIR/report.*)")
 
 
-def select(systems: list[System], only: str | None, skip: str | None, source: str) -> list[System]:
+def select(systems: list[System], only: str | None, skip: str | None, source: str,
+           flag: str = "only") -> list[System]:
     names = [s.name for s in systems]
 
     def parse_names(text: str | None, flag: str) -> set[str]:
@@ -269,7 +276,7 @@ def select(systems: list[System], only: str | None, skip: str | None, source: st
                               f"(systems: {', '.join(names)})")
         return wanted
 
-    keep, drop = parse_names(only, "only"), parse_names(skip, "skip")
+    keep, drop = parse_names(only, flag), parse_names(skip, "skip")
     return [s for s in systems if (not keep or s.name in keep) and s.name not in drop]
 
 

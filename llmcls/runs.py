@@ -19,6 +19,7 @@ Every file is written to a temporary name and renamed into place, so a killed ru
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -102,12 +103,27 @@ def environment() -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
-    found = {"llmcls": __version__, "python": platform.python_version(), "platform": platform.platform(),
+    found = {"llmcls": __version__, "llmcls_source": source_digest(), "python": platform.python_version(),
+             "platform": platform.platform(),
              "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "packages": packages}
     torch = sys.modules.get("torch")  # only when the command already uses it
     if torch is not None and getattr(torch.version, "cuda", None):
         found["cuda"] = torch.version.cuda
     return found
+
+
+@functools.cache
+def source_digest() -> str:
+    """A digest of llmcls's own files (code, prompt templates, taxonomy): what tells results of one version of the
+    code from another's where `__version__` stays the same (a checkout between releases, a local change)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.blake2b(digest_size=6)
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+                       and p.suffix != ".pyc"):
+        digest.update(str(path.relative_to(root)).encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _cpu_name() -> str:

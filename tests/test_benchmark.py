@@ -163,6 +163,33 @@ def test_only_skip_and_changed_options(tmp_path, calls, capsys):
         run(config, out, "--only", "d")
 
 
+def test_runs_made_by_other_llmcls_code_are_kept_said_so_and_rerun_on_request(tmp_path, calls, capsys, monkeypatch):
+    """A complete run is resumed, not redone, after llmcls changed; the summary and the report say which code made
+    it, and --rerun runs it again (its finished run kept until the rerun succeeds)."""
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a"), linear("b")], **SMALL)
+    out = tmp_path / "out"
+    assert run(config, out) == 0
+    made_by = record(out / "a")["llmcls_source"]
+    assert made_by == benchmark.source_digest()
+    assert json.loads((out / "a" / "metrics.json").read_text())["environment"]["llmcls_source"] == made_by
+    monkeypatch.setattr(benchmark, "source_digest", lambda: "0123456789ab")  # as if llmcls had changed since
+    capsys.readouterr()
+    assert run(config, out) == 0
+    assert calls == ["a", "b"]  # nothing reran
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"a: complete, made by other llmcls code (llmcls {benchmark.__version__}, source {made_by};" in said
+    assert "skipped (complete, other llmcls code)" in said
+    assert f"a: made by other llmcls code (llmcls {benchmark.__version__}, source {made_by}" in \
+        " ".join((out / "report.md").read_text().split())
+    assert run(config, out, "--rerun", "a") == 0
+    assert calls == ["a", "b", "a"] and record(out / "a")["llmcls_source"] == "0123456789ab"
+    assert not list(out.glob(".a.previous"))
+    assert run(config, out, "--rerun", "all") == 0
+    assert calls == ["a", "b", "a", "a", "b"]
+    with pytest.raises(LlmclsError, match="--rerun: no system 'c'"):
+        run(config, out, "--rerun", "c")
+
+
 def test_the_report_covers_the_yaml_systems_only(tmp_path, calls):
     """A run directory left in the output folder by a system since removed from the YAML stays out of the report."""
     import csv
