@@ -474,7 +474,10 @@ def predict_one_process(trainer: EncoderTrainer, dataset) -> np.ndarray:
     (5,203 against 6,540), besides its compilation time and a recompilation for each new padded length."""
     import torch
 
-    args, model = trainer.args, trainer.model
+    args = trainer.args
+    # without accelerate's mixed-precision wrapper, which training leaves on forward (an autocast of its own, CPU
+    # autocast with --use_cpu --bf16): the precision here is the one forward_logits is told, as in predict-encoder
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False, keep_torch_compile=False)
     if args.bf16_full_eval:
         model = model.to(dtype=torch.bfloat16)
     pad_id = trainer.processing_class.pad_token_id or 0

@@ -116,3 +116,12 @@ def test_a_bf16_autocast_run_predicted_without_a_bf16_gpu_runs_in_float32_with_a
     assert "predicted under bf16 autocast on a GPU" in said and "prediction runs in float32" in said, said
     assert config(out)["precision"] == "float32"
     assert scores(out) == scores(fp32_run)  # the same weights in float32 on both sides
+
+
+def test_a_bf16_cpu_run_predicts_in_float32_in_both_commands(tiny_bert, tmp_path):
+    """Training under CPU autocast (--use_cpu --bf16) leaves accelerate's autocast wrapper on the model's forward;
+    train-encoder's predictions must not run through it, or predict-encoder (float32 on a CPU) gets other scores."""
+    run = train(tiny_bert, tmp_path / "cpu-bf16", "--use_cpu", "true", "--bf16", "true")
+    out = predict(run, tmp_path / "again")
+    assert config(out)["precision"] == "float32"
+    assert scores(out) == scores(run)
