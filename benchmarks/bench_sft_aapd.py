@@ -69,7 +69,7 @@ def main() -> None:
             raise SystemExit("llmcls sft failed")
         runs = [(out, time.perf_counter() - started)]
         if args.score:
-            runs.append(score_with_adapter(model, out, tmp, gpu))
+            runs.append(score_with_adapter(model, out, tmp, torch.cuda.is_available()))
         rows = [table_row(path, seconds) for path, seconds in runs]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({os.cpu_count()} cores)"
     print(run_line())
@@ -92,7 +92,7 @@ def main() -> None:
     print(f"target: micro-F1 >= 0.50 on AAPD's test split; {verdicts} ({where})")
 
 
-def score_with_adapter(model: str, run: Path, tmp: Path, gpu: list[str]) -> tuple[Path, float]:
+def score_with_adapter(model: str, run: Path, tmp: Path, gpu: bool) -> tuple[Path, float]:
     """The SFT run's adapter in score mode (prompted as in training: zeroshot takes the run's prompt):
     (run directory, seconds)."""
     from llmcls.cli import main as cli_main

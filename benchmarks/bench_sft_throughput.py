@@ -55,6 +55,23 @@ def build_model(folder: Path, shape: dict, texts: list[str]) -> None:
     tokenizer.save_pretrained(folder)
 
 
+def cached_model(shape: dict) -> Path:
+    """The random model of `shape` (seed 0), built once per machine in $LLMCLS_BENCH_MODELS (default
+    /tmp/llmcls-bench-models): gpu_session.sh runs this benchmark four times, and building and saving a 0.5B model
+    each time took a share of the step's time limit."""
+    import hashlib
+    import json
+    import os
+
+    root = Path(os.environ.get("LLMCLS_BENCH_MODELS", "/tmp/llmcls-bench-models"))
+    folder = root / ("qwen2-" + hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12])
+    if not (folder / "config.json").exists():
+        partial = root / f".{folder.name}.{os.getpid()}"
+        build_model(partial, shape, ["cs.LG, stat.ML", "abstract text about codes and learning"] * 50)
+        os.replace(partial, folder)
+    return folder
+
+
 def synthetic_dataset(n: int, seq_len: int, answer_len: int, vocab: int):
     import datasets
     import numpy as np
@@ -100,8 +117,7 @@ def main() -> None:
     if args.layers:
         shape["num_hidden_layers"] = args.layers
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "model"
-        build_model(folder, shape, ["cs.LG, stat.ML", "abstract text about codes and learning"] * 50)
+        folder = cached_model(shape)
         gpu = torch.cuda.is_available()
         argv = ["--model_name_or_path", str(folder), "--train", "aapd-train", "--output_dir", str(Path(tmp) / "o"),
                 "--per_device_train_batch_size", str(args.batch_size), "--max_steps",

@@ -56,6 +56,8 @@ if compgen -G "$wheels/*.whl" >/dev/null; then
         echo "$installed" > /tmp/site/.llmcls-wheels
     fi
     export PYTHONPATH=/tmp/site
+elif [ -f /tmp/site/.llmcls-wheels ]; then  # a later call on the warm machine: .whl/ was not carried again
+    export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$here" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY=${PYTHON:-python3}
@@ -82,7 +84,10 @@ step() {  # step NAME CAP_SECONDS COMMAND...: run within min(CAP, time left), ou
     echo "== $name (limit ${cap}s): $*"
     local started=$(date +%s)
     timeout "$cap" "$@" > >(tee "$results/$name.txt") 2>"$logs/$name.log"
-    echo "== $name: exit $?, $(( $(date +%s) - started ))s; last log lines:"; tail -n 3 "$logs/$name.log"
+    local status=$?
+    # a failure shows its traceback's end (the logs stay on the machine, outside RESULTS_DIR)
+    echo "== $name: exit $status, $(( $(date +%s) - started ))s; last log lines:"
+    tail -n $(( status == 0 ? 3 : 25 )) "$logs/$name.log"
 }
 
 if [ "${PLAN:-tables}" = sft-quality ]; then
