@@ -588,3 +588,38 @@ def test_prediction_writer_names_the_line_that_is_not_utf8(tmp_path):
     path.write_bytes(b'{"id": "a", "labels": [], "predicted": []}\n{"id": "\xff", "labels": [], "predicted": []}\n')
     with pytest.raises(LlmclsError, match=r"predictions.jsonl:2: not UTF-8 text"):
         PredictionWriter(path).read()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Attention that can apply the backend's masks
+
+
+def test_a_flash_attention_model_scores_through_sdpa_and_is_given_back(tiny_dir, backend, prompts, monkeypatch):
+    """SFT can load FlashAttention (padding-free training), whose kernels take no 4D mask: the backend switches the
+    model to sdpa, scores as an sdpa model does, and restore_attention() gives the implementation back."""
+    from transformers import AutoModelForCausalLM
+
+    from llmcls.backends.hf import HFBackend
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    model.config._attn_implementation_internal = "flash_attention_2"  # as loaded with it (the kernel is not here)
+    flash = HFBackend(model, backend.tokenizer, batch_size=3)
+    assert model.config._attn_implementation == "sdpa"
+    labels = [" cs.IT", " math.IT", " cs.LG"]
+    np.testing.assert_allclose(flash.score(prompts, labels), backend.score(prompts, labels), rtol=1e-5, atol=1e-5)
+    # where FlashAttention is installed it can be set again: stand in for that check
+    monkeypatch.setattr(type(model), "_check_and_adjust_attn_implementation", lambda self, name, **kw: name)
+    flash.restore_attention()
+    assert model.config._attn_implementation == "flash_attention_2"
+
+
+def test_a_model_that_cannot_leave_flash_attention_is_one_line(tiny_dir, backend, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from llmcls.backends.hf import HFBackend
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    model.config._attn_implementation_internal = "flash_attention_2"
+    monkeypatch.setattr(type(model), "_can_set_attn_implementation", lambda self: False)
+    with pytest.raises(LlmclsError, match="attends with flash_attention_2.*--attn_implementation sdpa"):
+        HFBackend(model, backend.tokenizer)

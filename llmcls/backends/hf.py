@@ -43,6 +43,7 @@ from llmcls.backends.loading import (
     quantization_config,
     resolve_model,
 )
+from llmcls.errors import LlmclsError
 from llmcls.model_paths import model_errors
 from llmcls.progress import status
 
@@ -53,6 +54,9 @@ class HFBackend:
     def __init__(self, model, tokenizer, *, batch_size: int = 16, score_chunk_bytes: int | None = None,
                  share_prefix: bool = True, static_cache: bool = False):
         self.model, self.tokenizer = model, tokenizer
+        # score mode's masks and the shared-prefix layout need an attention that takes any mask; SFT may have loaded
+        # FlashAttention (padding-free training): `restore_attention()` gives the model back as it came
+        self.restore_attention = masked_attention(self._core())
         self.device = describe_device(str(next(model.parameters()).device))  # where the (loaded) model runs
         self.batch_size = batch_size
         # bound on the logits held at once while scoring (a 152k vocabulary makes them the largest tensor)
@@ -326,6 +330,24 @@ class HFBackend:
                             position_ids=positions, use_cache=True, **{self._cache_kw: cache}).logits.float()
         picked = logits[:, t["inner_slots"], t["inner_tokens"]]
         return picked - torch.logsumexp(logits, dim=-1)[:, t["inner_slots"]]
+
+
+MASKED_ATTENTION = ("eager", "sdpa")  # attention implementations that apply any 4D (additive float) mask
+
+
+def masked_attention(model) -> Callable[[], None]:
+    """Switch `model` to sdpa attention when its implementation cannot apply the backend's own masks (score mode's
+    4D float masks over the label tries; the [prefix | padding | rest] rows of a shared prompt prefix):
+    FlashAttention kernels read a 2D padding mask at most, so they would attend past those masks or fail. Returns
+    the function that restores the implementation the model had (a no-op when nothing changed)."""
+    before = getattr(model.config, "_attn_implementation", None)
+    if before is None or before in MASKED_ATTENTION:
+        return lambda: None
+    model.set_attn_implementation("sdpa")
+    if model.config._attn_implementation != "sdpa":  # a model that cannot switch at run time
+        raise LlmclsError(f"the model attends with {before}, which cannot apply score mode's and the shared prompt "
+                          "prefix's masks, and cannot be switched to sdpa: load it with --attn_implementation sdpa")
+    return lambda: model.set_attn_implementation(before)
 
 
 def sliding_window_of(config) -> tuple[int | None, set[str] | None]:
