@@ -53,8 +53,8 @@ def smollm2_gguf() -> Path:
         raise SystemExit(f"{err} (or pass --model)") from None
 
 
-def run_line() -> str:
-    """`# run: <command line>; commit <git commit>[+ changes]; <versions>`: what reproduces a table."""
+def _checkout() -> tuple[str, bool]:
+    """(short commit, whether tracked files differ from it) of this checkout."""
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -62,7 +62,19 @@ def run_line() -> str:
         changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                  capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        commit, changed = "unknown", ""
+        return "unknown", False
+    return commit, bool(changed)
+
+
+# read when a benchmark starts (it imports this module first): the code that ran, even if the checkout moves on
+# while a long benchmark runs
+STARTED_AT = _checkout()
+
+
+def run_line() -> str:
+    """`# run: <command line>; commit <git commit>[+ changes]; <versions>`: what reproduces a table (the checkout as
+    the benchmark started)."""
+    commit, changed = STARTED_AT
     versions = [f"Python {platform.python_version()}"]
     for package in ("torch", "transformers", "trl", "peft", "scikit-learn"):
         with contextlib.suppress(metadata.PackageNotFoundError):

