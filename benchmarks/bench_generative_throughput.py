@@ -245,10 +245,12 @@ def main() -> None:
         static.generate(warm, max_new_tokens=budget, constraint=constraint)
         static.generate(warm, max_new_tokens=budget)
 
-    def compile_regional():  # compiles on the first shape of each pass, again (dynamic) on a second shape
-        for batch in (warm, prompts[-args.batch_size:]):
-            regional.score(batch, labels, separator=ANSWER_SEPARATOR)
-            regional.generate(batch, max_new_tokens=budget, constraint=constraint)
+    def compile_regional():  # compiles on the first shape of each pass, again (dynamic) on a second shape; only
+        for batch in (warm, prompts[-args.batch_size:]):  # the passes asked for (each costs a GPU step's time)
+            if "score-regional" in modes:
+                regional.score(batch, labels, separator=ANSWER_SEPARATOR)
+            if "constrained-regional" in modes:
+                regional.generate(batch, max_new_tokens=budget, constraint=constraint)
 
     # compilations, each timed once, just before the first row that needs it: a step cut short by its time limit
     # still prints the rows measured before
@@ -256,7 +258,7 @@ def main() -> None:
                                        compile_floor),
                     "static-": ("static cache warm-up (compilation on a GPU), free and constrained, one batch each",
                                 compile_static),
-                    "-regional": ("compiled MLPs and norms, warm-up (score and constrained, two batch shapes each)",
+                    "-regional": ("compiled MLPs and norms, warm-up (the regional modes asked for, two batch shapes)",
                                   compile_regional)}
     print(run_line())
     print(f"# bench_generative_throughput: {'tiny 2-layer model' if args.tiny else 'Qwen2.5-0.5B shape'}, random "
