@@ -13,7 +13,9 @@ target are tokenised as at inference (`backends.encode_prompts` for the prompt; 
 prompt's tail, `constrained.continuation_ids`), and the loss covers the target tokens only, end token included.
 After training, the adapter (and with `--merge` a merged model) is saved under `--output_dir`, and the model
 predicts `--validation` / `--test` with the generative path's code (free or `--constrained` decoding, or `--mode
-score`), writing the same run directory files as every other system.
+score`), writing the same run directory files as every other system. Under FSDP or DeepSpeed ZeRO-3, which shard
+the trained model over the processes, the main process predicts with the saved adapter (or model) loaded afresh,
+as `llmcls zeroshot --adapter RUN_DIR/adapter` would load it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ HELP = {
     "bf16": "bf16 (mixed) precision instead of float32; default: on when a CUDA GPU supports bfloat16 (and --fp16 "
             "is off), else off. On a CPU, --bf16 true needs --use_cpu true.",
     "train_sampling_strategy": SAMPLER_HELP,
+    "dtype": "Dtype the model's weights load in. auto: bfloat16 when a LoRA or QLoRA trains in bf16 (--bf16, on by "
+             "default on a bf16 GPU; also QLoRA's 4-bit compute dtype), else float32 (a full fine-tuning keeps "
+             "float32 master weights under bf16 autocast). The evaluation after training runs in the dtype `llmcls "
+             "zeroshot --adapter RUN_DIR/adapter` would load.",
 }
 
 
@@ -90,6 +96,9 @@ def make_parser():
     # the SmolLM2 recipe's 160 first examples trained in 246 s instead of 294 s on 2 CPU cores. The encoder's default
     # too; `random` restores shuffled batches.
     parser.set_defaults(train_sampling_strategy="group_by_length")
+    # TRL's ModelConfig loads in float32 unless told otherwise, bf16 training included: a LoRA's frozen base weights
+    # then take twice the memory and QLoRA computes in float32. `auto` is resolved by `resolve_dtype`.
+    parser.set_defaults(dtype="auto")
     # TRL turns bf16 on unless --fp16, and transformers then refuses to parse on a machine without a bf16 GPU: there
     # the default is float32, as train-encoder's (its EncoderArguments). A YAML key or a flag still sets it.
     import torch
@@ -120,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         check = GenerationCheck(corpus, tokenizer, script_args, gen_args, training_args.seed)
     trainer = make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check,
                            compile_regions=script_args.compile_regions)
+    sharded = trainer_sharding(trainer)
+    if sharded:
+        check_saved_model(trainer, model_args, script_args)  # before training, not after it
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     train_s = time.perf_counter() - started
@@ -128,12 +140,16 @@ def main(argv: list[str] | None = None) -> int:
     if training_args.resume_from_checkpoint:  # train_s is then the resumed part only
         trained["resumed_from_step"] = checkpoint_step(training_args.resume_from_checkpoint)
     run = save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args,
-                       trained)
+                       trained, merge=script_args.merge and not sharded)
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:  # the main process alone evaluates; the others must not wait for
         return 0  # it in a collective, which would time out (--ddp_timeout) on a long evaluation
-    if not script_args.skip_eval:
-        evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_args, model_args, trained)
+    if sharded:  # the main process alone cannot run a model whose shards the other processes hold
+        release_training_model(trainer)
+        finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained)
+    elif not script_args.skip_eval:
+        evaluate(trained_backend(trainer, tokenizer, gen_args), corpus, run, script_args, gen_args, training_args,
+                 model_args, trained)
     if not script_args.keep_checkpoints:
         RunDir(training_args.output_dir).remove_checkpoints()  # after the evaluation: a crash there can resume
     return 0
@@ -143,6 +159,12 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
     if not model_args.model_name_or_path:
         raise LlmclsError("--model_name_or_path is required (a hub id, a model folder or a .gguf file)")
     check_quantization(model_args)
+    sharded = sharding(training_args)
+    if sharded and model_args.load_in_8bit and not script_args.skip_eval:
+        raise LlmclsError(f"--load_in_8bit under {sharded}: the evaluation after training loads the "
+                          "saved adapter afresh (the processes shard the trained model), on a 4-bit or unquantised "
+                          "base only; use --load_in_4bit, or add --skip_eval true")
+    resolve_dtype(model_args, training_args)
     if training_args.padding_free and not training_args.packing and training_args.max_length is not None:
         # TRL refuses it (it would not cut the joined examples to max_length) once the model is loaded
         raise LlmclsError(f"--padding_free true without --packing leaves --max_length {training_args.max_length} "
@@ -219,9 +241,53 @@ def check_evaluation(data_args, training_args, script_args: SFTScriptArguments) 
         if strategy == "no":
             raise LlmclsError("--generate_at_eval needs evaluations: set --eval_strategy steps (with --eval_steps) "
                               "or epoch")
-        if training_args.fsdp or training_args.deepspeed:
+        if sharding(training_args):
             raise LlmclsError("--generate_at_eval generates with the main process's copy of the model, which FSDP "
                               "and DeepSpeed ZeRO-3 shard; use it on one GPU or under DDP")
+
+
+def sharding(training_args) -> str | None:
+    """How training will shard the model's weights over the processes ("FSDP", "DeepSpeed ZeRO-3" or None), known
+    before the trainer exists: from --fsdp, from --deepspeed's config, or from `accelerate launch --config_file`
+    (fsdp.yaml, deepspeed_zero3.yaml), which says so only through environment variables (ACCELERATE_USE_FSDP;
+    accelerate's DeepSpeed plugin, which TrainingArguments builds, reads ACCELERATE_DEEPSPEED_ZERO_STAGE). ZeRO-1/2
+    and DDP leave every process the whole model."""
+    from accelerate.utils import parse_flag_from_env
+
+    if training_args.fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP"):
+        return "FSDP"
+    plugin = getattr(training_args, "deepspeed_plugin", None)
+    return "DeepSpeed ZeRO-3" if plugin is not None and plugin.zero_stage == 3 else None
+
+
+def trainer_sharding(trainer) -> str | None:
+    """What `sharding` tells from the arguments, read from the plugins the trainer's accelerator was built with: the
+    final evaluation takes the saved model instead of `trainer.model` when they shard it."""
+    state = trainer.accelerator.state
+    if getattr(state, "fsdp_plugin", None) is not None:
+        return "FSDP"
+    plugin = getattr(state, "deepspeed_plugin", None)
+    return "DeepSpeed ZeRO-3" if plugin is not None and plugin.zero_stage == 3 else None
+
+
+def check_saved_model(trainer, model_args, script_args: SFTScriptArguments) -> None:
+    """Under sharding the evaluation and --merge load what `trainer.save_model` writes, which is a loadable model only
+    with the launcher's full-state-dict settings (accelerate_configs/ has them): refused before training otherwise."""
+    if script_args.skip_eval and not script_args.merge:
+        return
+    state = trainer.accelerator.state
+    fsdp = getattr(state, "fsdp_plugin", None)
+    advice = "the evaluation after training loads the saved model; add --skip_eval true to train and save only"
+    if fsdp is not None and "FULL_STATE_DICT" not in str(fsdp.state_dict_type):
+        raise LlmclsError(f"FSDP with {str(fsdp.state_dict_type).rsplit('.', 1)[-1]} saves no whole model (set "
+                          f"fsdp_state_dict_type: FULL_STATE_DICT in the accelerate config, as fsdp.yaml does): "
+                          f"{advice}")
+    deepspeed = getattr(state, "deepspeed_plugin", None)
+    if (deepspeed is not None and deepspeed.zero_stage == 3 and not model_args.use_peft
+            and not deepspeed.zero3_save_16bit_model):
+        raise LlmclsError("DeepSpeed ZeRO-3 without zero3_save_16bit_model saves a full fine-tuning as ZeRO "
+                          "partitions only (set zero3_save_16bit_model: true in the accelerate config, as "
+                          f"deepspeed_zero3.yaml does): {advice}")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -431,6 +497,7 @@ class GenerationCheck:
         model.eval()
         model.config.use_cache = True  # gradient checkpointing turns the cache off for training
         self.tokenizer.padding_side = "left"
+        backend = None
         try:
             backend = HFBackend(model, self.tokenizer, batch_size=self.gen_args.batch_size)
             prompt_args = PromptArguments(output_dir="", prompt=self.script_args.prompt, chat=self.script_args.chat,
@@ -438,9 +505,23 @@ class GenerationCheck:
             task = Task.build(self.corpus, backend, prompt_args, self.gen_args)
             return quick_metrics(task, self.corpus.get("validation"), self.script_args.generate_at_eval)
         finally:
+            if backend is not None:  # training goes on with the attention it had (FlashAttention: sdpa meanwhile)
+                backend.restore_attention()
             model.train(training)
             model.config.use_cache = cache
             self.tokenizer.padding_side = side
+
+
+def resolve_dtype(model_args, training_args) -> str:
+    """--dtype auto (llmcls's default; TRL's is float32) as a dtype, set on `model_args` before the model and its
+    quantization config are built (TRL's `get_quantization_config` takes QLoRA's compute dtype from it, and
+    config.yaml records it): bfloat16 when a LoRA or QLoRA trains in bf16, since its base weights are frozen and
+    bf16 autocast computes in bf16 anyway (half the memory), else float32. A full fine-tuning keeps float32: its
+    optimiser updates the loaded weights, and small updates vanish in bfloat16's 8-bit mantissa. An explicit dtype
+    is kept."""
+    if model_args.dtype in (None, "auto"):
+        model_args.dtype = "bfloat16" if training_args.bf16 and model_args.use_peft else "float32"
+    return model_args.dtype
 
 
 def load_training_model(model_args, training_args):
@@ -450,6 +531,7 @@ def load_training_model(model_args, training_args):
     from llmcls.backends.loading import resolve_model
     from llmcls.model_paths import model_errors
 
+    resolve_dtype(model_args, training_args)  # done by check_options already, unless a caller skipped it
     quantization = get_quantization_config(model_args)
     device_map = None
     if quantization is not None:
@@ -459,11 +541,8 @@ def load_training_model(model_args, training_args):
         device_map = {"": PartialState().local_process_index}
     kwargs: dict[str, Any] = {"trust_remote_code": training_args.trust_remote_code,
                               "attn_implementation": model_args.attn_implementation,
-                              "quantization_config": quantization, "device_map": device_map}
-    if model_args.dtype not in (None, "auto"):
-        kwargs["dtype"] = model_args.dtype
-    elif training_args.bf16:
-        kwargs["dtype"] = "bfloat16"
+                              "quantization_config": quantization, "device_map": device_map,
+                              "dtype": model_args.dtype}
     path = resolve_model(model_args.model_name_or_path)
     with model_errors(path):
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
@@ -473,7 +552,10 @@ def load_training_model(model_args, training_args):
 # Outputs and evaluation
 
 
-def save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args, trained):
+def save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args, trained,
+                 merge: bool = False):
+    """The adapter (or the whole model), its tokenizer, config.yaml and labels.json, and with `merge` the merged
+    model, from `trainer.model` (under sharding `finish_from_saved` merges instead)."""
     run = RunDir(training_args.output_dir).create()
     if trainer.accelerator.is_main_process:  # predictions of an earlier model here must not be "resumed" from
         run.clear_results()
@@ -486,7 +568,7 @@ def save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_arg
         config.pop("output_dir", None)
         run.write_config(_plain(config))
         run.write_labels(corpus.label_space)
-        if script_args.merge and hasattr(trainer.model, "merge_and_unload"):
+        if merge and hasattr(trainer.model, "merge_and_unload"):
             merged = trainer.model.merge_and_unload()
             merged.save_pretrained(str(run.path / "merged"))
             tokenizer.save_pretrained(str(run.path / "merged"))
@@ -504,28 +586,101 @@ def _plain(obj):
 
 
 def trainable_parameters(model) -> int:
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+    """Counted from DeepSpeed's `ds_numel` where ZeRO-3 has partitioned a parameter (its local `numel()` is 0)."""
+    return int(sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad))
 
 
-def evaluate(trainer, tokenizer, corpus, run, script_args, gen_args, training_args, model_args, trained) -> None:
-    """Predict validation/test with the trained model through the generative path (same prompts, same parser)."""
+def trained_backend(trainer, tokenizer, gen_args):
+    """The trained model as a generation backend (one process, or DDP, where every process holds all of it), merged,
+    in the dtype `llmcls zeroshot --adapter RUN_DIR/adapter` (`--model RUN_DIR/adapter` after full fine-tuning)
+    loads on this device (`pick_dtype`): a full fine-tuning's float32 master weights, a --dtype given for training
+    or bf16 weights trained on a CPU would otherwise give metrics that a reuse of the saved model does not repeat. A
+    4-bit model keeps its adapter unmerged and its dtypes (QLoRA: compute in --dtype)."""
     from llmcls.backends.hf import HFBackend
-    from llmcls.generative import run_splits
-    from llmcls.task import PromptArguments
+    from llmcls.backends.loading import pick_dtype
 
     model = trainer.model
     if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
         model = model.merge_and_unload()  # the adapter is saved; merged weights generate faster
+    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+        dtype = pick_dtype("auto", str(model.device))
+        if model.dtype != dtype:
+            model = model.to(dtype)
     model.eval()
     if getattr(model.config, "use_cache", None) is False:
         model.config.use_cache = True  # gradient checkpointing turned the cache off for training
     tokenizer.padding_side = "left"
-    backend = HFBackend(model, tokenizer, batch_size=gen_args.batch_size)
+    return HFBackend(model, tokenizer, batch_size=gen_args.batch_size)
+
+
+def release_training_model(trainer) -> None:
+    """Drop the main process's references to its shard of the model, the optimiser state and the accelerator's
+    wrappers (DeepSpeed's engine), so that the model loaded afresh for the evaluation has their memory."""
+    import gc
+
+    import torch
+
+    try:
+        trainer.accelerator.free_memory()  # DeepSpeed's engine.destroy() among others
+    except Exception as err:  # freeing is a saving, not a step of the run: evaluate anyway
+        console.print(f"note: the trained model's memory was not released ({type(err).__name__}: {err})")
+    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = trainer.deepspeed = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def saved_backend(run, model_args, training_args, gen_args, *, load_in_4bit: bool):
+    """The saved model loaded as `llmcls zeroshot --adapter RUN_DIR/adapter` loads it (after full fine-tuning `--model
+    RUN_DIR/adapter`): the base model with the adapter merged (unless 4-bit), in `--dtype auto`'s dtype, on the main
+    process's device. Transformers' global DeepSpeed config is unset first: under it, ZeRO-3 would partition the
+    fresh model over processes that have exited, and `generate` would wait for them (synced_gpus)."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    from llmcls.backends import ModelArguments, load_backend
+
+    unset_hf_deepspeed_config()
+    saved = str(run.path / "adapter")
+    args = ModelArguments(model=model_args.model_name_or_path if model_args.use_peft else saved,
+                          adapter=saved if model_args.use_peft else None, device=str(training_args.device),
+                          load_in_4bit=load_in_4bit, trust_remote_code=training_args.trust_remote_code)
+    return load_backend(args, seed=training_args.seed, batch_size=gen_args.batch_size)
+
+
+def finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained) -> None:
+    """Under FSDP or ZeRO-3, --merge and the evaluation on the main process alone, from the saved adapter (or
+    model) loaded afresh rather than from the trainer's sharded model, whose forward passes need the other
+    processes' shards: the evaluation is then the one `zeroshot --adapter RUN_DIR/adapter` gives."""
+    backend, load_s = None, None
+    if script_args.merge:  # into the unquantised base, as --merge does without sharding (QLoRA: better than 4-bit)
+        started = time.perf_counter()
+        backend = saved_backend(run, model_args, training_args, gen_args, load_in_4bit=False)
+        load_s = time.perf_counter() - started
+        backend.model.save_pretrained(str(run.path / "merged"))
+        tokenizer.save_pretrained(str(run.path / "merged"))
+        if model_args.load_in_4bit:  # evaluated as trained: 4-bit, the adapter unmerged
+            backend = None
+    if script_args.skip_eval:
+        return
+    if backend is None:
+        started = time.perf_counter()
+        backend = saved_backend(run, model_args, training_args, gen_args, load_in_4bit=model_args.load_in_4bit)
+        load_s = time.perf_counter() - started
+    evaluate(backend, corpus, run, script_args, gen_args, training_args, model_args, trained, load_s=round(load_s, 3))
+
+
+def evaluate(backend, corpus, run, script_args, gen_args, training_args, model_args, trained,
+             load_s: float | None = None) -> None:
+    """Predict validation/test with the trained model through the generative path (same prompts, same parser).
+    `load_s`: the time the model took to load afresh (None: the model trained in this process)."""
+    from llmcls.generative import run_splits
+    from llmcls.task import PromptArguments
+
     prompt_args = PromptArguments(output_dir=str(run.path), prompt=script_args.prompt, chat=script_args.chat,
                                   chat_template_kwargs=script_args.chat_template_kwargs, seed=training_args.seed)
     peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"
     run_splits(corpus, backend, run, prompt_args, gen_args, system="sft",
-               model=f"{model_args.model_name_or_path}{peft}", load_s=None,  # loaded for training, not timed
+               model=f"{model_args.model_name_or_path}{peft}", load_s=load_s,
                extra={key: trained[key] for key in ("params_trained", "train_processes", "resumed_from_step")
                       if key in trained},
                train_s=trained["train_s"])
