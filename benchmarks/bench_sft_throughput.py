@@ -126,7 +126,6 @@ def main() -> None:
                 "--save_strategy", "no", "--logging_steps", "1000", "--max_length", str(args.seq_len),
                 *(["--use_peft", "false"] if args.full else ["--use_peft", "true", "--lora_r", "16", "--lora_alpha",
                                                              "32", "--lora_target_modules", "all-linear"]),
-                "--dtype", "bfloat16" if gpu else "float32",
                 *shlex.split(args.extra)]
         _, script_args, _, training_args, model_args = parse(make_parser(), argv)
         n = args.batch_size * (args.steps + args.warmup + args.profile)
@@ -151,7 +150,8 @@ def main() -> None:
     print(run_line())
     print(f"# bench_sft_throughput: {'tiny' if args.tiny else 'Qwen2.5-0.5B-shaped'} random model "
           f"({shape['num_hidden_layers']} layers), "
-          f"{'full fine-tuning' if args.full else 'LoRA r=16 all-linear'}, batch {args.batch_size} x {args.seq_len} "
+          f"{'full fine-tuning' if args.full else 'LoRA r=16 all-linear'}, weights {model_args.dtype} (the "
+          f"command's --dtype auto), batch {args.batch_size} x {args.seq_len} "
           f"tokens (padded), {args.steps} timed steps after {args.warmup}, extra options [{args.extra}], "
           f"device {device}, "
           f"torch {torch.__version__}, Python {platform.python_version()}; trainer.train() took {train_s:.1f} s "
