@@ -61,3 +61,16 @@ def backend(tiny_dir):
     from llmcls.backends import ModelArguments, load_backend
 
     return load_backend(ModelArguments(model=str(tiny_dir), device="cpu"), batch_size=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    """A tiny random Llama whose tokenizer learnt the sample's abstracts, labels and the zero-shot and compact
+    prompts (the SFT tests; test_sft.py keeps its own, trained without the compact prompt)."""
+    from tiny_llms import build_tiny_llama
+
+    rows = read_jsonl(RESOURCES / "aapd-train.jsonl")
+    texts = [r["abstract"] for r in rows] + [" ".join(r["labels"]) for r in rows]
+    root = Path(__file__).resolve().parents[1]
+    texts += [(root / "prompts" / name).read_text() for name in ("zeroshot.jinja", "compact.jinja")]
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", texts)

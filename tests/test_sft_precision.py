@@ -11,8 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import RESOURCES, read_jsonl
-from tiny_llms import build_tiny_llama
+from conftest import read_jsonl
 
 import llmcls.sft as sft
 from llmcls.cli import main as cli_main
@@ -27,14 +26,6 @@ FAST = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--activation_
 LORA = ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8"]
 EVAL = ["--validation", "aapd-validation", "--test", "aapd-test", "--max_eval_examples", "8", "--batch_size", "8"]
 BF16_ON_CPU = ["--bf16", "true", "--use_cpu", "true"]  # transformers takes --bf16 on a CPU with --use_cpu only
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    rows = read_jsonl(RESOURCES / "aapd-train.jsonl")
-    texts = [r["abstract"] for r in rows] + [" ".join(r["labels"]) for r in rows]
-    texts += [(ROOT / "prompts" / name).read_text() for name in ("zeroshot.jinja", "compact.jinja")]
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", texts)
 
 
 @pytest.fixture(autouse=True)

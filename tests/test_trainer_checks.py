@@ -17,7 +17,6 @@ from conftest import RESOURCES, read_jsonl
 from safetensors.torch import load_file
 from tiny_encoders import save_tiny_bert
 from tiny_encoders import train_tokenizer as train_wordpiece
-from tiny_llms import build_tiny_llama
 
 from llmcls import sft
 from llmcls.cli import main as cli_main
@@ -25,14 +24,6 @@ from llmcls.config import parse
 from llmcls.sampling import EpochSeededLengthGroupedSampler
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    rows = read_jsonl(RESOURCES / "aapd-train.jsonl")
-    texts = [r["abstract"] for r in rows] + [" ".join(r["labels"]) for r in rows]
-    texts += [(ROOT / "prompts" / name).read_text() for name in ("zeroshot.jinja", "compact.jinja")]
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama", texts)
 
 
 @pytest.fixture(scope="module")
