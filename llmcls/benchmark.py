@@ -13,7 +13,8 @@ data -> run each selected system in this process through its command's `main(arg
 Resuming: OUTPUT_DIR/NAME/benchmark.json records the system's options (and their fingerprint), its state and the
 digest of the llmcls code that ran it. A system whose run is complete (metrics.json written, state complete, same
 fingerprint) is skipped, so rerunning an interrupted benchmark continues where it stopped; one made by other llmcls
-code is kept too, and the summary and the report say so (`--rerun NAMES|all` runs systems again). An interrupted
+code is kept too, and the summary and the report say so (`--rerun outdated` runs those again, resumable;
+`--rerun NAMES|all` runs the systems named again, each time). An interrupted
 system reruns in its folder (the generative commands keep their finished predictions); a system whose options
 changed reruns from an empty folder. A failing system is reported in one line (traceback in NAME/error.log) and
 the others still run; the exit status is then 1. The report covers the systems whose run is complete with the
@@ -119,22 +120,23 @@ def run_systems(plan: Plan) -> list[Outcome]:
     outcomes = []
     for i, system in enumerate(plan.systems, start=1):
         tag = f"[{i}/{len(plan.systems)}] {system.name}"
-        outcome = run_system(system, plan.out_dir, tag, rerun=system.name in plan.rerun)
+        outcome = run_system(system, plan.out_dir, tag, plan.reruns)
         outcomes.append(outcome)
         console.print(f"{tag}: {describe(outcome)}; benchmark elapsed {time.perf_counter() - started:.0f}s")
     return outcomes
 
 
-def run_system(system: System, out_dir: Path, tag: str, rerun: bool = False) -> Outcome:
+def run_system(system: System, out_dir: Path, tag: str, reruns=lambda name, outdated: False) -> Outcome:
+    """Run one system unless its run is complete (and `reruns(name, made by other code)` says no)."""
     run_dir = out_dir / system.name
     previous = out_dir / f".{system.name}.previous"  # a finished run with other options, until its rerun succeeds
     record = read_record(run_dir)
     state = run_state(run_dir, record, system.fingerprint())
-    if state == "complete" and not rerun:
-        older = other_code(record)
+    older = other_code(record) if state == "complete" else None
+    if state == "complete" and not reruns(system.name, bool(older)):
         if older:
-            console.print(f"{tag}: complete, made by {older}: kept (--rerun {system.name} runs it again)",
-                          soft_wrap=True, markup=False)
+            console.print(f"{tag}: complete, made by {older}: kept (--rerun outdated, or --rerun {system.name}, runs "
+                          "it again)", soft_wrap=True, markup=False)
         return Outcome(system.name, "skipped (complete" + (", other llmcls code)" if older else ")"),
                        record.get("wall_s"), read_metrics(run_dir))
     why = "--rerun" if state == "complete" else "options changed since its last run"
@@ -313,7 +315,7 @@ def write_report(out_dir: Path, systems: list[System]) -> None:
             finished.append(str(run_dir))
             older = other_code(record)
             if older:
-                notes.append(f"{system.name}: made by {older}; `llmcls benchmark ... --rerun {system.name}` runs it "
+                notes.append(f"{system.name}: made by {older}; `llmcls benchmark ... --rerun outdated` runs it "
                              "again")
         elif (run_dir / "metrics.json").exists() or state in ("failed", "running"):
             notes.append(f"{system.name}: left out of the report: {run_dir} {STALE[state]} (run the system again)")

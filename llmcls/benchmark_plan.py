@@ -58,8 +58,8 @@ class BenchmarkArguments:
     only: str | None = field(default=None, metadata={"help": "Run only these systems (comma-separated names)."})
     skip: str | None = field(default=None, metadata={"help": "Do not run these systems (comma-separated names)."})
     rerun: str | None = field(default=None, metadata={
-        "help": "Run these systems again even when complete (comma-separated names, or all), e.g. after llmcls "
-                "changed: the summary and the report say which runs other llmcls code made."})
+        "help": "Run systems again even when complete: outdated (those other llmcls code made; an interrupted "
+                "rerun resumes), or comma-separated names, or all (both redo every one named, each time)."})
     train_rows: str | None = field(default=None, metadata={
         "help": "Use only these lines (1-based, inclusive, e.g. 1-800) of the JSON-lines --train file."})
     validation_rows: str | None = field(default=None, metadata={"help": "The same for --validation."})
@@ -110,7 +110,12 @@ class Plan:
     out_dir: Path
     notes: list[str]
     every: list[System]  # every system of the YAML, selected or not: the report covers those complete and current
-    rerun: frozenset[str] = frozenset()  # systems run again even when complete (--rerun)
+    rerun: frozenset[str] = frozenset()  # --rerun: names of systems run again even when complete, or {"all"},
+    # or {"outdated"} (those other llmcls code made)
+
+    def reruns(self, name: str, outdated: bool) -> bool:
+        """Whether the complete system `name` (made by other llmcls code: `outdated`) runs again."""
+        return name in self.rerun or "all" in self.rerun or (outdated and "outdated" in self.rerun)
 
     @property
     def names(self) -> list[str]:
@@ -134,8 +139,10 @@ def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -
     systems = [make_system(entry, i, shared_flags, shared_declared, source) for i, entry in enumerate(entries)]
     check_names(systems, source)
     selected = select(systems, args.only, args.skip, source)
-    rerun = frozenset(s.name for s in (systems if args.rerun == "all" else select(systems, args.rerun, None, source,
-                                                                                  flag="rerun")))
+    if args.rerun in ("all", "outdated"):
+        rerun = frozenset({args.rerun})
+    else:
+        rerun = frozenset(s.name for s in select(systems, args.rerun, None, source, flag="rerun"))
     for system in systems:  # all of them, selected or not: a typo anywhere fails now, not in an hour
         check_parses(system, out_dir, source)
     return Plan(selected, slices, out_dir, notes, systems, rerun if args.rerun else frozenset())

@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"llmcls: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    from llmcls.runs import source_digest
+
+    source_digest()  # the code as the command starts (metrics.json's llmcls_source), not as a long run ends
     module = command_module(name)
     command = " ".join(argv[:2]) if argv[1:2] and argv[1] in getattr(module, "SUBCOMMANDS", {}) else name  # data stats
     try:

@@ -124,12 +124,15 @@ def predict(model, tokenizer, test: EncodedSplit, args: PredictArguments) -> tup
 
 
 def match_precision(args: PredictArguments, trained: dict) -> None:
-    """Take --bf16_full_eval and --bf16 from the trained run where not given.
+    """Take --bf16_full_eval and --bf16 from the trained run where neither is given (one given replaces the run's
+    precision: --bf16 true alone is bf16 autocast over float32 weights, whatever the run did).
 
     train-encoder predicted validation and test at its precision and tuned thresholds.json on those validation
     scores; scores of another precision differ (bf16 logits tie where float32 ones do not) and would meet
     thresholds tuned on others. A run whose config.yaml lacks a key keeps the older default: float32 weights, and
     bf16 autocast where the GPU has it."""
+    if args.bf16 is not None and args.bf16_full_eval is None:  # a precision asked for replaces the run's
+        args.bf16_full_eval = False
     if args.bf16_full_eval is None:
         args.bf16_full_eval = bool(trained.get("bf16_full_eval", False))
     if args.bf16_full_eval:

@@ -118,12 +118,22 @@ def source_digest() -> str:
     code from another's where `__version__` stays the same (a checkout between releases, a local change)."""
     import hashlib
 
-    root = Path(__file__).resolve().parent
     digest = hashlib.blake2b(digest_size=6)
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                       and p.suffix != ".pyc"):
-        digest.update(str(path.relative_to(root)).encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
+    for name, path in source_files():
+        digest.update(name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def source_files() -> list[tuple[str, Path]]:
+    """(name under the package, path) of every file of llmcls, sorted; symbolic links followed (in a checkout
+    resources/prompts links to the templates' folder)."""
+    root = Path(__file__).resolve().parent
+    found = []
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        subfolders[:] = [d for d in subfolders if d != "__pycache__"]
+        paths = [Path(folder) / name for name in files if not name.endswith(".pyc")]
+        found += [(str(path.relative_to(root)), path) for path in paths]
+    return sorted(found)
 
 
 def _cpu_name() -> str:

@@ -146,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0  # it in a collective, which would time out (--ddp_timeout) on a long evaluation
     if sharded:  # the main process alone cannot run a model whose shards the other processes hold
         release_training_model(trainer)
-        finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained)
+        finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained,
+                          merge=script_args.merge and model_args.use_peft)
+    elif not script_args.skip_eval and lora_in_other_dtype(trainer.model):
+        release_training_model(trainer)  # evaluated as zeroshot --adapter would: merged into a base of that dtype
+        finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained,
+                          merge=False)  # save_outputs merged already
     elif not script_args.skip_eval:
         evaluate(trained_backend(trainer, tokenizer, gen_args), corpus, run, script_args, gen_args, training_args,
                  model_args, trained)
@@ -590,11 +595,25 @@ def trainable_parameters(model) -> int:
     return int(sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad))
 
 
+def lora_in_other_dtype(model) -> bool:
+    """Whether `model` is a LoRA (not quantized) whose base trained in another dtype than the evaluation runs in
+    (`pick_dtype`, as `zeroshot --adapter` loads it): merged there and cast, its weights would differ by rounding
+    from the adapter merged into a base loaded in the evaluation's dtype (bf16 LoRA on a CPU: scores off by ~1e-3),
+    so such a run is evaluated from the saved adapter loaded afresh."""
+    from llmcls.backends.loading import pick_dtype
+
+    if not hasattr(model, "merge_and_unload") or getattr(model, "is_loaded_in_4bit", False) or getattr(
+            model, "is_loaded_in_8bit", False):
+        return False
+    base = model.get_base_model()
+    return base.dtype != pick_dtype("auto", str(base.device))
+
+
 def trained_backend(trainer, tokenizer, gen_args):
     """The trained model as a generation backend (one process, or DDP, where every process holds all of it), merged,
     in the dtype `llmcls zeroshot --adapter RUN_DIR/adapter` (`--model RUN_DIR/adapter` after full fine-tuning)
-    loads on this device (`pick_dtype`): a full fine-tuning's float32 master weights, a --dtype given for training
-    or bf16 weights trained on a CPU would otherwise give metrics that a reuse of the saved model does not repeat. A
+    loads on this device (`pick_dtype`): a full fine-tuning's float32 master weights are cast, as loading them in
+    that dtype does (a LoRA trained in another dtype is evaluated from its saved adapter: `lora_in_other_dtype`). A
     4-bit model keeps its adapter unmerged and its dtypes (QLoRA: compute in --dtype)."""
     from llmcls.backends.hf import HFBackend
     from llmcls.backends.loading import pick_dtype
@@ -623,7 +642,8 @@ def release_training_model(trainer) -> None:
     try:
         trainer.accelerator.free_memory()  # DeepSpeed's engine.destroy() among others
     except Exception as err:  # freeing is a saving, not a step of the run: evaluate anyway
-        console.print(f"note: the trained model's memory was not released ({type(err).__name__}: {err})")
+        console.print(f"note: the trained model's memory was not released ({type(err).__name__}: "
+                      f"{' '.join(str(err).split())[:200]})")
     trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = trainer.deepspeed = None
     gc.collect()
     if torch.cuda.is_available():
@@ -647,12 +667,14 @@ def saved_backend(run, model_args, training_args, gen_args, *, load_in_4bit: boo
     return load_backend(args, seed=training_args.seed, batch_size=gen_args.batch_size)
 
 
-def finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained) -> None:
-    """Under FSDP or ZeRO-3, --merge and the evaluation on the main process alone, from the saved adapter (or
-    model) loaded afresh rather than from the trainer's sharded model, whose forward passes need the other
-    processes' shards: the evaluation is then the one `zeroshot --adapter RUN_DIR/adapter` gives."""
+def finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained, *,
+                      merge: bool) -> None:
+    """`merge` and the evaluation on the main process alone, from the saved adapter (or model) loaded afresh rather
+    than from the trainer's model: under FSDP or ZeRO-3, whose sharded model needs the other processes' shards for
+    a forward pass, and for a LoRA trained in another dtype than the evaluation's (`lora_in_other_dtype`). The
+    evaluation is then the one `zeroshot --adapter RUN_DIR/adapter` gives."""
     backend, load_s = None, None
-    if script_args.merge:  # into the unquantised base, as --merge does without sharding (QLoRA: better than 4-bit)
+    if merge:  # into the unquantised base, as --merge does without sharding (QLoRA: better than 4-bit)
         started = time.perf_counter()
         backend = saved_backend(run, model_args, training_args, gen_args, load_in_4bit=False)
         load_s = time.perf_counter() - started

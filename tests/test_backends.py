@@ -623,3 +623,17 @@ def test_a_model_that_cannot_leave_flash_attention_is_one_line(tiny_dir, backend
     monkeypatch.setattr(type(model), "_can_set_attn_implementation", lambda self: False)
     with pytest.raises(LlmclsError, match="attends with flash_attention_2.*--attn_implementation sdpa"):
         HFBackend(model, backend.tokenizer)
+
+
+def test_a_flash_attention_model_without_sdpa_support_scores_through_eager(tiny_dir, backend, prompts, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from llmcls.backends.hf import HFBackend
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    model.config._attn_implementation_internal = "flash_attention_2"
+    monkeypatch.setattr(type(model), "_supports_sdpa", False)
+    eager = HFBackend(model, backend.tokenizer, batch_size=3)
+    assert model.config._attn_implementation == "eager"
+    labels = [" cs.IT", " math.IT"]
+    np.testing.assert_allclose(eager.score(prompts, labels), backend.score(prompts, labels), rtol=1e-4, atol=1e-4)

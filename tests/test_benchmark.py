@@ -178,14 +178,20 @@ def test_runs_made_by_other_llmcls_code_are_kept_said_so_and_rerun_on_request(tm
     assert calls == ["a", "b"]  # nothing reran
     said = " ".join(capsys.readouterr().err.split())
     assert f"a: complete, made by other llmcls code (llmcls {benchmark.__version__}, source {made_by};" in said
+    assert "--rerun outdated, or --rerun a, runs it again" in said
     assert "skipped (complete, other llmcls code)" in said
-    assert f"a: made by other llmcls code (llmcls {benchmark.__version__}, source {made_by}" in \
-        " ".join((out / "report.md").read_text().split())
+    report = " ".join((out / "report.md").read_text().split())
+    assert f"a: made by other llmcls code (llmcls {benchmark.__version__}, source {made_by}" in report
+    assert "--rerun outdated` runs it again" in report
     assert run(config, out, "--rerun", "a") == 0
     assert calls == ["a", "b", "a"] and record(out / "a")["llmcls_source"] == "0123456789ab"
     assert not list(out.glob(".a.previous"))
+    assert run(config, out, "--rerun", "outdated") == 0  # b only: a is this code's now (an interrupted one resumes)
+    assert calls == ["a", "b", "a", "b"] and record(out / "b")["llmcls_source"] == "0123456789ab"
+    assert run(config, out, "--rerun", "outdated") == 0
+    assert calls == ["a", "b", "a", "b"]
     assert run(config, out, "--rerun", "all") == 0
-    assert calls == ["a", "b", "a", "a", "b"]
+    assert calls == ["a", "b", "a", "b", "a", "b"]
     with pytest.raises(LlmclsError, match="--rerun: no system 'c'"):
         run(config, out, "--rerun", "c")
 

@@ -125,3 +125,19 @@ def test_a_bf16_cpu_run_predicts_in_float32_in_both_commands(tiny_bert, tmp_path
     out = predict(run, tmp_path / "again")
     assert config(out)["precision"] == "float32"
     assert scores(out) == scores(run)
+
+
+def test_an_explicit_bf16_replaces_the_runs_bf16_weights():
+    """--bf16 given alone asks for autocast over float32 weights: the run's --bf16_full_eval must not override it."""
+    from llmcls.encoder_predict import PredictArguments, match_precision
+
+    run = {"bf16_full_eval": True, "bf16": True, "use_cpu": False}
+    asked = PredictArguments(run="x", bf16=True)
+    match_precision(asked, run)
+    assert (asked.bf16, asked.bf16_full_eval) == (True, False)
+    both = PredictArguments(run="x", bf16=True, bf16_full_eval=True)  # both given: bf16 weights, autocast off
+    match_precision(both, run)
+    assert (both.bf16, both.bf16_full_eval) == (False, True)
+    inherited = PredictArguments(run="x")
+    match_precision(inherited, run)
+    assert (inherited.bf16, inherited.bf16_full_eval) == (False, True)

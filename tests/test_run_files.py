@@ -153,3 +153,18 @@ def test_data_commands_import_neither_pyplot_nor_the_compare_command(tmp_path):
                             env=os.environ | {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_the_source_digest_covers_the_prompt_templates(tmp_path, monkeypatch):
+    """llmcls_source tells runs of one version of llmcls from another's: the prompt templates are part of it (in a
+    checkout resources/prompts is a symbolic link, which a plain recursive glob does not follow)."""
+    from llmcls import runs
+
+    names = dict(runs.source_files())
+    assert {"runs.py", "resources/prompts/zeroshot.jinja", "resources/prompts/fewshot.jinja"} <= set(names)
+    before = runs.source_digest.__wrapped__()
+    template = tmp_path / "zeroshot.jinja"
+    template.write_text(names["resources/prompts/zeroshot.jinja"].read_text() + "\nedited")
+    files = [(name, template if name == "resources/prompts/zeroshot.jinja" else path) for name, path in names.items()]
+    monkeypatch.setattr(runs, "source_files", lambda: sorted(files))
+    assert runs.source_digest.__wrapped__() != before

@@ -5,6 +5,7 @@ the sharded trainer model. Tiny Llama, CPU; the multi-GPU cases through stand-in
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -132,9 +133,15 @@ def test_a_bf16_lora_trains_on_bf16_weights_and_evaluates_as_zeroshot_loads_it(t
     loads on a CPU (its metrics are the ones a reuse of the adapter gives)."""
     seen = _spy_dtypes(monkeypatch)
     out = tmp_path / "run"
-    assert cli_main(["sft", *_run_args(tiny_llama, out), *BF16_ON_CPU, *LORA, *EVAL]) == 0
+    assert cli_main(["sft", *_run_args(tiny_llama, out), *BF16_ON_CPU, *LORA, *EVAL, "--mode", "score"]) == 0
     assert _config(out)["dtype"] == "bfloat16"
     assert seen == {"trained": [torch.bfloat16], "evaluated": [torch.float32]}
+    reuse = tmp_path / "reuse"
+    assert cli_main(["zeroshot", "--model", str(tiny_llama), "--adapter", str(out / "adapter"), "--labels",
+                     str(out / "labels.json"), *EVAL, "--mode", "score", "--output_dir", str(reuse)]) == 0
+    scores = [[json.loads(line)["scores"] for line in (run / "predictions.jsonl").read_text().splitlines()]
+              for run in (out, reuse)]
+    assert scores[0] == scores[1]  # the adapter merged into a float32 base, not a bf16 merge cast afterwards
 
 
 # ------------------------------------------------------------------------------------------------ FSDP / ZeRO-3

@@ -336,18 +336,23 @@ MASKED_ATTENTION = ("eager", "sdpa")  # attention implementations that apply any
 
 
 def masked_attention(model) -> Callable[[], None]:
-    """Switch `model` to sdpa attention when its implementation cannot apply the backend's own masks (score mode's
-    4D float masks over the label tries; the [prefix | padding | rest] rows of a shared prompt prefix):
-    FlashAttention kernels read a 2D padding mask at most, so they would attend past those masks or fail. Returns
-    the function that restores the implementation the model had (a no-op when nothing changed)."""
+    """Switch `model` to sdpa (else eager) attention when its implementation cannot apply the backend's own masks
+    (score mode's 4D float masks over the label tries; the [prefix | padding | rest] rows of a shared prompt
+    prefix): FlashAttention kernels read a 2D padding mask at most, so they would attend past those masks or fail.
+    Returns the function that restores the implementation the model had (a no-op when nothing changed)."""
     before = getattr(model.config, "_attn_implementation", None)
     if before is None or before in MASKED_ATTENTION:
         return lambda: None
-    model.set_attn_implementation("sdpa")
-    if model.config._attn_implementation != "sdpa":  # a model that cannot switch at run time
-        raise LlmclsError(f"the model attends with {before}, which cannot apply score mode's and the shared prompt "
-                          "prefix's masks, and cannot be switched to sdpa: load it with --attn_implementation sdpa")
-    return lambda: model.set_attn_implementation(before)
+    for name in MASKED_ATTENTION[::-1]:  # sdpa, else eager (a model class without sdpa support)
+        try:
+            model.set_attn_implementation(name)
+        except (ValueError, ImportError):
+            continue
+        if model.config._attn_implementation == name:
+            return lambda: model.set_attn_implementation(before)
+    raise LlmclsError(f"the model attends with {before}, which cannot apply score mode's and the shared prompt "
+                      "prefix's masks, and cannot be switched to sdpa or eager: load it with --attn_implementation "
+                      "sdpa")
 
 
 def sliding_window_of(config) -> tuple[int | None, set[str] | None]:
