@@ -107,11 +107,18 @@ def main() -> None:
                              "fraction and the top operators).")
     parser.add_argument("--extra", default="",
                         help="More `llmcls sft` options in one string, e.g. --extra='--lora_dropout 0.0'.")
+    parser.add_argument("--trl_metrics", action="store_true",
+                        help="TRL's own loss method, which reads its logged numbers back from the GPU every step "
+                             "(llmcls defers them to the log: sft.DeferredMetrics): the comparison row.")
     args = parser.parse_args()
     import torch
 
+    from llmcls import sft
     from llmcls.config import parse
     from llmcls.sft import make_parser, make_trainer
+
+    if args.trl_metrics:
+        del sft.DeferredMetrics.compute_loss, sft.DeferredMetrics.log
 
     shape = dict(TINY if args.tiny else QWEN_05B)
     if args.layers:
@@ -150,7 +157,8 @@ def main() -> None:
     print(run_line())
     print(f"# bench_sft_throughput: {'tiny' if args.tiny else 'Qwen2.5-0.5B-shaped'} random model "
           f"({shape['num_hidden_layers']} layers), "
-          f"{'full fine-tuning' if args.full else 'LoRA r=16 all-linear'}, weights {model_args.dtype} (the "
+          f"{'full fine-tuning' if args.full else 'LoRA r=16 all-linear'}, "
+          f"{'TRL' if args.trl_metrics else 'deferred'} per-step metrics, weights {model_args.dtype} (the "
           f"command's --dtype auto), batch {args.batch_size} x {args.seq_len} "
           f"tokens (padded), {args.steps} timed steps after {args.warmup}, extra options [{args.extra}], "
           f"device {device}, "

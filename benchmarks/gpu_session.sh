@@ -128,7 +128,7 @@ fi
 # floor, and score mode with its MLPs and norms compiled, then one profiled batch of the floor, score and
 # constrained modes (score runs at ~0.6 of the floor where its extra label tokens predict ~0.85: where does the rest
 # go? score-prompt and score-noprefix split it into prompt pass, label pass and the shared-prefix layout; rows that
-# compile come last, each compiled just before its row, and every row prints as it is measured); SFT: a larger batch without the dropout module, then torch.compile (regional since session 6: one decoder
+# compile come last, each compiled just before its row, and every row prints as it is measured); SFT: the default step, then with TRL's per-step metric read-backs (the sync session 10 deferred), a larger batch without the dropout module, then torch.compile (regional since session 6: one decoder
 # layer compiled and reused, a quarter of the whole model's compilation at the same step speed on a CPU, where
 # dropout 0 made compiled LoRA steps 1.5x faster); last, compiled encoder training.
 sdpa=flash,efficient,cudnn; [ "${TINY:-0}" = 1 ] && sdpa=flash,math
@@ -137,6 +137,7 @@ step generative-throughput 230 $PY benchmarks/bench_generative_throughput.py --a
     --modes floor,score,score-prompt,score-noprefix,constrained,static-constrained,floor-compiled,score-regional \
     --profile "${tiny[@]}"
 step sft-throughput-lora 190 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
+    $PY benchmarks/bench_sft_throughput.py --trl_metrics ${tiny[*]} ${short[*]};
     $PY benchmarks/bench_sft_throughput.py --batch_size 64 --extra='--lora_dropout 0.0' ${tiny[*]} ${short[*]};
     $PY benchmarks/bench_sft_throughput.py --batch_size 32 --extra='--torch_compile true --lora_dropout 0.0' \
         ${tiny[*]} ${short[*]};

@@ -441,12 +441,64 @@ def make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check:
     return trainer
 
 
+class DeferredMetrics:
+    """SFTTrainer's training loss on its plain path, with the numbers it logs (entropy, mean token accuracy, tokens
+    seen) left on the device until the next log. TRL reads four of them back every step (`.item()`, `if n > 0`),
+    each a synchronisation that keeps the CPU from queueing the next step while the GPU works, and LoRA on a small
+    model is launch-bound (GPU busy under a third of an H200's time in the profile). The loss and the logged values
+    are TRL's own, computed from the same tensors (tested against TRL's method); every other path (evaluation, an
+    auxiliary loss, label smoothing, a loss function, DFT, sequence parallelism, `return_outputs`) is TRL's."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self._plain_loss(return_outputs):
+            self._settle()  # an evaluation logs the tokens seen so far
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        import torch
+
+        inputs["use_cache"] = False
+        outputs = model(**inputs, fused_lm_head=True)
+        num_tokens = outputs.label_mask.sum() if num_items_in_batch is None else num_items_in_batch
+        loss = (-outputs.log_probs).sum() / torch.as_tensor(num_tokens).clamp(min=1)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+        gather = self.accelerator.gather_for_metrics
+        if "attention_mask" in inputs:
+            seen = inputs["attention_mask"].sum()
+        else:  # padding-free batches carry position ids instead
+            seen = torch.tensor(inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+        self._deferred = [*getattr(self, "_deferred", []),
+                          (gather(outputs.label_mask.sum()).sum(), gather(outputs.entropy.detach().sum()).sum(),
+                           gather(outputs.is_top1.sum()).sum(), gather(seen).sum())]
+        return loss
+
+    def _plain_loss(self, return_outputs: bool) -> bool:
+        config = getattr(self.accelerator, "parallelism_config", None)
+        return (self.model.training and not return_outputs and not self.aux_loss_enabled
+                and self.compute_loss_func is None and self.label_smoother is None and self.args.loss_type == "nll"
+                and not (config is not None and getattr(config, "sp_enabled", False)))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        self._settle()
+        super().log(logs, start_time)
+
+    def _settle(self) -> None:
+        """The deferred numbers read back, into TRL's metrics as TRL puts them there each step."""
+        for valid, entropy, correct, seen in getattr(self, "_deferred", []):
+            metrics = self._metrics["train"]
+            metrics["entropy"].append((entropy / valid).item() if valid > 0 else 0.0)
+            metrics["mean_token_accuracy"].append((correct / valid).item() if valid > 0 else 0.0)
+            self._total_train_tokens += seen.item() // self._tp_size
+            metrics["num_tokens"] = [self._total_train_tokens]
+        self._deferred = []
+
+
 def _trainer_class(checked: bool):
     from trl import SFTTrainer
 
     from llmcls.sampling import SeededLengthGrouping
 
-    class LlmclsSFTTrainer(SeededLengthGrouping, SFTTrainer):
+    class LlmclsSFTTrainer(SeededLengthGrouping, DeferredMetrics, SFTTrainer):
         """SFTTrainer whose batches grouped by length come in an order set by the seed and the epoch (so a resumed
         run trains on the uninterrupted run's batches), and that counts the model's parameters once for its FLOPs
         log: the Trainer counts them again at every step, a walk over every module (3.9 ms of host time a step on a
