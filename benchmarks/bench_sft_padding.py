@@ -27,7 +27,8 @@ from aapd_protocol import DEFAULT_AAPD, run_line, smollm2_gguf  # noqa: E402
 def example_lengths(aapd: Path, tokenizer, prompt: str) -> np.ndarray:
     from llmcls.config import DataArguments
     from llmcls.corpus import load_corpus
-    from llmcls.sft import SFTScriptArguments, build_sft_dataset
+    from llmcls.sft import SFTScriptArguments
+    from llmcls.sft_data import build_sft_dataset
 
     corpus = load_corpus(DataArguments(train=str(aapd)), required=("train",))
     ds = build_sft_dataset(corpus, "train", tokenizer, SFTScriptArguments(prompt=prompt),

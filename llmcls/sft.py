@@ -16,21 +16,32 @@ predicts `--validation` / `--test` with the generative path's code (free or `--c
 score`), writing the same run directory files as every other system. Under FSDP or DeepSpeed ZeRO-3, which shard
 the trained model over the processes, the main process predicts with the saved adapter (or model) loaded afresh,
 as `llmcls zeroshot --adapter RUN_DIR/adapter` would load it.
+
+This module: the options, their checks, the model and the trainer; `sft_data` builds the training examples,
+`sft_outputs` writes the run directory and evaluates.
 """
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcls.config import SAMPLER_HELP, DataArguments, build_parser, check_distributed, parse, to_dict
+from llmcls.config import SAMPLER_HELP, DataArguments, build_parser, check_distributed, parse
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError, missing_extra
-from llmcls.progress import console
 from llmcls.runs import RunDir, check_checkpoint, checkpoint_step, wants_last_checkpoint
+from llmcls.sft_data import build_sft_dataset, load_training_tokenizer, model_positions
+from llmcls.sft_outputs import (
+    evaluate,
+    finish_from_saved,
+    lora_in_other_dtype,
+    release_training_model,
+    save_outputs,
+    trainable_parameters,
+    trained_backend,
+)
 from llmcls.task import GenerationArguments
 
 
@@ -295,10 +306,6 @@ def check_saved_model(trainer, model_args, script_args: SFTScriptArguments) -> N
                           f"deepspeed_zero3.yaml does): {advice}")
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Data: abstracts -> token ids with the loss on the target only
-
-
 def check_ignored_options(training_args, model_args) -> None:
     """TRL options that llmcls's own data path would ignore while config.yaml recorded them as used: refused."""
     from trl import ModelConfig
@@ -322,97 +329,6 @@ def check_ignored_options(training_args, model_args) -> None:
             raise LlmclsError(f"--{lora[0]} applies to a LoRA: add --use_peft true (without it every weight is "
                               "trained and the LoRA options do nothing)")
 
-
-def load_training_tokenizer(model_args, training_args):
-    from llmcls.backends.loading import load_tokenizer, resolve_model
-    from llmcls.model_paths import model_errors
-
-    path = resolve_model(model_args.model_name_or_path)
-    with model_errors(path):
-        tokenizer = load_tokenizer(path, trust_remote_code=training_args.trust_remote_code)
-    tokenizer.padding_side = "right"  # training pads on the right; generation (evaluate) switches to left
-    return tokenizer
-
-
-def model_positions(model_args, training_args) -> int | None:
-    """The most tokens the model takes (its config's max_position_embeddings), when it says."""
-    from transformers import AutoConfig
-
-    from llmcls.backends.loading import positions_of, resolve_model
-    from llmcls.model_paths import model_errors
-
-    path = resolve_model(model_args.model_name_or_path)
-    with model_errors(path):
-        return positions_of(AutoConfig.from_pretrained(path, trust_remote_code=training_args.trust_remote_code))
-
-
-def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScriptArguments, training_args,
-                      max_positions: int | None = None):
-    """`input_ids` and `labels` (-100 on the prompt) for every row of `split`, each within --max_length and the
-    model's positions."""
-    import datasets
-
-    from llmcls.backends import encode_prompts
-    from llmcls.backends.constrained import common_suffix, continuation_ids
-    from llmcls.prompts import (
-        CHAT_OPTION,
-        build_completion,
-        build_prompt,
-        load_template,
-        parse_template_kwargs,
-        render_user_message,
-    )
-
-    space, ds = corpus.label_space, corpus.get(split)
-    template = load_template(script_args.prompt)
-    chat = CHAT_OPTION[script_args.chat]
-    template_kwargs = parse_template_kwargs(script_args.chat_template_kwargs)
-    rng = random.Random(training_args.seed)
-    def prompt(title: str | None, abstract: str) -> str:
-        message = render_user_message(template, title=title, abstract=abstract, label_space=space)
-        return build_prompt(tokenizer, message, chat=chat, template_kwargs=template_kwargs)
-
-    rows_in = list(zip(ds["title"], ds["abstract"], ds["labels"], strict=True))
-    completions = []
-    for _, _, labels in rows_in:
-        ordered = [lab for lab in space.labels if lab in set(labels)]
-        if script_args.shuffle_label_order and split == "train":  # validation's eval_loss: the order inference asks
-            rng.shuffle(ordered)
-        completions.append(build_completion(tokenizer, ordered, chat=chat, template_kwargs=template_kwargs))
-    prompts = [prompt(title, abstract) for title, abstract, _ in rows_in]
-    prompt_ids = encode_prompts(tokenizer, prompts)
-    # the answer's ids as they follow the prompt (a SentencePiece tokenizer marks a word start that the answer alone
-    # would get as an extra token), from the prompts' common tail: what constrained decoding and score mode use
-    context = common_suffix(prompts)
-    completion_ids = [continuation_ids(tokenizer, context, completion) for completion in completions]
-    limits = [n for n in (training_args.max_length, max_positions) if n]
-    limit = min(limits, default=None)
-    what = (f"--max_length {limit}" if limit == training_args.max_length
-            else f"the model's {limit} positions (max_position_embeddings)")
-    rows, cut = [], 0
-    for (title, abstract, _), p_ids, c_ids in zip(rows_in, prompt_ids, completion_ids, strict=True):
-        room = None if limit is None else limit - len(c_ids)
-        if room is not None and len(p_ids) > room:  # the answer and its end token are never cut: the abstract is
-            p_ids = fit_prompt(lambda text, title=title: encode_prompts(tokenizer, [prompt(title, text)])[0],
-                               abstract, room, limit, what)
-            cut += 1
-        rows.append({"input_ids": p_ids + c_ids, "labels": [-100] * len(p_ids) + c_ids})
-    if cut:
-        console.print(f"note: {split}: {cut} prompts cut to fit {what} (the end of the abstract is dropped, the "
-                      "answer kept)")
-    return datasets.Dataset.from_list(rows)
-
-
-def fit_prompt(encode, abstract: str, room: int, max_length: int, what: str | None = None) -> list[int]:
-    """The token ids of the prompt (`encode(abstract)`) with the abstract shortened, from its end, until the prompt
-    takes at most `room` tokens of `max_length` (`what`: --max_length or the model's positions)."""
-    from llmcls.prompts import fit_abstract
-
-    what = what or f"--max_length {max_length}"
-    advice = ("raise --max_length or " if what.startswith("--") else "") + ("use a shorter prompt (--prompt compact "
-                                                                            "leaves out the label list)")
-    return encode(fit_abstract(abstract, lambda text: len(encode(text)), room, limit=what,
-                               answer=str(max_length - room), advice=advice))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -603,161 +519,6 @@ def load_training_model(model_args, training_args):
     path = resolve_model(model_args.model_name_or_path)
     with model_errors(path):
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Outputs and evaluation
-
-
-def save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args, trained,
-                 merge: bool = False):
-    """The adapter (or the whole model), its tokenizer, config.yaml and labels.json, and with `merge` the merged
-    model, from `trainer.model` (under sharding `finish_from_saved` merges instead)."""
-    run = RunDir(training_args.output_dir).create()
-    if trainer.accelerator.is_main_process:  # predictions of an earlier model here must not be "resumed" from
-        run.clear_results()
-    trainer.save_model(str(run.path / "adapter"))  # the adapter alone for LoRA, the whole model otherwise
-    if trainer.accelerator.is_main_process:
-        tokenizer.save_pretrained(str(run.path / "adapter"))
-        config = to_dict(data_args, script_args, gen_args, model_args) | {
-            "training": training_args.to_dict(), "system": "sft", "data_sizes": corpus.sizes(),
-            "notes": corpus.notes, **trained}
-        config.pop("output_dir", None)
-        run.write_config(_plain(config))
-        run.write_labels(corpus.label_space)
-        if merge and hasattr(trainer.model, "merge_and_unload"):
-            merged = trainer.model.merge_and_unload()
-            merged.save_pretrained(str(run.path / "merged"))
-            tokenizer.save_pretrained(str(run.path / "merged"))
-            trainer.model = merged
-    return run
-
-
-def _plain(obj):
-    """YAML-safe copy: enums, paths and other objects become strings."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    return obj if obj is None or isinstance(obj, (bool, int, float, str)) else str(obj)
-
-
-def trainable_parameters(model) -> int:
-    """Counted from DeepSpeed's `ds_numel` where ZeRO-3 has partitioned a parameter (its local `numel()` is 0)."""
-    return int(sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad))
-
-
-def lora_in_other_dtype(model) -> bool:
-    """Whether `model` is a LoRA (not quantized) whose base trained in another dtype than the evaluation runs in
-    (`pick_dtype`, as `zeroshot --adapter` loads it): merged there and cast, its weights would differ by rounding
-    from the adapter merged into a base loaded in the evaluation's dtype (bf16 LoRA on a CPU: scores off by ~1e-3),
-    so such a run is evaluated from the saved adapter loaded afresh."""
-    from llmcls.backends.loading import pick_dtype
-
-    if not hasattr(model, "merge_and_unload") or getattr(model, "is_loaded_in_4bit", False) or getattr(
-            model, "is_loaded_in_8bit", False):
-        return False
-    base = model.get_base_model()
-    return base.dtype != pick_dtype("auto", str(base.device))
-
-
-def trained_backend(trainer, tokenizer, gen_args):
-    """The trained model as a generation backend (one process, or DDP, where every process holds all of it), merged,
-    in the dtype `llmcls zeroshot --adapter RUN_DIR/adapter` (`--model RUN_DIR/adapter` after full fine-tuning)
-    loads on this device (`pick_dtype`): a full fine-tuning's float32 master weights are cast, as loading them in
-    that dtype does (a LoRA trained in another dtype is evaluated from its saved adapter: `lora_in_other_dtype`). A
-    4-bit model keeps its adapter unmerged and its dtypes (QLoRA: compute in --dtype)."""
-    from llmcls.backends.hf import HFBackend
-    from llmcls.backends.loading import pick_dtype
-
-    model = trainer.model
-    if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
-        model = model.merge_and_unload()  # the adapter is saved; merged weights generate faster
-    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
-        dtype = pick_dtype("auto", str(model.device))
-        if model.dtype != dtype:
-            model = model.to(dtype)
-    model.eval()
-    if getattr(model.config, "use_cache", None) is False:
-        model.config.use_cache = True  # gradient checkpointing turned the cache off for training
-    tokenizer.padding_side = "left"
-    return HFBackend(model, tokenizer, batch_size=gen_args.batch_size)
-
-
-def release_training_model(trainer) -> None:
-    """Drop the main process's references to its shard of the model, the optimiser state and the accelerator's
-    wrappers (DeepSpeed's engine), so that the model loaded afresh for the evaluation has their memory."""
-    import gc
-
-    import torch
-
-    try:
-        trainer.accelerator.free_memory()  # DeepSpeed's engine.destroy() among others
-    except Exception as err:  # freeing is a saving, not a step of the run: evaluate anyway
-        console.print(f"note: the trained model's memory was not released ({type(err).__name__}: "
-                      f"{' '.join(str(err).split())[:200]})")
-    trainer.model = trainer.model_wrapped = trainer.optimizer = trainer.lr_scheduler = trainer.deepspeed = None
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def saved_backend(run, model_args, training_args, gen_args, *, load_in_4bit: bool):
-    """The saved model loaded as `llmcls zeroshot --adapter RUN_DIR/adapter` loads it (after full fine-tuning `--model
-    RUN_DIR/adapter`): the base model with the adapter merged (unless 4-bit), in `--dtype auto`'s dtype, on the main
-    process's device. Transformers' global DeepSpeed config is unset first: under it, ZeRO-3 would partition the
-    fresh model over processes that have exited, and `generate` would wait for them (synced_gpus)."""
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    from llmcls.backends import ModelArguments, load_backend
-
-    unset_hf_deepspeed_config()
-    saved = str(run.path / "adapter")
-    args = ModelArguments(model=model_args.model_name_or_path if model_args.use_peft else saved,
-                          adapter=saved if model_args.use_peft else None, device=str(training_args.device),
-                          load_in_4bit=load_in_4bit, trust_remote_code=training_args.trust_remote_code)
-    return load_backend(args, seed=training_args.seed, batch_size=gen_args.batch_size)
-
-
-def finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained, *,
-                      merge: bool) -> None:
-    """`merge` and the evaluation on the main process alone, from the saved adapter (or model) loaded afresh rather
-    than from the trainer's model: under FSDP or ZeRO-3, whose sharded model needs the other processes' shards for
-    a forward pass, and for a LoRA trained in another dtype than the evaluation's (`lora_in_other_dtype`). The
-    evaluation is then the one `zeroshot --adapter RUN_DIR/adapter` gives."""
-    backend, load_s = None, None
-    if merge:  # into the unquantised base, as --merge does without sharding (QLoRA: better than 4-bit)
-        started = time.perf_counter()
-        backend = saved_backend(run, model_args, training_args, gen_args, load_in_4bit=False)
-        load_s = time.perf_counter() - started
-        backend.model.save_pretrained(str(run.path / "merged"))
-        tokenizer.save_pretrained(str(run.path / "merged"))
-        if model_args.load_in_4bit:  # evaluated as trained: 4-bit, the adapter unmerged
-            backend = None
-    if script_args.skip_eval:
-        return
-    if backend is None:
-        started = time.perf_counter()
-        backend = saved_backend(run, model_args, training_args, gen_args, load_in_4bit=model_args.load_in_4bit)
-        load_s = time.perf_counter() - started
-    evaluate(backend, corpus, run, script_args, gen_args, training_args, model_args, trained, load_s=round(load_s, 3))
-
-
-def evaluate(backend, corpus, run, script_args, gen_args, training_args, model_args, trained,
-             load_s: float | None = None) -> None:
-    """Predict validation/test with the trained model through the generative path (same prompts, same parser).
-    `load_s`: the time the model took to load afresh (None: the model trained in this process)."""
-    from llmcls.generative import run_splits
-    from llmcls.task import PromptArguments
-
-    prompt_args = PromptArguments(output_dir=str(run.path), prompt=script_args.prompt, chat=script_args.chat,
-                                  chat_template_kwargs=script_args.chat_template_kwargs, seed=training_args.seed)
-    peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"
-    run_splits(corpus, backend, run, prompt_args, gen_args, system="sft",
-               model=f"{model_args.model_name_or_path}{peft}", load_s=load_s,
-               extra={key: trained[key] for key in ("params_trained", "train_processes", "resumed_from_step")
-                      if key in trained},
-               train_s=trained["train_s"])
 
 
 if __name__ == "__main__":  # `accelerate launch llmcls/sft.py ...`: the same command, one-line errors

@@ -19,7 +19,8 @@ from llmcls.config import DataArguments, parse
 from llmcls.corpus import load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.runs import RunDir
-from llmcls.sft import SFTScriptArguments, build_sft_dataset, fit_prompt, load_training_tokenizer, make_parser
+from llmcls.sft import SFTScriptArguments, make_parser
+from llmcls.sft_data import build_sft_dataset, fit_prompt, load_training_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--bf16", "false", "--activation_checkpointing",

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import llmcls.sft as sft
+import llmcls.sft_data as sft_data
 from llmcls.config import parse
 from llmcls.corpus import load_corpus
 
@@ -28,9 +29,9 @@ def _train(model: Path, out: Path, *extra: str) -> tuple[list[dict], dict[str, t
             "compact", "--seed", "0", *extra]
     data_args, script_args, _, training_args, model_args = parse(sft.make_parser(), argv)
     corpus = load_corpus(data_args, required=("train",))
-    tokenizer = sft.load_training_tokenizer(model_args, training_args)
-    train = sft.build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
-    evaluation = sft.build_sft_dataset(corpus, "validation", tokenizer, script_args, training_args)
+    tokenizer = sft_data.load_training_tokenizer(model_args, training_args)
+    train = sft_data.build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
+    evaluation = sft_data.build_sft_dataset(corpus, "validation", tokenizer, script_args, training_args)
     trainer = sft.make_trainer(model_args, training_args, tokenizer, train, evaluation)
     trainer.train()
     history = [{k: v for k, v in entry.items() if k not in TIMING} for entry in trainer.state.log_history]
