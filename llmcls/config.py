@@ -195,6 +195,14 @@ SAMPLER_HELP = ("Sampler for training: 'group_by_length' (batches of similar len
                 "steps).")
 
 
+def bf16_gpu() -> bool:
+    """Whether a CUDA GPU with bfloat16 is here: the default of train-encoder's and sft's --bf16, and what
+    predict-encoder needs to repeat a run's bf16 autocast."""
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
 def launched_processes() -> int:
     """How many processes `accelerate launch` / `torch.distributed.run` started for this command (1 without them)."""
     import os

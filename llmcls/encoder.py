@@ -33,6 +33,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, se
 from llmcls.config import (
     SAMPLER_HELP,
     DataArguments,
+    bf16_gpu,
     build_parser,
     check_distributed,
     command_line,
@@ -141,7 +142,7 @@ class EncoderArguments(TrainingArguments):
         import torch
 
         if self.bf16 is None:
-            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+            self.bf16 = bf16_gpu()
         if self.dataloader_num_workers is None:
             self.dataloader_num_workers = min(4, os.cpu_count() or 1) if torch.cuda.is_available() else 0
         if not torch.cuda.is_available():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmcls.config import DataArguments, build_parser, check_one_process, command_line, parse
+from llmcls.config import DataArguments, bf16_gpu, build_parser, check_one_process, command_line, parse
 from llmcls.corpus import load_corpus
 from llmcls.encoder import (
     EncodedSplit,
@@ -144,12 +144,6 @@ def match_precision(args: PredictArguments, trained: dict) -> None:
                           "bfloat16, so prediction runs in float32 (scores differ slightly from those its thresholds "
                           "were tuned on)")
             args.bf16 = False
-
-
-def bf16_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
 def trained_autocast(trained: dict) -> bool:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcls.config import SAMPLER_HELP, DataArguments, build_parser, check_distributed, parse
+from llmcls.config import SAMPLER_HELP, DataArguments, bf16_gpu, build_parser, check_distributed, parse
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError, missing_extra
 from llmcls.runs import RunDir, check_checkpoint, checkpoint_step, wants_last_checkpoint
@@ -112,9 +112,7 @@ def make_parser():
     parser.set_defaults(dtype="auto")
     # TRL turns bf16 on unless --fp16, and transformers then refuses to parse on a machine without a bf16 GPU: there
     # the default is float32, as train-encoder's (its EncoderArguments). A YAML key or a flag still sets it.
-    import torch
-
-    if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+    if not bf16_gpu():
         parser.set_defaults(bf16=False)
     for action in parser._actions:
         action.help = HELP.get(action.dest, action.help)
