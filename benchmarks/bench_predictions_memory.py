@@ -53,14 +53,15 @@ def measure(path: Path, n_labels: int, with_labels: bool, reader: str) -> dict:
         scores = predictions_from_records(read_predictions(path, space if with_labels else None), space).scores
         return {"peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
                 "seconds": time.perf_counter() - started, "matrix_mb": scores.nbytes / 2**20}
-    writer = PredictionWriter(path, labels if with_labels else None)
+    space = LabelSpace(labels)
+    writer = PredictionWriter(path, space if with_labels else None)
     done = writer.read()
     records = [done[str(i)] for i in range(len(done))]
     if with_labels:
-        _, _, scores = task.record_matrices(LabelSpace(labels), records)
+        _, _, scores = task.record_matrices(space, records)
     else:  # what the matrix took from dictionaries before runs held arrays
         scores = np.array([[r["scores"][lab] for lab in labels] for r in records], dtype=np.float64)
-    PredictionWriter(path.with_suffix(".out"), labels if with_labels else None).rewrite(records)
+    PredictionWriter(path.with_suffix(".out"), space if with_labels else None).rewrite(records)
     return {"peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024,
             "seconds": time.perf_counter() - started, "matrix_mb": scores.nbytes / 2**20}
 

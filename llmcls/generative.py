@@ -122,7 +122,7 @@ def is_finished(run: RunDir, corpus: Corpus, evaluated: list[str]) -> bool:
     for split in evaluated:
         if not run.file("metrics", split, primary, "json").exists():
             return False
-        done = PredictionWriter(run.file("predictions", split, primary, "jsonl"), corpus.label_space.labels).read()
+        done = PredictionWriter(run.file("predictions", split, primary, "jsonl"), corpus.label_space).read()
         if set(done) != set(map(str, arrow_rows(corpus.get(split), ["id"]).column("id").to_pylist())):
             return False
     return True
@@ -294,7 +294,7 @@ class SplitOutcome:
 def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
     rows = rows_of(ds)
     ids = [str(r["id"]) for r in rows]  # unique: corpus.load_corpus checks
-    writer = PredictionWriter(path, task.space.labels)
+    writer = PredictionWriter(path, task.space)
     done = writer.read()
     pending = [i for i, example_id in enumerate(ids) if example_id not in done]
     if done:
@@ -359,7 +359,7 @@ def finish_split(run: RunDir, task: Task, outcome: SplitOutcome, thresholds: Thr
         predicted = apply_thresholds(scores, thresholds)
         records = [r | {"predicted": labels} for r, labels in zip(records, task.space.from_multi_hot(predicted),
                                                                   strict=True)]
-    PredictionWriter(run.file("predictions", split, primary, "jsonl"), task.space.labels).rewrite(records)
+    PredictionWriter(run.file("predictions", split, primary, "jsonl"), task.space).rewrite(records)
     metrics = compute_metrics(gold, predicted, scores)
     timing = _timing(run, task, outcome, split, primary, load_s)
     if train_s is not None:

@@ -25,7 +25,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -282,9 +282,9 @@ class RunDir:
         """Write one split's predictions and the metrics (metrics.py) of its rows with gold labels; returns those
         metrics, or None (and no metrics file) when no row has gold labels."""
         self.write_predictions(predictions, space, split, primary)
-        rows = slice(None) if predictions.labelled is None else predictions.labelled
         if predictions.labelled is not None and not predictions.labelled.any():
             return None
+        rows = slice(None) if predictions.labelled is None else predictions.labelled
         scores = None if predictions.scores is None else predictions.scores[rows]
         metrics = compute_metrics(predictions.gold[rows], predictions.predicted[rows], scores)
         self.write_metrics(metrics, system=system, model=model, split=split, primary=primary, timing=timing,
@@ -492,15 +492,15 @@ class PredictionWriter:
     file first, so appended lines never join it. `append()` writes, flushes and fsyncs one batch. `rewrite()`
     replaces the file atomically (the final, ordered predictions), a line at a time.
 
-    With `labels` (the run's label space), records hold their `"scores"` as a float64 array in that order rather
+    With `space` (the run's label space), records hold their `"scores"` as a float64 array in its order rather
     than a {label: score} mapping: 100,000 rows of 150 labels take 120 MB so instead of ~3 GB of Python floats in
     dictionaries. `read()` converts the file's mappings (which must be over exactly these labels), `append()` and
     `rewrite()` write arrays back as mappings, so the file is the same either way.
     """
 
-    def __init__(self, path: str | Path, labels: Sequence[str] | None = None):
+    def __init__(self, path: str | Path, space: LabelSpace | None = None):
         self.path = Path(path)
-        self.labels = None if labels is None else list(labels)
+        self.space = space
 
     def read(self) -> dict[str, dict[str, Any]]:
         if not self.path.exists():
@@ -518,7 +518,7 @@ class PredictionWriter:
                     raise LlmclsError(f"{self.path}:{number}: not UTF-8 text ({err.reason})") from None
                 if line.strip():
                     record = _prediction_record(line, self.path, number)
-                    if self.labels is not None and record.get("scores") is not None:
+                    if self.space is not None and record.get("scores") is not None:
                         record["scores"] = self._score_row(record["scores"], number)
                     records[str(record.get("id"))] = record
         if end < self.path.stat().st_size:
@@ -527,18 +527,17 @@ class PredictionWriter:
         return records
 
     def _score_row(self, scores: dict[str, float], number: int) -> np.ndarray:
-        if list(scores) != self.labels:
-            if set(scores) != set(self.labels):
-                odd = sorted(set(scores) ^ set(self.labels))[:3]
-                raise LlmclsError(f"{self.path}:{number}: field 'scores' is over other labels than this run's "
-                                  f"({', '.join(odd)} differ); start the run in a new folder")
-            scores = {label: scores[label] for label in self.labels}
-        return np.fromiter(scores.values(), dtype=np.float64, count=len(self.labels))
+        """`_scores_over` for a file this run wrote: over exactly its labels, else a one-line error."""
+        if len(scores) != len(self.space) or not all(label in self.space for label in scores):
+            odd = sorted(set(scores) ^ set(self.space.labels))[:3]
+            raise LlmclsError(f"{self.path}:{number}: field 'scores' is over other labels than this run's "
+                              f"({', '.join(odd)} differ); start the run in a new folder")
+        return _scores_over(scores, self.space)
 
     def _line(self, record: dict[str, Any]) -> str:
         scores = record.get("scores")
         if isinstance(scores, np.ndarray):
-            record = record | {"scores": dict(zip(self.labels, scores.tolist(), strict=True))}
+            record = record | {"scores": dict(zip(self.space.labels, scores.tolist(), strict=True))}
         return json.dumps(record, ensure_ascii=False) + "\n"
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:

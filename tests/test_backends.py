@@ -34,6 +34,7 @@ from llmcls.backends.constrained import (
 )
 from llmcls.backends.loading import file_digest, gguf_folder
 from llmcls.errors import LlmclsError
+from llmcls.labels import LabelSpace
 from llmcls.parsing import parse_labels
 from llmcls.runs import PredictionWriter
 
@@ -562,7 +563,7 @@ def test_prediction_writer_with_labels_holds_scores_as_arrays_and_writes_the_sam
     as_dicts = PredictionWriter(tmp_path / "dicts.jsonl")
     as_dicts.append([r | {"scores": dict(zip(labels, map(float, s), strict=True))}
                      for r, s in zip(rows, scores, strict=True)])
-    as_arrays = PredictionWriter(tmp_path / "arrays.jsonl", labels)
+    as_arrays = PredictionWriter(tmp_path / "arrays.jsonl", LabelSpace(labels))
     as_arrays.append([r | {"scores": s} for r, s in zip(rows, scores, strict=True)])
     assert (tmp_path / "arrays.jsonl").read_bytes() == (tmp_path / "dicts.jsonl").read_bytes()
     back = as_arrays.read()
@@ -571,7 +572,7 @@ def test_prediction_writer_with_labels_holds_scores_as_arrays_and_writes_the_sam
     as_arrays.rewrite(back.values())
     assert (tmp_path / "arrays.jsonl").read_bytes() == (tmp_path / "dicts.jsonl").read_bytes()
     # a file whose mappings list the labels in another order is read in the writer's order
-    reordered = PredictionWriter(tmp_path / "dicts.jsonl", labels[::-1]).read()
+    reordered = PredictionWriter(tmp_path / "dicts.jsonl", LabelSpace(labels[::-1])).read()
     assert np.array_equal(reordered["1"]["scores"], scores[1, ::-1])
 
 
@@ -580,7 +581,7 @@ def test_prediction_writer_refuses_scores_over_other_labels_naming_the_line(tmp_
     PredictionWriter(path).append([{"id": "a", "labels": [], "predicted": [], "scores": {"x": 1.0, "y": 2.0}},
                                    {"id": "b", "labels": [], "predicted": [], "scores": {"x": 1.0, "z": 2.0}}])
     with pytest.raises(LlmclsError, match=r"predictions.jsonl:2: field 'scores' is over other labels.*y, z"):
-        PredictionWriter(path, ["x", "y"]).read()
+        PredictionWriter(path, LabelSpace(["x", "y"])).read()
 
 
 def test_prediction_writer_names_the_line_that_is_not_utf8(tmp_path):
