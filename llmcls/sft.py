@@ -153,14 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:  # the main process alone evaluates; the others must not wait for
         return 0  # it in a collective, which would time out (--ddp_timeout) on a long evaluation
-    if sharded:  # the main process alone cannot run a model whose shards the other processes hold
+    # from the saved adapter loaded afresh: a sharded model needs the other processes' shards for a forward pass, and
+    # a LoRA trained in another dtype than the evaluation's is merged as zeroshot --adapter merges it
+    if sharded or (not script_args.skip_eval and lora_in_other_dtype(trainer.model)):
         release_training_model(trainer)
         finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained,
-                          merge=script_args.merge and model_args.use_peft)
-    elif not script_args.skip_eval and lora_in_other_dtype(trainer.model):
-        release_training_model(trainer)  # evaluated as zeroshot --adapter would: merged into a base of that dtype
-        finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained,
-                          merge=False)  # save_outputs merged already
+                          merge=bool(sharded) and script_args.merge and model_args.use_peft)  # else merged already
     elif not script_args.skip_eval:
         evaluate(trained_backend(trainer, tokenizer, gen_args), corpus, run, script_args, gen_args, training_args,
                  model_args, trained)
