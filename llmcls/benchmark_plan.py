@@ -110,12 +110,12 @@ class Plan:
     out_dir: Path
     notes: list[str]
     every: list[System]  # every system of the YAML, selected or not: the report covers those complete and current
-    rerun: frozenset[str] = frozenset()  # --rerun: names of systems run again even when complete, or {"all"},
-    # or {"outdated"} (those other llmcls code made)
+    rerun: frozenset[str] = frozenset()  # --rerun: the systems run again even when complete
+    rerun_outdated: bool = False  # --rerun outdated: those that other llmcls code made
 
     def reruns(self, name: str, outdated: bool) -> bool:
         """Whether the complete system `name` (made by other llmcls code: `outdated`) runs again."""
-        return name in self.rerun or "all" in self.rerun or (outdated and "outdated" in self.rerun)
+        return name in self.rerun or (outdated and self.rerun_outdated)
 
     @property
     def names(self) -> list[str]:
@@ -139,13 +139,11 @@ def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -
     systems = [make_system(entry, i, shared_flags, shared_declared, source) for i, entry in enumerate(entries)]
     check_names(systems, source)
     selected = select(systems, args.only, args.skip, source)
-    if args.rerun in ("all", "outdated"):
-        rerun = frozenset({args.rerun})
-    else:
-        rerun = frozenset(s.name for s in select(systems, args.rerun, None, source, flag="rerun"))
+    rerun = frozenset() if not args.rerun or args.rerun == "outdated" else frozenset(
+        s.name for s in (systems if args.rerun == "all" else select(systems, args.rerun, None, source, flag="rerun")))
     for system in systems:  # all of them, selected or not: a typo anywhere fails now, not in an hour
         check_parses(system, out_dir, source)
-    return Plan(selected, slices, out_dir, notes, systems, rerun if args.rerun else frozenset())
+    return Plan(selected, slices, out_dir, notes, systems, rerun, args.rerun == "outdated")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
