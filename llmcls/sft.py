@@ -38,6 +38,7 @@ from llmcls.sft_outputs import (
     finish_from_saved,
     lora_in_other_dtype,
     release_training_model,
+    save_merged,
     save_outputs,
     trainable_parameters,
     trained_backend,
@@ -114,6 +115,10 @@ def make_parser():
     # the default is float32, as train-encoder's (its EncoderArguments). A YAML key or a flag still sets it.
     if not bf16_gpu():
         parser.set_defaults(bf16=False)
+    import torch
+
+    if not torch.cuda.is_available():  # pinning needs an accelerator; torch warns on every loader otherwise
+        parser.set_defaults(dataloader_pin_memory=False)
     for action in parser._actions:
         action.help = HELP.get(action.dest, action.help)
     return parser
@@ -148,20 +153,30 @@ def main(argv: list[str] | None = None) -> int:
                "train_processes": training_args.world_size}
     if training_args.resume_from_checkpoint:  # train_s is then the resumed part only
         trained["resumed_from_step"] = checkpoint_step(training_args.resume_from_checkpoint)
+    # evaluated from the saved adapter loaded afresh: a sharded model needs the other processes' shards for a forward
+    # pass, and a LoRA trained in another dtype than the evaluation's is merged as zeroshot --adapter merges it (told
+    # before --merge merges the trained model in place)
+    from_saved = bool(sharded) or (not script_args.skip_eval and lora_in_other_dtype(trainer.model))
+    # merged into the unquantised base loaded afresh: a sharded model is not whole here, and a QLoRA adapter merged
+    # into its 4-bit (8-bit) model in place would be requantised with it
+    merge_afresh = script_args.merge and model_args.use_peft and bool(
+        sharded or model_args.load_in_4bit or model_args.load_in_8bit)
     run = save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args,
-                       trained, merge=script_args.merge and not sharded)
+                       trained, merge=script_args.merge and not merge_afresh)
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:  # the main process alone evaluates; the others must not wait for
         return 0  # it in a collective, which would time out (--ddp_timeout) on a long evaluation
-    # from the saved adapter loaded afresh: a sharded model needs the other processes' shards for a forward pass, and
-    # a LoRA trained in another dtype than the evaluation's is merged as zeroshot --adapter merges it
-    if sharded or (not script_args.skip_eval and lora_in_other_dtype(trainer.model)):
+    if from_saved:
         release_training_model(trainer)
         finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_args, model_args, trained,
-                          merge=bool(sharded) and script_args.merge and model_args.use_peft)  # else merged already
-    elif not script_args.skip_eval:
-        evaluate(trained_backend(trainer, tokenizer, gen_args), corpus, run, script_args, gen_args, training_args,
-                 model_args, trained)
+                          merge=merge_afresh)
+    else:
+        if not script_args.skip_eval:  # QLoRA: the 4-bit (8-bit) model as trained, its adapter unmerged
+            evaluate(trained_backend(trainer, tokenizer, gen_args), corpus, run, script_args, gen_args,
+                     training_args, model_args, trained)
+        if merge_afresh:
+            release_training_model(trainer)
+            save_merged(run, tokenizer, model_args, training_args, gen_args)
     if not script_args.keep_checkpoints:
         RunDir(training_args.output_dir).remove_checkpoints()  # after the evaluation: a crash there can resume
     return 0

@@ -1,7 +1,8 @@
 """After SFT trains: the run directory's files (adapter, tokenizer, config.yaml, labels.json, --merge's merged model)
 and the evaluation of validation/test through the generative path, from the trained model in this process or,
 under FSDP / ZeRO-3 and for a LoRA trained in another dtype than the evaluation's, from the saved adapter loaded
-afresh as `llmcls zeroshot --adapter RUN_DIR/adapter` loads it.
+afresh as `llmcls zeroshot --adapter RUN_DIR/adapter` loads it. A QLoRA adapter merges into the unquantised base
+loaded afresh (`save_merged`), never into the 4-/8-bit model it trained on.
 """
 
 from __future__ import annotations
@@ -51,6 +52,12 @@ def trainable_parameters(model) -> int:
     return int(sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters() if p.requires_grad))
 
 
+def quantized(model) -> bool:
+    """Whether `model` holds bitsandbytes 4-bit or 8-bit weights (QLoRA): merging an adapter into those would
+    requantise the merged weights, and casting them is not possible."""
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False))
+
+
 def lora_in_other_dtype(model) -> bool:
     """Whether `model` is a LoRA (not quantized) whose base trained in another dtype than the evaluation runs in
     (`pick_dtype`, as `zeroshot --adapter` loads it): merged there and cast, its weights would differ by rounding
@@ -58,8 +65,7 @@ def lora_in_other_dtype(model) -> bool:
     so such a run is evaluated from the saved adapter loaded afresh."""
     from llmcls.backends.loading import pick_dtype
 
-    if not hasattr(model, "merge_and_unload") or getattr(model, "is_loaded_in_4bit", False) or getattr(
-            model, "is_loaded_in_8bit", False):
+    if not hasattr(model, "merge_and_unload") or quantized(model):
         return False
     base = model.get_base_model()
     return base.dtype != pick_dtype("auto", str(base.device))
@@ -70,14 +76,14 @@ def trained_backend(trainer, tokenizer, gen_args):
     in the dtype `llmcls zeroshot --adapter RUN_DIR/adapter` (`--model RUN_DIR/adapter` after full fine-tuning)
     loads on this device (`pick_dtype`): a full fine-tuning's float32 master weights are cast, as loading them in
     that dtype does (a LoRA trained in another dtype is evaluated from its saved adapter: `lora_in_other_dtype`). A
-    4-bit model keeps its adapter unmerged and its dtypes (QLoRA: compute in --dtype)."""
+    4-bit or 8-bit model keeps its adapter unmerged and its dtypes (QLoRA: compute in --dtype)."""
     from llmcls.backends.hf import HFBackend
     from llmcls.backends.loading import pick_dtype
 
     model = trainer.model
-    if hasattr(model, "merge_and_unload") and not getattr(model, "is_loaded_in_4bit", False):
+    if hasattr(model, "merge_and_unload") and not quantized(model):
         model = model.merge_and_unload()  # the adapter is saved; merged weights generate faster
-    if not (getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)):
+    if not quantized(model):
         dtype = pick_dtype("auto", str(model.device))
         if model.dtype != dtype:
             model = model.to(dtype)
@@ -130,12 +136,8 @@ def finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_ar
     a forward pass, and for a LoRA trained in another dtype than the evaluation's (`lora_in_other_dtype`). The
     evaluation is then the one `zeroshot --adapter RUN_DIR/adapter` gives."""
     backend, load_s = None, None
-    if merge:  # into the unquantised base, as --merge does without sharding (QLoRA: better than 4-bit)
-        started = time.perf_counter()
-        backend = saved_backend(run, model_args, training_args, gen_args, load_in_4bit=False)
-        load_s = time.perf_counter() - started
-        backend.model.save_pretrained(str(run.path / "merged"))
-        tokenizer.save_pretrained(str(run.path / "merged"))
+    if merge:
+        backend, load_s = save_merged(run, tokenizer, model_args, training_args, gen_args)
         if model_args.load_in_4bit:  # evaluated as trained: 4-bit, the adapter unmerged
             backend = None
     if script_args.skip_eval:
@@ -145,6 +147,17 @@ def finish_from_saved(run, tokenizer, corpus, script_args, gen_args, training_ar
         backend = saved_backend(run, model_args, training_args, gen_args, load_in_4bit=model_args.load_in_4bit)
         load_s = time.perf_counter() - started
     evaluate(backend, corpus, run, script_args, gen_args, training_args, model_args, trained, load_s=round(load_s, 3))
+
+
+def save_merged(run, tokenizer, model_args, training_args, gen_args):
+    """RUN_DIR/merged: the saved adapter merged into the unquantised base loaded afresh (in `--dtype auto`'s dtype,
+    as zeroshot loads it). Returns that backend and its load time in seconds."""
+    started = time.perf_counter()
+    backend = saved_backend(run, model_args, training_args, gen_args, load_in_4bit=False)
+    load_s = time.perf_counter() - started
+    backend.model.save_pretrained(str(run.path / "merged"))
+    tokenizer.save_pretrained(str(run.path / "merged"))
+    return backend, load_s
 
 
 def evaluate(backend, corpus, run, script_args, gen_args, training_args, model_args, trained,

@@ -128,12 +128,16 @@ def test_a_cpu_run_trains_and_evaluates_in_float32_as_before(tiny_llama, tmp_pat
     assert seen == {"trained": [torch.float32], "evaluated": [torch.float32]}
 
 
-def test_a_bf16_lora_trains_on_bf16_weights_and_evaluates_as_zeroshot_loads_it(tiny_llama, tmp_path, monkeypatch):
+@pytest.mark.parametrize("merge", [[], ["--merge", "true"]])
+def test_a_bf16_lora_trains_on_bf16_weights_and_evaluates_as_zeroshot_loads_it(tiny_llama, tmp_path, monkeypatch,
+                                                                                merge):
     """--bf16 on a CPU: the LoRA's base in bfloat16, and the evaluation in float32, the dtype `zeroshot --adapter`
-    loads on a CPU (its metrics are the ones a reuse of the adapter gives)."""
+    loads on a CPU (its metrics are the ones a reuse of the adapter gives), --merge or not."""
     seen = _spy_dtypes(monkeypatch)
     out = tmp_path / "run"
-    assert cli_main(["sft", *_run_args(tiny_llama, out), *BF16_ON_CPU, *LORA, *EVAL, "--mode", "score"]) == 0
+    assert cli_main(["sft", *_run_args(tiny_llama, out), *BF16_ON_CPU, *LORA, *EVAL, "--mode", "score",
+                     *merge]) == 0
+    assert (out / "merged" / "config.json").exists() == bool(merge)
     assert _config(out)["dtype"] == "bfloat16"
     assert seen == {"trained": [torch.bfloat16], "evaluated": [torch.float32]}
     reuse = tmp_path / "reuse"
@@ -326,3 +330,45 @@ def test_the_generation_check_gives_a_flash_attention_model_its_attention_back(t
                                 sft.SFTScriptArguments(generate_at_eval=4), GenerationArguments(), seed=0)
     assert check.measure(model) == {"micro_f1": 0.0}
     assert seen == ["sdpa"] and model.config._attn_implementation == "flash_attention_2" and model.training
+
+
+def test_a_qlora_adapter_merges_into_the_unquantised_base_and_evaluates_unmerged(tiny_llama, tmp_path, monkeypatch):
+    """QLoRA with --merge, one process: the evaluation runs on the quantised model as trained (adapter unmerged), and
+    RUN_DIR/merged is the saved adapter merged into the base loaded afresh without quantisation (merged in place,
+    the weights would be requantised). bitsandbytes needs a GPU: the trained model is the tiny float32 Llama marked
+    8-bit, which is what llmcls and TRL read."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from llmcls import backends
+
+    load, loads = sft.load_training_model, []
+    backend_load = backends.load_backend
+
+    def load_marked(model_args, training_args):
+        model_args.load_in_8bit = False  # the real load: plain float32 weights
+        model = load(model_args, training_args)
+        model_args.load_in_8bit = True
+        model.is_loaded_in_8bit = True
+        return model
+
+    def load_spy(args, **kwargs):
+        loads.append(args)
+        return backend_load(args, **kwargs)
+
+    monkeypatch.setattr(sft, "check_quantization", lambda model_args: None)
+    monkeypatch.setattr(sft, "load_training_model", load_marked)
+    monkeypatch.setattr(backends, "load_backend", load_spy)
+    models = _spy_backend_models(monkeypatch)
+    out = tmp_path / "run"
+    assert cli_main(["sft", *_run_args(tiny_llama, out), "--bf16", "false", *LORA, "--load_in_8bit", "true", *EVAL,
+                     "--merge", "true"]) == 0
+    assert len(models) == 2  # the evaluation's, then the merge's
+    assert any("lora_A" in name for name, _ in models[0].named_parameters())  # evaluated as trained: unmerged
+    assert [(a.model, a.adapter, a.load_in_4bit) for a in loads] == [(str(tiny_llama), str(out / "adapter"), False)]
+    assert RunDir(out).read_metrics()["timing"]["examples_timed"] == 8
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_llama), dtype=torch.float32)
+    expected = PeftModel.from_pretrained(base, str(out / "adapter")).merge_and_unload().state_dict()
+    merged = AutoModelForCausalLM.from_pretrained(str(out / "merged"), dtype=torch.float32).state_dict()
+    assert merged.keys() == expected.keys()
+    assert all(torch.equal(merged[name], expected[name]) for name in expected)
