@@ -267,8 +267,9 @@ def build_prompt(tokenizer: Any, user_message: str, *, chat: bool | None = None,
 
     Chat layout (when the tokenizer has a chat template and ``chat`` is not False): the tokenizer's chat template
     with the user message and the assistant header (``add_generation_prompt``); ``template_kwargs`` are passed to
-    the template (``{"enable_thinking": false}`` for Qwen3-style thinking models). The result already holds the
-    template's BOS text, if any: tokenize it with ``add_special_tokens=False``.
+    the template (``{"enable_thinking": false}`` for Qwen3-style thinking models). The result may already hold the
+    template's BOS text: tokenize prompts with ``backends.encode_prompts``, which adds the tokenizer's special
+    tokens without doubling a BOS (inference and SFT both do).
 
     Plain layout (no chat template, or ``chat=False``): ``f"{user_message}\\nCategories:"``. The model continues
     on the same line, as in the few-shot examples, which end with ``Categories: <answer>``.
