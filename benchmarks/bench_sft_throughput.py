@@ -109,16 +109,16 @@ def main() -> None:
                         help="More `llmcls sft` options in one string, e.g. --extra='--lora_dropout 0.0'.")
     parser.add_argument("--trl_metrics", action="store_true",
                         help="TRL's own loss method, which reads its logged numbers back from the GPU every step "
-                             "(llmcls defers them to the log: sft.DeferredMetrics): the comparison row.")
+                             "(llmcls defers them to the log: sft_trainer.DeferredMetrics): the comparison row.")
     args = parser.parse_args()
     import torch
 
-    from llmcls import sft
     from llmcls.config import parse
-    from llmcls.sft import make_parser, make_trainer
+    from llmcls.sft import make_parser
+    from llmcls.sft_trainer import DeferredMetrics, make_trainer
 
     if args.trl_metrics:
-        del sft.DeferredMetrics.compute_loss, sft.DeferredMetrics.log
+        del DeferredMetrics.compute_loss, DeferredMetrics.log
 
     shape = dict(TINY if args.tiny else QWEN_05B)
     if args.layers:

@@ -44,7 +44,7 @@ def _args(model: Path, out: Path, *extra: str) -> list[str]:
 
 def _trainer(model: Path, out: Path, *extra: str, compile_regions: bool = True):
     """llmcls sft's trainer over the tiny model and 12 training rows, as `main` builds it."""
-    from llmcls.sft import make_trainer
+    from llmcls.sft_trainer import make_trainer
 
     data_args, script_args, _, training_args, model_args = parse(make_parser(), _args(model, out, *extra))
     corpus = load_corpus(data_args, required=("train",))

@@ -1,5 +1,5 @@
 """sft's trainer keeps TRL's per-step logged numbers (entropy, mean token accuracy, tokens seen) on the device until
-the next log (`sft.DeferredMetrics`): the loss, the weights and every logged value must be TRL's own."""
+the next log (`sft_trainer.DeferredMetrics`): the loss, the weights and every logged value must be TRL's own."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 import llmcls.sft as sft
 import llmcls.sft_data as sft_data
+import llmcls.sft_trainer as sft_trainer
 from llmcls.config import parse
 from llmcls.corpus import load_corpus
 
@@ -32,7 +33,7 @@ def _train(model: Path, out: Path, *extra: str) -> tuple[list[dict], dict[str, t
     tokenizer = sft_data.load_training_tokenizer(model_args, training_args)
     train = sft_data.build_sft_dataset(corpus, "train", tokenizer, script_args, training_args)
     evaluation = sft_data.build_sft_dataset(corpus, "validation", tokenizer, script_args, training_args)
-    trainer = sft.make_trainer(model_args, training_args, tokenizer, train, evaluation)
+    trainer = sft_trainer.make_trainer(model_args, training_args, tokenizer, train, evaluation)
     trainer.train()
     history = [{k: v for k, v in entry.items() if k not in TIMING} for entry in trainer.state.log_history]
     weights = {name: p.detach().clone() for name, p in trainer.model.named_parameters() if "lora_" in name}
@@ -41,12 +42,13 @@ def _train(model: Path, out: Path, *extra: str) -> tuple[list[dict], dict[str, t
 
 @pytest.mark.parametrize("extra", [(), ("--padding_free", "true", "--packing", "true")], ids=["padded", "packed"])
 def test_deferred_metrics_log_what_trl_logs(tiny_llama, tmp_path, monkeypatch, extra):
-    plain, decide = [], sft.DeferredMetrics._plain_loss
-    monkeypatch.setattr(sft.DeferredMetrics, "_plain_loss", lambda self, r: plain.append(decide(self, r)) or plain[-1])
+    deferred_class = sft_trainer.DeferredMetrics
+    plain, decide = [], deferred_class._plain_loss
+    monkeypatch.setattr(deferred_class, "_plain_loss", lambda self, r: plain.append(decide(self, r)) or plain[-1])
     deferred, deferred_weights = _train(tiny_llama, tmp_path / "deferred", *extra)
     assert plain.count(True) == 4 and plain.count(False) == 2  # the training steps deferred, the evaluations TRL's
     for name in ("compute_loss", "log"):  # TRL's own methods, which read the numbers back every step
-        monkeypatch.delattr(sft.DeferredMetrics, name)
+        monkeypatch.delattr(sft_trainer.DeferredMetrics, name)
     stock, stock_weights = _train(tiny_llama, tmp_path / "stock", *extra)
     assert len(deferred) == len(stock) == 1 + 2 + 1  # the log at step 3, two evaluations, the summary
     for ours, theirs in zip(deferred, stock, strict=True):

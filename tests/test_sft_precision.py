@@ -15,6 +15,7 @@ import yaml
 from conftest import read_jsonl
 
 import llmcls.sft as sft
+import llmcls.sft_trainer as sft_trainer
 from llmcls.cli import main as cli_main
 from llmcls.config import parse
 from llmcls.errors import LlmclsError
@@ -62,7 +63,8 @@ def test_dtype_defaults_to_auto_and_a_config_file_or_flag_sets_it(tmp_path):
 
 
 def test_auto_dtype_is_bfloat16_for_a_lora_trained_in_bf16_and_float32_otherwise(tmp_path):
-    from llmcls.sft import check_options, resolve_dtype
+    from llmcls.sft import check_options
+    from llmcls.sft_trainer import resolve_dtype
 
     def resolved(*extra: str) -> str:
         _, script_args, _, training_args, model_args = _parse(tmp_path, *extra)
@@ -89,7 +91,7 @@ def test_qlora_computes_in_the_resolved_dtype(tmp_path, monkeypatch, precision, 
     with (bitsandbytes and a GPU are not needed to build them)."""
     from transformers import AutoModelForCausalLM
 
-    from llmcls.sft import load_training_model
+    from llmcls.sft_trainer import load_training_model
 
     loaded = {}
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", lambda path, **kwargs: loaded.update(kwargs))
@@ -104,7 +106,7 @@ def _spy_dtypes(monkeypatch) -> dict[str, list]:
     from llmcls.backends.hf import HFBackend
 
     seen: dict[str, list] = {"trained": [], "evaluated": []}
-    load, init = sft.load_training_model, HFBackend.__init__
+    load, init = sft_trainer.load_training_model, HFBackend.__init__
 
     def load_spy(*args, **kwargs):
         model = load(*args, **kwargs)
@@ -115,7 +117,7 @@ def _spy_dtypes(monkeypatch) -> dict[str, list]:
         seen["evaluated"].append(model.dtype)
         init(self, model, *args, **kwargs)
 
-    monkeypatch.setattr(sft, "load_training_model", load_spy)
+    monkeypatch.setattr(sft_trainer, "load_training_model", load_spy)
     monkeypatch.setattr(HFBackend, "__init__", init_spy)
     return seen
 
@@ -326,7 +328,7 @@ def test_the_generation_check_gives_a_flash_attention_model_its_attention_back(t
     monkeypatch.setattr(task, "quick_metrics", spy)
     monkeypatch.setattr(type(model), "_check_and_adjust_attn_implementation", lambda self, name, **kw: name)
     corpus = load_corpus(DataArguments(validation="aapd-validation", max_eval_examples=4))
-    check = sft.GenerationCheck(corpus, AutoTokenizer.from_pretrained(tiny_llama),
+    check = sft_trainer.GenerationCheck(corpus, AutoTokenizer.from_pretrained(tiny_llama),
                                 sft.SFTScriptArguments(generate_at_eval=4), GenerationArguments(), seed=0)
     assert check.measure(model) == {"micro_f1": 0.0}
     assert seen == ["sdpa"] and model.config._attn_implementation == "flash_attention_2" and model.training
@@ -342,7 +344,7 @@ def test_a_qlora_adapter_merges_into_the_unquantised_base_and_evaluates_unmerged
 
     from llmcls import backends
 
-    load, loads = sft.load_training_model, []
+    load, loads = sft_trainer.load_training_model, []
     backend_load = backends.load_backend
 
     def load_marked(model_args, training_args):
@@ -357,7 +359,7 @@ def test_a_qlora_adapter_merges_into_the_unquantised_base_and_evaluates_unmerged
         return backend_load(args, **kwargs)
 
     monkeypatch.setattr(sft, "check_quantization", lambda model_args: None)
-    monkeypatch.setattr(sft, "load_training_model", load_marked)
+    monkeypatch.setattr(sft_trainer, "load_training_model", load_marked)
     monkeypatch.setattr(backends, "load_backend", load_spy)
     models = _spy_backend_models(monkeypatch)
     out = tmp_path / "run"
