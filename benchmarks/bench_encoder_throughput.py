@@ -110,7 +110,7 @@ def synthetic_split(rows: int, length: int, vocab_size: int, seed: int):
     import datasets
     import numpy as np
 
-    from llmcls.encoder import EncodedSplit
+    from llmcls.encoder_data import EncodedSplit
 
     rng = np.random.default_rng(seed)
     ids = rng.integers(1000, vocab_size, size=(rows, length), dtype=np.int64)

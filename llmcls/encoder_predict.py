@@ -20,15 +20,14 @@ import numpy as np
 from llmcls.config import DataArguments, bf16_gpu, build_parser, check_one_process, command_line, parse
 from llmcls.corpus import load_corpus
 from llmcls.encoder import (
-    EncodedSplit,
     EncoderArguments,
     SplitScores,
     build_trainer,
     device_name,
-    encode_split,
     predict_scores,
     write_split,
 )
+from llmcls.encoder_data import EncodedSplit, encode_split
 from llmcls.encoder_model import load_trained
 from llmcls.errors import LlmclsError
 from llmcls.progress import console

@@ -26,10 +26,10 @@ from llmcls.encoder import (
     EncoderArguments,
     EncoderTrainer,
     build_trainer,
-    encode_split,
     make_collator,
     predict_scores,
 )
+from llmcls.encoder_data import effective_max_length, encode_split
 from llmcls.encoder_infer import forward_logits, padded_batch, without_full_mask
 from llmcls.encoder_model import MeanPoolingClassifier, load_for_training, load_tokenizer, load_trained, save_trained
 from llmcls.errors import LlmclsError
@@ -531,11 +531,11 @@ def test_usable_positions_leave_out_the_roberta_padding_offset():
 
     no_limit = SimpleNamespace(model_max_length=int(1e30))
     assert model_positions(BertConfig(max_position_embeddings=128)) == 128
-    assert encoder.effective_max_length(no_limit, 512, BertConfig(max_position_embeddings=128)) == 128
-    assert encoder.effective_max_length(SimpleNamespace(model_max_length=64), 512, BertConfig()) == 64
+    assert effective_max_length(no_limit, 512, BertConfig(max_position_embeddings=128)) == 128
+    assert effective_max_length(SimpleNamespace(model_max_length=64), 512, BertConfig()) == 64
     config = RobertaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                            intermediate_size=32, max_position_embeddings=34, pad_token_id=1)
-    assert model_positions(config) == 32 and encoder.effective_max_length(no_limit, 512, config) == 32
+    assert model_positions(config) == 32 and effective_max_length(no_limit, 512, config) == 32
     model = RobertaModel(config).eval()
     with torch.no_grad():
         model(input_ids=torch.full((1, 32), 5))
