@@ -74,27 +74,18 @@ def _checkout() -> tuple[str, bool]:
 STARTED_AT = _checkout()
 
 
-def cpu_name() -> str:
-    """The host CPU's model name and the cores this process may use: CPU timings differ between the machines a
-    benchmark runs on (a step of the SmolLM2 SFT recipe: ~29 s in the README's earlier rows, ~52 s on session 11's
-    2-core AMD EPYC at the same code), so a table names its CPU."""
-    name = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                name = line.partition(":")[2].strip()
-                break
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name or platform.processor() or platform.machine()} ({cores} cores)"
-
-
 def run_line() -> str:
     """`# run: <command line>; commit <git commit>[+ changes]; <versions>; cpu <model> (<n> cores)`: what reproduces
     a table (the checkout as the benchmark started)."""
+    from llmcls.environment import cpu_name
+
     commit, changed = STARTED_AT
     versions = [f"Python {platform.python_version()}"]
     for package in ("torch", "transformers", "trl", "peft", "scikit-learn"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions.append(f"{package} {metadata.version(package)}")
+    # CPU timings differ between machines: a step of the SmolLM2 SFT recipe took ~29 s in the README's earlier rows
+    # and ~52 s on session 11's 2-core AMD EPYC, the same code
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"# run: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}; commit {commit}"
-            f"{' + uncommitted changes' if changed else ''}; {', '.join(versions)}; cpu {cpu_name()}")
+            f"{' + uncommitted changes' if changed else ''}; {', '.join(versions)}; cpu {cpu_name()} ({cores} cores)")

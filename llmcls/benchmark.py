@@ -38,9 +38,10 @@ from typing import Any
 from llmcls import __version__
 from llmcls.benchmark_plan import BenchmarkArguments, Plan, RowSlice, System, make_plan
 from llmcls.config import DataArguments, build_parser, check_one_process, parse
+from llmcls.environment import source_digest
 from llmcls.errors import LlmclsError
 from llmcls.progress import console
-from llmcls.runs import RunDir, atomic_write, source_digest
+from llmcls.runs import RunDir, atomic_write
 
 RECORD = "benchmark.json"
 STALE = {"changed": "was made with other options than the YAML's", "new": f"has no {RECORD} (not run by a benchmark)",

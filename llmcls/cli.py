@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"llmcls: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    from llmcls.runs import source_digest
+    from llmcls.environment import source_digest
 
     source_digest()  # the code as the command starts (metrics.json's llmcls_source), not as a long run ends
     module = command_module(name)

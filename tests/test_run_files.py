@@ -158,13 +158,14 @@ def test_data_commands_import_neither_pyplot_nor_the_compare_command(tmp_path):
 def test_the_source_digest_covers_the_prompt_templates(tmp_path, monkeypatch):
     """llmcls_source tells runs of one version of llmcls from another's: the prompt templates are part of it (in a
     checkout resources/prompts is a symbolic link, which a plain recursive glob does not follow)."""
-    from llmcls import runs
+    from llmcls import environment
 
-    names = dict(runs.source_files())
-    assert {"runs.py", "resources/prompts/zeroshot.jinja", "resources/prompts/fewshot.jinja"} <= set(names)
-    before = runs.source_digest.__wrapped__()
+    names = dict(environment.source_files())
+    assert {"runs.py", "environment.py", "resources/prompts/zeroshot.jinja",
+            "resources/prompts/fewshot.jinja"} <= set(names)
+    before = environment.source_digest.__wrapped__()
     template = tmp_path / "zeroshot.jinja"
     template.write_text(names["resources/prompts/zeroshot.jinja"].read_text() + "\nedited")
     files = [(name, template if name == "resources/prompts/zeroshot.jinja" else path) for name, path in names.items()]
-    monkeypatch.setattr(runs, "source_files", lambda: sorted(files))
-    assert runs.source_digest.__wrapped__() != before
+    monkeypatch.setattr(environment, "source_files", lambda: sorted(files))
+    assert environment.source_digest.__wrapped__() != before
