@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import re
 import shutil
 import tempfile
@@ -33,6 +32,15 @@ from llmcls.cells import (
     text_column,
 )
 from llmcls.config import check_date_option
+from llmcls.data_lines import (
+    first_bad_json_line,
+    first_line,
+    iter_lines,
+    json_object,
+    lines_but_trailing_blank,
+    open_text,
+    record_position,
+)
 from llmcls.errors import DataError
 
 TEXT_FIELDS = ("abstract", "text", "summary", "summaries", "body", "content")
@@ -128,13 +136,6 @@ def _loader_for(path: Path) -> str:
     return loader
 
 
-def _open_text(path: Path):
-    # "utf-8-sig": a byte order mark (some Windows tools write one) is not part of the first line
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8-sig")
-    return open(path, encoding="utf-8-sig")
-
-
 def _load_arrow(path: Path, loader: str, options: ReadOptions):
     """Arrow-backed load; on failure find the offending line and say so in one line."""
     import datasets
@@ -149,8 +150,8 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions):
         if _has_no_rows(path, loader):
             raise DataError(path, "has no rows") from None
         if loader != "json":
-            raise DataError(path, f"cannot read {loader.upper()}: {_first_line(err)}") from None
-        bad = _first_bad_json_line(path)
+            raise DataError(path, f"cannot read {loader.upper()}: {first_line(err)}") from None
+        bad = first_bad_json_line(path)
         if bad is not None and not options.skip_bad_rows:
             raise DataError(path, f"malformed JSON ({bad[1]})", line=bad[0]) from None
         # Malformed lines to skip, or values whose types vary between rows (a label list here, a string
@@ -171,7 +172,7 @@ def _load_gzipped_parquet(path: Path):
             plain.seek(0)
             table = pq.read_table(plain)
     except Exception as err:  # gzip and pyarrow errors of several types
-        raise DataError(path, f"cannot read PARQUET: {_first_line(err)}") from None
+        raise DataError(path, f"cannot read PARQUET: {first_line(err)}") from None
     return datasets.Dataset(datasets.table.InMemoryTable(table))
 
 
@@ -186,9 +187,9 @@ def _has_no_rows(path: Path, loader: str) -> bool:
         if loader == "csv":
             import csv
 
-            with _open_text(path) as handle:
+            with open_text(path) as handle:
                 return sum(1 for row in csv.reader(handle) if row) <= 1
-        with _open_text(path) as handle:  # only blank lines, or an empty JSON array
+        with open_text(path) as handle:  # only blank lines, or an empty JSON array
             start = handle.read(1 << 16)
             return not handle.read(1) and re.fullmatch(r"\s*(\[\s*\])?\s*", start) is not None
     except Exception:  # unreadable: let the caller report the loader's own error
@@ -212,46 +213,6 @@ def quiet_datasets(show_progress: bool = False):
         (datasets.disable_progress_bars if was_disabled else datasets.enable_progress_bars)()
 
 
-def _first_line(err: BaseException) -> str:
-    while err.__cause__ is not None or err.__context__ is not None:
-        err = err.__cause__ or err.__context__
-    text = str(err).strip().splitlines()
-    return text[0] if text else type(err).__name__
-
-
-def _iter_lines(path: Path):
-    try:
-        with _open_text(path) as handle:
-            yield from enumerate(handle, start=1)
-    except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise DataError(path, f"cannot read: {_first_line(err)}") from None
-
-
-def _first_bad_json_line(path: Path) -> tuple[int, str] | None:
-    """(line, problem) of the first malformed record; a file holding one JSON array is parsed whole."""
-    for number, line in _iter_lines(path):
-        if not line.strip():
-            continue
-        if number == 1 and line.lstrip().startswith("["):
-            return _json_array_problem(path)
-        try:
-            row = json.loads(line.rstrip("\r\n"))
-        except json.JSONDecodeError as err:
-            return number, f"{err.msg} at column {err.colno}"
-        if not isinstance(row, dict):
-            return number, f"expected an object, got {type(row).__name__}"
-    return None
-
-
-def _json_array_problem(path: Path) -> tuple[int, str] | None:
-    with _open_text(path) as handle:
-        try:
-            json.load(handle)
-        except json.JSONDecodeError as err:
-            return err.lineno, f"{err.msg} at column {err.colno}"
-    return None
-
-
 def _load_json_lines_python(path: Path, options: ReadOptions):
     """Line-by-line JSON reader (still into Arrow) that keeps line numbers and marks malformed lines.
 
@@ -261,32 +222,24 @@ def _load_json_lines_python(path: Path, options: ReadOptions):
     import datasets
 
     keys: dict[str, None] = {}
-    for _, line in _iter_lines(path):
-        row = _json_object(line)
+    for _, line in iter_lines(path):
+        row = json_object(line)
         if row:
             keys.update(dict.fromkeys(row))
     features = datasets.Features({**{key: datasets.Json() for key in keys},
                                   "_line": datasets.Value("int64"), "_malformed": datasets.Value("bool")})
 
     def rows(path: str, stamp: str):  # `stamp` (mtime, size) keys datasets' cache to this version of the file
-        for number, line in _iter_lines(Path(path)):
+        for number, line in iter_lines(Path(path)):
             if not line.strip():
                 continue
-            row = _json_object(line)
+            row = json_object(line)
             cells = {key: row.get(key) for key in keys} if row is not None else dict.fromkeys(keys)
             yield {**cells, "_line": number, "_malformed": row is None}
 
     stat = path.stat()
     stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
     return datasets.Dataset.from_generator(rows, features=features, gen_kwargs={"path": str(path), "stamp": stamp})
-
-
-def _json_object(line: str) -> dict | None:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return row if isinstance(row, dict) else None
 
 
 # ---------------------------------------------------------------------------------------------- AAPD text pairs
@@ -307,8 +260,8 @@ def _aapd_pair(path: Path) -> tuple[Path, Path] | None:
 def _read_aapd_text(text_path: Path, label_path: Path, options: ReadOptions) -> ReadResult:
     import datasets
 
-    texts = _lines_but_trailing_blank(text_path)
-    labels = _lines_but_trailing_blank(label_path)
+    texts = lines_but_trailing_blank(text_path)
+    labels = lines_but_trailing_blank(label_path)
     if not texts and not labels:
         raise DataError(text_path, "has no rows")
     if len(texts) != len(labels):
@@ -321,13 +274,6 @@ def _read_aapd_text(text_path: Path, label_path: Path, options: ReadOptions) -> 
     result = _normalise(text_path, "aapd-text", raw, fields, options)
     result.format = "aapd-text"
     return result
-
-
-def _lines_but_trailing_blank(path: Path) -> list[str]:
-    lines = [line.rstrip("\n") for _, line in _iter_lines(path)]
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
 
 
 # ---------------------------------------------------------------------------------------------- fields
@@ -346,7 +292,7 @@ def _detect_fields(path: Path, loader: str, columns: list[str], options: ReadOpt
     visible = [c for c in columns if not c.startswith("_")]
 
     def missing(problem: str, field: str) -> DataError:  # located at the first record (found only when needed)
-        first, where = _record_position(path, loader, 0)
+        first, where = record_position(path, loader, 0)
         return DataError(path, problem, line=first, field=field, fields=visible, where=where)
 
     def pick(explicit, candidates, role, required=True):
@@ -400,7 +346,7 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     if len(bad):
         if not options.skip_bad_rows:
             row = normalised[int(bad[0])]
-            line, where = (row["_line"], "line") if row["_line"] is not None else _record_position(
+            line, where = (row["_line"], "line") if row["_line"] is not None else record_position(
                 path, loader, int(bad[0]))
             field, _, problem = row["_problem"].partition("\t")
             raise DataError(path, problem, line=line, field=field or None, where=where)
@@ -499,54 +445,3 @@ def _filter_dates(dataset, options: ReadOptions):
         mask = pc.and_(mask, pc.less_equal(dates, options.until))
     keep = np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
     return dataset.select(keep)
-
-
-def _record_position(path: Path, loader: str, index: int) -> tuple[int, str]:
-    """(number, what it counts) of the index-th record, found by scanning the file: (line, "line"); for Parquet
-    (row, "row"); for a file holding one JSON array, the record's number and the line it starts on."""
-    if loader == "parquet":
-        return index + 1, "row"
-    if loader == "csv":
-        import csv
-
-        with _open_text(path) as handle:
-            reader = csv.reader(handle)
-            records = (row for row in reader if row)  # the loaders skip blank lines; csv.reader yields []
-            next(records, None)  # header
-            for i, _ in enumerate(records):
-                if i == index:
-                    return reader.line_num, "line"
-        return index + 2, "line"
-    line = _array_record_line(path, index)
-    if line is not None:
-        return line, f"record {index + 1}, line"
-    seen = -1
-    for number, line in _iter_lines(path):
-        if line.strip():
-            seen += 1
-            if seen == index:
-                return number, "line"
-    return index + 1, "line"
-
-
-def _array_record_line(path: Path, index: int) -> int | None:
-    """Line on which the index-th record of a file holding one JSON array starts; None for other files."""
-    with _open_text(path) as handle:
-        start = handle.read(1 << 16)
-        if not start.lstrip().startswith("["):  # JSON lines (a big snapshot, say): not read whole
-            return None
-        text = start + handle.read()
-    space = re.compile(r"[ \t\r\n]*")
-    pos = space.match(text).end()
-    decoder = json.JSONDecoder()
-    pos += 1
-    for _ in range(index):
-        try:
-            _, pos = decoder.raw_decode(text, space.match(text, pos).end())
-        except ValueError:
-            return None
-        pos = space.match(text, pos).end()
-        if not text.startswith(",", pos):
-            return None
-        pos += 1
-    return text.count("\n", 0, space.match(text, pos).end()) + 1
