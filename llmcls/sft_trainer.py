@@ -18,11 +18,14 @@ def make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check:
                  compile_regions: bool = True):
     from trl import get_peft_config
 
+    from llmcls.backends.loading import peft_wrapping
+
     model = load_training_model(model_args, training_args)
     trainer_class = _trainer_class(checked=check is not None)
     try:
-        trainer = trainer_class(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                processing_class=tokenizer, peft_config=get_peft_config(model_args))
+        with peft_wrapping():  # TRL wraps the model in PEFT's LoRA here
+            trainer = trainer_class(model=model, args=training_args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                    processing_class=tokenizer, peft_config=get_peft_config(model_args))
     except ValueError as err:  # PEFT: --lora_target_modules names no module of this model
         if type(err).__name__ != "NoMatchingPeftModuleError":
             raise

@@ -8,9 +8,12 @@ positions of the model it trains).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from llmcls.backends import ModelArguments
@@ -128,6 +131,16 @@ def load_tokenizer(path: str, adapter: str | None = None, trust_remote_code: boo
     return tokenizer
 
 
+@contextlib.contextmanager
+def peft_wrapping() -> Iterator[None]:
+    """Around PEFT's wrapping of a model (an adapter loaded, or one created for training): PEFT reads transformers
+    5's deprecated `is_gradient_checkpointing`, a FutureWarning in every run that nothing a user sets can avoid."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated",
+                                category=FutureWarning)
+        yield
+
+
 def load_model(path: str, args: ModelArguments, device: str, dtype, quantization=None):
     from transformers import AutoModelForCausalLM
 
@@ -138,7 +151,8 @@ def load_model(path: str, args: ModelArguments, device: str, dtype, quantization
     if args.adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, args.adapter)
+        with peft_wrapping():
+            model = PeftModel.from_pretrained(model, args.adapter)
         if not args.load_in_4bit:  # merged weights generate as fast as the base model
             model = model.merge_and_unload()
     if not args.load_in_4bit:
