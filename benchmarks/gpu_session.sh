@@ -16,7 +16,7 @@
 #                           next call without carry had no .gpu/), so every call first copies the .gpu*/ files it
 #                           has to $STASH (default /tmp/llmcls-carry, outside the checkout, kept while the machine is
 #                           warm, as /tmp/site is) and reads them from there
-# Preparing them here (all git-ignored through .git/info/exclude):
+# Preparing them here (all three folders are in .gitignore, so only a call that names them carries them):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl transformers==5.24.0 trl==1.16.0 datasets==5.2.0 peft==0.21.2 \
 #       dill==0.4.1 multiprocess==0.70.19 gguf==0.19.0 liger-kernel==0.8.5
