@@ -11,9 +11,10 @@ data -> run each selected system in this process through its command's `main(arg
 `llmcls compare OUTPUT_DIR --out OUTPUT_DIR/report`.
 
 Resuming: OUTPUT_DIR/NAME/benchmark.json records the system's options (and their fingerprint), its state and the
-digest of the llmcls code that ran it. A system whose run is complete (metrics.json written, state complete, same
-fingerprint) is skipped, so rerunning an interrupted benchmark continues where it stopped; one made by other llmcls
-code is kept too, and the summary and the report say so (`--rerun outdated` runs those again, resumable;
+digest of the llmcls code that ran it (of every attempt at it: a run resumed after the code changed holds results
+of both). A system whose run is complete (metrics.json written, state complete, same fingerprint) is skipped, so
+rerunning an interrupted benchmark continues where it stopped; one made by other llmcls code (wholly or in part) is
+kept too, and the summary and the report say so (`--rerun outdated` runs those again, resumable;
 `--rerun NAMES|all` runs the systems named again, each time). An interrupted
 system reruns in its folder (the generative commands keep their finished predictions); a system whose options
 changed reruns from an empty folder. A failing system is reported in one line (traceback in NAME/error.log) and
@@ -254,16 +255,33 @@ def run_state(run_dir: Path, record: dict[str, Any] | None, fingerprint: str) ->
 def write_record(run_dir: Path, system: System, status: str, **extra: Any) -> None:
     record = {"name": system.name, "command": system.command, "status": status,
               "fingerprint": system.fingerprint(), "recipe": str(system.recipe) if system.recipe else None,
-              "options": system.options, "llmcls": __version__, "llmcls_source": source_digest(), **extra}
+              "options": system.options, "llmcls": __version__, "llmcls_source": source_digest(),
+              "llmcls_sources": sources_of_attempts(read_record(run_dir), system), **extra}
     atomic_write(run_dir / RECORD, json.dumps(record, indent=2, default=str) + "\n")
+
+
+def sources_of_attempts(earlier: dict[str, Any] | None, system: System) -> list[str]:
+    """The llmcls sources of every attempt at this run so far, this one last: an interrupted or failed attempt with
+    the same options left its results in the folder (generative predictions, training checkpoints) for this one
+    to resume, so a run resumed after the code changed is made by more than one llmcls."""
+    current = source_digest()
+    if earlier is None or earlier.get("status") == "complete" or earlier.get("fingerprint") != system.fingerprint():
+        return [current]
+    sources = earlier.get("llmcls_sources") or [earlier.get("llmcls_source") or "unrecorded"]
+    return [*sources, current] if current not in sources else list(sources)
 
 
 def other_code(record: dict[str, Any]) -> str | None:
     """How the llmcls that made a run differs from this one ("llmcls 0.1.0 (source 1a2b3c4d5e6f)"), None when it is
-    this one. A record written before benchmark.json kept the digest counts as other code: nothing says otherwise."""
-    if record.get("llmcls_source") == source_digest():
+    this one. A record written before benchmark.json kept the digest counts as other code: nothing says otherwise;
+    so does a run interrupted and resumed by different code (it holds results of both)."""
+    sources = record.get("llmcls_sources") or [record.get("llmcls_source") or "unrecorded"]
+    if sources == [source_digest()]:
         return None
-    made = f"llmcls {record.get('llmcls', '?')}, source {record.get('llmcls_source', 'unrecorded')}"
+    if len(sources) > 1:
+        return (f"more than one llmcls code (interrupted and resumed after a change: sources {', '.join(sources)}; "
+                f"this one {source_digest()})")
+    made = f"llmcls {record.get('llmcls', '?')}, source {sources[0]}"
     return f"other llmcls code ({made}; this one {__version__}, source {source_digest()})"
 
 

@@ -196,6 +196,36 @@ def test_runs_made_by_other_llmcls_code_are_kept_said_so_and_rerun_on_request(tm
         run(config, out, "--rerun", "c")
 
 
+def test_a_run_resumed_after_llmcls_changed_counts_as_made_by_other_code(tmp_path, capsys, monkeypatch):
+    """A system interrupted under one llmcls and resumed under another holds results of both (the generative
+    commands keep their finished predictions): its record lists both sources, --rerun outdated runs it again, and
+    then it is this code's alone."""
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a")], **SMALL)
+    out = tmp_path / "out"
+    real, first = benchmark.call_command, benchmark.source_digest()
+
+    def interrupted(command, argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark, "call_command", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out)
+    assert record(out / "a")["llmcls_sources"] == [first]
+    seen: list[str] = []
+    monkeypatch.setattr(benchmark, "call_command", spy_into(seen, real))
+    monkeypatch.setattr(benchmark, "source_digest", lambda: "0123456789ab")  # the code changed meanwhile
+    assert run(config, out) == 0
+    assert record(out / "a")["status"] == "complete"
+    assert record(out / "a")["llmcls_sources"] == [first, "0123456789ab"]
+    capsys.readouterr()
+    assert run(config, out) == 0 and seen == ["a"]  # complete: kept, and said to be of mixed code
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"made by more than one llmcls code (interrupted and resumed after a change: sources {first}, " in said
+    assert run(config, out, "--rerun", "outdated") == 0 and seen == ["a", "a"]
+    assert record(out / "a")["llmcls_sources"] == ["0123456789ab"]  # rerun afresh: this code's alone
+    assert run(config, out, "--rerun", "outdated") == 0 and seen == ["a", "a"]
+
+
 def test_the_report_covers_the_yaml_systems_only(tmp_path, calls):
     """A run directory left in the output folder by a system since removed from the YAML stays out of the report."""
     import csv
