@@ -152,7 +152,17 @@ def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
     if unknown_keys:  # ["--key", "value", ...]
         key = unknown_keys[0][2:]
         raise LlmclsError(f"{config}: unknown field {key!r}{suggestion(key, option_names(parser))}")
+    for options in parsed:  # torch would refuse a batch of 0 only once the data is read and the model loaded
+        for name in POSITIVE_OPTIONS:
+            value = getattr(options, name, None)
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                raise LlmclsError(f"--{name} must be at least 1, got {value}")
     return tuple(parsed)
+
+
+# sizes that must be positive, wherever a command has them (Trainer options included)
+POSITIVE_OPTIONS = ("batch_size", "per_device_train_batch_size", "per_device_eval_batch_size",
+                    "gradient_accumulation_steps")
 
 
 def _config_problem(config: str | None, message: str) -> str:

@@ -140,17 +140,9 @@ def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_
     """Option values checked before anything is read or loaded."""
     if not model_args.model and not model_args.adapter:
         raise LlmclsError("--model is required (a hub id, a model folder or a .gguf file)")
-    if gen_args.mode == "score" and gen_args.constrained:
-        raise LlmclsError("--constrained applies to --mode generate (score mode generates nothing)")
-    if prompt_args.k < 0 or gen_args.batch_size < 1:
-        raise LlmclsError("--k must be >= 0 and --batch_size >= 1")
-    for option in ("max_new_tokens", "max_labels"):
-        if getattr(gen_args, option) is not None and getattr(gen_args, option) < 1:
-            raise LlmclsError(f"--{option} must be at least 1 (leave it out for the default), got "
-                              f"{getattr(gen_args, option)}")
-    if gen_args.temperature < 0 or not 0 < gen_args.top_p <= 1:
-        raise LlmclsError("--temperature must be >= 0 and --top_p in (0, 1]")
-    number_list(gen_args.min_labels, "min_labels", int, minimum=0)
+    gen_args.check()
+    if prompt_args.k < 0:
+        raise LlmclsError(f"--k must be >= 0, got {prompt_args.k}")
     from llmcls.prompts import parse_template_kwargs
 
     parse_template_kwargs(prompt_args.chat_template_kwargs)

@@ -150,6 +150,11 @@ class RunDir:
         if earlier is not None and earlier != command:
             raise LlmclsError(f"{self.path} holds a finished `llmcls {earlier}` run, which `llmcls {command}` would "
                               "replace; choose another --output_dir (or remove that run)")
+        if earlier == command and command != "zeroshot":  # a finished zeroshot run is kept, not redone
+            from llmcls.progress import console
+
+            console.print(f"note: {self.path} holds a finished `llmcls {command}` run: this run replaces it once its "
+                          "results are ready (another --output_dir keeps both)", soft_wrap=True, markup=False)
         if earlier is None and command != "zeroshot" and any(self.path.glob("predictions*.jsonl")) \
                 and (self.path / "config.yaml").exists() \
                 and self.read_config().get("system") in ("zeroshot", "fewshot"):

@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
     check_distributed(training_args.world_size)
     check_options(training_args, model_args, script_args)
+    gen_args.check()  # the evaluation's options, as zeroshot checks them
     check_evaluation(data_args, training_args, script_args)
     RunDir(training_args.output_dir).check_overwrite("sft")
     if training_args.resume_from_checkpoint is None:

@@ -69,6 +69,24 @@ class GenerationArguments:
         "help": "Score mode: add the probability that the label ends there to labels that are a prefix of another "
                 "(prefixes), to all labels (all), or to none.", "choices": ["prefixes", "all", "none"]})
 
+    def check(self) -> None:
+        """Values and pairs of options that cannot work, refused before anything is read or loaded (zeroshot,
+        fewshot and the evaluation of sft share them)."""
+        if self.mode == "score" and self.constrained:
+            raise LlmclsError("--constrained applies to --mode generate (score mode generates nothing)")
+        if self.mode == "generate" and self.per_label_thresholds:
+            raise LlmclsError("--per_label_thresholds applies to --mode score (thresholds over the labels' scores; "
+                              "generated answers are parsed, not thresholded)")
+        if self.batch_size < 1:
+            raise LlmclsError(f"--batch_size must be at least 1, got {self.batch_size}")
+        for option in ("max_new_tokens", "max_labels"):
+            if getattr(self, option) is not None and getattr(self, option) < 1:
+                raise LlmclsError(f"--{option} must be at least 1 (leave it out for the default), got "
+                                  f"{getattr(self, option)}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise LlmclsError("--temperature must be >= 0 and --top_p in (0, 1]")
+        number_list(self.min_labels, "min_labels", int, minimum=0)
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # The task

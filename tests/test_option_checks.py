@@ -1,0 +1,72 @@
+"""Options that cannot work, refused in one line before any data is read or model loaded (sizes of 0, pairs that
+contradict each other), and what a command says when its options quietly change what it does."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcls import encoder
+from llmcls.cli import main
+from llmcls.config import parse
+
+AAPD = ["--train", "aapd-train", "--validation", "aapd-validation"]
+
+
+def _one_line_error(argv: list[str], capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train-encoder", "--model", "no/model", *AAPD, "--per_device_train_batch_size", "0"],
+     "--per_device_train_batch_size must be at least 1, got 0"),
+    (["train-encoder", "--model", "no/model", *AAPD, "--per_device_eval_batch_size", "-1"],
+     "--per_device_eval_batch_size must be at least 1, got -1"),
+    (["sft", "--model_name_or_path", "no/model", "--train", "aapd-train", "--gradient_accumulation_steps", "0"],
+     "--gradient_accumulation_steps must be at least 1, got 0"),
+    (["sft", "--model_name_or_path", "no/model", "--train", "aapd-train", "--per_device_train_batch_size", "0"],
+     "--per_device_train_batch_size must be at least 1, got 0"),
+    (["zeroshot", "--model", "no/model", "--test", "aapd-test", "--batch_size", "0"],
+     "--batch_size must be at least 1, got 0"),
+])
+def test_a_batch_of_nothing_is_refused_before_the_model_loads(argv, message, capsys, tmp_path):
+    """torch refused a batch size of 0 with a traceback once the data was tokenised and the model loaded (a hub id
+    that does not exist here would have been tried first: it is never reached)."""
+    err = _one_line_error([*argv, "--output_dir", str(tmp_path / "run")], capsys)
+    assert err.endswith(message), err
+
+
+@pytest.mark.parametrize("command", [["zeroshot", "--model", "no/model", "--test", "aapd-test"],
+                                     ["sft", "--model_name_or_path", "no/model", "--train", "aapd-train"]])
+def test_generation_options_that_contradict_each_other_are_refused_by_zeroshot_and_sft_alike(command, capsys,
+                                                                                              tmp_path):
+    """sft's evaluation ran `--mode score --constrained true` in score mode where zeroshot refused the pair."""
+    out = ["--output_dir", str(tmp_path / "run")]
+    err = _one_line_error([*command, "--mode", "score", "--constrained", "true", *out], capsys)
+    assert "--constrained applies to --mode generate" in err
+    err = _one_line_error([*command, "--per_label_thresholds", "true", *out], capsys)
+    assert "--per_label_thresholds applies to --mode score" in err
+
+
+def test_save_strategy_no_trains_without_best_checkpoint_selection_and_says_so(capsys):
+    """Transformers refused --save_strategy no because of --load_best_model_at_end, a default the user never set;
+    without checkpoints there is nothing to go back to, so the run keeps its last weights, said in a note."""
+    _, args = parse(encoder.make_parser(), ["--model", "m", *AAPD, "--save_strategy", "no"])
+    assert args.load_best_model_at_end is False
+    encoder.check_arguments(args, None)
+    assert "--save_strategy no saves no checkpoint to go back to" in " ".join(capsys.readouterr().err.split())
+    _, args = parse(encoder.make_parser(), ["--model", "m", *AAPD])
+    assert args.load_best_model_at_end is True
+    encoder.check_arguments(args, None)
+    assert "--save_strategy" not in capsys.readouterr().err
+
+
+def test_a_rerun_into_a_finished_run_of_the_same_command_says_it_replaces_it(tmp_path, capsys):
+    out = ["--output_dir", str(tmp_path / "run")]
+    assert main(["train-linear", *AAPD, *out]) == 0
+    assert "holds a finished" not in capsys.readouterr().err
+    assert main(["train-linear", *AAPD, *out]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"note: {tmp_path / 'run'} holds a finished `llmcls train-linear` run: this run replaces it" in said
