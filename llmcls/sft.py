@@ -2,7 +2,7 @@
 
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml llmcls/sft.py \\
         --config configs/sft_qwen2.5-1.5b_lora.yaml --learning_rate 1.0e-4
-    llmcls sft --config configs/sft_smollm2-135m_lora.yaml            # one process (CPU demo or one GPU)
+    llmcls sft --config configs/sft_smollm2-135m_lora.yaml            # one process (one GPU; a CPU takes hours)
 
 Each training abstract becomes a prompt-completion pair built exactly as at inference: the same template
 (`prompts/`), the same chat template (plain layout for base models), and as target `format_labels(labels)` in
