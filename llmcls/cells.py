@@ -21,17 +21,56 @@ def _is_json(kind) -> bool:
     return getattr(kind, "extension_name", None) == "arrow.json"
 
 
+def _json_cell(cell: str | None):
+    """A `Json` cell's value. datasets stores a string that already parses as JSON as it is, not JSON-encoded
+    (`0704.0001`, which its parser reads as a number): a cell that is not JSON is that string itself."""
+    if cell is None:
+        return None
+    try:
+        return json.loads(cell)
+    except ValueError:
+        return cell
+
+
 def cell_values(column) -> list:
     """The column's Python values, `Json` cells (and `Json` elements of lists) decoded."""
     import pyarrow as pa
 
     kind = column.type
     if _is_json(kind):
-        return [None if cell is None else json.loads(cell) for cell in column.to_pylist()]
+        return [_json_cell(cell) for cell in column.to_pylist()]
     if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _is_json(kind.value_type):
-        return [None if cell is None else [None if v is None else json.loads(v) for v in cell]
-                for cell in column.to_pylist()]
+        return [None if cell is None else [_json_cell(v) for v in cell] for cell in column.to_pylist()]
     return column.to_pylist()
+
+
+def invalid_utf8(column) -> list[int]:
+    """Rows of a column (strings, lists of strings, `Json` text) whose text is not valid UTF-8: the JSON loader
+    does not check, and such a cell fails wherever it is read. Checked per row only in a batch that has one."""
+    import pyarrow as pa
+
+    try:
+        column.validate(full=True)
+        return []
+    except pa.ArrowInvalid:
+        pass
+    bad = []
+    for i in range(len(column)):
+        try:
+            column.slice(i, 1).validate(full=True)
+        except pa.ArrowInvalid:
+            bad.append(i)
+    return bad
+
+
+def without_rows(column, rows: list[int]):
+    """The column with the cells of `rows` null (`take` keeps any type, `Json` and lists included)."""
+    import numpy as np
+    import pyarrow as pa
+
+    mask = np.zeros(len(column), dtype=bool)
+    mask[rows] = True
+    return column.take(pa.array(np.arange(len(column)), mask=mask))
 
 
 def _type_name(value) -> str:
@@ -58,8 +97,13 @@ def id_column(column, field: str):
 
     if not _is_json(column.type) and not pa.types.is_nested(column.type):
         return pc.cast(column, pa.string()), [None] * len(column)
+    # `Json` cells (ids of several JSON types): a number as written (`7`), a string decoded; datasets keeps a string
+    # that parses as JSON (`0704.0001`, `1.50`, `true`) unencoded, so such text is the id as written too
+    values = column.to_pylist() if _is_json(column.type) else cell_values(column)
     ids, problems = [], []
-    for value in cell_values(column):
+    for value in values:
+        if isinstance(value, str) and _is_json(column.type):
+            value = _json_cell(value) if value.startswith(("\"", "[", "{")) else value
         usable = value is None or isinstance(value, str) or type(value) in (int, float)
         ids.append(None if value is None or not usable else str(value))
         problems.append(None if usable else f"{field}\texpected a string or a number, got {_type_name(value)}")

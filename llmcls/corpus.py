@@ -9,10 +9,11 @@ without a label -> `--max_train_examples` / `--max_eval_examples`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llmcls.config import DataArguments
 from llmcls.data import ReadOptions, quiet_datasets, read_file
-from llmcls.errors import DataError, LlmclsError
+from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace, archive_of
 from llmcls.progress import console, status
 from llmcls.splits import iterative_stratification, parse_ratios
@@ -52,7 +53,7 @@ def read_options(args: DataArguments, labels_required: bool = True) -> ReadOptio
     return ReadOptions(text_field=args.text_field, title_field=args.title_field, label_field=args.label_field,
                        id_field=args.id_field, label_sep=args.label_sep, skip_bad_rows=args.skip_bad_rows,
                        since=args.since, until=args.until, date_field=args.date_field,
-                       labels_required=labels_required)
+                       labels_required=labels_required, unique_ids=True)
 
 
 def load_corpus(args: DataArguments, required: tuple[str, ...] = (), unlabelled: tuple[str, ...] = ()) -> Corpus:
@@ -65,6 +66,7 @@ def load_corpus(args: DataArguments, required: tuple[str, ...] = (), unlabelled:
 def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tuple[str, ...] = ()) -> Corpus:
     notes: list[str] = []
     splits = {}
+    read = {}
     for option in ("max_train_examples", "max_eval_examples"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             raise LlmclsError(f"--{option} must be at least 1, got {getattr(args, option)}")
@@ -72,7 +74,8 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
         spec = getattr(args, name)
         if spec is None:
             continue
-        result = read_file(spec, read_options(args, labels_required=name not in unlabelled))
+        result = read[name] = read_file(spec, read_options(args, labels_required=name not in unlabelled))
+        notes.extend(f"{name}: {note}" for note in result.notes)
         if result.n_skipped:
             notes.append(f"{name}: skipped {result.n_skipped} bad rows in {result.path}")
         if result.n_filtered_by_date:
@@ -81,9 +84,9 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
             "no row dated within --since/--until" if result.n_filtered_by_date
             else f"all {result.n_skipped} rows skipped as bad (--skip_bad_rows)" if result.n_skipped
             else "has no rows"))
-        _check_unique_ids(result.dataset, result.path)
         splits[name] = _map_labels(result.dataset, args, notes, name, keep_unlabelled=name in unlabelled)
         _require_rows(splits[name], f"{result.path}: no row has a label in --categories {args.categories}")
+    notes.extend(_shared_rows(read))
     if args.split_ratios:
         with _step(f"Splitting --train by {args.split_ratios}", splits):
             splits = _split(splits, args, notes)
@@ -150,16 +153,26 @@ def _require_rows(ds, why: str) -> None:
         raise LlmclsError(why)
 
 
-def _check_unique_ids(ds, path: str) -> None:
-    """Ids name examples in predictions files, resumed runs and paired comparisons, so within a file they must be
-    unique (a file without an id field gets row numbers)."""
+def _shared_rows(read: dict) -> list[str]:
+    """Notes for a validation or test file that shares examples with train (or test with validation): its scores
+    are then no held-out estimates. Compared by ids (cheap: no texts); files without an id field (row numbers) only
+    when they are the same file."""
     import pyarrow.compute as pc
 
-    counts = pc.value_counts(arrow_rows(ds, ["id"]).column("id"))
-    repeated = [item["values"].as_py() for item in counts if item["counts"].as_py() > 1]
-    if repeated:
-        raise DataError(path, f"id {repeated[0]!r} is on more than one row ({len(repeated)} ids repeat): ids must be "
-                              "unique; name a unique field with --id_field, or drop the id field to number rows")
+    notes = []
+    for name, other in (("validation", "train"), ("test", "train"), ("test", "validation")):
+        if name not in read or other not in read:
+            continue
+        mine, theirs = read[name], read[other]
+        if mine.id_field is not None and theirs.id_field is not None:
+            ids = arrow_rows(mine.dataset, ["id"]).column("id")
+            shared = pc.sum(pc.is_in(ids, value_set=arrow_rows(theirs.dataset, ["id"]).column("id"))).as_py() or 0
+            if shared:
+                notes.append(f"{name} shares {shared} of its {len(ids)} ids with {other}: its scores are not "
+                             "held-out estimates")
+        elif Path(mine.path).resolve() == Path(theirs.path).resolve():
+            notes.append(f"{name} is the same file as {other}: its scores are not held-out estimates")
+    return notes
 
 
 def _map_labels(ds, args: DataArguments, notes: list[str], name: str, keep_unlabelled: bool = False):

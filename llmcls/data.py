@@ -27,18 +27,22 @@ from llmcls.cells import (
     cell_values,
     first_version_date,
     id_column,
+    invalid_utf8,
     iso_date,
     parse_label_cell,
     text_column,
+    without_rows,
 )
 from llmcls.config import check_date_option
 from llmcls.data_lines import (
+    csv_records,
     first_bad_json_line,
     first_line,
     iter_lines,
-    json_object,
+    line_problem,
     lines_but_trailing_blank,
     open_text,
+    parse_json_line,
     record_position,
 )
 from llmcls.errors import DataError
@@ -73,6 +77,7 @@ class ReadOptions:
     until: str | None = None
     date_field: str = "update_date"
     labels_required: bool = True  # False: a file to predict, whose rows may have no label field or no labels
+    unique_ids: bool = False  # True: a repeated id is an error naming its first two lines (what a run needs)
 
     def __post_init__(self):
         self.since = check_date_option("since", self.since)
@@ -86,6 +91,8 @@ class ReadResult:
     format: str  # "arxiv-snapshot", "aapd-text", "json", "csv", "parquet"
     n_skipped: int = 0
     n_filtered_by_date: int = 0
+    id_field: str | None = None  # None: ids are row numbers (the file has no id field)
+    notes: list[str] = dataclasses.field(default_factory=list)  # hints about the file, for the user
 
 
 def bundled_samples() -> dict[str, Path]:
@@ -142,18 +149,27 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions):
 
     if loader == "parquet" and path.suffix.lower() == ".gz":
         return _load_gzipped_parquet(path)
+    csv_header = _csv_header(path) if loader == "csv" else None
+    # pandas would read a CSV id `0704.0010` as the number 704.001 (and labels `1` as integers): every CSV column is
+    # read as the text written; an empty cell is empty text (no "NA"/"null" strings taken for missing values)
+    csv_options = {} if csv_header is None else {
+        "features": datasets.Features({name: datasets.Value("string") for name in csv_header}),
+        "keep_default_na": False}
     try:
         # datasets keys a local file's cache on its path and modification time only: the size joins the key, so a
         # file replaced by another with the same mtime (cp -p, touch -r, some syncs) is read again
-        return datasets.load_dataset(loader, data_files=str(path), split="train", name=f"size-{path.stat().st_size}")
+        return datasets.load_dataset(loader, data_files=str(path), split="train", name=f"size-{path.stat().st_size}",
+                                     **csv_options)
     except Exception as err:  # datasets wraps parser errors in several exception types
         if _has_no_rows(path, loader):
             raise DataError(path, "has no rows") from None
+        if loader == "csv" and csv_header is not None:
+            return _load_csv_python(path, csv_header, options, err)
         if loader != "json":
             raise DataError(path, f"cannot read {loader.upper()}: {first_line(err)}") from None
         bad = first_bad_json_line(path)
         if bad is not None and not options.skip_bad_rows:
-            raise DataError(path, f"malformed JSON ({bad[1]})", line=bad[0]) from None
+            raise DataError(path, bad[1], line=bad[0]) from None
         # Malformed lines to skip, or values whose types vary between rows (a label list here, a string
         # there): read line by line instead, still into Arrow.
         return _load_json_lines_python(path, options)
@@ -217,29 +233,93 @@ def _load_json_lines_python(path: Path, options: ReadOptions):
     """Line-by-line JSON reader (still into Arrow) that keeps line numbers and marks malformed lines.
 
     Used when the Arrow loader fails: malformed lines to skip. Every field has datasets' `Json` type (as when a
-    field's JSON type varies between rows), so the normaliser sees each value as it was written.
+    field's JSON type varies between rows), so the normaliser sees each value as it was written. `_malformed`
+    says why a line is no row (not UTF-8, malformed JSON, not an object).
     """
     import datasets
 
     keys: dict[str, None] = {}
-    for _, line in iter_lines(path):
-        row = json_object(line)
+    for _, line in iter_lines(path, keep_bad_utf8=True):
+        row, _ = parse_json_line(line)
         if row:
             keys.update(dict.fromkeys(row))
     features = datasets.Features({**{key: datasets.Json() for key in keys},
-                                  "_line": datasets.Value("int64"), "_malformed": datasets.Value("bool")})
+                                  "_line": datasets.Value("int64"), "_malformed": datasets.Value("string")})
 
     def rows(path: str, stamp: str):  # `stamp` (mtime, size) keys datasets' cache to this version of the file
-        for number, line in iter_lines(Path(path)):
+        for number, line in iter_lines(Path(path), keep_bad_utf8=True):
             if not line.strip():
                 continue
-            row = json_object(line)
+            row, problem = parse_json_line(line)
             cells = {key: row.get(key) for key in keys} if row is not None else dict.fromkeys(keys)
-            yield {**cells, "_line": number, "_malformed": row is None}
+            yield {**cells, "_line": number, "_malformed": problem}
+
+    return _from_generator(path, rows, features)
+
+
+def _from_generator(path: Path, rows, features):
+    """`rows(path, stamp)` written to Arrow by datasets; `stamp` (mtime, size) keys its cache to this version of the
+    file. A DataError the rows raise comes out as itself (datasets wraps it)."""
+    import datasets
 
     stat = path.stat()
     stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
-    return datasets.Dataset.from_generator(rows, features=features, gen_kwargs={"path": str(path), "stamp": stamp})
+    try:
+        return datasets.Dataset.from_generator(rows, features=features, gen_kwargs={"path": str(path), "stamp": stamp})
+    except Exception as err:
+        cause = err
+        while cause is not None and not isinstance(cause, DataError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _csv_header(path: Path) -> list[str] | None:
+    """The CSV header's column names as pandas names them (an empty one `Unnamed: <i>`); None for a file without
+    records (the loader's failure is then reported as "has no rows")."""
+    records = csv_records(path)
+    line, names, problem = next(records, (None, None, None))
+    records.close()
+    if problem is not None:
+        raise DataError(path, problem, line=line)
+    if names is None:
+        return None
+    names = [name or f"Unnamed: {i}" for i, name in enumerate(names)]
+    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if repeated is not None:  # pandas would rename the second one: which column is meant is unclear
+        raise DataError(path, f"the header names column {repeated!r} twice", line=line)
+    return names
+
+
+def _load_csv_python(path: Path, names: list[str], options: ReadOptions, err: Exception):
+    """What pandas' loader failed on, read with Python's csv reader (still into Arrow, every cell as text): rows
+    with more fields than the header, or bytes that are not UTF-8, stop the read naming their line or, with
+    --skip_bad_rows, are marked (`_malformed`) to skip. Rows with fewer fields miss the last ones, as in pandas."""
+    import datasets
+
+    def records(path: Path):
+        rows = csv_records(path)
+        next(rows)  # the header
+        for line, cells, problem in rows:
+            if problem is None and len(cells) > len(names):
+                problem = f"has {len(cells)} fields but the header has {len(names)}"
+            yield line, cells, problem
+
+    if not options.skip_bad_rows:
+        bad = next(((line, problem) for line, _, problem in records(path) if problem), None)
+        if bad is None:  # nothing Python's reader finds wrong: say what pandas said
+            raise DataError(path, f"cannot read CSV: {first_line(err)}") from None
+        raise DataError(path, bad[1], line=bad[0]) from None
+    features = datasets.Features({**{name: datasets.Value("string") for name in names},
+                                  "_line": datasets.Value("int64"), "_malformed": datasets.Value("string")})
+
+    def rows(path: str, stamp: str):
+        for line, cells, problem in records(Path(path)):
+            cells = [None] * len(names) if problem else cells + [None] * (len(names) - len(cells))
+            yield {**dict(zip(names, cells, strict=True)), "_line": line, "_malformed": problem}
+
+    return _from_generator(path, rows, features)
 
 
 # ---------------------------------------------------------------------------------------------- AAPD text pairs
@@ -349,17 +429,69 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
             line, where = (row["_line"], "line") if row["_line"] is not None else record_position(
                 path, loader, int(bad[0]))
             field, _, problem = row["_problem"].partition("\t")
+            whole = line_problem(path, line) if loader == "json" and where == "line" else None
+            if whole is not None:  # a `null` line (read as a row without fields), bytes that are not UTF-8
+                field, problem = "", whole
             raise DataError(path, problem, line=line, field=field or None, where=where)
         n_skipped = len(bad)
         normalised = normalised.select(np.setdiff1d(np.arange(len(normalised)), bad))
     n_before = len(normalised)
     if dated:
         normalised = _filter_dates(normalised, options)
-    normalised = normalised.remove_columns(["_problem", "_line", "_date"])
+    if options.unique_ids:
+        _check_unique_ids(path, loader, normalised)
+    normalised = normalised.remove_columns(["_problem", "_line", "_row", "_date"])
     if getattr(normalised, "_indices", None) is not None:  # rows skipped or filtered: write the kept rows once
         normalised = normalised.flatten_indices()  # (without a selection this would copy the whole file again)
     fmt = "arxiv-snapshot" if fields.snapshot else loader
-    return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised))
+    joined = _joined_labels_note(normalised.data.column("labels")) if fields.labels and not options.label_sep else None
+    return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised), fields.id,
+                      [joined] if joined else [])
+
+
+def _check_unique_ids(path: Path, loader: str, dataset) -> None:
+    """Ids name examples in predictions files, resumed runs and paired comparisons, so within a file they must be
+    unique (a file without an id field gets row numbers). The error names the first repeated id's first two
+    lines (rows for Parquet)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    rows = dataset.select_columns(["id", "_line", "_row"]).with_format("arrow")[0:len(dataset)]
+    counts = pc.value_counts(rows.column("id"))  # in order of first appearance
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated) == 0:
+        return
+    first = repeated.field("values")[0].as_py()
+    places = []
+    for i in np.flatnonzero(pc.equal(rows.column("id"), first).to_numpy(zero_copy_only=False))[:2]:
+        line = rows.column("_line")[int(i)].as_py()
+        places.append((line, "line") if line is not None else record_position(
+            path, loader, rows.column("_row")[int(i)].as_py()))
+    (a, where_a), (b, where_b) = places
+    where = f"{where_a}s {a} and {b}" if where_a == where_b and where_a in ("line", "row") else (
+        f"{where_a} {a} and {where_b} {b}")
+    others = f"{len(repeated)} ids repeat" if len(repeated) > 1 else "no other id repeats"
+    raise DataError(path, f"id {first!r} is on more than one row ({where}; {others}): ids must be unique; name a "
+                          "unique field with --id_field, or drop the id field to number rows")
+
+
+def _joined_labels_note(labels) -> str | None:
+    """A hint when at least half the labelled rows have a label holding '|', ';' or ',': likely several labels
+    joined by a separator the reader does not split on (a string splits on whitespace, commas and semicolons; a
+    list's items not at all). Rows with a single label hold no separator, hence half, not all."""
+    import pyarrow.compute as pc
+
+    labels = labels.combine_chunks()  # parent indices count from each chunk's start
+    n_rows = pc.sum(pc.greater(pc.list_value_length(labels), 0)).as_py() or 0
+    flat, parents = pc.list_flatten(labels), pc.list_parent_indices(labels)
+    for sep in "|;,":
+        holds = pc.match_substring(flat, sep)
+        n_holding = pc.count_distinct(pc.filter(parents, holds)).as_py()
+        if n_holding and 2 * n_holding >= n_rows:
+            example = pc.filter(flat, holds)[0].as_py()
+            return (f"{n_holding} of {n_rows} rows have a label holding {sep!r} (e.g. {example!r}): if {sep!r} joins "
+                    f"several labels, pass --label_sep {sep!r}")
+    return None
 
 
 def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
@@ -368,6 +500,14 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
 
     n = batch.num_rows
     none = [None] * n
+    # cells that are not UTF-8 (the JSON loader keeps their bytes) are problems of their row, and read as missing
+    utf8_problems = list(none)
+    for name in batch.column_names:
+        bad = invalid_utf8(batch.column(name)) if not name.startswith("_") else []
+        if bad:
+            batch = batch.set_column(batch.column_names.index(name), name, without_rows(batch.column(name), bad))
+            for i in bad:
+                utf8_problems[i] = utf8_problems[i] or f"{name}\tis not valid UTF-8 (save the file as UTF-8)"
     text, text_problems = text_column(batch.column(fields.text), fields.text)
     title, title_problems = text_column(batch.column(fields.title), fields.title) if fields.title else (
         pa.nulls(n, pa.string()), none)
@@ -385,9 +525,9 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
         except BadCell as err:
             labels.append(None)
             label_problems.append(f"{fields.labels}\t{err}")
-    malformed = batch.column("_malformed").to_pylist() if "_malformed" in batch.column_names else [False] * n
-    cell_problems = [a or b or c or d for a, b, c, d in zip(text_problems, title_problems, id_problems,
-                                                            label_problems, strict=True)]
+    malformed = batch.column("_malformed").to_pylist() if "_malformed" in batch.column_names else none
+    cell_problems = [u or a or b or c or d for u, a, b, c, d in zip(utf8_problems, text_problems, title_problems,
+                                                                    id_problems, label_problems, strict=True)]
     problems = [_row_problem(t, lab, bad, cell, fields, options.labels_required) for t, lab, bad, cell in zip(
         text.to_pylist(), labels, malformed, cell_problems, strict=True)]
     lines = batch.column("_line") if "_line" in batch.column_names else pa.nulls(n, pa.int64())
@@ -399,15 +539,17 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
         "labels": pa.array([lab or [] for lab in labels], pa.list_(pa.string())),
         "_problem": pa.array(problems, pa.string()),
         "_line": pc.cast(lines, pa.int64()),
+        "_row": pa.array(indices, pa.int64()),  # the row of the file, to find a row's line after a selection
         "_date": dates,
     })
 
 
-def _row_problem(text: str | None, labels: list[str] | None, malformed: bool, cell_problem: str | None,
+def _row_problem(text: str | None, labels: list[str] | None, malformed: str | None, cell_problem: str | None,
                  fields: _Fields, labels_required: bool = True) -> str | None:
-    """`field<TAB>problem` for a bad row, else None; `cell_problem` is a cell of the wrong type, found earlier."""
+    """`field<TAB>problem` for a bad row, else None; `malformed` says why a line read line by line is no row,
+    `cell_problem` is a cell of the wrong type, found earlier."""
     if malformed:
-        return "\tmalformed JSON"
+        return f"\t{malformed}"
     if cell_problem:
         return cell_problem
     if text is None:

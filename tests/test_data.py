@@ -309,7 +309,7 @@ def test_csv_error_names_the_physical_line(tmp_path, text, line):
     path.write_text(text)
     with pytest.raises(DataError) as info:
         read_file(str(path))
-    assert str(info.value) == f"{path}:{line}: field 'abstract' is missing"
+    assert str(info.value) == f"{path}:{line}: field 'abstract' is empty"
 
 
 def test_json_array_errors_name_the_record_and_its_line(tmp_path):

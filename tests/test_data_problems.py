@@ -1,0 +1,210 @@
+"""Problems a user walkthrough found in data files: bytes that are not UTF-8, ids of several JSON types, CSV cells
+read as text, CSV rows with extra fields or an open quote, labels joined by another separator, the wording of
+errors, and validation/test files that share examples with train."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import write_jsonl
+
+from llmcls.cli import main
+from llmcls.config import DataArguments
+from llmcls.corpus import load_corpus
+from llmcls.data import ReadOptions, read_file
+from llmcls.errors import DataError, LlmclsError
+
+
+@pytest.fixture
+def good(aapd_rows) -> list[dict]:
+    return [{"id": r["id"], "abstract": r["abstract"], "labels": r["labels"]} for r in aapd_rows[:20]]
+
+
+def _write_csv(path, rows: list[dict], sep: str = " ", extra: str = ""):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "abstract", "labels"])
+        for row in rows:
+            writer.writerow([row["id"], row["abstract"], sep.join(row["labels"])])
+        handle.write(extra)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ not UTF-8
+
+
+@pytest.mark.parametrize(("line", "column"), [
+    (b'{"id":"l","abstract":"caf\xe9 x","labels":["cs.LG"]}\n', 26),
+    (b'{"id":"l","title":"caf\xe9","abstract":"a b","labels":["cs.LG"]}\n', 23),
+])
+def test_a_byte_that_is_not_utf8_names_its_line(good, tmp_path, line, column):
+    path = write_jsonl(tmp_path / "latin1.jsonl", good)
+    path.write_bytes(path.read_bytes() + line)
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:21: not valid UTF-8 (byte 0xe9 at column {column}; save the file as UTF-8)"
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.n_skipped == 1 and len(skipped.dataset) == 20
+
+
+def test_a_byte_that_is_not_utf8_is_one_line_from_the_cli(good, tmp_path, capsys):
+    path = write_jsonl(tmp_path / "latin1.jsonl", good)
+    path.write_bytes(path.read_bytes() + b'{"id":"l","abstract":"caf\xe9 x","labels":["cs.LG"]}\n')
+    assert main(["data", "stats", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"llmcls data stats: error: {path}:21: not valid UTF-8 (byte 0xe9 at column 26; save the file as "
+                   "UTF-8)"]
+    assert main(["data", "stats", str(path), "--skip_bad_rows"]) == 0
+    assert f"skipped 1 bad rows in {path}" in " ".join(capsys.readouterr().err.split())  # the console wraps
+
+
+def test_a_byte_that_is_not_utf8_in_a_line_read_line_by_line(tmp_path):
+    # the labels' types vary, so the file is read line by line: the line is marked, not a crash
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"id":"a","abstract":"x","labels":["cs.LG"]}\n{"id":"b","abstract":"y","labels":"cs.AI"}\n'
+                     b'{"id":"c","abstract":"caf\xe9","labels":"cs.AI"}\n')
+    with pytest.raises(DataError, match=r"mixed.jsonl:3: not valid UTF-8 \(byte 0xe9 at column 26"):
+        read_file(str(path))
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.dataset["id"] == ["a", "b"] and skipped.n_skipped == 1
+
+
+def test_a_byte_that_is_not_utf8_in_a_csv(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"id,abstract,labels\na,fine,cs.LG\nb,caf\xe9,cs.LG\nc,also fine,cs.AI\n")
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:3: not valid UTF-8 (byte 0xe9 at column 6; save the file as UTF-8)"
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.dataset["id"] == ["a", "c"] and skipped.n_skipped == 1
+
+
+# ------------------------------------------------------------------------------------------------ ids and cells
+
+
+def test_ids_of_several_json_types_read_as_written(tmp_path):
+    path = write_jsonl(tmp_path / "ids.jsonl", [{"id": "0704.0001", "abstract": "a b c", "labels": ["cs.LG"]},
+                                                {"id": 7, "abstract": "d e f", "labels": ["cs.AI"]},
+                                                {"id": "1.50", "abstract": "g", "labels": ["cs.AI"]},
+                                                {"id": "true", "abstract": "h", "labels": ["cs.AI"]}])
+    assert read_file(str(path)).dataset["id"] == ["0704.0001", "7", "1.50", "true"]
+
+
+def test_csv_cells_are_read_as_the_text_written(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("id,abstract,labels\n0704.0010,a b c,1\n0704.0020,NA,2 3\n007,null,cs.LG\n")
+    ds = read_file(str(path)).dataset
+    assert ds["id"] == ["0704.0010", "0704.0020", "007"]
+    assert ds["labels"] == [["1"], ["2", "3"], ["cs.LG"]]
+    assert ds["abstract"] == ["a b c", "NA", "null"]
+
+
+def test_an_empty_csv_cell_is_empty_and_a_short_row_misses_its_last_fields(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("id,abstract,labels\n1,a,cs.LG\n2,,cs.LG\n")
+    with pytest.raises(DataError, match=r"rows.csv:3: field 'abstract' is empty$"):
+        read_file(str(path))
+    path.write_text("id,abstract,labels\n1,a,cs.LG\n2,b\n")
+    assert read_file(str(path), ReadOptions(labels_required=False)).dataset["labels"] == [["cs.LG"], []]
+
+
+# ------------------------------------------------------------------------------------------------ CSV structure
+
+
+def test_a_csv_row_with_extra_fields_names_its_line_and_can_be_skipped(good, tmp_path):
+    path = _write_csv(tmp_path / "extra.csv", good, extra="21,too,many,fields,here\n")
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:22: has 5 fields but the header has 3"
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.n_skipped == 1 and skipped.dataset["id"] == [r["id"] for r in good]
+    assert skipped.dataset["labels"] == [r["labels"] for r in good]
+
+
+def test_an_open_quote_in_a_csv_names_its_line_even_when_skipping(good, tmp_path):
+    path = _write_csv(tmp_path / "quote.csv", good, extra='21,"unterminated,cs.LG\n22,fine,cs.AI\n')
+    for options in (ReadOptions(), ReadOptions(skip_bad_rows=True)):  # it swallowed every line after it
+        with pytest.raises(DataError) as info:
+            read_file(str(path), options)
+        assert str(info.value) == f"{path}:22: a quoted field opened on this line is never closed (a stray '\"'?)"
+
+
+def test_a_repeated_csv_header_name_is_an_error(tmp_path):
+    path = tmp_path / "twice.csv"
+    path.write_text("id,abstract,labels,labels\n1,a,cs.LG,cs.AI\n")
+    with pytest.raises(DataError, match=r"twice.csv:1: the header names column 'labels' twice"):
+        read_file(str(path))
+
+
+# ------------------------------------------------------------------------------------------------ notes
+
+
+def test_labels_joined_by_another_separator_get_a_note(good, tmp_path):
+    path = _write_csv(tmp_path / "pipe.csv", good, sep="|")
+    first = "|".join(good[0]["labels"])
+    assert read_file(str(path)).notes == [f"20 of 20 rows have a label holding '|' (e.g. {first!r}): if '|' joins "
+                                          "several labels, pass --label_sep '|'"]
+    assert read_file(str(path), ReadOptions(label_sep="|")).notes == []
+    assert read_file(str(_write_csv(tmp_path / "space.csv", good))).notes == []
+    corpus = load_corpus(DataArguments(train=str(path)))
+    assert any(note.startswith("train: 20 of 20 rows have a label holding '|'") for note in corpus.notes)
+
+
+def test_splits_sharing_ids_with_train_are_noted(good, tmp_path, aapd_rows):
+    same = load_corpus(DataArguments(train="aapd-train", validation="aapd-train"))
+    assert "validation shares 400 of its 400 ids with train: its scores are not held-out estimates" in same.notes
+    part = write_jsonl(tmp_path / "part.jsonl", aapd_rows[390:] + [dict(aapd_rows[0], id="new")])
+    some = load_corpus(DataArguments(train="aapd-train", validation="aapd-validation", test=str(part)))
+    assert [note for note in some.notes if "shares" in note] == [
+        "test shares 10 of its 11 ids with train: its scores are not held-out estimates"]
+    unnamed = write_jsonl(tmp_path / "unnamed.jsonl", [{"abstract": r["abstract"], "labels": r["labels"]}
+                                                       for r in good])
+    other = write_jsonl(tmp_path / "other.jsonl", [{"abstract": r["abstract"], "labels": r["labels"]}
+                                                   for r in good[:5]])
+    row_numbers = load_corpus(DataArguments(train=str(unnamed), validation=str(other), test=str(unnamed)))
+    assert [note for note in row_numbers.notes if "held-out" in note] == [  # row numbers are no ids to compare
+        "test is the same file as train: its scores are not held-out estimates"]
+
+
+# ------------------------------------------------------------------------------------------------ wording
+
+
+def test_repeated_ids_name_their_first_two_lines(good, tmp_path):
+    path = write_jsonl(tmp_path / "dup.jsonl", good + good[:3])
+    with pytest.raises(LlmclsError) as info:
+        load_corpus(DataArguments(train=str(path)))
+    assert str(info.value) == (f"{path}: id {good[0]['id']!r} is on more than one row (lines 1 and 21; 3 ids repeat): "
+                               "ids must be unique; name a unique field with --id_field, or drop the id field to "
+                               "number rows")
+    skipped = tmp_path / "skipped.jsonl"  # a skipped row before them: still the file's lines
+    skipped.write_text("not json\n" + "".join(json.dumps(r) + "\n" for r in good[:2] + good[:1]))
+    with pytest.raises(LlmclsError, match=r"is on more than one row \(lines 2 and 4; no other id repeats\)"):
+        load_corpus(DataArguments(train=str(skipped), skip_bad_rows=True))
+
+
+def test_repeated_ids_in_parquet_name_rows(good, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.Table.from_pylist(good[:3] + good[1:2]), path)
+    with pytest.raises(LlmclsError, match=r"dup.parquet: id .* is on more than one row \(rows 2 and 4;"):
+        load_corpus(DataArguments(train=str(path)))
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ('{"id": "2", "abstract": "open', "malformed JSON (Unterminated string starting at column 25)"),
+    ("null", "not a JSON object (null)"),
+    ("[1, 2]", "not a JSON object (array)"),
+    ('"text"', "not a JSON object (string)"),
+])
+def test_lines_that_are_no_json_object_say_why(good, tmp_path, line, expected):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in good[:2]) + line + "\n" + json.dumps(good[2]) + "\n")
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:3: {expected}"
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.n_skipped == 1 and len(skipped.dataset) == 3
