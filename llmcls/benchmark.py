@@ -17,10 +17,11 @@ rerunning an interrupted benchmark continues where it stopped; one made by other
 kept too, and the summary and the report say so (`--rerun outdated` runs those again, resumable;
 `--rerun NAMES|all` runs the systems named again, each time). An interrupted
 system reruns in its folder (the generative commands keep their finished predictions); a system whose options
-changed reruns from an empty folder. A failing system is reported in one line (traceback in NAME/error.log) and
-the others still run; the exit status is then 1. The report covers the systems whose run is complete with the
-YAML's current options: one whose options changed but that was not rerun (--only, --skip) is left out, with a
-note, rather than shown with its old results.
+changed reruns from an empty folder. A folder holding a finished run that no benchmark made (metrics.json, no
+benchmark.json) is refused before anything runs: it is not the benchmark's to replace. A failing system is
+reported in one line (traceback in NAME/error.log) and the others still run; the exit status is then 1. The
+report covers the systems whose run is complete with the YAML's current options: one whose options changed but
+that was not rerun (--only, --skip) is left out, with a note, rather than shown with its old results.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from llmcls.runs import RunDir, atomic_write
 RECORD = "benchmark.json"
 STALE = {"changed": "was made with other options than the YAML's", "new": f"has no {RECORD} (not run by a benchmark)",
          "running": "holds an interrupted run", "failed": "holds a failed run"}  # run_state -> why not reported
+FOREIGN = "move it elsewhere, or choose another --output_dir"  # what to do with a finished run no benchmark made
 
 
 def make_parser():
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = make_plan(data_args, args, source)
     for note in plan.notes:
         console.print(f"note: {note}")
+    check_foreign_runs(plan)
     if args.dry_run:
         for system in plan.systems:
             print(system.command_line(plan.out_dir))
@@ -126,6 +129,18 @@ def run_systems(plan: Plan) -> list[Outcome]:
         outcomes.append(outcome)
         console.print(f"{tag}: {describe(outcome)}; benchmark elapsed {time.perf_counter() - started:.0f}s")
     return outcomes
+
+
+def check_foreign_runs(plan: Plan) -> None:
+    """Refuse, before anything runs, to run a system into a folder holding a finished run that no benchmark made
+    (metrics.json, no benchmark.json): the benchmark would replace it, and it has no record to tell whether that
+    run is one to keep. Refusing is safer than keeping it aside as .NAME.previous, which a successful rerun
+    removes."""
+    for system in plan.systems:
+        run_dir = plan.out_dir / system.name
+        if read_record(run_dir) is None and (run_dir / "metrics.json").exists():
+            raise LlmclsError(f"{run_dir} holds a finished run that no benchmark made (metrics.json, no {RECORD}), "
+                              f"which system {system.name!r} would replace: {FOREIGN}")
 
 
 def run_system(system: System, out_dir: Path, tag: str, reruns=lambda name, outdated: False) -> Outcome:
@@ -337,7 +352,8 @@ def write_report(out_dir: Path, systems: list[System]) -> None:
                 notes.append(f"{system.name}: made by {older}; `llmcls benchmark ... --rerun outdated` runs it "
                              "again")
         elif (run_dir / "metrics.json").exists() or state in ("failed", "running"):
-            notes.append(f"{system.name}: left out of the report: {run_dir} {STALE[state]} (run the system again)")
+            todo = f"{FOREIGN}, then run the system" if state == "new" else "run the system again"
+            notes.append(f"{system.name}: left out of the report: {run_dir} {STALE[state]} ({todo})")
     if not finished:
         for note in notes:
             console.print(f"note: {note}", soft_wrap=True, markup=False)

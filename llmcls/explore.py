@@ -68,6 +68,9 @@ def stats_main(argv: list[str]) -> int:
     for option in ("top", "cooccurrence"):
         if getattr(args, option) < 1:
             raise LlmclsError(f"--{option} must be at least 1, got {getattr(args, option)}")
+    if args.plot and not args.plot.lower().endswith(".png"):  # checked first: a typo must not overwrite another file
+        raise LlmclsError(f"--plot {args.plot}: the plot is a PNG image; give a file name ending in .png "
+                          "(e.g. stats.png)")
     data_args.train = extra.path
     corpus = load_corpus(data_args, required=("train",))
     stats = compute_stats(corpus.get("train"), args)

@@ -2,10 +2,11 @@
 two or more runs with predictions, each run's paired micro-F1 difference from the first; files with `--out`).
 
     llmcls compare runs/linear runs/encoder-twoway --out runs/comparison
-    llmcls compare runs/                                 # every finished run below runs/, terminal table only
+    llmcls compare runs/                                 # every finished run in and below runs/, terminal only
     llmcls compare runs/ --split validation --out runs/validation --plots false
 
-With `--out PREFIX` (its folder is created when missing; checked before anything is computed) it writes:
+With `--out PREFIX` (its folder is created when missing; checked before anything is computed) it writes the
+following, and removes those of them an earlier report left under PREFIX that this one does not write:
 
     PREFIX.md, PREFIX.tex, PREFIX.html   the whole report (HTML self-contained: inline CSS, plots as data URIs;
                                          LaTeX a booktabs document that includes the PNGs beside it)
@@ -54,6 +55,11 @@ from llmcls.report_tables import (
 from llmcls.runs import atomic_write
 
 __all__ = ["find_runs", "main", "make_parser"]
+
+# every file a report may write, as PREFIX + suffix (the module docstring): a report removes those of an earlier
+# report under the same prefix that it does not write itself (no pairs, --plots false), never any other file
+REPORT_SUFFIXES = (".md", ".tex", ".html", ".csv", "-paired.csv", "-original.csv", "-per-label.csv", "-bands.csv",
+                   "-runs.csv", "-per-label-f1.png", "-f1-vs-cost.png", "-precision-recall.png")
 
 
 @dataclass
@@ -114,9 +120,13 @@ def scored_apart(runs: list[Run]) -> list[str]:
              "the number of labels": lambda run: run.value("metrics.n_labels")}
     notes = []
     for what, value in facts.items():
-        seen = {str(value(run)) for run in runs if value(run) is not None}
-        if len(seen) > 1:
-            notes.append(f"the runs differ in {what} ({', '.join(sorted(seen))}): their rows are not scored alike")
+        runs_by_value: dict[str, list[str]] = {}  # which run has which value: the note must say who differs
+        for run in runs:
+            if value(run) is not None:
+                runs_by_value.setdefault(str(value(run)), []).append(run.name)
+        if len(runs_by_value) > 1:
+            which = "; ".join(f"{', '.join(names)}: {seen}" for seen, names in runs_by_value.items())
+            notes.append(f"the runs differ in {what} ({which}): their rows are not scored alike")
     spaces = {frozenset(run.space.labels) for run in runs if run.space is not None}
     if len(spaces) > 1 and len({len(space) for space in spaces}) == 1:  # same count, other labels
         notes.append("the runs have different label spaces of the same size: their rows are not scored alike")
@@ -215,7 +225,8 @@ def check_out(out: str) -> Path:
 
 
 def write_files(report: Report, prefix: Path) -> list[Path]:
-    """Write every file of the report; the names follow the module docstring."""
+    """Write every file of the report (the names follow the module docstring), then remove the files an earlier
+    report left under the same prefix that this one does not write: one folder never mixes two reports."""
     def named(suffix: str) -> Path:
         return prefix.with_name(prefix.name + suffix)
 
@@ -229,6 +240,14 @@ def write_files(report: Report, prefix: Path) -> list[Path]:
             atomic_write(path, content)
         except LlmclsError as err:  # e.g. a folder where a file goes
             raise LlmclsError(f"--out {prefix}: {err}") from None
+    for path in (named(suffix) for suffix in REPORT_SUFFIXES):
+        if path not in outputs and path.is_file():
+            try:
+                path.unlink()
+            except OSError as err:
+                raise LlmclsError(f"--out {prefix}: cannot remove {path}, left by an earlier report "
+                                  f"({err.strerror or err})") from None
+            console.print(f"Removed {path} (an earlier report's; this one has none)", soft_wrap=True, markup=False)
     return list(outputs)
 
 

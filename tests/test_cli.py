@@ -268,7 +268,7 @@ def test_compare_says_in_the_terminal_when_runs_are_not_alike(linear_run, tmp_pa
     capsys.readouterr()
     assert main(["compare", str(linear_run), str(other)]) == 0
     err = capsys.readouterr().err
-    assert "note: the runs differ in the evaluated file (aapd-test, aapd-validation)" in err
+    assert "note: the runs differ in the evaluated file (linear: aapd-test; other: aapd-validation)" in err
     assert "predictions.jsonl has 3 examples" in err
 
 

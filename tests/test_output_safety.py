@@ -1,0 +1,149 @@
+"""What llmcls writes must never cost a result it did not make, nor leave a report that mixes two reports: a
+benchmark refuses a finished run it did not make, `data stats --plot` writes only a .png, a rewritten report removes
+its own files it no longer writes (and nothing else), `compare` of a folder that is a run includes the runs below
+it, and the notes on runs scored apart say which run is which."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from report_runs import LABELS, gold_matrix, make_runs, write_run
+from test_benchmark import SMALL, linear, run, write_benchmark
+
+from llmcls import benchmark
+from llmcls.cli import main as cli_main
+from llmcls.errors import LlmclsError
+from llmcls.labels import LabelSpace
+from llmcls.report import main as compare_main
+from llmcls.report_data import find_runs
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 1. A benchmark and a finished run it did not make
+
+
+def test_a_benchmark_refuses_to_replace_a_finished_run_it_did_not_make(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    (foreign,) = [p for p in make_runs(tmp_path / "runs") if p.name == "linear_svm"]
+    shutil.copytree(foreign, out / "lin")  # a finished train-linear run, copied in by hand: no benchmark.json
+    before = {p.name: p.read_bytes() for p in (out / "lin").iterdir()}
+    ran: list[str] = []
+    monkeypatch.setattr(benchmark, "call_command", lambda command, argv: ran.append(command))
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("lin"), linear("other")], **SMALL)
+    capsys.readouterr()
+
+    code = cli_main(["benchmark", "--config", str(config), "--output_dir", str(out), "--only", "lin"])
+    err = one_error_line(capsys)
+    assert code == 2 and not ran  # refused before anything ran
+    assert f"{out / 'lin'} holds a finished run that no benchmark made" in err
+    assert "move it elsewhere, or choose another --output_dir" in err
+    assert {p.name: p.read_bytes() for p in (out / "lin").iterdir()} == before
+    assert not list(out.glob(".lin.previous"))
+    with pytest.raises(LlmclsError, match="no benchmark made"):
+        run(config, out, "--dry_run")
+
+
+def test_a_foreign_run_left_out_of_the_report_says_what_to_do(tmp_path, capsys):
+    """Not selected, it is only left out of the report; the note must not say `run the system again`, which the
+    benchmark would refuse."""
+    out = tmp_path / "out"
+    (foreign,) = [p for p in make_runs(tmp_path / "runs") if p.name == "linear_svm"]
+    shutil.copytree(foreign, out / "lin")
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("lin"), linear("other")], **SMALL)
+    assert run(config, out, "--only", "other") == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"lin: left out of the report: {out / 'lin'} has no benchmark.json (not run by a benchmark) (move it "
+            "elsewhere, or choose another --output_dir, then run the system)") in err
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 2. data stats --plot
+
+
+@pytest.mark.parametrize("name", ["metrics.json", "out.txt", "stats"])
+def test_data_stats_plot_must_be_a_png(tmp_path, capsys, name):
+    target = tmp_path / name
+    if name == "metrics.json":
+        target.write_text('{"schema": 1}\n')
+    assert cli_main(["data", "stats", "aapd-train", "--plot", str(target)]) == 2
+    err = one_error_line(capsys)
+    assert f"--plot {target}: the plot is a PNG image; give a file name ending in .png" in err
+    if name == "metrics.json":
+        assert target.read_text() == '{"schema": 1}\n'
+    else:
+        assert not target.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 3. A report written again under the same prefix
+
+
+def test_a_report_written_again_removes_its_own_files_it_no_longer_writes(tmp_path, capsys):
+    from llmcls.report import REPORT_SUFFIXES
+
+    linear_svm, zeroshot, _ = make_runs(tmp_path / "runs")
+    prefix = tmp_path / "rep" / "c"
+    assert compare_main([str(linear_svm), str(zeroshot), "--out", str(prefix)]) == 0
+    # every file of a full report is one a later report may remove: else it would be left stale
+    assert {p.name for p in prefix.parent.iterdir()} == {f"c{suffix}" for suffix in REPORT_SUFFIXES}
+    others = ["c-notes.txt", "c.csv.bak", "d-paired.csv", "c-paired.csv.old"]  # not this report's names
+    for name in others:
+        (prefix.parent / name).write_text("keep me")
+    capsys.readouterr()
+
+    assert compare_main([str(linear_svm), "--out", str(prefix), "--plots", "false"]) == 0  # no pairs, no plots
+    left = {p.name for p in prefix.parent.iterdir()}
+    assert left == {"c.md", "c.tex", "c.html", "c.csv", "c-original.csv", "c-bands.csv", "c-per-label.csv",
+                    "c-runs.csv", *others}
+    assert all((prefix.parent / name).read_text() == "keep me" for name in others)
+    assert f"Removed {prefix.parent / 'c-paired.csv'}" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_benchmark_report_loses_its_paired_table_when_a_system_leaves_it(tmp_path):
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a"), linear("b")], **SMALL)
+    out = tmp_path / "out"
+    assert run(config, out) == 0
+    assert "b," in (out / "report-paired.csv").read_text()
+    write_benchmark(config, [linear("a")], **SMALL)  # b leaves the YAML: a alone, nothing to pair
+    assert run(config, out) == 0
+    assert not (out / "report-paired.csv").exists()
+    assert (out / "b" / "metrics.json").exists()  # its run is not the report's to remove
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 4. compare of a folder that is itself a run
+
+
+def test_a_folder_that_holds_a_run_stands_for_the_runs_below_it_too(tmp_path, capsys):
+    root = tmp_path / "runs"
+    make_runs(root)  # root/linear_svm, root/zeroshot, root/bare
+    shutil.copytree(root / "linear_svm", root, dirs_exist_ok=True)  # and a run in root itself
+    assert find_runs([root]) == [root, root / "bare", root / "linear_svm", root / "zeroshot"]
+    left_out: list[str] = []
+    assert find_runs([root], "validation", left_out) == [root, root / "linear_svm"]
+    assert left_out == [f"{root / 'bare'}: no validation split", f"{root / 'zeroshot'}: no validation split"]
+    assert find_runs([root / "bare", root]) == [root / "bare", root, root / "linear_svm", root / "zeroshot"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# 5. notes that say which run is which
+
+
+def test_the_notes_on_runs_scored_apart_name_the_runs(tmp_path, capsys):
+    space, gold = LabelSpace(LABELS), gold_matrix(np.random.default_rng(0))
+    paths = [write_run(tmp_path / name, space, gold[:n], gold[:n], system="s", model="m", timing={})
+             for name, n in (("big", 40), ("small", 10), ("big2", 40))]
+    capsys.readouterr()
+    assert compare_main([str(p) for p in paths]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("note: the runs differ in the evaluated split (big, big2: test, 40 examples; small: test, 10 examples): "
+            "their rows are not scored alike") in err
+
