@@ -359,7 +359,7 @@ def write_report(out_dir: Path, systems: list[System]) -> None:
             console.print(f"note: {note}", soft_wrap=True, markup=False)
         console.print("No finished run: no report.")
         return
-    report.main([*finished, "--out", str(out_dir / "report")], notes=notes)
+    report.main([*finished, "--out", str(out_dir / "report")], notes=notes, owns_prefix=True)  # report* reserved
 
 
 if __name__ == "__main__":

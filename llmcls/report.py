@@ -2,7 +2,7 @@
 two or more runs with predictions, each run's paired micro-F1 difference from the first; files with `--out`).
 
     llmcls compare runs/linear runs/encoder-twoway --out runs/comparison
-    llmcls compare runs/                                 # every finished run in and below runs/, terminal only
+    llmcls compare runs/                                 # every finished run below runs/, terminal only
     llmcls compare runs/ --split validation --out runs/validation --plots false
 
 With `--out PREFIX` (its folder is created when missing; checked before anything is computed) it writes the
@@ -78,8 +78,10 @@ def make_parser():
                         positional=("runs", {"nargs": "+", "help": "Run directories (or folders of runs)."}))
 
 
-def main(argv: list[str] | None = None, notes: list[str] | tuple[str, ...] = ()) -> int:
-    """`notes`: what a caller (the benchmark) adds to the terminal's and the written report's notes."""
+def main(argv: list[str] | None = None, notes: list[str] | tuple[str, ...] = (), owns_prefix: bool = False) -> int:
+    """`notes`: what a caller (the benchmark) adds to the terminal's and the written report's notes. `owns_prefix`:
+    every file named like the report's under `--out` is the caller's (the benchmark's OUTPUT_DIR/report*), so an
+    earlier report's file that this one does not write is removed; else it is named in a note and kept."""
     args, extra = parse(make_parser(), argv)
     prefix = check_out(args.out) if args.out else None  # before the work: a bad --out must not cost the tables
     left_out: list[str] = []
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None, notes: list[str] | tuple[str, ...] = ())
     if prefix is not None:
         report = build_report(runs, plots=args.plots, prefix=prefix, comparison=comparison, paired=paired,
                               notes=notes)
-        for path in write_files(report, prefix):
+        for path in write_files(report, prefix, remove_stale=owns_prefix):
             console.print(f"Wrote {path}", soft_wrap=True, markup=False)  # a path must stay copyable: never wrapped
     return 0
 
@@ -224,9 +226,11 @@ def check_out(out: str) -> Path:
     return prefix
 
 
-def write_files(report: Report, prefix: Path) -> list[Path]:
-    """Write every file of the report (the names follow the module docstring), then remove the files an earlier
-    report left under the same prefix that this one does not write: one folder never mixes two reports."""
+def write_files(report: Report, prefix: Path, remove_stale: bool = False) -> list[Path]:
+    """Write every file of the report (the names follow the module docstring). Files named like the report's that
+    this one does not write (an earlier report's paired table, its plots) are removed with `remove_stale`, else
+    named in a note and kept: a file of that name may be a user's own (`--out paper/fig` beside a hand-made
+    paper/fig-f1-vs-cost.png), and nothing records which files an earlier report wrote."""
     def named(suffix: str) -> Path:
         return prefix.with_name(prefix.name + suffix)
 
@@ -240,14 +244,18 @@ def write_files(report: Report, prefix: Path) -> list[Path]:
             atomic_write(path, content)
         except LlmclsError as err:  # e.g. a folder where a file goes
             raise LlmclsError(f"--out {prefix}: {err}") from None
-    for path in (named(suffix) for suffix in REPORT_SUFFIXES):
-        if path not in outputs and path.is_file():
-            try:
-                path.unlink()
-            except OSError as err:
-                raise LlmclsError(f"--out {prefix}: cannot remove {path}, left by an earlier report "
-                                  f"({err.strerror or err})") from None
-            console.print(f"Removed {path} (an earlier report's; this one has none)", soft_wrap=True, markup=False)
+    stale = [path for path in map(named, REPORT_SUFFIXES) if path not in outputs and path.is_file()]
+    for path in stale if remove_stale else ():
+        try:
+            path.unlink()
+        except OSError as err:
+            raise LlmclsError(f"--out {prefix}: cannot remove {path}, left by an earlier report "
+                              f"({err.strerror or err})") from None
+        console.print(f"Removed {path} (an earlier report's; this one has none)", soft_wrap=True, markup=False)
+    if stale and not remove_stale:
+        console.print(f"note: this report does not write {', '.join(p.name for p in stale)}, which {prefix.parent} "
+                      "holds (an earlier report's?): it is not this report's; remove it, or use another --out",
+                      soft_wrap=True, markup=False)
     return list(outputs)
 
 

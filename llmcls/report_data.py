@@ -45,29 +45,35 @@ class Run:
 
 
 def find_runs(paths: list[str | Path], split: str | None = None, left_out: list[str] | None = None) -> list[Path]:
-    """Run directories as given, each followed by the finished runs below it: a folder stands for its own run (when
-    it holds one) and every run below it, so that a run at the top of a folder of runs hides none of them (with
-    `split`, the runs below that evaluated that split: the others are named in `left_out`). A run reached twice
-    (given, and below a given folder) is listed once."""
+    """Run directories as given; a folder that is not a run stands for the finished runs below it (with `split`,
+    those that evaluated that split: the others are named in `left_out`). A folder that is a run stands for itself
+    alone: runs below it are usually made from it (predict-encoder's RUN/predict-*, scored on other files), so they
+    are named in `left_out` rather than compared unasked. A run reached twice is listed once."""
     runs: list[Path] = []
     for given in map(Path, paths):
         if given.is_file():
             raise LlmclsError(f"{given}: a file, not a run directory (give the folder that holds metrics.json)")
         if not given.is_dir():
             raise LlmclsError(f"{given}: no such run directory")
-        own = [given] if (given / "metrics.json").exists() else []
         below = sorted(p.parent for p in given.rglob("metrics.json")  # hidden folders hold no user's run
                        if p.parent != given and not any(part.startswith(".") for part in p.relative_to(given).parts))
-        if not own and not below:
-            raise LlmclsError(f"{given}: not a finished run directory (no metrics.json in it or below it)")
-        if split is not None:
-            without = [p for p in below if not has_split(RunDir(p), split)]
-            below = [p for p in below if p not in without]
-            if left_out is not None:
-                left_out += [f"{p}: no {split} split" for p in without]
-            if not own and not below:
-                raise LlmclsError(f"{given}: no run below it evaluated the {split} split")
-        runs += [p for p in own + below if p.resolve() not in {r.resolve() for r in runs}]
+        if (given / "metrics.json").exists():
+            found = [given]
+            if below and left_out is not None:
+                left_out.append(f"{len(below)} finished run{'s' if len(below) > 1 else ''} below the run {given} "
+                                f"(e.g. {below[0]}): name {'them' if len(below) > 1 else 'it'} to compare")
+        else:
+            found = below
+            if not found:
+                raise LlmclsError(f"{given}: not a finished run directory (no metrics.json in it or below it)")
+            if split is not None:
+                without = [p for p in found if not has_split(RunDir(p), split)]
+                found = [p for p in found if p not in without]
+                if left_out is not None:
+                    left_out += [f"{p}: no {split} split" for p in without]
+                if not found:
+                    raise LlmclsError(f"{given}: no run below it evaluated the {split} split")
+        runs += [p for p in found if p.resolve() not in {r.resolve() for r in runs}]
     return runs
 
 

@@ -86,25 +86,22 @@ def test_data_stats_plot_must_be_a_png(tmp_path, capsys, name):
 # 3. A report written again under the same prefix
 
 
-def test_a_report_written_again_removes_its_own_files_it_no_longer_writes(tmp_path, capsys):
+def test_a_report_written_again_names_the_files_it_no_longer_writes(tmp_path, capsys):
+    """compare --out keeps a file named like a report's that it does not write (it may be the user's own) and says
+    so; the benchmark, whose report* names are reserved, removes them (next test)."""
     from llmcls.report import REPORT_SUFFIXES
 
     linear_svm, zeroshot, _ = make_runs(tmp_path / "runs")
     prefix = tmp_path / "rep" / "c"
     assert compare_main([str(linear_svm), str(zeroshot), "--out", str(prefix)]) == 0
-    # every file of a full report is one a later report may remove: else it would be left stale
+    # every file of a full report is one a later report names when it no longer writes it
     assert {p.name for p in prefix.parent.iterdir()} == {f"c{suffix}" for suffix in REPORT_SUFFIXES}
-    others = ["c-notes.txt", "c.csv.bak", "d-paired.csv", "c-paired.csv.old"]  # not this report's names
-    for name in others:
-        (prefix.parent / name).write_text("keep me")
     capsys.readouterr()
-
     assert compare_main([str(linear_svm), "--out", str(prefix), "--plots", "false"]) == 0  # no pairs, no plots
-    left = {p.name for p in prefix.parent.iterdir()}
-    assert left == {"c.md", "c.tex", "c.html", "c.csv", "c-original.csv", "c-bands.csv", "c-per-label.csv",
-                    "c-runs.csv", *others}
-    assert all((prefix.parent / name).read_text() == "keep me" for name in others)
-    assert f"Removed {prefix.parent / 'c-paired.csv'}" in " ".join(capsys.readouterr().err.split())
+    assert {p.name for p in prefix.parent.iterdir()} == {f"c{suffix}" for suffix in REPORT_SUFFIXES}  # all kept
+    said = " ".join(capsys.readouterr().err.split())
+    assert (f"note: this report does not write c-paired.csv, c-per-label-f1.png, c-f1-vs-cost.png, "
+            f"c-precision-recall.png, which {prefix.parent} holds (an earlier report's?)") in said
 
 
 def test_a_benchmark_report_loses_its_paired_table_when_a_system_leaves_it(tmp_path):
@@ -122,15 +119,19 @@ def test_a_benchmark_report_loses_its_paired_table_when_a_system_leaves_it(tmp_p
 # 4. compare of a folder that is itself a run
 
 
-def test_a_folder_that_holds_a_run_stands_for_the_runs_below_it_too(tmp_path, capsys):
+def test_a_folder_that_holds_a_run_names_the_runs_below_it(tmp_path, capsys):
+    """A run folder stands for its own run (the runs below it, such as predict-encoder's RUN/predict-*, are scored
+    on other files), but the runs below are no longer hidden without a word: a note names them."""
     root = tmp_path / "runs"
     make_runs(root)  # root/linear_svm, root/zeroshot, root/bare
     shutil.copytree(root / "linear_svm", root, dirs_exist_ok=True)  # and a run in root itself
-    assert find_runs([root]) == [root, root / "bare", root / "linear_svm", root / "zeroshot"]
     left_out: list[str] = []
-    assert find_runs([root], "validation", left_out) == [root, root / "linear_svm"]
-    assert left_out == [f"{root / 'bare'}: no validation split", f"{root / 'zeroshot'}: no validation split"]
-    assert find_runs([root / "bare", root]) == [root / "bare", root, root / "linear_svm", root / "zeroshot"]
+    assert find_runs([root], None, left_out) == [root]
+    assert left_out == [f"3 finished runs below the run {root} (e.g. {root / 'bare'}): name them to compare"]
+    assert find_runs([root / "bare", root]) == [root / "bare", root]
+    capsys.readouterr()
+    assert compare_main([str(root)]) == 0
+    assert f"3 finished runs below the run {root}" in " ".join(capsys.readouterr().err.split())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
