@@ -158,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     # pass, and a LoRA trained in another dtype than the evaluation's is merged as zeroshot --adapter merges it (told
     # before --merge merges the trained model in place)
     from_saved = bool(sharded) or (not script_args.skip_eval and lora_in_other_dtype(trainer.model))
-    # merged into the unquantised base loaded afresh: a sharded model is not whole here, and a QLoRA adapter merged
-    # into its 4-bit (8-bit) model in place would be requantised with it
+    # merged into the unquantised base loaded afresh: a sharded model is not whole here, a QLoRA adapter merged into
+    # its 4-bit (8-bit) model in place would be requantised with it, and an evaluation from the saved adapter scores
+    # the merge zeroshot makes (RUN_DIR/merged must then give the run's answers too)
     merge_afresh = script_args.merge and model_args.use_peft and bool(
-        sharded or model_args.load_in_4bit or model_args.load_in_8bit)
+        from_saved or model_args.load_in_4bit or model_args.load_in_8bit)
     run = save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_args, model_args, data_args,
                        trained, merge=script_args.merge and not merge_afresh)
     trainer.accelerator.wait_for_everyone()

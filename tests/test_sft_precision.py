@@ -148,6 +148,12 @@ def test_a_bf16_lora_trains_on_bf16_weights_and_evaluates_as_zeroshot_loads_it(t
     scores = [[json.loads(line)["scores"] for line in (run / "predictions.jsonl").read_text().splitlines()]
               for run in (out, reuse)]
     assert scores[0] == scores[1]  # the adapter merged into a float32 base, not a bf16 merge cast afterwards
+    if merge:  # RUN_DIR/merged, the model a user deploys, gives the run's scores too
+        merged = tmp_path / "merged-reuse"
+        assert cli_main(["zeroshot", "--model", str(out / "merged"), "--labels", str(out / "labels.json"), *EVAL,
+                         "--mode", "score", "--prompt", "compact", "--output_dir", str(merged)]) == 0
+        assert [json.loads(line)["scores"] for line in (merged / "predictions.jsonl").read_text().splitlines()] \
+            == scores[0]
 
 
 # ------------------------------------------------------------------------------------------------ FSDP / ZeRO-3
