@@ -23,7 +23,8 @@ def _is_json(kind) -> bool:
 
 def _json_cell(cell: str | None):
     """A `Json` cell's value. datasets stores a string that already parses as JSON as it is, not JSON-encoded
-    (`0704.0001`, which its parser reads as a number): a cell that is not JSON is that string itself."""
+    (`0704.0001`, which its parser reads as a number): a cell that is not JSON is that string itself. (The
+    line-by-line reader gives datasets every value JSON-encoded: its cells decode exactly.)"""
     if cell is None:
         return None
     try:
@@ -45,8 +46,8 @@ def cell_values(column) -> list:
 
 
 def invalid_utf8(column) -> list[int]:
-    """Rows of a column (strings, lists of strings, `Json` text) whose text is not valid UTF-8: the JSON loader
-    does not check, and such a cell fails wherever it is read. Checked per row only in a batch that has one."""
+    """Rows of a column (strings, lists of strings or of objects, `Json` text) whose text is not valid UTF-8: the
+    JSON loader does not check, and such a cell fails wherever it is read. Looked for only in a batch that has one."""
     import pyarrow as pa
 
     try:
@@ -54,13 +55,39 @@ def invalid_utf8(column) -> list[int]:
         return []
     except pa.ArrowInvalid:
         pass
-    bad = []
-    for i in range(len(column)):
-        try:
-            column.slice(i, 1).validate(full=True)
-        except pa.ArrowInvalid:
-            bad.append(i)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    bad, start = [], 0
+    for chunk in chunks:
+        bad.extend(start + row for row in _invalid_rows(chunk))
+        start += len(chunk)
     return bad
+
+
+def _invalid_rows(array) -> list[int]:
+    """Rows of one array with text that is not UTF-8, in order. A slice of strings validates its own text only, so
+    strings are halved towards the bad ones; a slice of lists validates the whole child array (every row would look
+    bad), so a list's bad values are found in its flattened child and mapped to their rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        array.validate(full=True)
+        return []
+    except pa.ArrowInvalid:
+        pass
+    kind = array.type
+    if isinstance(array, pa.ExtensionArray):  # `Json`: text in its storage
+        return _invalid_rows(array.storage)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        values = _invalid_rows(array.flatten())  # flatten and list_parent_indices both follow the slice's offset
+        parents = pc.list_parent_indices(array).to_numpy(zero_copy_only=False)
+        return sorted({int(parents[i]) for i in values})
+    if pa.types.is_struct(kind):
+        return sorted({row for field in array.flatten() for row in _invalid_rows(field)})
+    if len(array) == 1:
+        return [0]
+    half = len(array) // 2
+    return _invalid_rows(array.slice(0, half)) + [half + row for row in _invalid_rows(array.slice(half))]
 
 
 def without_rows(column, rows: list[int]):

@@ -114,7 +114,7 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
                          f"{len(splits['train'])} training rows ({shown}); --max_train_examples keeps the file's "
                          "first rows, not a sample")
     for note in notes:  # skipped rows, dropped rows, the split: the user sees them, config.yaml keeps them
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", soft_wrap=True, markup=False)  # paths stay copyable; labels may hold [...]
     return Corpus(space, splits, notes)
 
 
@@ -156,8 +156,13 @@ def _require_rows(ds, why: str) -> None:
 def _shared_rows(read: dict) -> list[str]:
     """Notes for a validation or test file that shares examples with train (or test with validation): its scores
     are then no held-out estimates. Compared by ids (cheap: no texts); files without an id field (row numbers) only
-    when they are the same file."""
+    when they are the same file. Rows whose id was missing are numbered by their row: those numbers are left out
+    (the first rows of two files without ids would share "0")."""
     import pyarrow.compute as pc
+
+    def given_ids(result):
+        ids = arrow_rows(result.dataset, ["id"]).column("id")
+        return ids if result.numbered is None else ids.filter(pc.invert(result.numbered))
 
     notes = []
     for name, other in (("validation", "train"), ("test", "train"), ("test", "validation")):
@@ -165,8 +170,8 @@ def _shared_rows(read: dict) -> list[str]:
             continue
         mine, theirs = read[name], read[other]
         if mine.id_field is not None and theirs.id_field is not None:
-            ids = arrow_rows(mine.dataset, ["id"]).column("id")
-            shared = pc.sum(pc.is_in(ids, value_set=arrow_rows(theirs.dataset, ["id"]).column("id"))).as_py() or 0
+            ids = given_ids(mine)
+            shared = pc.sum(pc.is_in(ids, value_set=given_ids(theirs))).as_py() or 0
             if shared:
                 notes.append(f"{name} shares {shared} of its {len(ids)} ids with {other}: its scores are not "
                              "held-out estimates")

@@ -14,6 +14,7 @@ rows. Problems in the input become one-line `DataError`s naming the file, the li
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import re
 import shutil
@@ -21,6 +22,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from llmcls.cells import (
     BadCell,
@@ -61,6 +63,7 @@ SAMPLE_DESCRIPTIONS = {
     "arxiv-abstracts": "arXiv titles + abstracts (cs, stat, math heavy), 300 rows, labels as lists",
 }
 PROGRESS_MIN_BYTES = 50 << 20  # datasets' own progress bars only for files that take a while
+NOT_UTF8 = "is not valid UTF-8 (save the file as UTF-8)"  # a cell's problem
 
 
 @dataclass
@@ -93,6 +96,9 @@ class ReadResult:
     n_filtered_by_date: int = 0
     id_field: str | None = None  # None: ids are row numbers (the file has no id field)
     notes: list[str] = dataclasses.field(default_factory=list)  # hints about the file, for the user
+    # pyarrow booleans, one per row of `dataset`: the rows of a file with an id field whose id was missing, numbered
+    # by their row instead (no id to compare with another file's); None when every row has its own id
+    numbered: object = None
 
 
 def bundled_samples() -> dict[str, Path]:
@@ -122,7 +128,10 @@ def read_file(spec: str, options: ReadOptions | None = None):
         if pair is not None:
             return _read_aapd_text(*pair, options)
         loader = _loader_for(path)
-        raw = _load_arrow(path, loader, options)
+        header = _csv_header(path) if loader == "csv" else None
+        if header is not None and header.repeated:  # refused before a big file is read when llmcls reads one
+            _refuse_repeated_columns(path, header, _detect_fields(path, loader, header.names, options), options)
+        raw = _load_arrow(path, loader, options, header)
         if raw.num_rows == 0:
             raise DataError(path, "has no rows")
         fields = _detect_fields(path, loader, raw.column_names, options)
@@ -143,18 +152,24 @@ def _loader_for(path: Path) -> str:
     return loader
 
 
-def _load_arrow(path: Path, loader: str, options: ReadOptions):
-    """Arrow-backed load; on failure find the offending line and say so in one line."""
+def _load_arrow(path: Path, loader: str, options: ReadOptions, header: _CsvHeader | None = None):
+    """Arrow-backed load (`header`: a CSV file's); on failure find the offending line and say so in one line."""
     import datasets
 
     if loader == "parquet" and path.suffix.lower() == ".gz":
         return _load_gzipped_parquet(path)
-    csv_header = _csv_header(path) if loader == "csv" else None
+    csv_header = None if header is None else header.names
+    if header is not None and header.first_fields > len(csv_header):
+        # pandas would take the first column for an index and read every row shifted by one column, silently: the
+        # line-keeping reader names the record (or skips it)
+        return _load_csv_python(path, csv_header, options, None)
     # pandas would read a CSV id `0704.0010` as the number 704.001 (and labels `1` as integers): every CSV column is
     # read as the text written; an empty cell is empty text (no "NA"/"null" strings taken for missing values)
     csv_options = {} if csv_header is None else {
         "features": datasets.Features({name: datasets.Value("string") for name in csv_header}),
         "keep_default_na": False}
+    if header is not None and header.repeated:  # the features name the columns as renamed: pandas must too
+        csv_options.update(column_names=csv_header, header=0)
     try:
         # datasets keys a local file's cache on its path and modification time only: the size joins the key, so a
         # file replaced by another with the same mtime (cp -p, touch -r, some syncs) is read again
@@ -233,9 +248,13 @@ def _load_json_lines_python(path: Path, options: ReadOptions):
     """Line-by-line JSON reader (still into Arrow) that keeps line numbers and marks malformed lines.
 
     Used when the Arrow loader fails: malformed lines to skip. Every field has datasets' `Json` type (as when a
-    field's JSON type varies between rows), so the normaliser sees each value as it was written. `_malformed`
-    says why a line is no row (not UTF-8, malformed JSON, not an object).
+    field's JSON type varies between rows), so the normaliser sees each value as it was written. Values are given
+    JSON-encoded: datasets stores a string that itself parses as JSON unencoded (a title "1984" became the number
+    1984, an abstract "null" a missing one), JSON text it stores as it is. `_malformed` says why a line is no row
+    (not UTF-8, malformed JSON, not an object).
     """
+    import json
+
     import datasets
 
     keys: dict[str, None] = {}
@@ -251,7 +270,8 @@ def _load_json_lines_python(path: Path, options: ReadOptions):
             if not line.strip():
                 continue
             row, problem = parse_json_line(line)
-            cells = {key: row.get(key) for key in keys} if row is not None else dict.fromkeys(keys)
+            row = row if row is not None else {}
+            cells = {key: None if row.get(key) is None else json.dumps(row[key]) for key in keys}
             yield {**cells, "_line": number, "_malformed": problem}
 
     return _from_generator(path, rows, features)
@@ -275,27 +295,55 @@ def _from_generator(path: Path, rows, features):
         raise cause from None
 
 
-def _csv_header(path: Path) -> list[str] | None:
-    """The CSV header's column names as pandas names them (an empty one `Unnamed: <i>`); None for a file without
-    records (the loader's failure is then reported as "has no rows")."""
+class _CsvHeader(NamedTuple):
+    names: list[str]  # the columns' names as pandas gives them
+    line: int
+    repeated: list[str]  # names the header gives more than one column (the later ones renamed `name.1`, ...)
+    first_fields: int  # fields of the first record after the header (0 when there is none)
+
+
+def _csv_header(path: Path) -> _CsvHeader | None:
+    """A CSV file's header; None for a file without records (the loader's failure is then reported as "has no
+    rows"). Names as pandas gives them: an empty one `Unnamed: <i>`, a repeated one `name.<k>` (the first k that no
+    other column has)."""
     records = csv_records(path)
     line, names, problem = next(records, (None, None, None))
+    first = next(records, (None, [], None))[1] if names is not None else []
     records.close()
     if problem is not None:
         raise DataError(path, problem, line=line)
     if names is None:
         return None
     names = [name or f"Unnamed: {i}" for i, name in enumerate(names)]
-    repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
-    if repeated is not None:  # pandas would rename the second one: which column is meant is unclear
-        raise DataError(path, f"the header names column {repeated!r} twice", line=line)
-    return names
+    repeated = list(dict.fromkeys(name for i, name in enumerate(names) if name in names[:i]))
+    taken = set(names)
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            k = 1
+            while f"{name}.{k}" in taken:
+                k += 1
+            names[i] = f"{name}.{k}"
+            taken.add(names[i])
+    return _CsvHeader(names, line, repeated, len(first))
 
 
-def _load_csv_python(path: Path, names: list[str], options: ReadOptions, err: Exception):
-    """What pandas' loader failed on, read with Python's csv reader (still into Arrow, every cell as text): rows
-    with more fields than the header, or bytes that are not UTF-8, stop the read naming their line or, with
-    --skip_bad_rows, are marked (`_malformed`) to skip. Rows with fewer fields miss the last ones, as in pandas."""
+def _refuse_repeated_columns(path: Path, header: _CsvHeader, fields: _Fields, options: ReadOptions) -> None:
+    """A name the header gives two columns is an error when llmcls reads that column (which one is meant is
+    unclear); another column's copies are kept under pandas' names (`note`, `note.1`)."""
+    dated = options.since is not None or options.until is not None
+    read = {fields.text, fields.title, fields.labels, fields.id}
+    if dated:
+        read.add("versions" if options.date_field == "first_version" else options.date_field)
+    repeated = next((name for name in header.repeated if name in read), None)
+    if repeated is not None:
+        raise DataError(path, f"the header names column {repeated!r} twice", line=header.line)
+
+
+def _load_csv_python(path: Path, names: list[str], options: ReadOptions, err: Exception | None):
+    """What pandas' loader failed on (`err`; None: a file it would misread), read with Python's csv reader (still
+    into Arrow, every cell as text): rows with more fields than the header, or bytes that are not UTF-8, stop the
+    read naming their line or, with --skip_bad_rows, are marked (`_malformed`) to skip. Rows with fewer fields miss
+    the last ones, as in pandas."""
     import datasets
 
     def records(path: Path):
@@ -308,9 +356,10 @@ def _load_csv_python(path: Path, names: list[str], options: ReadOptions, err: Ex
 
     if not options.skip_bad_rows:
         bad = next(((line, problem) for line, _, problem in records(path) if problem), None)
-        if bad is None:  # nothing Python's reader finds wrong: say what pandas said
+        if bad is not None:
+            raise DataError(path, bad[1], line=bad[0]) from None
+        if err is not None:  # nothing Python's reader finds wrong: say what pandas said
             raise DataError(path, f"cannot read CSV: {first_line(err)}") from None
-        raise DataError(path, bad[1], line=bad[0]) from None
     features = datasets.Features({**{name: datasets.Value("string") for name in names},
                                   "_line": datasets.Value("int64"), "_malformed": datasets.Value("string")})
 
@@ -418,7 +467,7 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     read = dataclasses.replace(options, since="0001-01-01" if dated else None, until=None)
     normalised = raw.with_format("arrow").map(
         _normalise_batch, batched=True, batch_size=10_000, with_indices=True, remove_columns=raw.column_names,
-        fn_kwargs={"fields": fields, "options": read}, desc=f"Reading {path.name}",
+        fn_kwargs={"fields": fields, "options": read, "code": _reader_code()}, desc=f"Reading {path.name}",
     ).with_format(None)
     problems = normalised.data.column("_problem")
     bad = np.flatnonzero(pc.is_valid(problems).to_numpy(zero_copy_only=False))
@@ -429,7 +478,10 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
             line, where = (row["_line"], "line") if row["_line"] is not None else record_position(
                 path, loader, int(bad[0]))
             field, _, problem = row["_problem"].partition("\t")
-            whole = line_problem(path, line) if loader == "json" and where == "line" else None
+            # the line's own problem, told in full; its bytes that are not UTF-8 only when they are the row's problem
+            # (they may be in a field llmcls does not read: the row's real problem is then another)
+            utf8 = not field or problem == NOT_UTF8
+            whole = line_problem(path, line, utf8) if loader == "json" and where == "line" else None
             if whole is not None:  # a `null` line (read as a row without fields), bytes that are not UTF-8
                 field, problem = "", whole
             raise DataError(path, problem, line=line, field=field or None, where=where)
@@ -440,13 +492,15 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
         normalised = _filter_dates(normalised, options)
     if options.unique_ids:
         _check_unique_ids(path, loader, normalised)
-    normalised = normalised.remove_columns(["_problem", "_line", "_row", "_date"])
+    numbered = normalised.select_columns(["_numbered"]).with_format("arrow")[0:len(normalised)].column("_numbered")
+    numbered = numbered.combine_chunks() if pc.any(numbered).as_py() else None
+    normalised = normalised.remove_columns(["_problem", "_line", "_row", "_date", "_numbered"])
     if getattr(normalised, "_indices", None) is not None:  # rows skipped or filtered: write the kept rows once
         normalised = normalised.flatten_indices()  # (without a selection this would copy the whole file again)
     fmt = "arxiv-snapshot" if fields.snapshot else loader
     joined = _joined_labels_note(normalised.data.column("labels")) if fields.labels and not options.label_sep else None
     return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised), fields.id,
-                      [joined] if joined else [])
+                      [joined] if joined else [], numbered if fields.id else None)
 
 
 def _check_unique_ids(path: Path, loader: str, dataset) -> None:
@@ -494,7 +548,22 @@ def _joined_labels_note(labels) -> str | None:
     return None
 
 
-def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
+@functools.cache
+def _reader_code() -> str:
+    """A digest of the modules that normalise rows, part of the map's cache key: datasets hashes a module-level
+    function by its name, not its code, so without it an llmcls whose reading changed would reuse the rows an
+    earlier version normalised and cached for the same file and options."""
+    import hashlib
+
+    here = Path(__file__).parent
+    digest = hashlib.blake2b(digest_size=8)
+    for name in ("data.py", "cells.py", "data_lines.py"):
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions, code: str = ""):
+    """One batch of raw rows as llmcls's columns (`code`: `_reader_code()`, read by the cache key only)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -507,16 +576,17 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
         if bad:
             batch = batch.set_column(batch.column_names.index(name), name, without_rows(batch.column(name), bad))
             for i in bad:
-                utf8_problems[i] = utf8_problems[i] or f"{name}\tis not valid UTF-8 (save the file as UTF-8)"
+                utf8_problems[i] = utf8_problems[i] or f"{name}\t{NOT_UTF8}"
     text, text_problems = text_column(batch.column(fields.text), fields.text)
     title, title_problems = text_column(batch.column(fields.title), fields.title) if fields.title else (
         pa.nulls(n, pa.string()), none)
     row_numbers = pa.array([str(i) for i in indices], pa.string())
-    ids, id_problems = row_numbers, none
+    ids, id_problems, numbered = row_numbers, none, pa.array([True] * n, pa.bool_())
     if fields.id:  # rows without an id (some public samples have none) are named by their row number
         given, id_problems = id_column(batch.column(fields.id), fields.id)
         given = pc.utf8_trim_whitespace(given)
-        ids = pc.if_else(pc.fill_null(pc.greater(pc.utf8_length(given), 0), False), given, row_numbers)
+        numbered = pc.invert(pc.fill_null(pc.greater(pc.utf8_length(given), 0), False))
+        ids = pc.if_else(numbered, row_numbers, given)
     labels, label_problems = [], []
     for cell in cell_values(batch.column(fields.labels)) if fields.labels else [[]] * n:
         try:
@@ -541,6 +611,7 @@ def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions):
         "_line": pc.cast(lines, pa.int64()),
         "_row": pa.array(indices, pa.int64()),  # the row of the file, to find a row's line after a selection
         "_date": dates,
+        "_numbered": numbered,  # the id is the row number: no id to compare with another file's
     })
 
 
@@ -579,7 +650,9 @@ def _filter_dates(dataset, options: ReadOptions):
     import numpy as np
     import pyarrow.compute as pc
 
-    dates = dataset.data.column("_date")
+    # the dates of the dataset's rows: after skipped rows `dataset.data` is still the whole table, whose positions
+    # are not the selection's (the wrong rows were kept, or an index ran past the end)
+    dates = dataset.select_columns(["_date"]).with_format("arrow")[0:len(dataset)].column("_date")
     mask = pc.is_valid(dates)
     if options.since:
         mask = pc.and_(mask, pc.greater_equal(dates, options.since))

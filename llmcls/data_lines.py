@@ -110,12 +110,13 @@ def json_array_problem(path: Path) -> tuple[int, str] | None:
     return None
 
 
-def line_problem(path: Path, number: int) -> str | None:
+def line_problem(path: Path, number: int, utf8: bool = True) -> str | None:
     """Why line `number` of a JSON-lines file is not a JSON object (the Arrow loader reads a `null` line as a row
-    whose every field is missing); None when it is one."""
+    whose every field is missing); None when it is one. `utf8=False`: bytes that are not UTF-8 are no problem here
+    (they may be in a field the caller does not read, and the row has a problem of its own)."""
     for current, line in iter_lines(path, keep_bad_utf8=True):
         if current == number:
-            return parse_json_line(line)[1]
+            return parse_json_line(line if utf8 else _UNDECODED.sub("?", line))[1]
     return None
 
 

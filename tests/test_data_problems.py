@@ -208,3 +208,124 @@ def test_lines_that_are_no_json_object_say_why(good, tmp_path, line, expected):
     assert str(info.value) == f"{path}:3: {expected}"
     skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
     assert skipped.n_skipped == 1 and len(skipped.dataset) == 3
+
+
+# ------------------------------------------------------------------------------------------------ review fixes
+
+
+def _rows_with_one_bad_byte(row, n: int = 1000, bad_line: int = 501, marker: str = "CAFE") -> bytes:
+    """`n` JSON lines from `row(i)`; on line `bad_line` the text `marker` becomes b"caf\\xe9" (Latin-1 é)."""
+    lines = [json.dumps(row(i)).encode() for i in range(n)]
+    lines[bad_line - 1] = json.dumps(row(bad_line - 1, marker)).encode().replace(marker.encode(), b"caf\xe9")
+    return b"\n".join(lines) + b"\n"
+
+
+def test_a_bad_byte_in_one_label_of_a_list_is_its_row_only(tmp_path):
+    # a slice of a list column validates the whole child array: every row of the batch had looked bad (line 1
+    # named, all 1,000 rows skipped)
+    path = tmp_path / "labels.jsonl"
+    path.write_bytes(_rows_with_one_bad_byte(
+        lambda i, label="cs.LG": {"id": str(i), "abstract": f"text {i}", "labels": ["cs.AI", label]}))
+    with pytest.raises(DataError, match=r"labels.jsonl:501: not valid UTF-8 \(byte 0xe9"):
+        read_file(str(path))
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.n_skipped == 1 and len(skipped.dataset) == 999 and "500" not in skipped.dataset["id"]
+
+
+def test_a_bad_byte_in_a_list_of_objects_is_its_row_only(tmp_path):
+    # the snapshot's versions (a list of objects), read for --date_field first_version
+    def row(i, created="Mon, 2 Apr 2007 19:18:42 GMT"):
+        return {"id": str(i), "title": "t", "abstract": f"text {i}", "categories": "cs.LG",
+                "versions": [{"version": "v1", "created": created}]}
+
+    path = tmp_path / "versions.jsonl"
+    path.write_bytes(_rows_with_one_bad_byte(row))
+    dated = {"date_field": "first_version", "since": "2000-01-01"}
+    with pytest.raises(DataError, match=r"versions.jsonl:501: not valid UTF-8 \(byte 0xe9"):
+        read_file(str(path), ReadOptions(**dated))
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True, **dated))
+    assert skipped.n_skipped == 1 and len(skipped.dataset) == 999
+
+
+def test_dates_are_filtered_on_the_rows_kept_after_skipped_ones(tmp_path):
+    # the dates were read from the whole table, not from the rows left after skipping one in the middle: the filter
+    # kept the wrong rows (here a and d), or ran past the end
+    path = write_jsonl(tmp_path / "dated.jsonl", [
+        {"id": id_, "abstract": "text", "labels": [] if id_ == "skipped" else ["cs.LG"], "update_date": date}
+        for id_, date in (("a", "2020-01-01"), ("skipped", "2010-01-01"), ("b", "2010-01-01"), ("c", "2020-01-01"),
+                          ("d", "2010-01-01"))])
+    result = read_file(str(path), ReadOptions(skip_bad_rows=True, since="2015-01-01"))
+    assert result.dataset["id"] == ["a", "c"] and result.n_skipped == 1 and result.n_filtered_by_date == 2
+
+
+def test_a_first_csv_row_with_extra_fields_is_not_read_shifted(tmp_path):
+    # pandas takes the first column of such a file for an index: every row was read one column to the left
+    path = tmp_path / "first.csv"
+    path.write_text("id,abstract,labels\n1,a,cs.AI,zz\n2,x,cs.LG\n")
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:2: has 4 fields but the header has 3"
+    skipped = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert skipped.n_skipped == 1
+    assert skipped.dataset.to_list() == [{"id": "2", "title": "", "abstract": "x", "labels": ["cs.LG"]}]
+
+
+def test_strings_that_parse_as_json_stay_strings_when_read_line_by_line(tmp_path):
+    # a malformed line to skip sends the file through the line-by-line reader, whose cells are datasets' `Json`:
+    # a title "1984" became the number 1984 (the row dropped as bad), a label "1.5" a float
+    path = tmp_path / "strings.jsonl"
+    path.write_text(json.dumps({"id": "0704.0001", "title": "1984", "abstract": "null", "labels": "1.5"}) + "\n"
+                    + json.dumps({"id": 7, "title": "t", "abstract": "b", "labels": ["true", "cs.LG"]}) + "\n{bad\n")
+    result = read_file(str(path), ReadOptions(skip_bad_rows=True))
+    assert result.n_skipped == 1
+    assert result.dataset.to_list() == [
+        {"id": "0704.0001", "title": "1984", "abstract": "null", "labels": ["1.5"]},
+        {"id": "7", "title": "t", "abstract": "b", "labels": ["true", "cs.LG"]}]
+
+
+def test_rows_numbered_for_a_missing_id_are_not_shared_ids(tmp_path):
+    # a row without an id is named by its row number: the first rows of two such files both had id "0"
+    def rows(name, ids):
+        return write_jsonl(tmp_path / name, [{"id": i, "abstract": f"{name} {k}", "labels": ["cs.LG"]}
+                                             for k, i in enumerate(ids)])
+
+    corpus = load_corpus(DataArguments(train=str(rows("train.jsonl", [None, "a", "b"])),
+                                       test=str(rows("test.jsonl", [None, "x", "a"]))))
+    assert [note for note in corpus.notes if "shares" in note] == [
+        "test shares 1 of its 2 ids with train: its scores are not held-out estimates"]
+
+
+def test_a_bad_byte_in_a_field_not_read_does_not_hide_the_rows_problem(tmp_path):
+    # the line's bytes that are not UTF-8 were reported in place of the row's own problem
+    path = tmp_path / "authors.jsonl"
+    path.write_bytes(b'{"id":"a","abstract":"x","labels":["cs.LG"],"authors":"Ann"}\n'
+                     b'{"id":"b","abstract":"y","labels":[],"authors":"Jos\xe9"}\n')
+    with pytest.raises(DataError) as info:
+        read_file(str(path))
+    assert str(info.value) == f"{path}:2: field 'labels' has no labels"
+
+
+def test_a_repeated_csv_header_name_llmcls_does_not_read_is_renamed(tmp_path):
+    # only a column llmcls reads is ambiguous when named twice; the others keep pandas' names (note, note.1)
+    path = tmp_path / "notes.csv"
+    path.write_text("id,abstract,labels,note,note\n1,a,cs.LG,first,second\n")
+    assert read_file(str(path)).dataset["abstract"] == ["a"]
+    assert read_file(str(path), ReadOptions(text_field="note.1")).dataset["abstract"] == ["second"]
+
+
+def test_the_reading_code_is_part_of_the_cache_key(tmp_path, monkeypatch):
+    """datasets keys a map's cache on a module-level function's name, not its code: an llmcls whose reading changed
+    must not reuse the rows an earlier version normalised for the same file and options."""
+    from llmcls import data
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"id": str(i), "abstract": f"text {i}", "labels": ["cs.LG"]}) + "\n"
+                            for i in range(5)))
+
+    def cache_files(result):
+        return sorted(f["filename"] for f in result.dataset.cache_files)
+
+    first = cache_files(data.read_file(str(path)))
+    assert first and cache_files(data.read_file(str(path))) == first  # same code: the cache serves
+    monkeypatch.setattr(data, "_reader_code", lambda: "another version")
+    assert cache_files(data.read_file(str(path))) != first
