@@ -22,7 +22,6 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 from llmcls.cells import (
     BadCell,
@@ -36,15 +35,13 @@ from llmcls.cells import (
     without_rows,
 )
 from llmcls.config import check_date_option
+from llmcls.data_fallback import CsvHeader, csv_header, load_csv_python, load_json_lines_python
 from llmcls.data_lines import (
-    csv_records,
     first_bad_json_line,
     first_line,
-    iter_lines,
     line_problem,
     lines_but_trailing_blank,
     open_text,
-    parse_json_line,
     record_position,
 )
 from llmcls.errors import DataError
@@ -128,7 +125,7 @@ def read_file(spec: str, options: ReadOptions | None = None):
         if pair is not None:
             return _read_aapd_text(*pair, options)
         loader = _loader_for(path)
-        header = _csv_header(path) if loader == "csv" else None
+        header = csv_header(path) if loader == "csv" else None
         if header is not None and header.repeated:  # refused before a big file is read when llmcls reads one
             _refuse_repeated_columns(path, header, _detect_fields(path, loader, header.names, options), options)
         raw = _load_arrow(path, loader, options, header)
@@ -152,7 +149,7 @@ def _loader_for(path: Path) -> str:
     return loader
 
 
-def _load_arrow(path: Path, loader: str, options: ReadOptions, header: _CsvHeader | None = None):
+def _load_arrow(path: Path, loader: str, options: ReadOptions, header: CsvHeader | None = None):
     """Arrow-backed load (`header`: a CSV file's); on failure find the offending line and say so in one line."""
     import datasets
 
@@ -162,7 +159,7 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions, header: _CsvHeade
     if header is not None and header.first_fields > len(csv_header):
         # pandas would take the first column for an index and read every row shifted by one column, silently: the
         # line-keeping reader names the record (or skips it)
-        return _load_csv_python(path, csv_header, options, None)
+        return load_csv_python(path, csv_header, options, None)
     # pandas would read a CSV id `0704.0010` as the number 704.001 (and labels `1` as integers): every CSV column is
     # read as the text written; an empty cell is empty text (no "NA"/"null" strings taken for missing values)
     csv_options = {} if csv_header is None else {
@@ -179,7 +176,7 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions, header: _CsvHeade
         if _has_no_rows(path, loader):
             raise DataError(path, "has no rows") from None
         if loader == "csv" and csv_header is not None:
-            return _load_csv_python(path, csv_header, options, err)
+            return load_csv_python(path, csv_header, options, err)
         if loader != "json":
             raise DataError(path, f"cannot read {loader.upper()}: {first_line(err)}") from None
         bad = first_bad_json_line(path)
@@ -187,7 +184,7 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions, header: _CsvHeade
             raise DataError(path, bad[1], line=bad[0]) from None
         # Malformed lines to skip, or values whose types vary between rows (a label list here, a string
         # there): read line by line instead, still into Arrow.
-        return _load_json_lines_python(path, options)
+        return load_json_lines_python(path, options)
 
 
 def _load_gzipped_parquet(path: Path):
@@ -244,90 +241,7 @@ def quiet_datasets(show_progress: bool = False):
         (datasets.disable_progress_bars if was_disabled else datasets.enable_progress_bars)()
 
 
-def _load_json_lines_python(path: Path, options: ReadOptions):
-    """Line-by-line JSON reader (still into Arrow) that keeps line numbers and marks malformed lines.
-
-    Used when the Arrow loader fails: malformed lines to skip. Every field has datasets' `Json` type (as when a
-    field's JSON type varies between rows), so the normaliser sees each value as it was written. Values are given
-    JSON-encoded: datasets stores a string that itself parses as JSON unencoded (a title "1984" became the number
-    1984, an abstract "null" a missing one), JSON text it stores as it is. `_malformed` says why a line is no row
-    (not UTF-8, malformed JSON, not an object).
-    """
-    import json
-
-    import datasets
-
-    keys: dict[str, None] = {}
-    for _, line in iter_lines(path, keep_bad_utf8=True):
-        row, _ = parse_json_line(line)
-        if row:
-            keys.update(dict.fromkeys(row))
-    features = datasets.Features({**{key: datasets.Json() for key in keys},
-                                  "_line": datasets.Value("int64"), "_malformed": datasets.Value("string")})
-
-    def rows(path: str, stamp: str):  # `stamp` (mtime, size) keys datasets' cache to this version of the file
-        for number, line in iter_lines(Path(path), keep_bad_utf8=True):
-            if not line.strip():
-                continue
-            row, problem = parse_json_line(line)
-            row = row if row is not None else {}
-            cells = {key: None if row.get(key) is None else json.dumps(row[key]) for key in keys}
-            yield {**cells, "_line": number, "_malformed": problem}
-
-    return _from_generator(path, rows, features)
-
-
-def _from_generator(path: Path, rows, features):
-    """`rows(path, stamp)` written to Arrow by datasets; `stamp` (mtime, size) keys its cache to this version of the
-    file. A DataError the rows raise comes out as itself (datasets wraps it)."""
-    import datasets
-
-    stat = path.stat()
-    stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
-    try:
-        return datasets.Dataset.from_generator(rows, features=features, gen_kwargs={"path": str(path), "stamp": stamp})
-    except Exception as err:
-        cause = err
-        while cause is not None and not isinstance(cause, DataError):
-            cause = cause.__cause__ or cause.__context__
-        if cause is None:
-            raise
-        raise cause from None
-
-
-class _CsvHeader(NamedTuple):
-    names: list[str]  # the columns' names as pandas gives them
-    line: int
-    repeated: list[str]  # names the header gives more than one column (the later ones renamed `name.1`, ...)
-    first_fields: int  # fields of the first record after the header (0 when there is none)
-
-
-def _csv_header(path: Path) -> _CsvHeader | None:
-    """A CSV file's header; None for a file without records (the loader's failure is then reported as "has no
-    rows"). Names as pandas gives them: an empty one `Unnamed: <i>`, a repeated one `name.<k>` (the first k that no
-    other column has)."""
-    records = csv_records(path)
-    line, names, problem = next(records, (None, None, None))
-    first = next(records, (None, [], None))[1] if names is not None else []
-    records.close()
-    if problem is not None:
-        raise DataError(path, problem, line=line)
-    if names is None:
-        return None
-    names = [name or f"Unnamed: {i}" for i, name in enumerate(names)]
-    repeated = list(dict.fromkeys(name for i, name in enumerate(names) if name in names[:i]))
-    taken = set(names)
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            k = 1
-            while f"{name}.{k}" in taken:
-                k += 1
-            names[i] = f"{name}.{k}"
-            taken.add(names[i])
-    return _CsvHeader(names, line, repeated, len(first))
-
-
-def _refuse_repeated_columns(path: Path, header: _CsvHeader, fields: _Fields, options: ReadOptions) -> None:
+def _refuse_repeated_columns(path: Path, header: CsvHeader, fields: _Fields, options: ReadOptions) -> None:
     """A name the header gives two columns is an error when llmcls reads that column (which one is meant is
     unclear); another column's copies are kept under pandas' names (`note`, `note.1`)."""
     dated = options.since is not None or options.until is not None
@@ -337,38 +251,6 @@ def _refuse_repeated_columns(path: Path, header: _CsvHeader, fields: _Fields, op
     repeated = next((name for name in header.repeated if name in read), None)
     if repeated is not None:
         raise DataError(path, f"the header names column {repeated!r} twice", line=header.line)
-
-
-def _load_csv_python(path: Path, names: list[str], options: ReadOptions, err: Exception | None):
-    """What pandas' loader failed on (`err`; None: a file it would misread), read with Python's csv reader (still
-    into Arrow, every cell as text): rows with more fields than the header, or bytes that are not UTF-8, stop the
-    read naming their line or, with --skip_bad_rows, are marked (`_malformed`) to skip. Rows with fewer fields miss
-    the last ones, as in pandas."""
-    import datasets
-
-    def records(path: Path):
-        rows = csv_records(path)
-        next(rows)  # the header
-        for line, cells, problem in rows:
-            if problem is None and len(cells) > len(names):
-                problem = f"has {len(cells)} fields but the header has {len(names)}"
-            yield line, cells, problem
-
-    if not options.skip_bad_rows:
-        bad = next(((line, problem) for line, _, problem in records(path) if problem), None)
-        if bad is not None:
-            raise DataError(path, bad[1], line=bad[0]) from None
-        if err is not None:  # nothing Python's reader finds wrong: say what pandas said
-            raise DataError(path, f"cannot read CSV: {first_line(err)}") from None
-    features = datasets.Features({**{name: datasets.Value("string") for name in names},
-                                  "_line": datasets.Value("int64"), "_malformed": datasets.Value("string")})
-
-    def rows(path: str, stamp: str):
-        for line, cells, problem in records(Path(path)):
-            cells = [None] * len(names) if problem else cells + [None] * (len(names) - len(cells))
-            yield {**dict(zip(names, cells, strict=True)), "_line": line, "_malformed": problem}
-
-    return _from_generator(path, rows, features)
 
 
 # ---------------------------------------------------------------------------------------------- AAPD text pairs
