@@ -374,15 +374,17 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
         normalised = _filter_dates(normalised, options)
     if options.unique_ids:
         _check_unique_ids(path, loader, normalised)
-    numbered = normalised.select_columns(["_numbered"]).with_format("arrow")[0:len(normalised)].column("_numbered")
-    numbered = numbered.combine_chunks() if pc.any(numbered).as_py() else None
+    numbered = None  # without an id field every row is numbered: ReadResult.numbered stays None
+    if fields.id:
+        numbered = normalised.select_columns(["_numbered"]).with_format("arrow")[0:len(normalised)].column("_numbered")
+        numbered = numbered.combine_chunks() if pc.any(numbered).as_py() else None
     normalised = normalised.remove_columns(["_problem", "_line", "_row", "_date", "_numbered"])
     if getattr(normalised, "_indices", None) is not None:  # rows skipped or filtered: write the kept rows once
         normalised = normalised.flatten_indices()  # (without a selection this would copy the whole file again)
     fmt = "arxiv-snapshot" if fields.snapshot else loader
     joined = _joined_labels_note(normalised.data.column("labels")) if fields.labels and not options.label_sep else None
     return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised), fields.id,
-                      [joined] if joined else [], numbered if fields.id else None)
+                      [joined] if joined else [], numbered)
 
 
 def _check_unique_ids(path: Path, loader: str, dataset) -> None:
@@ -435,13 +437,10 @@ def _reader_code() -> str:
     """A digest of the modules that normalise rows, part of the map's cache key: datasets hashes a module-level
     function by its name, not its code, so without it an llmcls whose reading changed would reuse the rows an
     earlier version normalised and cached for the same file and options."""
-    import hashlib
+    from llmcls.environment import files_digest
 
     here = Path(__file__).parent
-    digest = hashlib.blake2b(digest_size=8)
-    for name in ("data.py", "cells.py", "data_lines.py"):
-        digest.update((here / name).read_bytes())
-    return digest.hexdigest()
+    return files_digest([(name, here / name) for name in ("data.py", "cells.py", "data_lines.py")], size=8)
 
 
 def _normalise_batch(batch, indices, fields: _Fields, options: ReadOptions, code: str = ""):

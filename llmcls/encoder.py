@@ -147,18 +147,13 @@ class EncoderArguments(TrainingArguments):
             self.dataloader_num_workers = min(4, os.cpu_count() or 1) if torch.cuda.is_available() else 0
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader otherwise
-        if strategy_is_no(self.eval_strategy):
+        if self.eval_strategy == "no":  # a string, or a strategy enum (which equals its value)
             self.load_best_model_at_end = False  # nothing to select on; transformers would refuse the combination
-        elif strategy_is_no(self.save_strategy):
+        elif self.save_strategy == "no":
             self.load_best_model_at_end = False  # no checkpoint to go back to (check_arguments says so)
         if self.keep_checkpoints and self.save_total_limit == 1 and self.load_best_model_at_end:
             self.save_total_limit = 2  # with 1, the Trainer ends by deleting every checkpoint but the best one
         super().__post_init__()
-
-
-def strategy_is_no(strategy) -> bool:
-    """Whether an eval/save strategy (a string before TrainingArguments converts it, an enum after) is "no"."""
-    return str(getattr(strategy, "value", strategy)) == "no"
 
 
 STAGED_MODEL = ".model.new"  # the trained model until the run's results are written
@@ -235,7 +230,7 @@ def check_arguments(args: EncoderArguments, checkpoint: str | None) -> None:
         raise LlmclsError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluations during training "
                           f"compute {', '.join(EVAL_KEYS)} (thresholds tuned first) and loss")
     check_early_stopping(args)
-    if strategy_is_no(args.save_strategy) and not strategy_is_no(args.eval_strategy):
+    if args.save_strategy == "no" and args.eval_strategy != "no":
         console.print("note: --save_strategy no saves no checkpoint to go back to, so the run ends with the last "
                       "epoch's weights, not the best validation epoch's")
     if checkpoint is not None:

@@ -42,10 +42,15 @@ def environment() -> dict[str, Any]:
 def source_digest() -> str:
     """A digest of llmcls's own files (code, prompt templates, taxonomy): what tells results of one version of the
     code from another's where `__version__` stays the same (a checkout between releases, a local change)."""
+    return files_digest(source_files())
+
+
+def files_digest(files: list[tuple[str, Path]], size: int = 6) -> str:
+    """A digest of (name, path) pairs' names and contents."""
     import hashlib
 
-    digest = hashlib.blake2b(digest_size=6)
-    for name, path in source_files():
+    digest = hashlib.blake2b(digest_size=size)
+    for name, path in files:
         digest.update(name.encode("utf-8") + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 

@@ -77,8 +77,6 @@ class GenerationArguments:
         if self.mode == "generate" and self.per_label_thresholds:
             raise LlmclsError("--per_label_thresholds applies to --mode score (thresholds over the labels' scores; "
                               "generated answers are parsed, not thresholded)")
-        if self.batch_size < 1:
-            raise LlmclsError(f"--batch_size must be at least 1, got {self.batch_size}")
         for option in ("max_new_tokens", "max_labels"):
             if getattr(self, option) is not None and getattr(self, option) < 1:
                 raise LlmclsError(f"--{option} must be at least 1 (leave it out for the default), got "
