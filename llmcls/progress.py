@@ -17,8 +17,15 @@ def _width(stream) -> int | None:
     return 180
 
 
-console = Console(stderr=True, highlight=False, width=_width(sys.stderr))
-results = Console(highlight=False, width=_width(sys.stdout))
+def _other_process() -> bool:
+    """A process of `accelerate launch` (or torchrun) other than the first: its notes, progress bars and results
+    would repeat the first's once per GPU. Errors do not go through these consoles: every process still says its
+    own."""
+    return os.environ.get("RANK", "0").strip() not in ("", "0")
+
+
+console = Console(stderr=True, highlight=False, width=_width(sys.stderr), quiet=_other_process())
+results = Console(highlight=False, width=_width(sys.stdout), quiet=_other_process())
 
 
 @contextmanager

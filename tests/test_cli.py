@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,25 @@ def test_every_command_has_help(command, capsys):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "llmcls", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "train-linear" in result.stdout
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_only_the_first_launched_process_prints_notes_and_results(tmp_path, rank):
+    """Under `accelerate launch` every process runs the command: notes, progress and tables once (RANK 0), errors
+    from every process."""
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id": "1", "abstract": "a b", "labels": ["cs.IT"]}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1",\n')
+    env = {**os.environ, "RANK": rank}
+
+    def run(path):
+        return subprocess.run([sys.executable, "-m", "llmcls", "data", "stats", str(path)], capture_output=True,
+                              text=True, env=env)
+
+    stats, failed = run(good), run(bad)
+    assert stats.returncode == 0 and ("examples" in stats.stdout) == (rank == "0")
+    assert failed.returncode == 2 and "malformed JSON" in failed.stderr
 
 
 def test_unknown_command_and_data_error_are_one_line(capsys, tmp_path):
