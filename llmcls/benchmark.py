@@ -271,19 +271,27 @@ def write_record(run_dir: Path, system: System, status: str, **extra: Any) -> No
     record = {"name": system.name, "command": system.command, "status": status,
               "fingerprint": system.fingerprint(), "recipe": str(system.recipe) if system.recipe else None,
               "options": system.options, "llmcls": __version__, "llmcls_source": source_digest(),
-              "llmcls_sources": sources_of_attempts(read_record(run_dir), system), **extra}
+              "llmcls_sources": sources_of_attempts(run_dir, read_record(run_dir), system), **extra}
     atomic_write(run_dir / RECORD, json.dumps(record, indent=2, default=str) + "\n")
 
 
-def sources_of_attempts(earlier: dict[str, Any] | None, system: System) -> list[str]:
+def sources_of_attempts(run_dir: Path, earlier: dict[str, Any] | None, system: System) -> list[str]:
     """The llmcls sources of every attempt at this run so far, this one last: an interrupted or failed attempt with
-    the same options left its results in the folder (generative predictions, training checkpoints) for this one
-    to resume, so a run resumed after the code changed is made by more than one llmcls."""
+    the same options may leave results in the folder (generative predictions, training checkpoints) for this one
+    to resume, so a run resumed after the code changed is made by more than one llmcls. One that left none (it
+    failed early, or its command resumes nothing) counts no more."""
     current = source_digest()
-    if earlier is None or earlier.get("status") == "complete" or earlier.get("fingerprint") != system.fingerprint():
+    if (earlier is None or earlier.get("status") == "complete" or earlier.get("fingerprint") != system.fingerprint()
+            or not resumable_results(run_dir)):
         return [current]
     sources = earlier.get("llmcls_sources") or [earlier.get("llmcls_source") or "unrecorded"]
     return [*sources, current] if current not in sources else list(sources)
+
+
+def resumable_results(run_dir: Path) -> bool:
+    """Whether a run folder holds what a rerun of its command continues from: generative predictions (zeroshot,
+    fewshot, sft's evaluation) or a Trainer checkpoint."""
+    return any(run_dir.glob("predictions*.jsonl")) or any(run_dir.glob("checkpoint-*"))
 
 
 def other_code(record: dict[str, Any]) -> str | None:

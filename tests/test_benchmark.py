@@ -207,7 +207,20 @@ def test_a_run_resumed_after_llmcls_changed_counts_as_made_by_other_code(tmp_pat
     def interrupted(command, argv):
         raise KeyboardInterrupt
 
+    def interrupted_after_a_batch(command, argv):  # as a generative run leaves its finished predictions
+        (out / "a" / "predictions.jsonl").write_text('{"id": "1", "labels": []}\n')
+        raise KeyboardInterrupt
+
     monkeypatch.setattr(benchmark, "call_command", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out)
+    assert record(out / "a")["llmcls_sources"] == [first]
+    monkeypatch.setattr(benchmark, "source_digest", lambda: "fedcba987654")  # changed, but nothing was left to resume
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out)
+    assert record(out / "a")["llmcls_sources"] == ["fedcba987654"]
+    monkeypatch.setattr(benchmark, "source_digest", lambda: first)
+    monkeypatch.setattr(benchmark, "call_command", interrupted_after_a_batch)
     with pytest.raises(KeyboardInterrupt):
         run(config, out)
     assert record(out / "a")["llmcls_sources"] == [first]
