@@ -143,6 +143,9 @@ def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_
     gen_args.check()
     if prompt_args.k < 0:
         raise LlmclsError(f"--k must be >= 0, got {prompt_args.k}")
+    if prompt_args.k == 0 and prompt_args.selection != "knn":  # the default: cannot be told from a user's knn
+        raise LlmclsError(f"--selection {prompt_args.selection} applies to few-shot prompts (--k > 0); a zero-shot "
+                          "prompt shows no examples")
     from llmcls.prompts import parse_template_kwargs
 
     parse_template_kwargs(prompt_args.chat_template_kwargs)

@@ -9,7 +9,7 @@ generate or score, answers parsed into records) and `quick_metrics`, the in-memo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -84,6 +84,18 @@ class GenerationArguments:
         if self.temperature < 0 or not 0 < self.top_p <= 1:
             raise LlmclsError("--temperature must be >= 0 and --top_p in (0, 1]")
         number_list(self.min_labels, "min_labels", int, minimum=0)
+        for option, applies, where in MODE_OPTIONS:  # a value set for another mode would be ignored without a word
+            if getattr(self, option) != GENERATION_DEFAULTS[option] and not applies(self):
+                raise LlmclsError(f"--{option} applies to {where} only; it would change nothing here")
+
+
+# options of one mode only: (name, whether it applies to these arguments, where it applies)
+MODE_OPTIONS = (
+    ("min_labels", lambda a: a.mode == "score", "--mode score (generated answers are parsed, not thresholded)"),
+    ("score_ends", lambda a: a.mode == "score", "--mode score"),
+    ("stop_off_format", lambda a: a.mode == "generate" and a.constrained, "--constrained true"),
+)
+GENERATION_DEFAULTS = {f.name: f.default for f in fields(GenerationArguments)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

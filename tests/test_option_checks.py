@@ -50,6 +50,24 @@ def test_generation_options_that_contradict_each_other_are_refused_by_zeroshot_a
     assert "--per_label_thresholds applies to --mode score" in err
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--min_labels", "3"], "--min_labels applies to --mode score (generated answers are parsed, not thresholded)"),
+    (["--score_ends", "all"], "--score_ends applies to --mode score"),
+    (["--constrained", "true", "--mode", "score", "--constrained", "false", "--score_ends", "none"], None),
+    (["--stop_off_format", "false"], "--stop_off_format applies to --constrained true"),
+    (["--stop_off_format", "false", "--mode", "score"], "--stop_off_format applies to --constrained true"),
+    (["--selection", "balanced"], "--selection balanced applies to few-shot prompts (--k > 0)"),
+])
+def test_an_option_of_another_mode_is_refused_not_ignored(options, message, capsys, tmp_path):
+    """--min_labels in generate mode, --selection without --k, ... changed nothing and said nothing."""
+    argv = ["zeroshot", "--model", "no/model", "--test", "aapd-test", *options, "--output_dir", str(tmp_path / "r")]
+    err = _one_line_error(argv, capsys)
+    if message is None:  # score mode takes --score_ends: the run goes on to the model, which is not here
+        assert "applies to" not in err and "no/model" in err, err
+    else:
+        assert message in err, err
+
+
 def test_save_strategy_no_trains_without_best_checkpoint_selection_and_says_so(capsys):
     """Transformers refused --save_strategy no because of --load_best_model_at_end, a default the user never set;
     without checkpoints there is nothing to go back to, so the run keeps its last weights, said in a note."""
