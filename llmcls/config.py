@@ -119,6 +119,7 @@ def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
     `--config FILE`.
     """
     import re
+    import warnings
 
     import yaml
 
@@ -139,8 +140,13 @@ def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
 
     parser.error = error
     try:
-        *parsed, unknown_keys, unknown_args = parser.parse_args_and_config(
-            args=argv, return_remaining_strings=True, separate_remaining_strings=True)
+        with warnings.catch_warnings():
+            # TRL's SFTConfig defaults transformers 5's deprecated `gradient_checkpointing` to True, so every sft
+            # run that names neither it nor `activation_checkpointing` got the deprecation warning (the old name is
+            # still honoured: `--gradient_checkpointing false` turns checkpointing off)
+            warnings.filterwarnings("ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning)
+            *parsed, unknown_keys, unknown_args = parser.parse_args_and_config(
+                args=argv, return_remaining_strings=True, separate_remaining_strings=True)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -383,6 +383,21 @@ def test_nan_filter_is_off_by_default_and_can_be_set(tmp_path):
     assert parse(make_parser(), [*base, "--logging_nan_inf_filter", "true"])[3].logging_nan_inf_filter is True
 
 
+def test_checkpointing_by_default_without_a_deprecation_warning(tmp_path):
+    """TRL's default (checkpointing on) set transformers 5's deprecated name, so every sft run without a recipe printed
+    its FutureWarning; the old name still turns checkpointing off."""
+    import warnings
+
+    base = ["--model_name_or_path", "m", "--output_dir", str(tmp_path / "o"), "--bf16", "false"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        args = parse(make_parser(), base)[3]
+    assert args.activation_checkpointing is True
+    assert not [w for w in caught if "gradient_checkpointing" in str(w.message)]
+    assert parse(make_parser(), [*base, "--gradient_checkpointing", "false"])[3].activation_checkpointing is False
+    assert parse(make_parser(), [*base, "--activation_checkpointing", "false"])[3].activation_checkpointing is False
+
+
 def test_every_sft_recipe_names_existing_fields():
     for recipe in sorted((ROOT / "configs").glob("sft_*.yaml")):
         # --bf16 false: GPU recipes ask for bf16, which this CPU-only test machine refuses at parse time
