@@ -230,6 +230,10 @@ def check_arguments(args: EncoderArguments, checkpoint: str | None) -> None:
         raise LlmclsError(f"--metric_for_best_model {args.metric_for_best_model}: the evaluations during training "
                           f"compute {', '.join(EVAL_KEYS)} (thresholds tuned first) and loss")
     check_early_stopping(args)
+    if metric == "loss" and args.loss == "twoway" and (args.load_best_model_at_end or args.early_stopping_patience):
+        console.print(f"note: the Two-Way loss of an evaluation depends on its batches (its column term compares the "
+                      f"rows of one batch): eval_loss, which selects the checkpoint here, changes with "
+                      f"--per_device_eval_batch_size ({args.per_device_eval_batch_size}); micro_f1 does not")
     if args.save_strategy == "no" and args.eval_strategy != "no":
         console.print("note: --save_strategy no saves no checkpoint to go back to, so the run ends with the last "
                       "epoch's weights, not the best validation epoch's")

@@ -81,6 +81,15 @@ def test_save_strategy_no_trains_without_best_checkpoint_selection_and_says_so(c
     assert "--save_strategy" not in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("loss", "metric", "noted"), [("twoway", "eval_loss", True), ("twoway", "micro_f1", False),
+                                                    ("bce", "loss", False)])
+def test_selecting_checkpoints_by_the_two_way_eval_loss_says_it_depends_on_the_batch(loss, metric, noted, capsys):
+    _, args = parse(encoder.make_parser(), ["--model", "m", *AAPD, "--loss", loss, "--metric_for_best_model", metric])
+    encoder.check_arguments(args, None)
+    said = " ".join(capsys.readouterr().err.split())
+    assert ("eval_loss, which selects the checkpoint here, changes with --per_device_eval_batch_size" in said) == noted
+
+
 def test_a_rerun_into_a_finished_run_of_the_same_command_says_it_replaces_it(tmp_path, capsys):
     out = ["--output_dir", str(tmp_path / "run")]
     assert main(["train-linear", *AAPD, *out]) == 0
