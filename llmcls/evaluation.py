@@ -60,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     if outside:  # scored over the space only: say what the metrics leave out
         console.print(f"note: {len(outside)} labels of the file are outside the label space and not scored "
                       f"({', '.join(sorted(outside)[:5])}{', ...' if len(outside) > 5 else ''})")
+    in_space = [r for r in records if any(label in space for label in r["labels"])]
+    if not in_space:
+        where = args.labels or "labels.json beside it"
+        raise LlmclsError(f"{path}: no record has a gold label in the label space ({where}): nothing to score")
+    if len(in_space) < len(records):  # as the data readers drop them: with no gold label, no metric is meaningful
+        console.print(f"note: {len(records) - len(in_space)} of {len(records)} records have no gold label in the "
+                      "label space: not scored (the data readers drop such rows)")
+        records = in_space
     predictions = predictions_from_records(records, space)
     metrics = compute_metrics(predictions.gold, predictions.predicted, predictions.scores)
     if args.json:

@@ -156,6 +156,25 @@ def test_evaluate_says_which_labels_a_labels_file_leaves_out(linear_run, tmp_pat
     assert "labels is in the label space" in capsys.readouterr().err  # all-zero metrics would look like a result
 
 
+def test_evaluate_leaves_out_rows_with_no_gold_label_in_the_space(tmp_path, capsys):
+    """A row whose only gold label is outside the space counted as an exact match when nothing was predicted (the
+    data readers drop such rows; evaluate scored them)."""
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\n")
+    rows = [{"id": "1", "labels": ["a"], "predicted": ["a"]}, {"id": "2", "labels": ["zz"], "predicted": []},
+            {"id": "3", "labels": ["b"], "predicted": ["a"]}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["evaluate", str(path), "--labels", str(labels), "--json"]) == 0
+    out = capsys.readouterr()
+    metrics = json.loads(out.out)
+    assert metrics["n_examples"] == 2 and metrics["subset_accuracy"] == 0.5 and metrics["samples_f1"] == 0.5
+    assert "1 of 3 records have no gold label in the label space: not scored" in " ".join(out.err.split())
+    path.write_text(json.dumps(rows[1]) + "\n")
+    assert main(["evaluate", str(path), "--labels", str(labels)]) == 2
+    assert "no record has a gold label in the label space" in capsys.readouterr().err
+
+
 def test_an_output_dir_that_is_a_file_is_refused(tmp_path, capsys):
     taken = tmp_path / "taken"
     taken.write_text("not a run")
