@@ -170,7 +170,7 @@ def test_evaluate_leaves_out_rows_with_no_gold_label_in_the_space(tmp_path, caps
     metrics = json.loads(out.out)
     assert metrics["n_examples"] == 2 and metrics["subset_accuracy"] == 0.5 and metrics["samples_f1"] == 0.5
     assert "1 of 3 records have no gold label in the label space: not scored" in " ".join(out.err.split())
-    path.write_text(json.dumps(rows[1]) + "\n")
+    path.write_text(json.dumps({"id": "2", "labels": ["zz"], "predicted": ["a"]}) + "\n")
     assert main(["evaluate", str(path), "--labels", str(labels)]) == 2
     assert "no record has a gold label in the label space" in capsys.readouterr().err
 
