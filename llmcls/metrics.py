@@ -2,8 +2,9 @@
 
 Inputs live in one label space: ``y_true`` and ``y_pred`` are (n_examples, n_labels) arrays of bool or 0/1, and the
 optional ``scores`` is a float array of the same shape where higher means more likely. This module imports only numpy
-and the standard library, so scoring never pulls in torch or scikit-learn; the tests pin every definition below to
-scikit-learn 1.9 (``zero_division=0``) to 1e-9.
+and the standard library, so scoring never pulls in torch or scikit-learn; the tests pin the definitions below to
+scikit-learn 1.9 (``zero_division=0``) to 1e-9 where it has them, and P@k and nDCG@k (whose rows without true labels
+scikit-learn scores 0) to brute-force references of the conventions stated here.
 
 Convention: every ratio whose denominator is 0 is 0 (scikit-learn's ``zero_division=0``).
 
@@ -20,12 +21,17 @@ Keys of :func:`compute_metrics`:
 - ``subset_accuracy``: fraction of examples whose predicted label set equals the true set exactly.
 - ``n_examples``, ``n_labels`` (ints), ``avg_labels_true``, ``avg_labels_pred`` (labels per example).
 
-Only when ``scores`` are given (ranking metrics; ties in scores are broken by the lower column index first):
+Only when ``scores`` are given (ranking metrics):
 
 - ``p_at_k`` (k = 1, 3, 5): mean over all examples of (true labels among the k highest-scored) / k. k stays fixed even
-  when a row has fewer than k true labels (or the label space has fewer than k labels), as in extreme classification.
+  when a row has fewer than k true labels (or the label space has fewer than k labels), as in extreme classification;
+  a row with no true label scores 0.
 - ``ndcg_at_k`` (k = 3, 5): DCG@k / IDCG@k with DCG@k = sum_{r<=k} rel_r / log2(r + 1) over the top-k ranking and
   IDCG@k the same sum for min(k, n_true) relevant labels. Rows with no true label are skipped (0.0 if all are).
+- Ties in P@k and nDCG@k count at their expected value over the orders of the tied labels: a rank held by a group of
+  equal scores has relevance (true labels in the group) / (group size), as scikit-learn's ``ndcg_score`` (its
+  default ``ignore_ties=False``) averages them. Ties broken by column order would hand a collapsed scorer (constant
+  or coarse scores, bf16 logits) the most frequent labels' hits, since columns follow training frequency.
 - ``map``: macro average precision, the mean over labels of AP = (1/P) sum over positives of the precision at that
   positive's score (tied scores form one threshold, as in scikit-learn's precision-recall curve). A label with no
   positive in ``y_true`` scores AP 0 and stays in the mean, as ``average_precision_score(average="macro")`` does in
@@ -221,7 +227,15 @@ def _ranking_chunk(sc: np.ndarray, yc: np.ndarray, rows: np.ndarray, v: np.ndarr
     n_labels = sc.shape[1]
     srt = np.sort(sc, axis=1)
     k = min(max(TOP_K), n_labels)
-    rel = np.take_along_axis(yc, _top_k(sc, k, srt), axis=1)
+    top = _top_k(sc, k, srt)
+    rel = np.take_along_axis(yc, top, axis=1).astype(np.float64)
+    # A score tied with another among a row's k+1 best: each of the k positions its group spans holds a true label
+    # with the group's share of them (the expected relevance over the orders of the tied labels).
+    best = srt[:, max(n_labels - k - 1, 0):]
+    tied = np.flatnonzero((best[:, 1:] == best[:, :-1]).any(axis=1))
+    if tied.size:
+        group = sc[tied][:, None, :] == np.take_along_axis(sc[tied], top[tied], axis=1)[:, :, None]
+        rel[tied] = (group & yc[tied][:, None, :]).sum(axis=2) / group.sum(axis=2)
     hits = np.cumsum(rel, axis=1)
     for kk in TOP_K:
         acc[f"p_at_{kk}"] += hits[:, min(kk, k) - 1].sum() / kk

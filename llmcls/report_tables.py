@@ -25,7 +25,8 @@ COMPARISON = [
     ("precision", "metrics.micro_precision", "{:.4f}"), ("recall", "metrics.micro_recall", "{:.4f}"),
     ("Hamming", "metrics.hamming_loss", "{:.5f}"), ("label acc", "metrics.label_accuracy", "{:.5f}"),
     ("subset acc", "metrics.subset_accuracy", "{:.4f}"), ("P@1", "metrics.p_at_1", "{:.4f}"),
-    ("well-formed", "generation.well_formed_rate", "{:.1%}"), ("train s", "timing.train_s", "{:,.1f}"),
+    ("well-formed", "generation.well_formed_rate", "{:.1%}"), ("unknown", "generation.unknown_label_rate", "{:.1%}"),
+    ("train s", "timing.train_s", "{:,.1f}"),
     ("ex/s", "timing.examples_per_s", "{:,.1f}"), ("device", "timing.device", "{}"),
 ]
 
@@ -128,7 +129,9 @@ def comparison_table(runs: list[Run]) -> Table:
                "examples (1,000 draws, seeded; from its predictions file), how far micro-F1 moves with the draw of "
                "the examples alone. Precision and recall are micro-averaged; macro-F1 averages "
                "over each run's whole label space; P@1 needs scores; well-formed is the share of generated answers "
-               "that parsed (generative systems); train s is the training time in seconds; ex/s the prediction "
+               "that parsed and unknown the share of generated labels outside the label space (generative systems: no "
+               "metric counts such a label, so it lowers no precision); train s is the training time in seconds; "
+               "ex/s the prediction "
                f"throughput on the reported split. {MISSING}: not recorded by the run.")
     return _columns_table("comparison", "Comparison", caption, runs, COMPARISON)
 

@@ -66,7 +66,8 @@ def make_runs(root: Path, seed: int = 0) -> list[Path]:
     zeroshot = write_run(root / "zeroshot", space, gold, flipped, raw=raw, system="zeroshot", model="tiny-llm",
                          config=CONFIG,
                          timing={"wall_s": 4.0, "examples_per_s": 10.0, "device": "cuda:0", "backend": "hf"},
-                         extra={"params_trained": 0, "generation": {"mode": "generate", "well_formed_rate": 0.925}})
+                         extra={"params_trained": 0, "generation": {"mode": "generate", "well_formed_rate": 0.925,
+                                                             "unknown_label_rate": 0.05}})
     bare = write_run(root / "bare", space, gold, np.roll(gold, 1, axis=1), system="encoder-bce", model="bert",
                      timing={})
     return [linear, zeroshot, bare]

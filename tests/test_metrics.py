@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import warnings
@@ -152,26 +153,28 @@ def test_macro_ap_matches_sklearn_including_labels_without_positives(data):
 
 
 def _brute_ranking(y_true, scores) -> dict[str, float]:
-    """P@k and nDCG@k by plain Python: order by (-score, column index), the documented tie rule."""
+    """P@k and nDCG@k by plain Python, averaged over every order of the labels that the scores allow (each order of
+    the tied labels equally likely): the documented tie rule, by enumeration rather than by its formula."""
     p_at = {k: 0.0 for k in TOP_K}
     ndcg = {k: [] for k in NDCG_K}
     for truth, row in zip(y_true.tolist(), scores.tolist(), strict=True):
-        ranked = sorted(range(len(row)), key=lambda j: (-row[j], j))
-        rel = [1 if truth[j] else 0 for j in ranked]
-        for k in TOP_K:
-            p_at[k] += sum(rel[:k]) / k
+        orders = [o for o in itertools.permutations(range(len(row)))
+                  if all(row[a] >= row[b] for a, b in itertools.pairwise(o))]
         n_true = sum(truth)
+        for k in TOP_K:
+            p_at[k] += sum(sum(truth[j] for j in o[:k]) / k for o in orders) / len(orders)
         for k in NDCG_K:
             if n_true:
-                dcg = sum(r / math.log2(i + 2) for i, r in enumerate(rel[:k]))
-                ndcg[k].append(dcg / sum(1 / math.log2(i + 2) for i in range(min(k, n_true))))
+                ideal = sum(1 / math.log2(i + 2) for i in range(min(k, n_true)))
+                dcg = [sum(truth[j] / math.log2(i + 2) for i, j in enumerate(o[:k])) for o in orders]
+                ndcg[k].append(sum(dcg) / len(dcg) / ideal)
     out = {f"p_at_{k}": v / len(scores) for k, v in p_at.items()}
     out.update({f"ndcg_at_{k}": (sum(v) / len(v) if v else 0.0) for k, v in ndcg.items()})
     return out
 
 
 @FAST
-@given(multilabel(min_labels=1, max_labels=8))
+@given(multilabel(min_labels=1, max_labels=6, max_rows=5))
 def test_precision_and_ndcg_at_k_match_brute_force(data):
     y_true, y_pred, scores = data
     got = compute_metrics(y_true, y_pred, scores)
@@ -179,13 +182,32 @@ def test_precision_and_ndcg_at_k_match_brute_force(data):
         assert got[key] == pytest.approx(expected, abs=TOL), key
 
 
-def test_ranking_ties_break_by_column_index():
+@FAST
+@given(multilabel(min_labels=2, max_labels=12, max_rows=20, score_levels=3))
+def test_ndcg_matches_sklearn_with_ties_on_rows_with_true_labels(data):
+    y_true, y_pred, scores = data
+    has = y_true.any(axis=1)
+    if not has.any():
+        return
+    got = compute_metrics(y_true[has], y_pred[has], scores[has])
+    for k in NDCG_K:
+        expected = skm.ndcg_score(y_true[has].astype(float), scores[has], k=k, ignore_ties=False)
+        assert got[f"ndcg_at_{k}"] == pytest.approx(expected, abs=TOL), k
+
+
+def test_ranking_ties_count_at_their_expected_value_not_by_column_order():
+    """Column order is training frequency: breaking ties by it handed a collapsed scorer the frequent labels' hits."""
     y_true = np.array([[0, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=bool)
     scores = np.array([[0.5, 0.5, 0.5, 0.5, 0.5, 0.5], [0.1, 0.1, 0.9, 0.1, 0.1, 0.1]])
     got = compute_metrics(y_true, y_true, scores)
-    # row 0: true label 1 is second among equal scores; row 1: label 0 wins the tie for second place
-    assert got["p_at_1"] == 0.0 and got["p_at_3"] == pytest.approx(1 / 3)
-    assert got["ndcg_at_3"] == pytest.approx(1 / math.log2(3))
+    # row 0: one true label among six equal scores; row 1: one among the five tied behind the best
+    assert got["p_at_1"] == pytest.approx((1 / 6 + 0) / 2) and got["p_at_3"] == pytest.approx((1 / 6 + 2 / 15) / 2)
+    d2, d3 = 1 / math.log2(3), 1 / 2
+    assert got["ndcg_at_3"] == pytest.approx(((1 + d2 + d3) / 6 + (d2 + d3) / 5) / 2)
+    frequent_first = np.zeros((4, 4), dtype=bool)
+    frequent_first[:, 0] = True  # every row has the first (most frequent) label; constant scores know nothing
+    constant = compute_metrics(frequent_first, frequent_first, np.zeros((4, 4)))
+    assert constant["p_at_1"] == pytest.approx(0.25) and constant["ndcg_at_3"] < 1  # column order: 1.0 and 1.0
 
 
 def test_ranking_uses_chunks_consistently(monkeypatch):

@@ -80,6 +80,7 @@ def test_csv_holds_the_metrics_json_values(report):
     assert float(rows["linear_svm"]["train s"]) == linear["timing"]["train_s"]
     assert float(rows["linear_svm"]["ex/s"]) == linear["timing"]["examples_per_s"]
     assert float(rows["zeroshot"]["well-formed"]) == 0.925 and rows["zeroshot"]["device"] == "cuda:0"
+    assert float(rows["zeroshot"]["unknown"]) == 0.05 and rows["linear_svm"]["unknown"] == ""
     assert rows["bare"]["P@1"] == rows["bare"]["device"] == rows["bare"]["params trained"] == ""  # not recorded
     for name, run in report["runs"].items():  # the interval is the bootstrap of the run's own predictions
         loaded = load_run(run, name)
@@ -96,6 +97,7 @@ def test_missing_optional_fields_show_a_dash(report):
     for header in ("params trained", "P@1", "well-formed", "train s", "ex/s", "device"):
         assert bare[header] == "-", header
     assert zeroshot["P@1"] == "-" and zeroshot["train s"] == "-" and zeroshot["well-formed"] == "92.5%"
+    assert zeroshot["unknown"] == "5.0%" and bare["unknown"] == "-"
     assert zeroshot["params trained"] == "0"
 
 
