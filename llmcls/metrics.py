@@ -374,8 +374,8 @@ class Thresholds:
     validation_micro_f1: float = 0.0
 
     def to_dict(self) -> dict:
-        """Plain-JSON form for ``thresholds.json`` (floats round-trip exactly through json; +inf, the threshold
-        nothing passes, is written as null: JSON has no infinity)."""
+        """Plain-JSON form for ``thresholds.json`` (floats round-trip exactly through json; +inf, which no finite
+        score passes, is written as null: JSON has no infinity)."""
         return {
             "values": [None if v == np.inf else float(v) for v in np.asarray(self.values, dtype=np.float64)],
             "per_label": bool(self.per_label),
