@@ -148,7 +148,10 @@ class LLM:
             from peft import PeftModel
 
             self._validate_adapter(lora_request.lora_path)
-            adapted = PeftModel.from_pretrained(self.model, lora_request.lora_path)
+            from llmcls.backends.loading import peft_wrapping
+
+            with peft_wrapping():
+                adapted = PeftModel.from_pretrained(self.model, lora_request.lora_path)
             self._adapted[lora_request.lora_path] = adapted.eval()
         return self._adapted[lora_request.lora_path]
 

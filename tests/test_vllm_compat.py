@@ -80,8 +80,11 @@ def test_lora_rank_counts_rank_pattern_and_vllm_sizes(tiny_dir, tmp_path, prompt
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir), LoraConfig(
-        r=1, rank_pattern={"q_proj": 20}, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    from llmcls.backends.loading import peft_wrapping
+
+    with peft_wrapping():
+        peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir), LoraConfig(
+            r=1, rank_pattern={"q_proj": 20}, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     peft_model.save_pretrained(tmp_path / "patterned")
     engines = fake.install(monkeypatch)
     engine = load_backend(ModelArguments(adapter=str(tmp_path / "patterned"), backend="vllm"))

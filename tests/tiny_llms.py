@@ -79,9 +79,12 @@ def build_tiny_lora_adapter(base_dir: str | Path, out_dir: str | Path, *, rank: 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from llmcls.backends.loading import peft_wrapping
+
     model = AutoModelForCausalLM.from_pretrained(base_dir)
-    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"],
-                                                  task_type="CAUSAL_LM"))
+    with peft_wrapping():  # as llmcls wraps models: without transformers 5's is_gradient_checkpointing warning
+        peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank,
+                                                      target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
