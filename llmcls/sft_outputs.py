@@ -7,6 +7,7 @@ loaded afresh (`save_merged`), never into the 4-/8-bit model it trained on.
 
 from __future__ import annotations
 
+import shutil
 import time
 
 from llmcls.config import to_dict
@@ -21,6 +22,9 @@ def save_outputs(trainer, tokenizer, corpus, script_args, gen_args, training_arg
     run = RunDir(training_args.output_dir).create()
     if trainer.accelerator.is_main_process:  # predictions of an earlier model here must not be "resumed" from
         run.clear_results()
+        for earlier in ("adapter", "merged"):  # nor its weights kept: a merged/ beside this run's adapter, say
+            shutil.rmtree(run.path / earlier, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     trainer.save_model(str(run.path / "adapter"))  # the adapter alone for LoRA, the whole model otherwise
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(run.path / "adapter"))

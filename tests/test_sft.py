@@ -227,9 +227,9 @@ def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
     out = tmp_path / "run"
     code = cli_main(["sft", *_args(tiny_llama, out, "--save_strategy", "steps", "--save_steps", "1"),
                      "--validation", "aapd-validation", "--test", "aapd-test",
-                     "--max_eval_examples", "24", "--constrained", "true", "--batch_size", "16"])
+                     "--max_eval_examples", "24", "--constrained", "true", "--batch_size", "16", "--merge", "true"])
     assert code == 0
-    assert (out / "adapter" / "adapter_config.json").exists()
+    assert (out / "adapter" / "adapter_config.json").exists() and (out / "merged" / "config.json").exists()
     for name in ("config.yaml", "labels.json", "predictions.jsonl", "metrics.json", "metrics.validation.json"):
         assert (out / name).exists(), name
     record = RunDir(out).read_metrics()
@@ -246,6 +246,7 @@ def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
                      "--constrained", "true", "--batch_size", "16"]) == 0
     assert all(r["raw"] != "answer of an earlier model" for r in read_jsonl(out / "predictions.jsonl"))
     assert not (out / "metrics.validation.json").exists()  # no validation this time: none of the first run's left
+    assert not (out / "merged").exists()  # no --merge this time: the first run's merged model would not be this one
 
 
 def test_data_parallel_run_with_two_processes_on_cpu(tiny_llama, tmp_path):
