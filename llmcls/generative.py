@@ -43,8 +43,10 @@ from llmcls.task import (
     rows_of,
 )
 
-# config keys that may change between an interrupted run and its resumption without mixing incompatible predictions
-RESUMABLE_CHANGES = {"batch_size", "device", "gpu_memory_utilization", "output_dir"}
+# config keys that may change between an interrupted run and its resumption without mixing incompatible predictions;
+# the notes follow from the data and the options, compared themselves (a note a newer llmcls adds must not block
+# resuming a run an older one began)
+RESUMABLE_CHANGES = {"batch_size", "device", "gpu_memory_utilization", "output_dir", "notes"}
 
 
 def make_parser(command: str = "zeroshot"):
@@ -71,6 +73,13 @@ def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
     evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
     if not evaluated:
         raise LlmclsError("nothing to classify: pass --test (and/or --validation)")
+    if data_args.labels is None and corpus.get("train") is None:
+        note = (f"the label space is the {len(corpus.label_space)} labels found in the gold answers of "
+                f"--{' and --'.join(evaluated)} (no --train or --labels): the prompt offers only those (constrained "
+                "decoding allows only those), a hint a real deployment does not get on a small file; pass --labels "
+                "(an earlier run's labels.json, say) for the full space")
+        corpus.notes.append(note)
+        console.print(f"note: {note}", soft_wrap=True, markup=False)
     check_prompt(prompt_args, gen_args, corpus)
     run = RunDir(prompt_args.output_dir).create()
     config = to_dict(data_args, model_args, prompt_args, gen_args) | {

@@ -134,6 +134,21 @@ def test_constrained_zeroshot_writes_a_run_and_every_output_parses(tiny, data, t
     assert generation["max_new_tokens"] > 0 and generation["template"].endswith("zeroshot.jinja")
 
 
+def test_a_label_space_from_the_gold_answers_is_said_and_recorded(tiny, data, tmp_path, capsys):
+    """Without --train or --labels the space is the test file's gold labels, which the prompt then offers as the only
+    choices: a hint the run must not take silently."""
+    args = ["--model", str(tiny), "--test", data["test"], "--max_eval_examples", "4", "--batch_size", "4",
+            "--mode", "score"]
+    assert main(["zeroshot", *args, "--output_dir", str(tmp_path / "gold")]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    labels = len(LabelSpace.load(tmp_path / "gold" / "labels.json"))
+    assert f"note: the label space is the {labels} labels found in the gold answers of --test" in said
+    notes = yaml.safe_load((tmp_path / "gold" / "config.yaml").read_text())["notes"]
+    assert any("found in the gold answers" in note for note in notes)  # the run keeps it
+    assert main(["zeroshot", *args, "--labels", data["labels"], "--output_dir", str(tmp_path / "given")]) == 0
+    assert "gold answers" not in capsys.readouterr().err
+
+
 def test_free_generation_reports_what_it_parsed(tiny, data, tmp_path):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--max_new_tokens", "12")]) == 0
@@ -321,6 +336,9 @@ def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys):
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained", "--chat_template_kwargs", "{}")]) == 2
+    config["notes"] = ["a note an earlier llmcls did not write, or one a newer one adds"]
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0  # notes follow from data and options
 
 
 def test_a_run_of_another_system_or_without_config_is_not_resumed(tiny, data, tmp_path, capsys):
