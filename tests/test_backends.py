@@ -469,6 +469,20 @@ def test_static_cache_generation_equals_the_dynamic_cache(tiny_dir, backend, pro
     assert all(kind == "static" and width % 64 == 0 and cache is None for kind, width, cache in seen)
 
 
+def test_an_adapter_of_another_base_model_is_one_line(tiny_dir, tmp_path):
+    """PEFT's 60-line size-mismatch traceback for an adapter trained on another model becomes one line naming the
+    adapter's own base."""
+    from tiny_llms import build_tiny_llama
+
+    adapter = build_tiny_lora_adapter(tiny_dir, tmp_path / "adapter")
+    wider = build_tiny_llama(tmp_path / "wider", ["cs.IT math.IT a wider model"], vocab_size=300, hidden_size=48)
+    with pytest.raises(LlmclsError) as info:
+        load_backend(ModelArguments(model=str(wider), adapter=str(adapter), device="cpu"))
+    message = str(info.value)
+    assert message.startswith(f"--adapter {adapter} does not fit the model {wider} (it was trained on {tiny_dir}")
+    assert "size mismatch for " in message and "\n" not in message and len(message) < 600
+
+
 def test_adapter_changes_the_model_and_loads_without_model(tiny_dir, tmp_path, prompts):
     adapter = build_tiny_lora_adapter(tiny_dir, tmp_path / "adapter")
     plain = load_backend(ModelArguments(model=str(tiny_dir), device="cpu"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -151,13 +152,31 @@ def load_model(path: str, args: ModelArguments, device: str, dtype, quantization
     if args.adapter:
         from peft import PeftModel
 
-        with peft_wrapping():
-            model = PeftModel.from_pretrained(model, args.adapter)
+        try:
+            with peft_wrapping():
+                model = PeftModel.from_pretrained(model, args.adapter)
+        except (RuntimeError, ValueError) as err:  # PEFT's traceback for an adapter of another base model
+            raise adapter_mismatch(args.adapter, path, err) from None
         if not args.load_in_4bit:  # merged weights generate as fast as the base model
             model = model.merge_and_unload()
     if not args.load_in_4bit:
         model.to(device)
     return model.eval()
+
+
+def adapter_mismatch(adapter: str, model: str, err: Exception) -> Exception:
+    """PEFT's error for an adapter that does not fit the model (trained on another base) as one line, naming the
+    base the adapter records; any other error as it was."""
+    text = " ".join(str(err).split())
+    found = re.search(r"size mismatch for [^ ]+: .*?(?:current model is torch\.Size\(\[[^\]]*\]\))", text)
+    if found is None and "not found in the base model" not in text:
+        return err
+    try:
+        trained_on = f" (it was trained on {base_model_of(adapter)})"
+    except LlmclsError:
+        trained_on = ""
+    detail = (found.group(0) if found else text)[:300]
+    return LlmclsError(f"--adapter {adapter} does not fit the model {model}{trained_on}: {detail}")
 
 
 def base_model_of(adapter: str) -> str:
