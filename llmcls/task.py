@@ -94,6 +94,8 @@ MODE_OPTIONS = (
     ("min_labels", lambda a: a.mode == "score", "--mode score (generated answers are parsed, not thresholded)"),
     ("score_ends", lambda a: a.mode == "score", "--mode score"),
     ("stop_off_format", lambda a: a.mode == "generate" and a.constrained, "--constrained true"),
+    ("temperature", lambda a: a.mode == "generate", "--mode generate (score mode samples nothing)"),
+    ("top_p", lambda a: a.mode == "generate" and a.temperature > 0, "sampling (--temperature > 0)"),
 )
 GENERATION_DEFAULTS = {f.name: f.default for f in fields(GenerationArguments)}
 

@@ -57,10 +57,13 @@ def test_generation_options_that_contradict_each_other_are_refused_by_zeroshot_a
     (["--stop_off_format", "false"], "--stop_off_format applies to --constrained true"),
     (["--stop_off_format", "false", "--mode", "score"], "--stop_off_format applies to --constrained true"),
     (["--selection", "balanced"], "--selection balanced applies to few-shot prompts (--k > 0)"),
+    (["--mode", "score", "--temperature", "0.7"], "--temperature applies to --mode generate (score mode samples"),
+    (["--top_p", "0.9"], "--top_p applies to sampling (--temperature > 0) only"),
 ])
 def test_an_option_of_another_mode_is_refused_not_ignored(options, message, capsys, tmp_path):
     """--min_labels in generate mode, --selection without --k, ... changed nothing and said nothing."""
-    argv = ["zeroshot", "--model", "no/model", "--test", "aapd-test", *options, "--output_dir", str(tmp_path / "r")]
+    argv = ["zeroshot", "--model", "no/model", "--train", "aapd-train", "--test", "aapd-test", *options,
+            "--output_dir", str(tmp_path / "r")]
     err = _one_line_error(argv, capsys)
     if message is None:  # score mode takes --score_ends: the run goes on to the model, which is not here
         assert "applies to" not in err and "no/model" in err, err
