@@ -372,8 +372,10 @@ def finish_split(run: RunDir, task: Task, outcome: SplitOutcome, thresholds: Thr
     run.write_metrics(metrics, system=system, model=model, split=split, primary=primary, timing=timing,
                       extra={"generation": stats, **extra})
     formed = f"  well-formed {stats['well_formed_rate']:.1%}" if stats["well_formed_rate"] is not None else ""
+    rate = timing.get("examples_per_s")  # None for a split resumed whole: no speed measured in this run
+    speed = f", {rate} ex/s" if rate is not None else ", resumed: speed not measured"
     console.print(f"{split}: micro-F1 {metrics['micro_f1']:.4f}  macro-F1 {metrics['macro_f1']:.4f}{formed}  "
-                  f"({len(records)} examples, {timing.get('examples_per_s')} ex/s)")
+                  f"({len(records)} examples{speed})")
     return metrics
 
 

@@ -478,7 +478,10 @@ def test_a_split_resumed_whole_records_no_speed(tiny, data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
     (run / "metrics.json").unlink()  # killed after the last batch was written, before the metrics
+    capsys.readouterr()
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "resumed: speed not measured)" in said and "None ex/s" not in said
     timing = _metrics(run)["timing"]
     assert timing["examples_per_s"] is None and timing["wall_s"] is None and timing["examples_timed"] == 0
 
