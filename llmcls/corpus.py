@@ -85,7 +85,9 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
             else f"all {result.n_skipped} rows skipped as bad (--skip_bad_rows)" if result.n_skipped
             else "has no rows"))
         splits[name] = _map_labels(result.dataset, args, notes, name, keep_unlabelled=name in unlabelled)
-        _require_rows(splits[name], f"{result.path}: no row has a label in --categories {args.categories}")
+        kept = (f" among the {len(result.dataset)} rows --since/--until kept ({result.n_filtered_by_date} outside)"
+                if result.n_filtered_by_date else "")
+        _require_rows(splits[name], f"{result.path}: no row has a label in --categories {args.categories}{kept}")
     notes.extend(_shared_rows(read))
     if args.split_ratios:
         with _step(f"Splitting --train by {args.split_ratios}", splits):

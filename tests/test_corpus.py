@@ -113,6 +113,18 @@ def test_label_filters(snapshot_rows, tmp_path):
     assert "train: --categories cs.xx matched no label of the file" in folded.notes
 
 
+def test_no_row_in_categories_after_a_date_window_names_the_window(snapshot_rows, tmp_path):
+    """The date window, not --categories, left no cs row: the error said only "no row has a label in --categories"."""
+    old, new = dict(snapshot_rows[0]), dict(snapshot_rows[1])
+    old.update(categories="cs.LG", update_date="2019-05-01")
+    new.update(categories="math.CO", update_date="2021-05-01")
+    path = write_jsonl(tmp_path / "snap.jsonl", [old, new])
+    with pytest.raises(LlmclsError) as info:
+        load_corpus(DataArguments(train=str(path), categories="cs", since="2020-01-01"))
+    assert str(info.value).endswith("no row has a label in --categories cs among the 1 rows --since/--until kept "
+                                    "(1 outside)")
+
+
 def test_labels_file_fixes_the_space(aapd_rows, tmp_path):
     path = write_jsonl(tmp_path / "aapd.jsonl", aapd_rows[:50])
     labels = tmp_path / "labels.txt"
