@@ -67,6 +67,8 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows an option's default unless it is None (unset): the option's help says what happens then."""
 
     def _get_help_string(self, action):
+        if isinstance(action, argparse._StoreFalseAction):  # `--no_X`, which transformers adds for a bool X
+            return f"The same as --{action.dest} false."
         return action.help if action.default is None else super()._get_help_string(action)
 
 

@@ -50,10 +50,16 @@ RESUMABLE_CHANGES = {"batch_size", "device", "gpu_memory_utilization", "output_d
 
 
 def make_parser(command: str = "zeroshot"):
-    return build_parser([DataArguments, ModelArguments, PromptArguments, GenerationArguments],
-                        prog=f"llmcls {command}",
-                        description="Classify abstracts by prompting an LLM (zero-shot, or few-shot with --k); "
-                                    "writes a run directory.")
+    parser = build_parser([DataArguments, ModelArguments, PromptArguments, GenerationArguments],
+                          prog=f"llmcls {command}",
+                          description="Classify abstracts by prompting an LLM (zero-shot, or few-shot with --k); "
+                                      "writes a run directory.")
+    if command == "fewshot":  # no default: fewshot is refused without --k (0 would be zero-shot)
+        parser.set_defaults(k=None)
+        for action in parser._actions:
+            if action.dest == "k":
+                action.help = "Few-shot examples per prompt, from --train (required)."
+    return parser
 
 
 def fewshot(argv: list[str] | None = None) -> int:
@@ -63,7 +69,7 @@ def fewshot(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
     data_args, model_args, prompt_args, gen_args = parse(make_parser(command), argv)
-    if command == "fewshot" and prompt_args.k == 0:
+    if command == "fewshot" and not prompt_args.k:
         raise LlmclsError("fewshot needs --k N, the examples per prompt (drawn from --train); without it the run "
                           "would be zero-shot (llmcls zeroshot)")
     check_options(model_args, prompt_args, gen_args)

