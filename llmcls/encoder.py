@@ -20,6 +20,7 @@ every logit, so 0 is no natural cut for it: the thresholds tuned on validation a
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
@@ -41,16 +42,23 @@ from llmcls.config import (
     parse,
 )
 from llmcls.corpus import Corpus, load_corpus
-from llmcls.encoder_data import EncodedSplit, encode_corpus
+from llmcls.encoder_data import EncodedSplit, effective_max_length, encode_corpus
 from llmcls.encoder_infer import forward_logits, without_full_mask
 from llmcls.encoder_model import (
-    config_mismatch,
     count_trainable,
     is_mean_pooling,
     load_config,
     load_for_training,
     load_tokenizer,
     save_trained,
+)
+from llmcls.encoder_resume import (
+    OPTIONS_FILE,
+    check_resume,
+    check_resume_options,
+    resume_checkpoint,
+    resume_option,
+    training_options,
 )
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
@@ -63,7 +71,6 @@ from llmcls.runs import (
     checkpoint_step,
     primary_split,
     split_summary,
-    wants_last_checkpoint,
 )
 from llmcls.sampling import SeededLengthGrouping
 
@@ -153,7 +160,38 @@ class EncoderArguments(TrainingArguments):
             self.load_best_model_at_end = False  # no checkpoint to go back to (check_arguments says so)
         if self.keep_checkpoints and self.save_total_limit == 1 and self.load_best_model_at_end:
             self.save_total_limit = 2  # with 1, the Trainer ends by deleting every checkpoint but the best one
+        check_best_checkpoint_saves(self)  # before transformers refuses it in terms of an option never set
         super().__post_init__()
+
+
+def check_best_checkpoint_saves(args: EncoderArguments) -> None:
+    """--load_best_model_at_end (on by default) goes back to the best evaluation's checkpoint, so transformers wants a
+    checkpoint at every evaluation: the same strategy (unless --save_strategy best), and with steps, --save_steps a
+    multiple of --eval_steps (which defaults to --logging_steps). Its error names the default as if the user had set
+    it; this one says what to change."""
+    def value(option) -> str:  # a string, or a strategy enum
+        return str(getattr(option, "value", option))
+
+    evaluate, save = value(args.eval_strategy), value(args.save_strategy)
+    if not args.load_best_model_at_end or save == "best":
+        return
+    why = ("--load_best_model_at_end (on by default) goes back to the best evaluation's checkpoint, so every "
+           "evaluation needs one")
+    off = "or --load_best_model_at_end false"
+    if evaluate != save:
+        fix = " (and --save_steps a multiple of --eval_steps)" if evaluate == "steps" else ""
+        raise LlmclsError(f"--eval_strategy {evaluate} with --save_strategy {save}: {why}: set --save_strategy "
+                          f"{evaluate}{fix}, {off}")
+    eval_steps = args.eval_steps or args.logging_steps  # transformers' default for --eval_steps
+    if evaluate != "steps" or not eval_steps:  # no --eval_steps nor --logging_steps: transformers says so
+        return
+    named = f"--eval_steps {eval_steps:g}" + ("" if args.eval_steps else " (--logging_steps, its default)")
+    if (eval_steps < 1) != (args.save_steps < 1):  # a fraction of the run and a number of steps
+        raise LlmclsError(f"--save_steps {args.save_steps:g} with {named}: {why}, and a fraction of the run beside "
+                          f"a number of steps cannot promise that: give both as steps or both as fractions, {off}")
+    if round(args.save_steps * 1_000_000) % round(eval_steps * 1_000_000):
+        raise LlmclsError(f"--save_steps {args.save_steps:g} is not a multiple of {named}: {why}: set --save_steps "
+                          f"to a multiple of --eval_steps, {off}")
 
 
 STAGED_MODEL = ".model.new"  # the trained model until the run's results are written
@@ -177,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.model)
         check_resume(args, checkpoint, corpus.label_space, config)
         tokenizer = load_tokenizer(args.model)
+        options = training_options(args, data_args, corpus, effective_max_length(tokenizer, args.max_length, config))
+        check_resume_options(args, checkpoint, options)
         splits = encode_corpus(corpus, tokenizer, args, config)
     set_seed(args.seed)  # the new classification head's initial weights come from --seed, not from the process's RNG
     model = load_for_training(args.model, corpus.label_space, args.pooling)
-    trainer = build_trainer(model, tokenizer, splits["train"], splits["validation"], args)
+    trainer = build_trainer(model, tokenizer, splits["train"], splits["validation"], args, options=options)
     check_parallelism(trainer)
     resumed = checkpoint_step(checkpoint) if checkpoint else None
     started = time.perf_counter()
@@ -254,41 +294,6 @@ def check_early_stopping(args: EncoderArguments) -> None:
         raise LlmclsError("--early_stopping_patience needs --metric_for_best_model (e.g. micro_f1)")
 
 
-def resume_option(args: EncoderArguments) -> str | None:
-    """The option that says where training continues from, as given (None: a fresh run): a checkpoint folder
-    (--resume_from_checkpoint PATH, which wins), or the last checkpoint in --output_dir (--resume, or
-    --resume_from_checkpoint true as `llmcls sft` takes it)."""
-    if args.resume_from_checkpoint:
-        last = wants_last_checkpoint(args.resume_from_checkpoint)
-        return "--resume_from_checkpoint true" if last else "--resume_from_checkpoint"
-    return "--resume" if args.resume else None
-
-
-def resume_checkpoint(args: EncoderArguments) -> str | None:
-    """The checkpoint that training continues from (see `resume_option`); None for a fresh run, a one-line error
-    when the last checkpoint was asked for and there is none."""
-    option = resume_option(args)
-    if option is None:
-        return None
-    if option == "--resume_from_checkpoint":
-        return str(args.resume_from_checkpoint)
-    return RunDir(args.output_dir).required_last_checkpoint(option)
-
-
-def check_resume(args: EncoderArguments, checkpoint: str | None, space: LabelSpace, config) -> None:
-    """Refuse a checkpoint made for another label space, model or head before anything loads it: its config.json
-    is compared with this run's (the Trainer would otherwise stop on a size mismatch after loading, or, with as many
-    labels, train on with columns that mean other labels). Checkpoints without a config.json (mean pooling, before
-    `EncoderTrainer._save` wrote one) are not checked."""
-    if checkpoint is None or not (Path(checkpoint) / "config.json").is_file():
-        return
-    problem = config_mismatch(load_config(checkpoint), space, config, args.pooling)
-    if problem:
-        option = "--resume_from_checkpoint" if args.resume_from_checkpoint else "--resume"
-        raise LlmclsError(f"{option}: checkpoint {checkpoint} {problem}; resume with the options of the run that "
-                          "made it, or train afresh without --resume")
-
-
 def check_parallelism(trainer) -> None:
     """Data parallel only: saving (`save_trained`) and prediction assume every process holds the whole model, and
     an encoder fits on one GPU, so sharding (FSDP, DeepSpeed ZeRO) would buy nothing."""
@@ -310,17 +315,21 @@ class EncoderTrainer(SeededLengthGrouping, Trainer):
     # Our losses are per-batch means: the Trainer must divide them by the gradient-accumulation steps itself.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, loss_fn, **kwargs):
+    def __init__(self, *args, loss_fn, options: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
+        self.options = options  # `training_options`, written into each checkpoint for `check_resume_options`
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         super()._save(output_dir, state_dict=state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
         # The Trainer saves only the weights of a model that is no PreTrainedModel (the mean-pooling head); its
         # config (labels, model type, pooling marker) lets `check_resume` compare a checkpoint with the run.
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
         if self.args.should_save and is_mean_pooling(model):
-            model.config.save_pretrained(output_dir if output_dir is not None else self.args.output_dir)
+            model.config.save_pretrained(output_dir)
+        if self.args.should_save and self.options is not None:
+            (Path(output_dir) / OPTIONS_FILE).write_text(json.dumps(self.options, indent=2) + "\n", encoding="utf-8")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         targets = inputs.pop("labels")
@@ -357,7 +366,7 @@ def make_collator(tokenizer) -> Collator:
 
 
 def build_trainer(model, tokenizer, train_split: EncodedSplit | None, eval_split: EncodedSplit | None,
-                  args: TrainingArguments, loss_fn=None) -> EncoderTrainer:
+                  args: TrainingArguments, loss_fn=None, options: dict | None = None) -> EncoderTrainer:
     from transformers import EarlyStoppingCallback
 
     callbacks = []
@@ -373,7 +382,7 @@ def build_trainer(model, tokenizer, train_split: EncodedSplit | None, eval_split
         data_collator=make_collator(tokenizer),
         train_dataset=train_split.dataset if train_split else None,
         eval_dataset=eval_split.dataset if eval_split else None,
-        compute_metrics=compute, callbacks=callbacks, loss_fn=loss_fn or loss_function(args))
+        compute_metrics=compute, callbacks=callbacks, loss_fn=loss_fn or loss_function(args), options=options)
 
 
 def epoch_metrics(eval_pred, min_labels: str, per_label: bool) -> dict[str, float]:
