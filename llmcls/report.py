@@ -6,7 +6,8 @@ two or more runs with predictions, each run's paired micro-F1 difference from th
     llmcls compare runs/ --split validation --out runs/validation --plots false
 
 With `--out PREFIX` (its folder is created when missing; checked before anything is computed) it writes the
-following, and removes those of them an earlier report left under PREFIX that this one does not write:
+following (those of them an earlier report left under PREFIX that this one does not write are named in a note and
+kept; the benchmark, which owns its OUTPUT_DIR/report*, removes them):
 
     PREFIX.md, PREFIX.tex, PREFIX.html   the whole report (HTML self-contained: inline CSS, plots as data URIs;
                                          LaTeX a booktabs document that includes the PNGs beside it)
@@ -64,8 +65,11 @@ REPORT_SUFFIXES = (".md", ".tex", ".html", ".csv", "-paired.csv", "-original.csv
 
 @dataclass
 class CompareArguments:
-    out: str | None = field(default=None, metadata={
-        "help": "Write the report: PREFIX.md, .csv, .tex, .html and the PNG plots (see the module docstring)."})
+    out: str | None = field(default=None, metadata={"metavar": "PREFIX", "help": (
+        "Write the report as PREFIX.md, PREFIX.tex and PREFIX.html (the whole report), PREFIX.csv (the comparison), "
+        "PREFIX-original.csv, -per-label.csv, -bands.csv, -runs.csv, -paired.csv (two or more runs with "
+        "predictions) and, unless --no_plots, the plots PREFIX-per-label-f1.png, -f1-vs-cost.png and "
+        "-precision-recall.png. Its folder is created when missing.")})
     split: str | None = field(default=None, metadata={
         "help": "Compare this split's metrics (metrics.<split>.json) instead of each run's metrics.json."})
     plots: bool = field(default=True, metadata={"help": "Draw the PNG plots (and embed them in the HTML)."})
@@ -114,21 +118,23 @@ def report_notes(runs: list[Run]) -> list[str]:
 
 
 def scored_apart(runs: list[Run]) -> list[str]:
-    """What keeps the rows of one table from being scored alike: another evaluated split or size, another file
-    for it, another label count, other example ids (training data may differ between systems: a zero-shot run has
-    none)."""
-    facts = {"the evaluated split": _evaluated_split,
-             "the evaluated file": lambda run: run.value(f"config.{run.value('split') or 'test'}"),
-             "the number of labels": lambda run: run.value("metrics.n_labels")}
+    """What keeps the rows of one table from being scored alike, each difference named on its own: another
+    evaluated split, another file for it, another number of examples, another label count, other example ids
+    (training data may differ between systems: a zero-shot run has none)."""
     notes = []
-    for what, value in facts.items():
-        runs_by_value: dict[str, list[str]] = {}  # which run has which value: the note must say who differs
-        for run in runs:
-            if value(run) is not None:
-                runs_by_value.setdefault(str(value(run)), []).append(run.name)
-        if len(runs_by_value) > 1:
-            which = "; ".join(f"{', '.join(names)}: {seen}" for seen, names in runs_by_value.items())
-            notes.append(f"the runs differ in {what} ({which}): their rows are not scored alike")
+    splits = _grouped(runs, lambda run: run.value("split"))
+    if len(splits) > 1:
+        notes.append(f"the runs differ in the evaluated split ({_which(splits)}): their rows are not scored alike")
+    files = _grouped(runs, lambda run: run.value(f"config.{run.value('split') or 'test'}"))
+    if len(files) > 1:
+        notes.append(f"the runs differ in the evaluated file ({_which(files)}): their rows are not scored alike")
+    sizes = _grouped(runs, lambda run: run.value("metrics.n_examples"))
+    if len(sizes) > 1:
+        shared = f" ({next(iter(splits))} split of each)" if len(splits) == 1 else ""
+        notes.append(f"the runs were scored on different numbers of examples: {_which(sizes)}{shared}")
+    labels = _grouped(runs, lambda run: run.value("metrics.n_labels"))
+    if len(labels) > 1:
+        notes.append(f"the runs differ in the number of labels ({_which(labels)}): their rows are not scored alike")
     spaces = {frozenset(run.space.labels) for run in runs if run.space is not None}
     if len(spaces) > 1 and len({len(space) for space in spaces}) == 1:  # same count, other labels
         notes.append("the runs have different label spaces of the same size: their rows are not scored alike")
@@ -138,9 +144,17 @@ def scored_apart(runs: list[Run]) -> list[str]:
     return notes
 
 
-def _evaluated_split(run: Run) -> str | None:
-    split, n = run.value("split"), run.value("metrics.n_examples")
-    return None if split is None else f"{split}, {n} examples"
+def _grouped(runs: list[Run], value) -> dict[str, list[str]]:
+    """The runs' names by the value each recorded (runs that recorded none left out): the notes say who differs."""
+    names: dict[str, list[str]] = {}
+    for run in runs:
+        if value(run) is not None:
+            names.setdefault(str(value(run)), []).append(run.name)
+    return names
+
+
+def _which(names_by_value: dict[str, list[str]]) -> str:
+    return "; ".join(f"{', '.join(names)}: {seen}" for seen, names in names_by_value.items())
 
 
 def build_report(runs: list[Run], *, plots: bool = True, prefix: Path = Path("comparison"),

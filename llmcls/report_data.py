@@ -9,6 +9,9 @@ precision-recall curves are computed here by `metrics.per_label_metrics`, `metri
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,15 +51,18 @@ def find_runs(paths: list[str | Path], split: str | None = None, left_out: list[
     """Run directories as given; a folder that is not a run stands for the finished runs below it (with `split`,
     those that evaluated that split: the others are named in `left_out`). A folder that is a run stands for itself
     alone: runs below it are usually made from it (predict-encoder's RUN/predict-*, scored on other files), so they
-    are named in `left_out` rather than compared unasked. A run reached twice is listed once."""
+    are named in `left_out` rather than compared unasked. Unfinished runs in or below a given folder (`unfinished`)
+    are named in `left_out` too. A run reached twice is listed once."""
     runs: list[Path] = []
+    noted: set[Path] = set()  # unfinished runs already named (a folder given twice, or inside another given one)
     for given in map(Path, paths):
         if given.is_file():
             raise LlmclsError(f"{given}: a file, not a run directory (give the folder that holds metrics.json)")
         if not given.is_dir():
             raise LlmclsError(f"{given}: no such run directory")
-        below = sorted(p.parent for p in given.rglob("metrics.json")  # hidden folders hold no user's run
-                       if p.parent != given and not any(part.startswith(".") for part in p.relative_to(given).parts))
+        below, unfinished = walk_runs(given)
+        waiting = [f"{path}: {why}" for path, why in unfinished if path.resolve() not in noted]
+        noted |= {path.resolve() for path, _ in unfinished}
         if (given / "metrics.json").exists():
             found = [given]
             if below and left_out is not None:
@@ -65,7 +71,8 @@ def find_runs(paths: list[str | Path], split: str | None = None, left_out: list[
         else:
             found = below
             if not found:
-                raise LlmclsError(f"{given}: not a finished run directory (no metrics.json in it or below it)")
+                why = "".join(f"; {note}" for note in waiting)
+                raise LlmclsError(f"{given}: not a finished run directory (no metrics.json in it or below it){why}")
             if split is not None:
                 without = [p for p in found if not has_split(RunDir(p), split)]
                 found = [p for p in found if p not in without]
@@ -73,8 +80,89 @@ def find_runs(paths: list[str | Path], split: str | None = None, left_out: list[
                     left_out += [f"{p}: no {split} split" for p in without]
                 if not found:
                     raise LlmclsError(f"{given}: no run below it evaluated the {split} split")
+        if left_out is not None:
+            left_out += waiting
         runs += [p for p in found if p.resolve() not in {r.resolve() for r in runs}]
     return runs
+
+
+def walk_runs(given: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The finished runs below `given` (folders with a metrics.json, `given` itself not included), and the
+    unfinished runs in or below it with what they hold (`unfinished`). Hidden folders are not searched: they hold
+    no user's run (the benchmark keeps a run it replaces as .NAME.previous until the new one succeeds)."""
+    finished: list[Path] = []
+    unfinished: list[tuple[Path, str]] = []
+    for folder, dirs, files in os.walk(given):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        path = Path(folder)
+        if "metrics.json" in files:
+            if path != given:
+                finished.append(path)
+        elif path == given or path.name != "data":  # OUTPUT_DIR/data: the benchmark's row slices, not a run
+            why = unfinished_run(path, files, dirs)
+            if why is not None:
+                unfinished.append((path, why))
+    return sorted(finished), sorted(unfinished)
+
+
+def unfinished_run(path: Path, files: list[str], dirs: list[str]) -> str | None:
+    """What an unfinished run folder (no metrics.json) holds and how to finish it, or None when the folder does not
+    look like a run: a run writes config.yaml, predictions*.jsonl or checkpoint-* folders before its metrics.json,
+    and a benchmark's system its benchmark.json (status running or failed)."""
+    predictions = sorted(name for name in files if fnmatch.fnmatch(name, "predictions*.jsonl"))
+    checkpoints = sorted((d for d in dirs if d.startswith("checkpoint-")), key=_checkpoint_step)
+    status = _benchmark_status(path) if "benchmark.json" in files else None
+    if "config.yaml" not in files and not predictions and not checkpoints and status not in ("running", "failed"):
+        return None
+    held = []
+    counts = [(name, _count_lines(path / name)) for name in predictions]
+    if len(counts) == 1:
+        held.append(_predictions(counts[0][1]))
+    elif counts:
+        held.append(", ".join(f"{_predictions(n)} in {name}" if i == 0 else f"{n} in {name}"
+                              for i, (name, n) in enumerate(counts)))
+    if checkpoints:
+        held.append(checkpoints[-1] if len(checkpoints) == 1 else f"checkpoints up to {checkpoints[-1]}")
+    if not held:
+        held.append("no predictions")
+    held.append("no metrics.json")
+    if status is not None:
+        log = "see its error.log, then " if status == "failed" and "error.log" in files else ""
+        todo = f"{log}rerun the benchmark{' to resume' if predictions or checkpoints else ''}"
+    elif checkpoints:
+        todo = "rerun its command with --resume (sft: --resume_from_checkpoint true) to resume"
+    elif predictions:
+        todo = "rerun its command to resume"
+    else:
+        todo = "rerun its command"
+    return f"{'failed' if status == 'failed' else 'unfinished'} ({', '.join(held)}; {todo})"
+
+
+def _predictions(n: int | str) -> str:
+    return f"{n} prediction{'' if n == 1 else 's'}"
+
+
+def _checkpoint_step(name: str) -> tuple[int, str]:
+    step = name.removeprefix("checkpoint-")
+    return (int(step), name) if step.isdigit() else (-1, name)
+
+
+def _benchmark_status(path: Path) -> str | None:
+    """The status a benchmark recorded for the run in `path` (its benchmark.json), None when unreadable."""
+    try:
+        record = json.loads((path / "benchmark.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record.get("status") if isinstance(record, dict) else None
+
+
+def _count_lines(path: Path) -> int | str:
+    """The non-blank lines of a file ("?" when it cannot be read): predictions written so far."""
+    try:
+        with path.open("rb") as lines:
+            return sum(1 for line in lines if line.strip())
+    except OSError:
+        return "?"
 
 
 def has_split(run: RunDir, split: str) -> bool:

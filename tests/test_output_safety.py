@@ -145,6 +145,6 @@ def test_the_notes_on_runs_scored_apart_name_the_runs(tmp_path, capsys):
     capsys.readouterr()
     assert compare_main([str(p) for p in paths]) == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert ("note: the runs differ in the evaluated split (big, big2: test, 40 examples; small: test, 10 examples): "
-            "their rows are not scored alike") in err
+    assert ("note: the runs were scored on different numbers of examples: big, big2: 40; small: 10 (test split of "
+            "each)") in err
 
