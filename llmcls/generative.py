@@ -118,6 +118,10 @@ def run_splits(corpus: Corpus, backend: Backend, run: RunDir, prompt_args: Promp
     metrics into `run` (resuming from its predictions files). Shared with `llmcls sft`, which evaluates its
     trained model here. Returns the metrics by split."""
     task = Task.build(corpus, backend, prompt_args, gen_args)
+    if gen_args.mode == "generate" and gen_args.max_new_tokens and gen_args.max_new_tokens < task.answer_budget():
+        console.print(f"note: --max_new_tokens {gen_args.max_new_tokens} is below the {task.answer_budget()} tokens "
+                      f"of the longest answer allowed ({task.max_labels} labels): a longer answer is cut, and its "
+                      "last labels are lost even where it still parses", soft_wrap=True, markup=False)
     evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
     primary = primary_split(evaluated)
     outcomes = {split: predict_split(task, corpus.get(split), split, run.file("predictions", split, primary, "jsonl"))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from llmcls.config import SAMPLER_HELP, DataArguments, bf16_gpu, build_parser, check_distributed, parse
 from llmcls.corpus import load_corpus
 from llmcls.errors import LlmclsError, missing_extra
+from llmcls.progress import console
 from llmcls.runs import RunDir, check_checkpoint, checkpoint_step, wants_last_checkpoint
 from llmcls.sft_data import build_sft_dataset, load_training_tokenizer, model_positions
 from llmcls.sft_outputs import (
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             save_merged(run, tokenizer, model_args, training_args, gen_args)
     if not script_args.keep_checkpoints:
         RunDir(training_args.output_dir).remove_checkpoints()  # after the evaluation: a crash there can resume
+    console.print(f"Run written to {run.path}", soft_wrap=True, markup=False)
     return 0
 
 

@@ -149,9 +149,11 @@ def test_a_label_space_from_the_gold_answers_is_said_and_recorded(tiny, data, tm
     assert "gold answers" not in capsys.readouterr().err
 
 
-def test_free_generation_reports_what_it_parsed(tiny, data, tmp_path):
+def test_free_generation_reports_what_it_parsed(tiny, data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--max_new_tokens", "12")]) == 0
+    # 12 tokens are fewer than the longest answer the labels allow: said, since the cut answers may still parse
+    assert "note: --max_new_tokens 12 is below the " in " ".join(capsys.readouterr().err.split())
     records = _records(run / "predictions.jsonl")
     space = LabelSpace.load(run / "labels.json")
     parsed = [parse_labels(r["raw"], space) for r in records]

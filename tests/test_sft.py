@@ -223,13 +223,14 @@ def test_torch_compile_compiles_the_decoder_layer_or_the_whole_model(tiny_llama,
     assert all(not torch.equal(before[name], after[name]) for name in before)
 
 
-def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path):
+def test_cli_end_to_end_writes_adapter_and_run_directory(tiny_llama, tmp_path, capsys):
     out = tmp_path / "run"
     code = cli_main(["sft", *_args(tiny_llama, out, "--save_strategy", "steps", "--save_steps", "1"),
                      "--validation", "aapd-validation", "--test", "aapd-test",
                      "--max_eval_examples", "24", "--constrained", "true", "--batch_size", "16", "--merge", "true"])
     assert code == 0
     assert (out / "adapter" / "adapter_config.json").exists() and (out / "merged" / "config.json").exists()
+    assert f"Run written to {out}" in capsys.readouterr().err  # as every other command says where its run is
     for name in ("config.yaml", "labels.json", "predictions.jsonl", "metrics.json", "metrics.validation.json"):
         assert (out / name).exists(), name
     record = RunDir(out).read_metrics()
