@@ -149,6 +149,14 @@ def run_system(system: System, out_dir: Path, tag: str, reruns=lambda name, outd
     previous = out_dir / f".{system.name}.previous"  # a finished run with other options, until its rerun succeeds
     record = read_record(run_dir)
     state = run_state(run_dir, record, system.fingerprint())
+    if state != "complete" and run_state(previous, read_record(previous), system.fingerprint()) == "complete":
+        # the options went back to those of the finished run kept aside while a rerun with others was unfinished
+        shutil.rmtree(run_dir, ignore_errors=True)
+        previous.rename(run_dir)
+        console.print(f"{tag}: the finished run with these options is back in {run_dir} (the unfinished rerun with "
+                      "other options is dropped)", soft_wrap=True, markup=False)
+        record = read_record(run_dir)
+        state = run_state(run_dir, record, system.fingerprint())
     older = other_code(record) if state == "complete" else None
     if state == "complete" and not reruns(system.name, bool(older)):
         if older:
@@ -166,31 +174,45 @@ def run_system(system: System, out_dir: Path, tag: str, reruns=lambda name, outd
     elif state == "changed":
         console.print(f"{tag}: options changed since its last run: rerunning it from an empty folder")
         shutil.rmtree(run_dir)
-    elif state in ("running", "failed"):
+    resume: list[str] = []
+    if state in ("running", "failed"):
+        checkpoint = RunDir(run_dir).last_checkpoint() if system.command in RESUME_FLAGS else None
+        how = (f"it continues from {Path(checkpoint).name}" if checkpoint else
+               "the generative commands keep their finished predictions")
         console.print(f"{tag}: {'interrupted' if state == 'running' else 'failed'} last time: running it again "
-                      "(the generative commands keep their finished predictions)")
-    outcome = attempt(system, run_dir, out_dir, tag)
+                      f"({how})")
+        resume = [RESUME_FLAGS[system.command]] if checkpoint else []
+    outcome = attempt(system, run_dir, out_dir, tag, resume)
     if previous.exists() and outcome.status == "ran":
         shutil.rmtree(previous)
     elif previous.exists():  # bad input or a crash must not cost the finished run: it goes back in place
-        trace = run_dir / "error.log"
-        if trace.exists():
-            os.replace(trace, previous / "error.log")
+        trace, kept = run_dir / "error.log", ""
+        if trace.exists():  # named as the rerun's: an error.log beside a finished run would read as that run's
+            os.replace(trace, previous / RERUN_ERROR_LOG)
+            kept = f"; the failed rerun's traceback is {run_dir / RERUN_ERROR_LOG}"
         shutil.rmtree(run_dir, ignore_errors=True)
         previous.rename(run_dir)
-        console.print(f"{tag}: the finished earlier run is back in {run_dir} (with its earlier options)",
+        console.print(f"{tag}: the finished earlier run is back in {run_dir} (with its earlier options{kept})",
                       soft_wrap=True, markup=False)
     return outcome
 
 
-def attempt(system: System, run_dir: Path, out_dir: Path, tag: str) -> Outcome:
-    """Run one system's command into run_dir: ran or failed (recorded in benchmark.json either way)."""
+RERUN_ERROR_LOG = "rerun-error.log"  # in a finished run put back after a rerun with other options failed
+
+# how a training command continues from the last checkpoint an interrupted attempt left (with the same options: its
+# fingerprint is unchanged, and the command refuses a checkpoint trained otherwise)
+RESUME_FLAGS = {"train-encoder": "--resume=true", "sft": "--resume_from_checkpoint=true"}
+
+
+def attempt(system: System, run_dir: Path, out_dir: Path, tag: str, extra: list[str] | None = None) -> Outcome:
+    """Run one system's command into run_dir (its argv plus `extra`): ran or failed (recorded in benchmark.json
+    either way)."""
     try:
-        argv = system.argv(out_dir)
+        argv = system.argv(out_dir) + (extra or [])
     except LlmclsError as err:  # a `package:` model that is not installed
         return failed(system, run_dir, tag, str(err), 0.0, None)
     console.rule(f"{tag} ({system.command})")
-    console.print(system.command_line(out_dir), soft_wrap=True, markup=False)
+    console.print(" ".join([system.command_line(out_dir), *(extra or [])]), soft_wrap=True, markup=False)
     write_record(run_dir, system, "running")
     started = time.perf_counter()
     try:

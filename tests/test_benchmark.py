@@ -17,6 +17,7 @@ from llmcls.benchmark_plan import make_plan, resolve_package
 from llmcls.cli import main as cli_main
 from llmcls.config import parse
 from llmcls.errors import LlmclsError
+from llmcls.runs import SCHEMA
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = {"train": "aapd-train", "validation": "aapd-validation", "test": "aapd-test"}
@@ -239,6 +240,72 @@ def test_a_run_resumed_after_llmcls_changed_counts_as_made_by_other_code(tmp_pat
     assert run(config, out, "--rerun", "outdated") == 0 and seen == ["a", "a"]
 
 
+def test_options_put_back_while_a_rerun_is_unfinished_take_the_finished_run_back(tmp_path, monkeypatch, capsys):
+    """A rerun with other options was interrupted; the YAML went back to the finished run's options: that run, kept
+    aside as .NAME.previous, was deleted once a fresh run of the same options succeeded."""
+    systems = [linear("a")]
+    config = write_benchmark(tmp_path / "bench.yaml", systems, **SMALL)
+    out = tmp_path / "out"
+    assert run(config, out) == 0
+    finished = (out / "a" / "metrics.json").read_bytes()
+    systems[0]["options"]["c"] = "2.0"
+    write_benchmark(config, systems, **SMALL)
+    real = benchmark.call_command
+
+    def interrupted(command, argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark, "call_command", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out)
+    assert (out / ".a.previous" / "metrics.json").exists()
+    seen: list[str] = []
+    monkeypatch.setattr(benchmark, "call_command", spy_into(seen, real))
+    systems[0]["options"]["c"] = "1.0"  # back to the finished run's options
+    write_benchmark(config, systems, **SMALL)
+    capsys.readouterr()
+    assert run(config, out) == 0
+    assert seen == [] and (out / "a" / "metrics.json").read_bytes() == finished  # nothing retrained
+    assert not (out / ".a.previous").exists()
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"a: the finished run with these options is back in {out / 'a'}" in said
+
+
+@pytest.mark.parametrize(("command", "options", "flag"), [
+    ("train-encoder", {"model": "tiny/bert"}, "--resume=true"),
+    ("sft", {"model_name_or_path": "tiny/llama"}, "--resume_from_checkpoint=true"),
+])
+def test_an_interrupted_training_system_continues_from_its_checkpoint(tmp_path, monkeypatch, capsys, command,
+                                                                      options, flag):
+    """The rerun of an interrupted train-encoder or sft system was refused beside its checkpoints ("continue it with
+    --resume"), and adding resume to its options changed them, which emptied the folder, checkpoints and all."""
+    config = write_benchmark(tmp_path / "bench.yaml", [{"name": "t", "command": command, "options": options}],
+                             **SMALL)
+    out = tmp_path / "out"
+    argvs: list[list[str]] = []
+
+    def interrupted_after_a_checkpoint(command, argv):
+        argvs.append(argv)
+        (out / "t" / "checkpoint-2").mkdir(parents=True)
+        (out / "t" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    def finishes(command, argv):
+        argvs.append(argv)
+        (out / "t" / "metrics.json").write_text(json.dumps({"schema": SCHEMA, "system": "s", "split": "test",
+                                                            "metrics": {"micro_f1": 0.5}}))
+
+    monkeypatch.setattr(benchmark, "call_command", interrupted_after_a_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out)
+    monkeypatch.setattr(benchmark, "call_command", finishes)
+    capsys.readouterr()
+    run(config, out)
+    assert flag not in argvs[0] and argvs[1] == [*argvs[0], flag]
+    assert "t: interrupted last time: running it again (it continues from checkpoint-2)" in " ".join(
+        capsys.readouterr().err.split())
+
+
 def test_the_report_covers_the_yaml_systems_only(tmp_path, calls):
     """A run directory left in the output folder by a system since removed from the YAML stays out of the report."""
     import csv
@@ -288,9 +355,12 @@ def test_a_rerun_with_changed_options_that_fails_keeps_the_finished_run(tmp_path
     write_benchmark(config, systems, **SMALL)
     capsys.readouterr()
     assert run(config, out) == 1
-    assert "a: the finished earlier run is back in" in capsys.readouterr().err
+    said = " ".join(capsys.readouterr().err.split())
+    assert "a: the finished earlier run is back in" in said
+    assert f"the failed rerun's traceback is {out / 'a' / 'rerun-error.log'}" in said
     after = {p.name: p.read_bytes() for p in (out / "a").iterdir() if p.is_file()}
-    assert "tset.jsonl" in after.pop("error.log").decode()  # the failed attempt's traceback, as the console says
+    # the failed attempt's traceback, named as the rerun's: an error.log would read as the finished run's
+    assert "tset.jsonl" in after.pop("rerun-error.log").decode() and "error.log" not in after
     assert after == before  # its predictions, metrics and record (complete, with the earlier options)
     assert not list(out.glob(".a.previous"))
     systems[0]["options"].pop("test")
