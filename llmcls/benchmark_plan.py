@@ -286,8 +286,10 @@ def select(systems: list[System], only: str | None, skip: str | None, source: st
 
 
 def check_parses(system: System, out_dir: Path, source: str) -> None:
-    """Parse the system's argv with its command's own parser: unknown options, bad values and bad choices fail here
-    as one line naming the YAML and the system."""
+    """Parse the system's argv with its command's own parser, then run its command's `check_values` where it has
+    one: unknown options, bad values and choices, and values or pairs of options the command would refuse before
+    reading anything (`--c 1,x`, `--temperature` in score mode) fail here as one line naming the YAML and the
+    system."""
     from llmcls.commands import command_module
 
     parser = command_module(system.command).make_parser()
@@ -301,8 +303,11 @@ def check_parses(system: System, out_dir: Path, source: str) -> None:
         raise LlmclsError(message)
 
     parser.error = error  # argparse would print the usage and exit; one line instead
+    module = command_module(system.command)
     try:
-        parse(parser, system.argv(out_dir, resolve=False))
+        parsed = parse(parser, system.argv(out_dir, resolve=False))
+        if hasattr(module, "check_values"):  # values and pairs of options the command refuses before reading files
+            module.check_values(parsed)
     except LlmclsError as err:
         raise LlmclsError(f"{where}: {err}") from None
 

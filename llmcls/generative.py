@@ -159,17 +159,24 @@ def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_
     """Option values checked before anything is read or loaded."""
     if not model_args.model and not model_args.adapter:
         raise LlmclsError("--model is required (a hub id, a model folder or a .gguf file)")
+    check_values((None, model_args, prompt_args, gen_args))
+    if model_args.adapter:
+        check_adapter(model_args.adapter)
+
+
+def check_values(parsed: tuple) -> None:
+    """The values and pairs of options refused without looking at any file (`llmcls benchmark` checks every
+    system's this way before the first one runs)."""
+    _, _, prompt_args, gen_args = parsed
     gen_args.check()
-    if prompt_args.k < 0:
+    if prompt_args.k is not None and prompt_args.k < 0:
         raise LlmclsError(f"--k must be >= 0, got {prompt_args.k}")
-    if prompt_args.k == 0 and prompt_args.selection != "knn":  # the default: cannot be told from a user's knn
+    if not prompt_args.k and prompt_args.selection != "knn":  # the default: cannot be told from a user's knn
         raise LlmclsError(f"--selection {prompt_args.selection} applies to few-shot prompts (--k > 0); a zero-shot "
                           "prompt shows no examples")
     from llmcls.prompts import parse_template_kwargs
 
     parse_template_kwargs(prompt_args.chat_template_kwargs)
-    if model_args.adapter:
-        check_adapter(model_args.adapter)
 
 
 def check_adapter(adapter: str) -> None:

@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_values(parsed: tuple) -> None:
+    """What `llmcls benchmark` checks of a train-linear system before the first system runs."""
+    check_arguments(parsed[1])
+
+
 def check_arguments(args: LinearArguments) -> None:
     """Option values that would otherwise fail deep in scikit-learn, after the data is read."""
     number_list(args.c, "c", float, minimum=1e-12)

@@ -186,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def check_values(parsed: tuple) -> None:
+    """What `llmcls benchmark` checks of an sft system before the first system runs: its evaluation's options."""
+    parsed[2].check()
+
+
 def check_options(training_args, model_args, script_args: SFTScriptArguments) -> None:
     if not model_args.model_name_or_path:
         raise LlmclsError("--model_name_or_path is required (a hub id, a model folder or a .gguf file)")

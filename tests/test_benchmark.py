@@ -433,6 +433,14 @@ def test_a_system_with_its_own_train_file_does_not_declare_the_shared_rows(tmp_p
     (linear("report.csv"), "system name 'report.csv' is reserved"),  # a folder where the report's file goes
     (linear("Reports"), "system name 'Reports' is reserved"),
     (linear("DATA"), "system name 'DATA' is reserved"),  # the same folder as data/ on case-insensitive disks
+    # values the command refuses itself before reading anything: checked up front too, not at the system's turn
+    (linear("a", c="1,x"), "system 'a' (llmcls train-linear): --c must be numbers separated by commas"),
+    ({"name": "a", "command": "zeroshot", "options": {"model": "m", "mode": "score", "temperature": 0.5}},
+     "system 'a' (llmcls zeroshot): --temperature applies to --mode generate"),
+    ({"name": "a", "command": "fewshot", "options": {"model": "m", "selection": "random"}},
+     "system 'a' (llmcls fewshot): --selection random applies to few-shot prompts"),
+    ({"name": "a", "command": "sft", "options": {"model_name_or_path": "m", "min_labels": "2"}},
+     "system 'a' (llmcls sft): --min_labels applies to --mode score"),
 ])
 def test_bad_systems_fail_in_one_line_before_anything_runs(tmp_path, capsys, system, expected):
     config = write_benchmark(tmp_path / "bench.yaml", [linear("ok"), system], **SAMPLE)
