@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from llmcls.backends import Backend, ModelArguments, load_backend
@@ -34,6 +35,7 @@ from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_b
 from llmcls.progress import console
 from llmcls.runs import PredictionWriter, RunDir, files_fingerprint, primary_split
 from llmcls.task import (
+    MODE_OPTIONS,
     GenerationArguments,
     PromptArguments,
     Task,
@@ -292,8 +294,12 @@ def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> N
                           "labels, or use a new --output_dir")
     old = run.read_config()
     missing = object()
+    # an option of another mode changes nothing (an earlier llmcls took one that is now refused: left out now, it
+    # must not read as a change)
+    idle = {name for name, applies, _ in MODE_OPTIONS if not applies(SimpleNamespace(**config))}
+    idle |= {"selection"} if not config.get("k") else set()
     # an option the earlier run's version did not have yet, left unset now, changes nothing
-    changed = sorted(key for key in config if key not in RESUMABLE_CHANGES
+    changed = sorted(key for key in config if key not in RESUMABLE_CHANGES | idle
                      and old.get(key, None if config[key] is None else missing) != config[key])
     if changed:
         details = ", ".join(f"{key}: {old.get(key, '(not set)')!r} -> {config[key]!r}" for key in changed[:3])

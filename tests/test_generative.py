@@ -341,6 +341,10 @@ def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys):
     config["notes"] = ["a note an earlier llmcls did not write, or one a newer one adds"]
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0  # notes follow from data and options
+    # an earlier llmcls took (and ignored) an option of another mode, which this one refuses: left out, it resumes
+    config |= {"min_labels": "0,1", "score_ends": "all", "temperature": 0.0, "selection": "random"}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
 
 
 def test_a_run_of_another_system_or_without_config_is_not_resumed(tiny, data, tmp_path, capsys):
