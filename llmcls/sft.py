@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from llmcls.config import SAMPLER_HELP, DataArguments, bf16_gpu, build_parser, check_distributed, parse
 from llmcls.corpus import load_corpus
@@ -194,6 +195,13 @@ def check_values(parsed: tuple) -> None:
 def check_options(training_args, model_args, script_args: SFTScriptArguments) -> None:
     if not model_args.model_name_or_path:
         raise LlmclsError("--model_name_or_path is required (a hub id, a model folder or a .gguf file)")
+    base = Path(model_args.model_name_or_path).expanduser().resolve()
+    for replaced in ("adapter", "merged"):  # the run replaces them once trained: the base would be gone
+        folder = (Path(training_args.output_dir).expanduser() / replaced).resolve()
+        if base == folder or folder in base.parents:
+            raise LlmclsError(f"--model_name_or_path {model_args.model_name_or_path} lies in --output_dir's "
+                              f"{replaced}/, which this run replaces with its own: copy the model elsewhere, or "
+                              "choose another --output_dir")
     check_quantization(model_args)
     sharded = sharding(training_args)
     if sharded and model_args.load_in_8bit and not script_args.skip_eval:

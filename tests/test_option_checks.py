@@ -100,3 +100,14 @@ def test_a_rerun_into_a_finished_run_of_the_same_command_says_it_replaces_it(tmp
     assert main(["train-linear", *AAPD, *out]) == 0
     said = " ".join(capsys.readouterr().err.split())
     assert f"note: {tmp_path / 'run'} holds a finished `llmcls train-linear` run: this run replaces it" in said
+
+
+def test_sft_refuses_a_base_model_inside_the_folders_it_replaces(tmp_path, capsys):
+    """Continuing from an earlier run's merged model into the same folder deleted the base before the new adapter,
+    which names it, was saved."""
+    run = tmp_path / "run"
+    (run / "merged").mkdir(parents=True)
+    err = _one_line_error(["sft", "--model_name_or_path", str(run / "merged"), "--train", "aapd-train",
+                           "--output_dir", str(run)], capsys)
+    assert err.endswith(f"--model_name_or_path {run / 'merged'} lies in --output_dir's merged/, which this run "
+                        "replaces with its own: copy the model elsewhere, or choose another --output_dir")
