@@ -114,6 +114,12 @@ def unfinished_run(path: Path, files: list[str], dirs: list[str]) -> str | None:
     status = _benchmark_status(path) if "benchmark.json" in files else None
     if "config.yaml" not in files and not predictions and not checkpoints and status not in ("running", "failed"):
         return None
+    config = _config(path) if "config.yaml" in files else {}
+    if "trained_run" in config:  # predict-encoder writes no metrics for a file without gold labels: finished
+        return None
+    adapter = f"`llmcls zeroshot --adapter {path / 'adapter'}` evaluates it"
+    if config.get("skip_eval") and not checkpoints:
+        return f"trained, not evaluated (--skip_eval true): {adapter}"
     held = []
     counts = [(name, _count_lines(path / name)) for name in predictions]
     if len(counts) == 1:
@@ -131,6 +137,8 @@ def unfinished_run(path: Path, files: list[str], dirs: list[str]) -> str | None:
         todo = f"{log}rerun the benchmark{' to resume' if predictions or checkpoints else ''}"
     elif checkpoints:
         todo = "rerun its command with --resume (sft: --resume_from_checkpoint true) to resume"
+    elif config.get("system") == "sft" and "adapter" in dirs:  # a rerun would train again: the adapter is saved
+        todo = f"{adapter}, or rerun its command to train again"
     elif predictions:
         todo = "rerun its command to resume"
     else:
@@ -145,6 +153,15 @@ def _predictions(n: int | str) -> str:
 def _checkpoint_step(name: str) -> tuple[int, str]:
     step = name.removeprefix("checkpoint-")
     return (int(step), name) if step.isdigit() else (-1, name)
+
+
+def _config(path: Path) -> dict[str, Any]:
+    """The run's config.yaml ({} when unreadable)."""
+    try:
+        config = RunDir(path).read_config()
+    except (LlmclsError, OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
 
 
 def _benchmark_status(path: Path) -> str | None:

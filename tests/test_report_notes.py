@@ -123,3 +123,24 @@ def test_out_help_lists_the_files_it_writes():
     assert out.metavar == "PREFIX" and "docstring" not in out.help and "--no_plots" in out.help
     for suffix in REPORT_SUFFIXES:
         assert suffix in out.help
+
+
+def test_runs_finished_without_metrics_are_not_called_unfinished(tmp_path):
+    """predict-encoder on a file without gold labels and sft --skip_eval end without metrics.json by design: they
+    were named "unfinished ... rerun its command" (which retrains an sft run)."""
+    linear, zeroshot, _ = make_runs(tmp_path / "runs")
+    unlabelled = interrupted(zeroshot, tmp_path / "runs" / "predict-unlabelled", 3)
+    (unlabelled / "config.yaml").write_text(f"trained_run: {linear}\n", encoding="utf-8")
+    skipped = tmp_path / "runs" / "sft-trained"
+    (skipped / "adapter").mkdir(parents=True)
+    (skipped / "config.yaml").write_text("system: sft\nskip_eval: true\n", encoding="utf-8")
+    crashed = interrupted(zeroshot, tmp_path / "runs" / "sft-crashed", 2)  # its evaluation stopped, adapter saved
+    (crashed / "config.yaml").write_text("system: sft\nskip_eval: false\n", encoding="utf-8")
+    (crashed / "adapter").mkdir()
+    left_out: list[str] = []
+    find_runs([tmp_path / "runs"], None, left_out)
+    assert left_out == [
+        f"{crashed}: unfinished (2 predictions, no metrics.json; `llmcls zeroshot --adapter {crashed / 'adapter'}` "
+        "evaluates it, or rerun its command to train again)",
+        f"{skipped}: trained, not evaluated (--skip_eval true): `llmcls zeroshot --adapter {skipped / 'adapter'}` "
+        "evaluates it"]
