@@ -83,6 +83,11 @@ def training_options(args: EncoderArguments, data_args: DataArguments, corpus: C
     a digest of the training rows (ids and labels, so a file edited in place, other filters, --max_train_examples or
     --split_ratios tell). The file's path is not compared: the same rows may be read from a moved file."""
     values, train = args.to_dict(), Corpus(corpus.label_space, {"train": corpus.get("train")})  # train's digest only
+    # spellings of one setting compare equal: ./bert and bert, "title, abstract" and "title,abstract", eval_micro_f1
+    model = Path(values["model"]).expanduser()
+    values["model"] = str(model.resolve()) if model.exists() else values["model"]
+    values["text_fields"] = ",".join(part.strip() for part in values["text_fields"].split(",") if part.strip())
+    values["metric_for_best_model"] = (values["metric_for_best_model"] or "").removeprefix("eval_") or None
     options = {name: values[name] for name in (*RESUME_OPTIONS, *LENGTH_OPTIONS)} | {
         "max_length": max_length, "text_field": data_args.text_field, "title_field": data_args.title_field,
         "world_size": args.world_size, "train_rows": f"{train.sizes()['train']} rows, {train.fingerprints()['train']}"}

@@ -5,6 +5,7 @@ run's (else one line naming them, old -> new), and a checkpoint at every evaluat
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -121,9 +122,11 @@ def test_resume_may_train_longer_and_change_what_does_not_shape_training(tiny_be
     from the checkpoint, with a note on the learning-rate schedule."""
     out = interrupted
     capsys.readouterr()
-    assert main([*argv(tiny_bert, data, out), "--resume", "true", "--max_steps", "6", "--per_device_eval_batch_size",
-                 "4", "--logging_steps", "1", "--max_eval_examples", "6", "--test", str(data["validation"]),
-                 "--keep_checkpoints", "false"]) == 0
+    # and other spellings of the same settings: the model's folder by a relative path, spaces in --text_fields
+    assert main([*argv(os.path.relpath(tiny_bert), data, out), "--resume", "true", "--max_steps", "6",
+                 "--per_device_eval_batch_size", "4", "--logging_steps", "1", "--max_eval_examples", "6", "--test",
+                 str(data["validation"]), "--keep_checkpoints", "false", "--text_fields", "title, abstract",
+                 "--metric_for_best_model", "eval_micro_f1"]) == 0
     said = " ".join(capsys.readouterr().err.split())
     assert (f"note: {out / 'checkpoint-4'} was trained toward max_steps 4, this run goes on to max_steps 6: from "
             "step 4 on, the learning rate follows the schedule of the new length") in said
