@@ -141,6 +141,10 @@ def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -
     selected = select(systems, args.only, args.skip, source)
     rerun = frozenset() if not args.rerun or args.rerun == "outdated" else frozenset(
         s.name for s in (systems if args.rerun == "all" else select(systems, args.rerun, None, source, flag="rerun")))
+    unselected = sorted(rerun - {s.name for s in selected}) if args.rerun != "all" else []
+    if unselected:  # --rerun names a system that --only / --skip leave out: it would not run at all
+        raise LlmclsError(f"--rerun {', '.join(unselected)}: not among the systems to run (--only / --skip leave "
+                          f"{'it' if len(unselected) == 1 else 'them'} out)")
     for system in systems:  # all of them, selected or not: a typo anywhere fails now, not in an hour
         check_parses(system, out_dir, source)
     return Plan(selected, slices, out_dir, notes, systems, rerun, args.rerun == "outdated")
@@ -282,6 +286,8 @@ def select(systems: list[System], only: str | None, skip: str | None, source: st
         return wanted
 
     keep, drop = parse_names(only, flag), parse_names(skip, "skip")
+    if keep & drop:
+        raise LlmclsError(f"--only and --skip both name {sorted(keep & drop)[0]!r}: say which")
     return [s for s in systems if (not keep or s.name in keep) and s.name not in drop]
 
 

@@ -162,6 +162,12 @@ def test_only_skip_and_changed_options(tmp_path, calls, capsys):
 
     with pytest.raises(LlmclsError, match="--only: no system 'd'"):
         run(config, out, "--only", "d")
+    # selections that contradict each other ran nothing, or ignored the rerun, without a word
+    with pytest.raises(LlmclsError, match="--only and --skip both name 'a': say which"):
+        run(config, out, "--only", "a", "--skip", "a")
+    with pytest.raises(LlmclsError, match=r"--rerun a: not among the systems to run \(--only / --skip leave it out\)"):
+        run(config, out, "--rerun", "a", "--only", "b")
+    assert calls[4:] == []
 
 
 def test_runs_made_by_other_llmcls_code_are_kept_said_so_and_rerun_on_request(tmp_path, calls, capsys, monkeypatch):
