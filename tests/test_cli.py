@@ -408,3 +408,14 @@ def test_data_stats_counts_unicode_spaces_and_refuses_empty_tables(tmp_path, cap
     assert (words["min"], words["max"]) == (2, 4)  # as str.split() counts them
     assert main(["data", "stats", str(path), "--top", "0"]) == 2
     assert "--top must be at least 1, got 0" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("option", [["--test", "aapd-test"], ["--split_ratios", "0.8,0.1,0.1"],
+                                    ["--validation", "aapd-validation"], ["--max_eval_examples", "5"]])
+def test_data_stats_refuses_split_options_it_would_describe_nowhere(option, capsys):
+    """--test was read (its notes printed) and --split_ratios split the file, yet the tables described the training
+    rows alone."""
+    assert main(["data", "stats", "aapd-train", *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"llmcls data stats: error: {option[0]}: data stats describes the one file given as PATH (llmcls "
+                   "data stats FILE); run it once per file"), err
