@@ -38,6 +38,7 @@ from typing import Any
 
 from llmcls.commands import RUNNABLE
 from llmcls.config import DataArguments, option_names, parse, suggestion
+from llmcls.data import resolve_path
 from llmcls.errors import LlmclsError
 
 SYSTEM_KEYS = ("name", "command", "config", "options")
@@ -177,6 +178,14 @@ def shared_data(data_args: DataArguments, rows: dict[str, Any], out_dir: Path,
     default. A split with rows is passed as its slice file; declared, it is the source file and the rows."""
     flags = {f.name: getattr(data_args, f.name) for f in fields(DataArguments)
              if getattr(data_args, f.name) != f.default}
+    for split in SPLITS:  # every system reads them: a missing one would fail each system at its turn
+        if flags.get(split) is not None:
+            try:
+                resolve_path(str(flags[split]))
+            except LlmclsError as err:
+                relative = "" if Path(str(flags[split])).expanduser().is_absolute() else \
+                    f"; a relative path is read from the folder the benchmark runs in, {Path.cwd()}"
+                raise LlmclsError(f"{source}: field '{split}': {err}{relative}") from None
     declared = dict(flags)
     slices = []
     for split in SPLITS:

@@ -457,6 +457,19 @@ def test_bad_systems_fail_in_one_line_before_anything_runs(tmp_path, capsys, sys
     assert not out.exists()
 
 
+def test_a_missing_shared_data_file_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
+    """Every system failed at its turn ("tr.jsonl: no such file"), --dry_run passed, and nothing said that a relative
+    path is read from the folder the benchmark runs in."""
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a")], **(SAMPLE | {"train": "tr.jsonl"}))
+    monkeypatch.chdir(tmp_path)
+    for extra in ([], ["--dry_run"]):
+        assert cli_main(["benchmark", "--config", str(config), "--output_dir", str(tmp_path / "out"), *extra]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"{config}: field 'train': tr.jsonl: no such file or bundled sample" in err
+        assert err.endswith(f"a relative path is read from the folder the benchmark runs in, {tmp_path}"), err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(("top", "expected"), [
     ({"systems": [linear("a"), linear("a")]}, "two systems are named 'a'"),
     ({"systems": []}, "no systems"),
