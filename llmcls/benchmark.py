@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     check_foreign_runs(plan)
     if args.dry_run:
         for system in plan.systems:
-            print(system.command_line(plan.out_dir))
+            try:
+                print(system.command_line(plan.out_dir))
+            except LlmclsError as err:  # a `package:` model that is not installed
+                raise LlmclsError(f"{source}: system {system.name!r}: {err}") from None
         return 0
     for piece in plan.slices:
         write_slice(piece)

