@@ -126,7 +126,7 @@ def scored_apart(runs: list[Run]) -> list[str]:
     if len(splits) > 1:
         notes.append(f"the runs differ in the evaluated split ({_which(splits)}): their rows are not scored alike")
     files = _grouped(runs, lambda run: run.value(f"config.{run.value('split') or 'test'}"))
-    if len(files) > 1:
+    if len({_file_content(name) for name in files}) > 1:  # one file's rows copied to two benchmarks' data/ is one
         notes.append(f"the runs differ in the evaluated file ({_which(files)}): their rows are not scored alike")
     sizes = _grouped(runs, lambda run: run.value("metrics.n_examples"))
     if len(sizes) > 1:
@@ -142,6 +142,18 @@ def scored_apart(runs: list[Run]) -> list[str]:
         notes.append("the runs scored different examples (their predictions' ids differ): their rows are not scored "
                      "alike")
     return notes
+
+
+def _file_content(name: str) -> str:
+    """What an evaluated file holds, for telling files apart: the fingerprint of its content where it can be read
+    (a path, or a bundled sample's name), else the name as recorded."""
+    from llmcls.data import resolve_path
+    from llmcls.runs import files_fingerprint
+
+    try:
+        return files_fingerprint(resolve_path(name)) or name
+    except LlmclsError:
+        return name
 
 
 def _grouped(runs: list[Run], value) -> dict[str, list[str]]:

@@ -144,3 +144,17 @@ def test_runs_finished_without_metrics_are_not_called_unfinished(tmp_path):
         "evaluates it, or rerun its command to train again)",
         f"{skipped}: trained, not evaluated (--skip_eval true): `llmcls zeroshot --adapter {skipped / 'adapter'}` "
         "evaluates it"]
+
+
+def test_copies_of_one_file_in_two_benchmark_folders_are_one_evaluated_file(tmp_path, capsys):
+    """Two benchmarks slice the same rows into their own data/test.jsonl: compare said the runs "differ in the
+    evaluated file", which only a file of other rows means."""
+    rows = "".join(json.dumps({"id": str(i), "abstract": "a", "labels": ["cs.IT"]}) + "\n" for i in range(3))
+    first, second, other = (tmp_path / name / "data" / "test.jsonl" for name in ("one", "two", "three"))
+    for path, text in ((first, rows), (second, rows), (other, rows.replace("cs.IT", "cs.LG"))):
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+    paths = sized_runs(tmp_path / "copies", [("a", 20), ("b", 20)], tests=[str(first), str(second)])
+    assert "evaluated file" not in notes_of(paths, capsys)
+    paths = sized_runs(tmp_path / "other", [("a", 20), ("b", 20)], tests=[str(first), str(other)])
+    assert f"the runs differ in the evaluated file (a: {first}; b: {other})" in notes_of(paths, capsys)
