@@ -152,8 +152,9 @@ def run_system(system: System, out_dir: Path, tag: str, reruns=lambda name, outd
     previous = out_dir / f".{system.name}.previous"  # a finished run with other options, until its rerun succeeds
     record = read_record(run_dir)
     state = run_state(run_dir, record, system.fingerprint())
-    if state != "complete" and run_state(previous, read_record(previous), system.fingerprint()) == "complete":
+    if state in ("changed", "new") and run_state(previous, read_record(previous), system.fingerprint()) == "complete":
         # the options went back to those of the finished run kept aside while a rerun with others was unfinished
+        # (an interrupted rerun with these same options resumes instead: its folder's state is running or failed)
         shutil.rmtree(run_dir, ignore_errors=True)
         previous.rename(run_dir)
         console.print(f"{tag}: the finished run with these options is back in {run_dir} (the unfinished rerun with "
@@ -178,12 +179,15 @@ def run_system(system: System, out_dir: Path, tag: str, reruns=lambda name, outd
         console.print(f"{tag}: options changed since its last run: rerunning it from an empty folder")
         shutil.rmtree(run_dir)
     resume: list[str] = []
-    if state in ("running", "failed"):
+    if state in ("running", "failed") and reruns(system.name, False):  # --rerun NAME / all: afresh, each time
+        console.print(f"{tag}: --rerun: starting it afresh (the unfinished attempt's results are dropped)")
+        shutil.rmtree(run_dir)
+    elif state in ("running", "failed"):
         checkpoint = RunDir(run_dir).last_checkpoint() if system.command in RESUME_FLAGS else None
-        how = (f"it continues from {Path(checkpoint).name}" if checkpoint else
-               "the generative commands keep their finished predictions")
+        how = (f"it continues from {Path(checkpoint).name}; --rerun {system.name} starts it afresh" if checkpoint
+               else "the generative commands keep their finished predictions")
         console.print(f"{tag}: {'interrupted' if state == 'running' else 'failed'} last time: running it again "
-                      f"({how})")
+                      f"({how})", soft_wrap=True, markup=False)
         resume = [RESUME_FLAGS[system.command]] if checkpoint else []
     outcome = attempt(system, run_dir, out_dir, tag, resume)
     if previous.exists() and outcome.status == "ran":

@@ -115,7 +115,8 @@ class Plan:
     rerun_outdated: bool = False  # --rerun outdated: those that other llmcls code made
 
     def reruns(self, name: str, outdated: bool) -> bool:
-        """Whether the complete system `name` (made by other llmcls code: `outdated`) runs again."""
+        """Whether system `name` runs again: a complete one (made by other llmcls code: `outdated`), or, named by
+        --rerun NAMES / all, an unfinished one, afresh (`--rerun outdated` lets an interrupted rerun resume)."""
         return name in self.rerun or (outdated and self.rerun_outdated)
 
     @property

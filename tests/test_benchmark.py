@@ -4,6 +4,7 @@ failures, one-line errors, and the shipped benchmark YAMLs checked against the c
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -308,8 +309,51 @@ def test_an_interrupted_training_system_continues_from_its_checkpoint(tmp_path, 
     capsys.readouterr()
     run(config, out)
     assert flag not in argvs[0] and argvs[1] == [*argvs[0], flag]
-    assert "t: interrupted last time: running it again (it continues from checkpoint-2)" in " ".join(
-        capsys.readouterr().err.split())
+    said = " ".join(capsys.readouterr().err.split())
+    assert "t: interrupted last time: running it again (it continues from checkpoint-2; --rerun t starts it afresh)" \
+        in said
+
+
+def test_an_interrupted_rerun_resumes_and_rerun_by_name_starts_afresh(tmp_path, monkeypatch, capsys):
+    """`--rerun outdated` interrupted after a checkpoint took the finished run back from .NAME.previous (its
+    options are the same), dropping the checkpoint; `--rerun NAME` on an unfinished system resumed it (the only way
+    to start over was to delete the folder)."""
+    config = write_benchmark(tmp_path / "bench.yaml", [{"name": "t", "command": "train-encoder",
+                                                         "options": {"model": "tiny/bert"}}], **SMALL)
+    out = tmp_path / "out"
+    argvs: list[list[str]] = []
+
+    def finishes(command, argv):
+        argvs.append(argv)
+        (out / "t" / "metrics.json").write_text(json.dumps({"schema": SCHEMA, "system": "s", "split": "test",
+                                                            "metrics": {"micro_f1": 0.5}}))
+
+    def interrupted_after_a_checkpoint(command, argv):
+        argvs.append(argv)
+        (out / "t" / "checkpoint-2").mkdir(parents=True)
+        (out / "t" / "checkpoint-2" / "trainer_state.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(benchmark, "call_command", finishes)
+    assert run(config, out) == 0
+    monkeypatch.setattr(benchmark, "source_digest", lambda: "0123456789ab")  # the code changed: t is outdated
+    monkeypatch.setattr(benchmark, "call_command", interrupted_after_a_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out, "--rerun", "outdated")
+    assert (out / ".t.previous" / "metrics.json").exists()
+    monkeypatch.setattr(benchmark, "call_command", finishes)
+    capsys.readouterr()
+    assert run(config, out, "--rerun", "outdated") == 0
+    assert argvs[-1][-1] == "--resume=true"  # continued from its checkpoint, not the old run taken back
+    assert not (out / ".t.previous").exists() and "is back in" not in capsys.readouterr().err
+    monkeypatch.setattr(benchmark, "call_command", interrupted_after_a_checkpoint)
+    shutil.rmtree(out / "t" / "checkpoint-2")
+    with pytest.raises(KeyboardInterrupt):
+        run(config, out, "--rerun", "t")
+    monkeypatch.setattr(benchmark, "call_command", finishes)
+    assert run(config, out, "--rerun", "t") == 0
+    assert "--resume=true" not in argvs[-1] and not (out / "t" / "checkpoint-2").exists()  # afresh
+    assert "t: --rerun: starting it afresh" in " ".join(capsys.readouterr().err.split())
 
 
 def test_the_report_covers_the_yaml_systems_only(tmp_path, calls):
