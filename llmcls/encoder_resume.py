@@ -83,15 +83,24 @@ def training_options(args: EncoderArguments, data_args: DataArguments, corpus: C
     a digest of the training rows (ids and labels, so a file edited in place, other filters, --max_train_examples or
     --split_ratios tell). The file's path is not compared: the same rows may be read from a moved file."""
     values, train = args.to_dict(), Corpus(corpus.label_space, {"train": corpus.get("train")})  # train's digest only
-    # spellings of one setting compare equal: ./bert and bert, "title, abstract" and "title,abstract", eval_micro_f1
-    model = Path(values["model"]).expanduser()
-    values["model"] = str(model.resolve()) if model.exists() else values["model"]
-    values["text_fields"] = ",".join(part.strip() for part in values["text_fields"].split(",") if part.strip())
-    values["metric_for_best_model"] = (values["metric_for_best_model"] or "").removeprefix("eval_") or None
     options = {name: values[name] for name in (*RESUME_OPTIONS, *LENGTH_OPTIONS)} | {
         "max_length": max_length, "text_field": data_args.text_field, "title_field": data_args.title_field,
         "world_size": args.world_size, "train_rows": f"{train.sizes()['train']} rows, {train.fingerprints()['train']}"}
-    return json.loads(json.dumps(options))  # as read back from a checkpoint (tuples become lists)
+    return normalised(json.loads(json.dumps(options)))  # as read back from a checkpoint (tuples become lists)
+
+
+def normalised(options: dict) -> dict:
+    """Spellings of one setting made equal: ./bert and bert, "title, abstract" and "title,abstract", eval_micro_f1
+    and micro_f1 (applied to the recorded options too: an older llmcls recorded them as given)."""
+    options = dict(options)
+    if isinstance(options.get("model"), str):
+        model = Path(options["model"]).expanduser()
+        options["model"] = str(model.resolve()) if model.exists() else options["model"]
+    if isinstance(options.get("text_fields"), str):
+        options["text_fields"] = ",".join(part.strip() for part in options["text_fields"].split(",") if part.strip())
+    if "metric_for_best_model" in options:
+        options["metric_for_best_model"] = (options["metric_for_best_model"] or "").removeprefix("eval_") or None
+    return options
 
 
 def check_resume_options(args: EncoderArguments, checkpoint: str | None, options: dict) -> None:
@@ -105,7 +114,7 @@ def check_resume_options(args: EncoderArguments, checkpoint: str | None, options
         console.print(f"note: {checkpoint} has no {OPTIONS_FILE} (saved by an older llmcls): the options it was "
                       "trained with could not be compared with this run's", soft_wrap=True, markup=False)
         return
-    old, missing = json.loads(path.read_text(encoding="utf-8")), object()
+    old, missing = normalised(json.loads(path.read_text(encoding="utf-8"))), object()
     # an option the checkpoint's llmcls did not record yet, left unset now, changes nothing
     changed = [key for key in options if key not in LENGTH_OPTIONS
                and old.get(key, None if options[key] is None else missing) != options[key]]

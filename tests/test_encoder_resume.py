@@ -146,6 +146,18 @@ def test_a_checkpoint_without_recorded_options_resumes_as_before_with_a_note(tin
             "was trained with could not be compared with this run's") in said
 
 
+def test_options_recorded_as_given_by_an_earlier_llmcls_compare_by_their_meaning(tiny_bert, data, interrupted,
+                                                                                 monkeypatch):
+    """The first llmcls to record options wrote them as given (a relative model path, spaces in --text_fields, an
+    eval_ metric): only this run's side was normalised, so the same spelling was refused as a change."""
+    monkeypatch.chdir(tiny_bert.parent)
+    recorded = interrupted / "checkpoint-4" / encoder.OPTIONS_FILE
+    options = json.loads(recorded.read_text())
+    recorded.write_text(json.dumps(options | {"model": tiny_bert.name, "text_fields": "title, abstract",
+                                              "metric_for_best_model": "eval_micro_f1"}))
+    assert main([*argv(tiny_bert, data, interrupted), "--resume", "true"]) == 0
+
+
 # ---------------------------------------------------------------------------------------------- best checkpoint
 OFF = "or --load_best_model_at_end false"
 WHY = "--load_best_model_at_end (on by default) goes back to the best evaluation's checkpoint, so every evaluation " \
