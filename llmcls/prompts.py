@@ -315,10 +315,15 @@ def use_chat(tokenizer: Any, chat: bool | None) -> bool:
     return has_template if chat is None else chat
 
 
-def parse_template_kwargs(text: str | None, option: str = "--chat_template_kwargs") -> dict[str, Any]:
-    """The JSON object of --chat_template_kwargs (``'{"enable_thinking": false}'``), one-line error otherwise."""
+def parse_template_kwargs(text: str | dict | None, option: str = "--chat_template_kwargs") -> dict[str, Any]:
+    """The JSON object of --chat_template_kwargs (``'{"enable_thinking": false}'``; a YAML recipe may give the
+    mapping itself), one-line error otherwise."""
     if not text:
         return {}
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str):
+        raise LlmclsError(f"{option}: expected a JSON object, got {text!r}")
     try:
         value = json.loads(text)
     except ValueError as exc:

