@@ -308,7 +308,8 @@ def check_parses(system: System, out_dir: Path, source: str) -> None:
     system."""
     from llmcls.commands import command_module
 
-    parser = command_module(system.command).make_parser()
+    module = command_module(system.command)
+    parser = module.make_parser("fewshot") if system.command == "fewshot" else module.make_parser()
     where = f"{source}: system {system.name!r} (llmcls {system.command})"
     known = option_names(parser)
     for key in system.flags:
@@ -319,7 +320,6 @@ def check_parses(system: System, out_dir: Path, source: str) -> None:
         raise LlmclsError(message)
 
     parser.error = error  # argparse would print the usage and exit; one line instead
-    module = command_module(system.command)
     try:
         parsed = parse(parser, system.argv(out_dir, resolve=False))
         if hasattr(module, "check_values"):  # values and pairs of options the command refuses before reading files

@@ -71,11 +71,11 @@ def stats_main(argv: list[str]) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):  # checked first: a typo must not overwrite another file
         raise LlmclsError(f"--plot {args.plot}: the plot is a PNG image; give a file name ending in .png "
                           "(e.g. stats.png)")
-    given = [option for option in ("train", "validation", "test", "split_ratios", "max_eval_examples")
+    given = [option for option in ("validation", "test", "split_ratios", "max_eval_examples")
              if getattr(data_args, option) is not None]
     if given:  # the statistics describe PATH alone: these were read (or split off) and then described nowhere
-        raise LlmclsError(f"--{given[0]}: data stats describes the one file given as PATH (llmcls data stats FILE); "
-                          "run it once per file")
+        raise LlmclsError(f"--{given[0]}: data stats describes the one file given as PATH (llmcls data stats FILE) "
+                          "and takes no split options; run it once per file")
     data_args.train = extra.path
     corpus = load_corpus(data_args, required=("train",))
     stats = compute_stats(corpus.get("train"), args)

@@ -45,6 +45,9 @@ from llmcls.task import (
     rows_of,
 )
 
+FEWSHOT_NEEDS_K = ("fewshot needs --k N, the examples per prompt (drawn from --train); without it the run would be "
+                   "zero-shot (llmcls zeroshot)")
+
 # config keys that may change between an interrupted run and its resumption without mixing incompatible predictions;
 # the notes follow from the data and the options, compared themselves (a note a newer llmcls adds must not block
 # resuming a run an older one began)
@@ -72,8 +75,7 @@ def fewshot(argv: list[str] | None = None) -> int:
 def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
     data_args, model_args, prompt_args, gen_args = parse(make_parser(command), argv)
     if command == "fewshot" and not prompt_args.k:
-        raise LlmclsError("fewshot needs --k N, the examples per prompt (drawn from --train); without it the run "
-                          "would be zero-shot (llmcls zeroshot)")
+        raise LlmclsError(FEWSHOT_NEEDS_K)
     check_options(model_args, prompt_args, gen_args)
     adopt_training_prompt(model_args, prompt_args, data_args, gen_args)
     system = "fewshot" if prompt_args.k > 0 else "zeroshot"
@@ -170,6 +172,8 @@ def check_values(parsed: tuple) -> None:
     """The values and pairs of options refused without looking at any file (`llmcls benchmark` checks every
     system's this way before the first one runs)."""
     _, _, prompt_args, gen_args = parsed
+    if prompt_args.k is None:  # fewshot's parser has no default for it
+        raise LlmclsError(FEWSHOT_NEEDS_K)
     gen_args.check()
     if prompt_args.k is not None and prompt_args.k < 0:
         raise LlmclsError(f"--k must be >= 0, got {prompt_args.k}")

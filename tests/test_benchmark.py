@@ -488,7 +488,9 @@ def test_a_system_with_its_own_train_file_does_not_declare_the_shared_rows(tmp_p
     ({"name": "a", "command": "zeroshot", "options": {"model": "m", "mode": "score", "temperature": 0.5}},
      "system 'a' (llmcls zeroshot): --temperature applies to --mode generate"),
     ({"name": "a", "command": "fewshot", "options": {"model": "m", "selection": "random"}},
-     "system 'a' (llmcls fewshot): --selection random applies to few-shot prompts"),
+     "system 'a' (llmcls fewshot): fewshot needs --k N"),
+    ({"name": "a", "command": "zeroshot", "options": {"model": "m", "selection": "random"}},
+     "system 'a' (llmcls zeroshot): --selection random applies to few-shot prompts"),
     ({"name": "a", "command": "sft", "options": {"model_name_or_path": "m", "min_labels": "2"}},
      "system 'a' (llmcls sft): --min_labels applies to --mode score"),
 ])

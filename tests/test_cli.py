@@ -412,10 +412,15 @@ def test_data_stats_counts_unicode_spaces_and_refuses_empty_tables(tmp_path, cap
 
 @pytest.mark.parametrize("option", [["--test", "aapd-test"], ["--split_ratios", "0.8,0.1,0.1"],
                                     ["--validation", "aapd-validation"], ["--max_eval_examples", "5"]])
-def test_data_stats_refuses_split_options_it_would_describe_nowhere(option, capsys):
+def test_data_stats_refuses_split_options_it_would_describe_nowhere(option, capsys, tmp_path):
     """--test was read (its notes printed) and --split_ratios split the file, yet the tables described the training
     rows alone."""
     assert main(["data", "stats", "aapd-train", *option]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"llmcls data stats: error: {option[0]}: data stats describes the one file given as PATH (llmcls "
-                   "data stats FILE); run it once per file"), err
+                   "data stats FILE) and takes no split options; run it once per file"), err
+    if option[0] == "--test":  # a recipe's train: is PATH's (PATH wins, as before): not refused
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text("train: aapd-validation\n")
+        assert main(["data", "stats", "aapd-train", "--config", str(recipe), "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["n_examples"] == 400
