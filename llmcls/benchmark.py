@@ -155,10 +155,11 @@ def run_system(system: System, out_dir: Path, tag: str, reruns=lambda name, outd
     if state in ("changed", "new") and run_state(previous, read_record(previous), system.fingerprint()) == "complete":
         # the options went back to those of the finished run kept aside while a rerun with others was unfinished
         # (an interrupted rerun with these same options resumes instead: its folder's state is running or failed)
+        dropped = " (the unfinished rerun with other options is dropped)" if state == "changed" else ""
         shutil.rmtree(run_dir, ignore_errors=True)
         previous.rename(run_dir)
-        console.print(f"{tag}: the finished run with these options is back in {run_dir} (the unfinished rerun with "
-                      "other options is dropped)", soft_wrap=True, markup=False)
+        console.print(f"{tag}: the finished run with these options is back in {run_dir}{dropped}", soft_wrap=True,
+                      markup=False)
         record = read_record(run_dir)
         state = run_state(run_dir, record, system.fingerprint())
     older = other_code(record) if state == "complete" else None
