@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmcls.config import DataArguments
-from llmcls.data import ReadOptions, quiet_datasets, read_file
+from llmcls.data import ReadOptions, arrow_rows, quiet_datasets, read_file
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace, archive_of
 from llmcls.progress import console, status
@@ -251,15 +251,6 @@ def _label_space(splits: dict, args: DataArguments) -> LabelSpace:
     if len(space) == 0:
         raise LlmclsError("the label space is empty after --min_label_count/--top_labels/--categories")
     return space
-
-
-def arrow_rows(ds, columns: list[str] | None = None):
-    """The rows of `ds` as a pyarrow Table, of `columns` only when given (a selection copies what it reads: labels
-    alone, not every abstract). Not `ds.data`: after `select` or `filter` (a split, a filter) that is still the
-    whole underlying table, and the dataset's rows are those of its indices mapping."""
-    if columns is not None:
-        ds = ds.select_columns(columns)
-    return ds.with_format("arrow")[0:len(ds)]
 
 
 def label_counts(ds) -> dict[str, int]:

@@ -376,7 +376,7 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
         _check_unique_ids(path, loader, normalised)
     numbered = None  # without an id field every row is numbered: ReadResult.numbered stays None
     if fields.id:
-        numbered = normalised.select_columns(["_numbered"]).with_format("arrow")[0:len(normalised)].column("_numbered")
+        numbered = arrow_rows(normalised, ["_numbered"]).column("_numbered")
         numbered = numbered.combine_chunks() if pc.any(numbered).as_py() else None
     normalised = normalised.remove_columns(["_problem", "_line", "_row", "_date", "_numbered"])
     if getattr(normalised, "_indices", None) is not None:  # rows skipped or filtered: write the kept rows once
@@ -394,7 +394,7 @@ def _check_unique_ids(path: Path, loader: str, dataset) -> None:
     import numpy as np
     import pyarrow.compute as pc
 
-    rows = dataset.select_columns(["id", "_line", "_row"]).with_format("arrow")[0:len(dataset)]
+    rows = arrow_rows(dataset, ["id", "_line", "_row"])
     counts = pc.value_counts(rows.column("id"))  # in order of first appearance
     repeated = counts.filter(pc.greater(counts.field("counts"), 1))
     if len(repeated) == 0:
@@ -430,6 +430,16 @@ def _joined_labels_note(labels) -> str | None:
             return (f"{n_holding} of {n_rows} rows have a label holding {sep!r} (e.g. {example!r}): if {sep!r} joins "
                     f"several labels, pass --label_sep {sep!r}")
     return None
+
+
+def arrow_rows(ds, columns: list[str] | None = None):
+    """The rows of `ds` as a pyarrow Table, of `columns` only when given (a selection copies what it reads: labels
+    alone, not every abstract). Not `ds.data`: after `select` or `filter` (a split, a filter) that is still the
+    whole underlying table, and the dataset's rows are those of its indices mapping."""
+    if columns is not None:
+        ds = ds.select_columns(columns)
+    return ds.with_format("arrow")[0:len(ds)]
+
 
 
 @functools.cache
@@ -533,7 +543,7 @@ def _filter_dates(dataset, options: ReadOptions):
 
     # the dates of the dataset's rows: after skipped rows `dataset.data` is still the whole table, whose positions
     # are not the selection's (the wrong rows were kept, or an index ran past the end)
-    dates = dataset.select_columns(["_date"]).with_format("arrow")[0:len(dataset)].column("_date")
+    dates = arrow_rows(dataset, ["_date"]).column("_date")
     mask = pc.is_valid(dates)
     if options.since:
         mask = pc.and_(mask, pc.greater_equal(dates, options.since))

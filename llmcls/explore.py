@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmcls.config import DataArguments, build_parser, parse
-from llmcls.corpus import arrow_rows, label_counts, load_corpus
-from llmcls.data import SAMPLE_DESCRIPTIONS, bundled_samples
+from llmcls.corpus import label_counts, load_corpus
+from llmcls.data import SAMPLE_DESCRIPTIONS, arrow_rows, bundled_samples
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.progress import console, results

@@ -28,7 +28,8 @@ from typing import Any
 
 from llmcls.backends import Backend, ModelArguments, load_backend
 from llmcls.config import DataArguments, build_parser, number_list, parse, to_dict
-from llmcls.corpus import Corpus, arrow_rows, load_corpus
+from llmcls.corpus import Corpus, load_corpus
+from llmcls.data import arrow_rows
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
