@@ -43,9 +43,8 @@ from llmcls.config import DataArguments, build_parser, check_one_process, parse
 from llmcls.environment import source_digest
 from llmcls.errors import LlmclsError
 from llmcls.progress import console
-from llmcls.runs import RunDir, atomic_write
+from llmcls.runs import RECORD, RunDir, atomic_write, read_record
 
-RECORD = "benchmark.json"
 STALE = {"changed": "was made with other options than the YAML's", "new": f"has no {RECORD} (not run by a benchmark)",
          "running": "holds an interrupted run", "failed": "holds a failed run"}  # run_state -> why not reported
 FOREIGN = "move it elsewhere, or choose another --output_dir"  # what to do with a finished run no benchmark made
@@ -276,14 +275,6 @@ def release_memory() -> None:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # benchmark.json: what a run directory was made with, and how far it got
-
-
-def read_record(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((run_dir / RECORD).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def run_state(run_dir: Path, record: dict[str, Any] | None, fingerprint: str) -> str:

@@ -10,7 +10,6 @@ precision-recall curves are computed here by `metrics.per_label_metrics`, `metri
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,15 @@ import numpy as np
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, bootstrap_difference, compute_metrics, per_label_metrics
-from llmcls.runs import Predictions, RunDir, predictions_from_records, read_predictions, scored_records
+from llmcls.runs import (
+    RECORD,
+    Predictions,
+    RunDir,
+    predictions_from_records,
+    read_predictions,
+    read_record,
+    scored_records,
+)
 
 CURVE_POINTS = 40  # thresholds swept per curve: enough for a smooth line, cheap even on large test sets
 QUANTILE_SAMPLE = 1_000_000  # scores the cut points are chosen from (a strided sample of a large test set)
@@ -111,7 +118,7 @@ def unfinished_run(path: Path, files: list[str], dirs: list[str]) -> str | None:
     and a benchmark's system its benchmark.json (status running or failed)."""
     predictions = sorted(name for name in files if fnmatch.fnmatch(name, "predictions*.jsonl"))
     checkpoints = sorted((d for d in dirs if d.startswith("checkpoint-")), key=_checkpoint_step)
-    status = _benchmark_status(path) if "benchmark.json" in files else None
+    status = (read_record(path) or {}).get("status") if RECORD in files else None
     if "config.yaml" not in files and not predictions and not checkpoints and status not in ("running", "failed"):
         return None
     config = _config(path) if "config.yaml" in files else {}
@@ -162,15 +169,6 @@ def _config(path: Path) -> dict[str, Any]:
     except (LlmclsError, OSError, ValueError):
         return {}
     return config if isinstance(config, dict) else {}
-
-
-def _benchmark_status(path: Path) -> str | None:
-    """The status a benchmark recorded for the run in `path` (its benchmark.json), None when unreadable."""
-    try:
-        record = json.loads((path / "benchmark.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return record.get("status") if isinstance(record, dict) else None
 
 
 def _count_lines(path: Path) -> int | str:

@@ -290,6 +290,18 @@ class RunDir:
             raise LlmclsError(str(err)) from None
 
 
+RECORD = "benchmark.json"  # what `llmcls benchmark` records of a system's run folder: options, status, code
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's benchmark record (`RECORD`); None when it has none or it cannot be read."""
+    try:
+        record = json.loads((run_dir / RECORD).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def _read_json(path: Path) -> Any:
     """A JSON file's content; a missing, unreadable or invalid one is a one-line error naming it."""
     try:
