@@ -176,7 +176,7 @@ def check_values(parsed: tuple) -> None:
     if prompt_args.k is None:  # fewshot's parser has no default for it
         raise LlmclsError(FEWSHOT_NEEDS_K)
     gen_args.check()
-    if prompt_args.k is not None and prompt_args.k < 0:
+    if prompt_args.k < 0:
         raise LlmclsError(f"--k must be >= 0, got {prompt_args.k}")
     if not prompt_args.k and prompt_args.selection != "knn":  # the default: cannot be told from a user's knn
         raise LlmclsError(f"--selection {prompt_args.selection} applies to few-shot prompts (--k > 0); a zero-shot "

@@ -234,7 +234,8 @@ def _ranking_chunk(sc: np.ndarray, yc: np.ndarray, rows: np.ndarray, v: np.ndarr
     best = srt[:, max(n_labels - k - 1, 0):]
     tied = np.flatnonzero((best[:, 1:] == best[:, :-1]).any(axis=1))
     if tied.size:
-        group = sc[tied][:, None, :] == np.take_along_axis(sc[tied], top[tied], axis=1)[:, :, None]
+        tied_scores = sc[tied]
+        group = tied_scores[:, None, :] == np.take_along_axis(tied_scores, top[tied], axis=1)[:, :, None]
         rel[tied] = (group & yc[tied][:, None, :]).sum(axis=2) / group.sum(axis=2)
     hits = np.cumsum(rel, axis=1)
     for kk in TOP_K:

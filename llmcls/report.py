@@ -57,8 +57,9 @@ from llmcls.runs import atomic_write
 
 __all__ = ["find_runs", "main", "make_parser"]
 
-# every file a report may write, as PREFIX + suffix (the module docstring): a report removes those of an earlier
-# report under the same prefix that it does not write itself (no pairs, --plots false), never any other file
+# every file a report may write, as PREFIX + suffix (the module docstring): those of an earlier report under the same
+# prefix that a report does not write itself (no pairs, --plots false) are named in a note, or removed where the
+# caller owns the prefix (`write_files`); never any other file
 REPORT_SUFFIXES = (".md", ".tex", ".html", ".csv", "-paired.csv", "-original.csv", "-per-label.csv", "-bands.csv",
                    "-runs.csv", "-per-label-f1.png", "-f1-vs-cost.png", "-precision-recall.png")
 

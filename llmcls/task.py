@@ -72,11 +72,6 @@ class GenerationArguments:
     def check(self) -> None:
         """Values and pairs of options that cannot work, refused before anything is read or loaded (zeroshot,
         fewshot and the evaluation of sft share them)."""
-        if self.mode == "score" and self.constrained:
-            raise LlmclsError("--constrained applies to --mode generate (score mode generates nothing)")
-        if self.mode == "generate" and self.per_label_thresholds:
-            raise LlmclsError("--per_label_thresholds applies to --mode score (thresholds over the labels' scores; "
-                              "generated answers are parsed, not thresholded)")
         for option in ("max_new_tokens", "max_labels"):
             if getattr(self, option) is not None and getattr(self, option) < 1:
                 raise LlmclsError(f"--{option} must be at least 1 (leave it out for the default), got "
@@ -91,6 +86,9 @@ class GenerationArguments:
 
 # options of one mode only: (name, whether it applies to these arguments, where it applies)
 MODE_OPTIONS = (
+    ("constrained", lambda a: a.mode == "generate", "--mode generate (score mode generates nothing)"),
+    ("per_label_thresholds", lambda a: a.mode == "score",
+     "--mode score (thresholds over the labels' scores; generated answers are parsed, not thresholded)"),
     ("min_labels", lambda a: a.mode == "score", "--mode score (generated answers are parsed, not thresholded)"),
     ("score_ends", lambda a: a.mode == "score", "--mode score"),
     ("stop_off_format", lambda a: a.mode == "generate" and a.constrained, "--constrained true"),
