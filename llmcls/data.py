@@ -441,7 +441,6 @@ def arrow_rows(ds, columns: list[str] | None = None):
     return ds.with_format("arrow")[0:len(ds)]
 
 
-
 @functools.cache
 def _reader_code() -> str:
     """A digest of the modules that normalise rows, part of the map's cache key: datasets hashes a module-level

@@ -129,9 +129,8 @@ def make_parser():
 def main(argv: list[str] | None = None) -> int:
     data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
     check_distributed(training_args.world_size)
-    check_options(training_args, model_args, script_args)
-    gen_args.check()  # the evaluation's options, as zeroshot checks them
-    check_evaluation(data_args, training_args, script_args)
+    check_values((data_args, script_args, gen_args, training_args, model_args))
+    check_paths(training_args, model_args, script_args)
     RunDir(training_args.output_dir).check_overwrite("sft")
     if training_args.resume_from_checkpoint is None:
         RunDir(training_args.output_dir).check_fresh_start("--resume_from_checkpoint true")
@@ -188,8 +187,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def check_values(parsed: tuple) -> None:
-    """What `llmcls benchmark` checks of an sft system before the first system runs: its evaluation's options."""
-    parsed[2].check()
+    """The values and pairs of options refused before any file is read (`llmcls benchmark` checks every sft system's
+    this way before the first system runs): training's, then the evaluation's, as zeroshot checks them."""
+    data_args, script_args, gen_args, training_args, model_args = parsed
+    check_options(training_args, model_args, script_args)
+    gen_args.check()
+    check_evaluation(data_args, training_args, script_args)
 
 
 def check_options(training_args, model_args, script_args: SFTScriptArguments) -> None:
@@ -220,16 +223,9 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
     if any("," in target for target in targets):  # "q_proj,v_proj", like llmcls's other list options
         model_args.lora_target_modules = targets = [t.strip() for target in targets for t in target.split(",")
                                                     if t.strip()]
-    resume = training_args.resume_from_checkpoint
-    if wants_last_checkpoint(resume):  # the last checkpoint in --output_dir
-        resume = training_args.resume_from_checkpoint = RunDir(training_args.output_dir).required_last_checkpoint(
-            "--resume_from_checkpoint true")
-    if resume is not None:
-        check_checkpoint(resume, "--resume_from_checkpoint")
-    from llmcls.prompts import parse_template_kwargs, template_reference
+    from llmcls.prompts import parse_template_kwargs
 
     parse_template_kwargs(script_args.chat_template_kwargs)
-    script_args.prompt = template_reference(script_args.prompt)  # `zeroshot --adapter` takes it from anywhere
     if script_args.merge and not model_args.use_peft:
         raise LlmclsError("--merge folds a LoRA adapter into the base weights; with --use_peft false the saved model "
                           "is whole already (RUN_DIR/adapter)")
@@ -238,6 +234,19 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
         # TRL computes the loss from lm_head.weight directly (no full logits), so a LoRA there would never train.
         raise LlmclsError(f"--lora_target_modules {' '.join(targets)}: a LoRA on lm_head is not trained by TRL's "
                           "loss; leave lm_head out (use --lora_modules_to_save lm_head to train the head fully)")
+
+
+def check_paths(training_args, model_args, script_args: SFTScriptArguments) -> None:
+    """The checkpoint to resume from and the prompt template, found on disk (after `check_values`)."""
+    resume = training_args.resume_from_checkpoint
+    if wants_last_checkpoint(resume):  # the last checkpoint in --output_dir
+        resume = training_args.resume_from_checkpoint = RunDir(training_args.output_dir).required_last_checkpoint(
+            "--resume_from_checkpoint true")
+    if resume is not None:
+        check_checkpoint(resume, "--resume_from_checkpoint")
+    from llmcls.prompts import template_reference
+
+    script_args.prompt = template_reference(script_args.prompt)  # `zeroshot --adapter` takes it from anywhere
 
 
 def targets_lm_head(targets: str | list[str] | None) -> bool:
@@ -356,6 +365,7 @@ def check_ignored_options(training_args, model_args) -> None:
         if lora:
             raise LlmclsError(f"--{lora[0]} applies to a LoRA: add --use_peft true (without it every weight is "
                               "trained and the LoRA options do nothing)")
+
 
 if __name__ == "__main__":  # `accelerate launch llmcls/sft.py ...`: the same command, one-line errors
     from llmcls.cli import main as cli_main

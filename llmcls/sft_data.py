@@ -61,6 +61,7 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     chat = CHAT_OPTION[script_args.chat]
     template_kwargs = parse_template_kwargs(script_args.chat_template_kwargs)
     rng = random.Random(training_args.seed)
+
     def prompt(title: str | None, abstract: str) -> str:
         message = render_user_message(template, title=title, abstract=abstract, label_space=space)
         return build_prompt(tokenizer, message, chat=chat, template_kwargs=template_kwargs)

@@ -102,8 +102,6 @@ GENERATION_DEFAULTS = {f.name: f.default for f in fields(GenerationArguments)}
 # The task
 
 
-
-
 @dataclass
 class Task:
     space: LabelSpace

@@ -493,6 +493,13 @@ def test_a_system_with_its_own_train_file_does_not_declare_the_shared_rows(tmp_p
      "system 'a' (llmcls zeroshot): --selection random applies to few-shot prompts"),
     ({"name": "a", "command": "sft", "options": {"model_name_or_path": "m", "min_labels": "2"}},
      "system 'a' (llmcls sft): --min_labels applies to --mode score"),
+    # sft's training options too (they failed at the system's turn, after every system before it had run)
+    ({"name": "a", "command": "sft", "options": {"model_name_or_path": "m", "padding_free": True}},
+     "system 'a' (llmcls sft): --padding_free true without --packing"),
+    ({"name": "a", "command": "sft", "options": {"model_name_or_path": "m", "lora_r": 4}},
+     "system 'a' (llmcls sft): --lora_r applies to a LoRA"),
+    ({"name": "a", "command": "sft", "options": {"model_name_or_path": "m", "generate_at_eval": 5}},
+     "system 'a' (llmcls sft): --generate_at_eval needs evaluations"),
 ])
 def test_bad_systems_fail_in_one_line_before_anything_runs(tmp_path, capsys, system, expected):
     config = write_benchmark(tmp_path / "bench.yaml", [linear("ok"), system], **SAMPLE)
