@@ -16,7 +16,7 @@ from llmcls.encoder_model import config_mismatch, load_config
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.progress import console
-from llmcls.runs import RunDir, checkpoint_step, wants_last_checkpoint
+from llmcls.runs import RunDir, checkpoint_step, read_json, wants_last_checkpoint
 
 if TYPE_CHECKING:
     from llmcls.encoder import EncoderArguments
@@ -114,7 +114,10 @@ def check_resume_options(args: EncoderArguments, checkpoint: str | None, options
         console.print(f"note: {checkpoint} has no {OPTIONS_FILE} (saved by an older llmcls): the options it was "
                       "trained with could not be compared with this run's", soft_wrap=True, markup=False)
         return
-    old, missing = normalised(json.loads(path.read_text(encoding="utf-8"))), object()
+    recorded = read_json(path)
+    if not isinstance(recorded, dict):
+        raise LlmclsError(f"{path}: not a record of training options (a JSON {type(recorded).__name__})")
+    old, missing = normalised(recorded), object()
     # an option the checkpoint's llmcls did not record yet, left unset now, changes nothing
     changed = [key for key in options if key not in LENGTH_OPTIONS
                and old.get(key, None if options[key] is None else missing) != options[key]]

@@ -244,7 +244,9 @@ class RunDir:
         path = self.path / ("metrics.json" if split is None else f"metrics.{split}.json")
         if not path.exists():
             raise LlmclsError(f"{self.path}: not a finished run directory (no {path.name})")
-        record = _read_json(path)
+        record = read_json(path)
+        if not isinstance(record, dict):
+            raise LlmclsError(f"{path}: not a metrics record (a JSON {type(record).__name__}, not an object)")
         if record.get("schema") != SCHEMA:
             raise LlmclsError(f"{path}: unknown schema {record.get('schema')!r} (this llmcls reads {SCHEMA})")
         return record
@@ -253,7 +255,7 @@ class RunDir:
         """thresholds.json (the tuned thresholds of a run with scores); a missing, unreadable or malformed one is a
         one-line error naming the file."""
         path = self.path / "thresholds.json"
-        record = _read_json(path)
+        record = read_json(path)
         values = record.get("values") if isinstance(record, dict) else None
         if not isinstance(values, list):
             raise LlmclsError(f"{path}: no 'values' list of thresholds (not a thresholds file?)")
@@ -302,7 +304,7 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     """A JSON file's content; a missing, unreadable or invalid one is a one-line error naming it."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -352,7 +354,7 @@ def wants_last_checkpoint(value: Any) -> bool:
 
 def checkpoint_step(path: str | Path) -> int:
     """The training step a Trainer checkpoint was saved at (a resumed run records it: its time is the rest)."""
-    return int(_read_json(Path(path) / "trainer_state.json")["global_step"])
+    return int(read_json(Path(path) / "trainer_state.json")["global_step"])
 
 
 def split_summary(split: str, metrics: dict[str, Any], n: int) -> str:
@@ -368,8 +370,9 @@ def read_predictions(path: str | Path, space: LabelSpace | None = None) -> list[
     path = Path(path)
     records = []
     try:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
+        with open(path, "rb") as handle:  # bytes, decoded a line at a time: a bad byte is named by its line
+            for number, raw in enumerate(handle, start=1):
+                line = _decoded(raw, path, number)
                 if line.strip():
                     record = _prediction_record(line, path, number)
                     if space is not None and isinstance(record.get("scores"), dict):
@@ -378,6 +381,13 @@ def read_predictions(path: str | Path, space: LabelSpace | None = None) -> list[
     except OSError as err:
         raise LlmclsError(f"{path}: cannot read ({err.strerror})") from None
     return records
+
+
+def _decoded(raw: bytes, path: Path, number: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LlmclsError(f"{path}:{number}: not UTF-8 text ({err.reason})") from None
 
 
 def _prediction_record(line: str, path: Path, number: int) -> dict[str, Any]:
@@ -465,10 +475,7 @@ class PredictionWriter:
                 if not raw.endswith(b"\n"):
                     break
                 end += len(raw)
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    raise LlmclsError(f"{self.path}:{number}: not UTF-8 text ({err.reason})") from None
+                line = _decoded(raw, self.path, number)
                 if line.strip():
                     record = _prediction_record(line, self.path, number)
                     if self.space is not None and record.get("scores") is not None:

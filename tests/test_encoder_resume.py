@@ -146,6 +146,15 @@ def test_a_checkpoint_without_recorded_options_resumes_as_before_with_a_note(tin
             "was trained with could not be compared with this run's") in said
 
 
+@pytest.mark.parametrize("content", ['{"loss": "twoway", "learning_rate', "[]"], ids=["cut short", "a list"])
+def test_a_broken_options_file_is_one_line_naming_it(tiny_bert, data, interrupted, capsys, content):
+    """The file was read with a bare json.loads: a JSONDecodeError traceback (an AttributeError for a list)."""
+    recorded = interrupted / "checkpoint-4" / encoder.OPTIONS_FILE
+    recorded.write_text(content)
+    err = one_line_error([*argv(tiny_bert, data, interrupted), "--resume", "true"], capsys)
+    assert err.startswith(f"{recorded}: "), err
+
+
 def test_options_recorded_as_given_by_an_earlier_llmcls_compare_by_their_meaning(tiny_bert, data, interrupted,
                                                                                  monkeypatch):
     """The first llmcls to record options wrote them as given (a relative model path, spaces in --text_fields, an

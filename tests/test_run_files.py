@@ -169,3 +169,28 @@ def test_the_source_digest_covers_the_prompt_templates(tmp_path, monkeypatch):
     files = [(name, template if name == "resources/prompts/zeroshot.jinja" else path) for name, path in names.items()]
     monkeypatch.setattr(environment, "source_files", lambda: sorted(files))
     assert environment.source_digest.__wrapped__() != before
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Broken run files read by evaluate and compare: one line naming the file (and the line)
+
+
+def test_evaluate_of_a_predictions_file_with_a_bad_byte_names_its_line(tmp_path, capsys):
+    """The reader decoded the whole file as UTF-8 text and caught only OSError: a UnicodeDecodeError traceback."""
+    path = tmp_path / "predictions.jsonl"
+    good = json.dumps({"id": "1", "labels": ["cs.IT"], "predicted": ["cs.IT"]}).encode()
+    path.write_bytes(good + b"\n" + good.replace(b'"1"', b'"2\xff"') + b"\n")
+    assert main(["evaluate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"llmcls evaluate: error: {path}:2: not UTF-8 text (invalid start byte)", err
+
+
+@pytest.mark.parametrize("content", ["[]", '"done"'])
+def test_compare_of_a_metrics_file_that_is_no_record_is_one_line(tmp_path, capsys, content):
+    """A metrics.json holding a list made compare fail with AttributeError ('list' object has no attribute 'get')."""
+    run = RunDir(tmp_path / "run").create()
+    (run.path / "metrics.json").write_text(content)
+    assert main(["compare", str(run.path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{run.path / 'metrics.json'}: not a metrics record" in err, err
