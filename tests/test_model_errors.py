@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,17 @@ def test_sft_bf16_help_states_the_automatic_default():
 
     text = option_help(make_parser(), "bf16")
     assert "CUDA GPU supports bfloat16" in text and "defaults to `True`" not in text, text
+
+
+# ---------------------------------------------------------------------------------------------------- adapter files
+@pytest.mark.parametrize(("content", "message"), [
+    (b"[]", "not a PEFT adapter folder (no readable adapter_config.json)"),  # was a TypeError traceback
+    (b'{"r": 8, "base_model_name_or_path": "m\xff"}', "not a PEFT adapter folder"),  # was a UnicodeDecodeError
+    (b'{"r": 8}', "adapter_config.json names no base model (base_model_name_or_path): pass --model"),
+])
+def test_an_adapter_without_a_readable_base_model_is_one_line(tmp_path, content, message):
+    from llmcls.backends.loading import base_model_of
+
+    (tmp_path / "adapter_config.json").write_bytes(content)
+    with pytest.raises(LlmclsError, match=re.escape(f"{tmp_path}: {message}")):
+        base_model_of(str(tmp_path))

@@ -179,14 +179,24 @@ def adapter_mismatch(adapter: str, model: str, err: Exception) -> Exception:
     return LlmclsError(f"--adapter {adapter} does not fit the model {model}{trained_on}: {detail}")
 
 
+def adapter_config(adapter: str) -> dict:
+    """An adapter folder's adapter_config.json as a mapping; a missing or unreadable one is a one-line error."""
+    try:
+        config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: invalid JSON or UTF-8
+        config = None
+    if not isinstance(config, dict):
+        raise LlmclsError(f"{adapter}: not a PEFT adapter folder (no readable adapter_config.json)")
+    return config
+
+
 def base_model_of(adapter: str) -> str:
     """The base model an adapter was trained on (from its adapter_config.json)."""
-    config = Path(adapter) / "adapter_config.json"
-    try:
-        return json.loads(config.read_text(encoding="utf-8"))["base_model_name_or_path"]
-    except (OSError, KeyError, json.JSONDecodeError):
-        raise LlmclsError(f"{adapter}: not a PEFT adapter folder (no readable adapter_config.json); "
-                          "pass --model") from None
+    base = adapter_config(adapter).get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
+        raise LlmclsError(f"{adapter}: adapter_config.json names no base model (base_model_name_or_path): pass "
+                          "--model")
+    return base
 
 
 def describe_device(device: str) -> str:

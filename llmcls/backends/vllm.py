@@ -22,7 +22,6 @@ than one GPU (`--tensor_parallel_size`). vLLM is imported here only, when this b
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,11 +60,13 @@ _MERGE = ("merge it into the model (`llmcls sft --merge`, or PEFT's merge_and_un
 
 def _adapter_config(adapter: str) -> dict:
     """The adapter's config, refusing what vLLM cannot load: it would say so only at the first request."""
+    from llmcls.backends.loading import adapter_config
+
+    config = adapter_config(adapter)
     try:
-        config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
         config["r"] = int(config["r"])
-    except (OSError, KeyError, TypeError, ValueError):
-        raise LlmclsError(f"{adapter}: not a PEFT adapter folder (no readable adapter_config.json)") from None
+    except (KeyError, TypeError, ValueError):
+        raise LlmclsError(f"{adapter}: adapter_config.json gives no LoRA rank ('r'): not a LoRA adapter?") from None
     for name, refused in _REFUSED.items():
         if name in config and refused(config[name]):
             raise LlmclsError(f"{adapter}: vLLM cannot load this adapter ({name}: {config[name]!r}); {_MERGE}")
