@@ -73,18 +73,17 @@ def per_label(out: Path) -> dict[str, float]:
     """micro-F1 with one threshold per label tuned on the run's validation scores (what --per_label_thresholds
     would choose), computed from the stored scores instead of a second run of the model."""
     from llmcls.labels import LabelSpace
-    from llmcls.metrics import apply_thresholds, compute_metrics, tune_thresholds
+    from llmcls.metrics import apply_thresholds, compute_metrics, tune_best_thresholds
+    from llmcls.runs import predictions_from_records, read_predictions
 
     space = LabelSpace.load(out / "labels.json")
 
     def matrices(name: str):
-        records = read_rows(out / name)
-        gold = space.to_multi_hot([r["labels"] for r in records], unknown="ignore")
-        return gold, np.array([[r["scores"][lab] for lab in space.labels] for r in records])
+        predictions = predictions_from_records(read_predictions(out / name, space), space)
+        return predictions.gold, predictions.scores
 
     (y_val, s_val), (y_test, s_test) = matrices("predictions.validation.jsonl"), matrices("predictions.jsonl")
-    best = max((tune_thresholds(y_val, s_val, per_label=True, min_labels=m) for m in (1, 2)),
-               key=lambda t: t.validation_micro_f1)
+    best = tune_best_thresholds(y_val, s_val, min_labels=(1, 2), per_label=True)
     predicted = apply_thresholds(s_test, best)
     return {"micro_f1": compute_metrics(y_test, predicted)["micro_f1"],
             "any_label_rate": float(predicted.any(axis=1).mean())}

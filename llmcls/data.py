@@ -184,7 +184,7 @@ def _load_arrow(path: Path, loader: str, options: ReadOptions, header: CsvHeader
             raise DataError(path, bad[1], line=bad[0]) from None
         # Malformed lines to skip, or values whose types vary between rows (a label list here, a string
         # there): read line by line instead, still into Arrow.
-        return load_json_lines_python(path, options)
+        return load_json_lines_python(path)
 
 
 def _load_gzipped_parquet(path: Path):

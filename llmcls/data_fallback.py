@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from llmcls.data import ReadOptions
 
 
-def load_json_lines_python(path: Path, options: ReadOptions):
+def load_json_lines_python(path: Path):
     """Line-by-line JSON reader (still into Arrow) that keeps line numbers and marks malformed lines.
 
     Used when the Arrow loader fails: malformed lines to skip. Every field has datasets' `Json` type (as when a

@@ -165,10 +165,9 @@ def _checkpoint_step(name: str) -> tuple[int, str]:
 def _config(path: Path) -> dict[str, Any]:
     """The run's config.yaml ({} when unreadable)."""
     try:
-        config = RunDir(path).read_config()
+        return RunDir(path).read_config()
     except (LlmclsError, OSError, ValueError):
         return {}
-    return config if isinstance(config, dict) else {}
 
 
 def _count_lines(path: Path) -> int | str:

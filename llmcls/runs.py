@@ -7,7 +7,8 @@ RUN_DIR/
   predictions.jsonl            one line per example of the reported split (test when given, else validation)
   thresholds.json              the decision thresholds applied to the scores (runs with scores; Thresholds.to_dict)
   metrics.json                 {"schema": 1, "system", "model", "split", "metrics": {...}, "timing": {...},
-                                "environment": {"llmcls", "python", "platform", "cpu", "packages": {...}}, ...}
+                                "environment": {"llmcls", "llmcls_source", "python", "platform", "cpu",
+                                "cpu_count", "packages": {...}, "cuda" (a CUDA build)}, ...}
   predictions.<split>.jsonl    other evaluated splits (e.g. validation), same schemas
   metrics.<split>.json
 ```

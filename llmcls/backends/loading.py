@@ -1,9 +1,7 @@
 """Finding and loading a causal LM for the generative backends: a hub id, a model folder or a `.gguf` file (converted
-once into a normal folder in the cache), the device and dtype (bfloat16 on GPU, float32 on CPU), 4-bit quantization
-through bitsandbytes, and a PEFT adapter (merged into the weights unless the base is 4-bit).
-
-Used by `backends.hf` (which runs the model), `backends.vllm` (which only resolves names) and `sft` (tokenizer and
-positions of the model it trains).
+once into a normal folder in the cache), the device and dtype (bfloat16 on a GPU that has it, else float16; float32
+on CPU), 4-bit quantization through bitsandbytes, and a PEFT adapter (merged into the weights unless the base is 4-bit)
+with its adapter_config.json.
 """
 
 from __future__ import annotations
