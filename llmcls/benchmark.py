@@ -99,9 +99,13 @@ def write_slice(piece: RowSlice) -> None:
     if path.suffix != ".jsonl":
         raise LlmclsError(f"{piece.source}: row ranges (*_rows) need a JSON-lines (.jsonl) file")
     try:
-        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise LlmclsError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[:err.start].count(b"\n") + 1
+        raise LlmclsError(f"{path}:{line}: not UTF-8 text ({err.reason})") from None
+    lines = [line for line in text.splitlines() if line.strip()]
     if piece.last > len(lines):
         raise LlmclsError(f"{path}: rows {piece.first}-{piece.last} asked for, the file has {len(lines)}")
     text = "".join(line + "\n" for line in lines[piece.first - 1:piece.last])

@@ -523,6 +523,20 @@ def test_a_missing_shared_data_file_fails_before_anything_runs(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
+def test_row_ranges_of_a_file_with_a_bad_byte_name_its_line(tmp_path, capsys):
+    """The slice reader decoded the whole file at once and caught only OSError: a UnicodeDecodeError traceback."""
+    rows = read_jsonl(RESOURCES / "aapd-train.jsonl")[:3]
+    lines = [json.dumps(row).encode() for row in rows]
+    lines[1] = lines[1].replace(b'"abstract": "', b'"abstract": "\xff', 1)
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"\n".join(lines) + b"\n")
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a")], **(SAMPLE | {"train": str(train),
+                                                                                  "train_rows": "1-3"}))
+    assert cli_main(["benchmark", "--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.endswith(f"{train}:2: not UTF-8 text (invalid start byte)"), err
+
+
 @pytest.mark.parametrize(("top", "expected"), [
     ({"systems": [linear("a"), linear("a")]}, "two systems are named 'a'"),
     ({"systems": []}, "no systems"),
