@@ -101,8 +101,8 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
     with _step(f"Keeping the {len(space)} labels of the label space", splits):
         for name, ds in list(splits.items()):
             splits[name] = _restrict(ds, space, name, notes, keep_unlabelled=name in unlabelled)
-        _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
-                      + (f" from {args.labels})" if args.labels else " from the training rows)"))
+            _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
+                          + (f" from {args.labels})" if args.labels else " from the training rows)"))
     for names, limit in ((("train",), args.max_train_examples), (("validation", "test"), args.max_eval_examples)):
         for name in names:
             if limit is not None and splits.get(name) is not None:

@@ -182,6 +182,9 @@ def test_a_split_emptied_by_a_filter_is_a_one_line_error(tmp_path):
         load_corpus(DataArguments(train=str(train), categories="cs.DL"))
     with pytest.raises(LlmclsError, match="--test: no row has a label in the label space"):
         load_corpus(DataArguments(train=str(train), test=str(test)))
+    # a split before the last one too (only the last was checked: an empty validation reached scikit-learn)
+    with pytest.raises(LlmclsError, match="--validation: no row has a label in the label space"):
+        load_corpus(DataArguments(train=str(train), validation=str(test), test=str(train)))
     for option in ("max_train_examples", "max_eval_examples"):
         with pytest.raises(LlmclsError, match=f"--{option} must be at least 1"):
             load_corpus(DataArguments(train=str(train), **{option: 0}))
