@@ -6,17 +6,14 @@ Shared by train-encoder and predict-encoder.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from llmcls.corpus import Corpus, text_field_names
+from llmcls.encoder_args import EncoderArguments
 from llmcls.encoder_model import model_positions
 from llmcls.labels import LabelSpace
 from llmcls.progress import console
-
-if TYPE_CHECKING:
-    from llmcls.encoder import EncoderArguments
 
 
 @dataclass

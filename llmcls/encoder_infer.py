@@ -7,7 +7,7 @@ collation of lists, no dataloader processes started per call, no per-batch bookk
 (benchmarks/bench_encoder_throughput.py, BERT-base, length 256, batch 256): 6,965 samples/s against 6,788 through
 `Trainer.predict`, with the GPU busy about 97% of the time, so what is left is in the model's own kernels (eager
 element-wise work beside the matrix products), not in feeding it. Under DDP the Trainer's sharded loop is still used
-(see encoder.predict_scores).
+(see encoder_train.predict_scores).
 """
 
 from __future__ import annotations

@@ -19,16 +19,10 @@ import numpy as np
 
 from llmcls.config import DataArguments, bf16_gpu, build_parser, check_one_process, command_line, parse
 from llmcls.corpus import load_corpus
-from llmcls.encoder import (
-    EncoderArguments,
-    SplitScores,
-    build_trainer,
-    device_name,
-    predict_scores,
-    write_split,
-)
+from llmcls.encoder_args import EncoderArguments
 from llmcls.encoder_data import EncodedSplit, encode_split
 from llmcls.encoder_model import load_trained
+from llmcls.encoder_train import SplitScores, build_trainer, device_name, predict_scores, write_split
 from llmcls.errors import LlmclsError
 from llmcls.progress import console
 from llmcls.runs import RunDir

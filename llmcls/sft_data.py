@@ -7,13 +7,10 @@ example fitted to --max_length and the model's positions by cutting the abstract
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING
 
 from llmcls.corpus import Corpus
 from llmcls.progress import console
-
-if TYPE_CHECKING:  # annotations only: sft imports this module
-    from llmcls.sft import SFTScriptArguments
+from llmcls.sft_args import SFTScriptArguments
 
 
 def load_training_tokenizer(model_args, training_args):

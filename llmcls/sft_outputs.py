@@ -168,7 +168,7 @@ def evaluate(backend, corpus, run, script_args, gen_args, training_args, model_a
              load_s: float | None = None) -> None:
     """Predict validation/test with the trained model through the generative path (same prompts, same parser).
     `load_s`: the time the model took to load afresh (None: the model trained in this process)."""
-    from llmcls.generative import run_splits
+    from llmcls.generative_run import run_splits
     from llmcls.task import PromptArguments
 
     prompt_args = PromptArguments(output_dir=str(run.path), prompt=script_args.prompt, chat=script_args.chat,

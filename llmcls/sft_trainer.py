@@ -5,13 +5,11 @@ parameter count made once, and the generation check at each evaluation (`--gener
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmcls.corpus import Corpus
 from llmcls.errors import LlmclsError
-
-if TYPE_CHECKING:
-    from llmcls.sft import SFTScriptArguments
+from llmcls.sft_args import SFTScriptArguments
 
 
 def make_trainer(model_args, training_args, tokenizer, train_ds, eval_ds, check: GenerationCheck | None = None, *,

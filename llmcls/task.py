@@ -3,7 +3,7 @@
 The options that say it (`PromptArguments`, `GenerationArguments`: zeroshot / fewshot and sft share them), `Task`
 (prompts rendered from the template and fitted to the model's positions, few-shot examples, the backend's
 generate or score, answers parsed into records) and `quick_metrics`, the in-memory check `llmcls sft
---generate_at_eval` runs at each evaluation. Files, resuming and the final metrics are `generative.py`'s.
+--generate_at_eval` runs at each evaluation. Files, resuming and the final metrics are `generative_run.py`'s.
 """
 
 from __future__ import annotations

@@ -18,20 +18,15 @@ import yaml
 from conftest import RESOURCES, read_jsonl
 from tiny_encoders import save_tiny_bert, save_tiny_deberta, train_tokenizer
 
-from llmcls import encoder
+from llmcls import encoder, encoder_train
 from llmcls.cli import COMMANDS, main
 from llmcls.config import DataArguments
 from llmcls.corpus import load_corpus
-from llmcls.encoder import (
-    EncoderArguments,
-    EncoderTrainer,
-    build_trainer,
-    make_collator,
-    predict_scores,
-)
+from llmcls.encoder_args import EncoderArguments
 from llmcls.encoder_data import effective_max_length, encode_split
 from llmcls.encoder_infer import forward_logits, padded_batch, without_full_mask
 from llmcls.encoder_model import MeanPoolingClassifier, load_for_training, load_tokenizer, load_trained, save_trained
+from llmcls.encoder_train import EncoderTrainer, build_trainer, make_collator, predict_scores
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds
@@ -246,8 +241,9 @@ def test_predict_encoder_bf16_without_a_bf16_gpu_is_one_line(encoder_run, tmp_pa
 
 def test_kept_checkpoints_hold_the_last_one_for_resume(tiny_models, tmp_path, monkeypatch):
     falling = iter([0.9, 0.1])  # the first epoch is the best
-    original = encoder.epoch_metrics
-    monkeypatch.setattr(encoder, "epoch_metrics", lambda *a, **k: original(*a, **k) | {"micro_f1": next(falling)})
+    original = encoder_train.epoch_metrics
+    monkeypatch.setattr(encoder_train, "epoch_metrics",
+                        lambda *a, **k: original(*a, **k) | {"micro_f1": next(falling)})
     out = tmp_path / "kept"
     assert main(train_argv(tiny_models["bert"], out, "--max_train_examples", "32", "--keep_checkpoints",
                            "true")) == 0  # 2 epochs of 2 steps
