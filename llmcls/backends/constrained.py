@@ -395,9 +395,14 @@ def build_grammar(tokenizer, labels: Sequence[str], separator: str, context: str
 
 def complete_items(text: str, labels: Sequence[str], separator: str) -> str:
     """`text` without a last item that is not a new complete label (left when the answer ended early, mid-item:
-    "cs.IT, math." or, with prefix labels, "cs, cs" on the way to "cs, cs.IT")."""
+    "cs.IT, math." or, with prefix labels, "cs, cs" on the way to "cs, cs.IT"), and without the start of a separator
+    after the last label ("astro-ph," when the separator's space came with the next label's first token)."""
     items = text.split(separator)
     known = set(labels)
+    for cut in range(len(separator) - 1, 0, -1):
+        if items[-1].endswith(separator[:cut]) and items[-1][:-cut].strip() in known:
+            items[-1] = items[-1][:-cut]
+            break
     while len(items) > 1 and (items[-1].strip() not in known
                               or items[-1].strip() in {item.strip() for item in items[:-1]}):
         items.pop()
