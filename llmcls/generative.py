@@ -155,7 +155,7 @@ def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, co
     from llmcls.parsing import ANSWER_SEPARATOR
     from llmcls.prompts import load_template, render_user_message, template_fields
 
-    name = prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot")
+    name = prompt_args.template_name
     template = load_template(name)
     examples: list[dict] = []
     if prompt_args.k > 0:
@@ -224,7 +224,7 @@ def file_fingerprints(model_args: ModelArguments, prompt_args: PromptArguments) 
     folder whose weights were replaced, or a template edited in place, would mix two runs' answers)."""
     from llmcls.prompts import template_path
 
-    template = template_path(prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot"))
+    template = template_path(prompt_args.template_name)
     return {"model": files_fingerprint(model_args.model), "adapter": files_fingerprint(model_args.adapter),
             "prompt": files_fingerprint(template)}
 

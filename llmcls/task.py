@@ -42,6 +42,11 @@ class PromptArguments:
                 "thinking models (an SFT run's own is taken with its adapter)."})
     seed: int = field(default=42, metadata={"help": "Seed of few-shot selection and of sampling."})
 
+    @property
+    def template_name(self) -> str:
+        """The prompt template: --prompt, else zeroshot, or fewshot when --k > 0."""
+        return self.prompt or ("fewshot" if self.k > 0 else "zeroshot")
+
 
 @dataclass
 class GenerationArguments:
@@ -123,7 +128,7 @@ class Task:
         from llmcls.prompts import CHAT_OPTION, answer_prefix, load_template, parse_template_kwargs
 
         space = corpus.label_space
-        template = load_template(prompt_args.prompt or ("fewshot" if prompt_args.k > 0 else "zeroshot"))
+        template = load_template(prompt_args.template_name)
         pool = None
         if prompt_args.k > 0:
             train = corpus.get("train")
