@@ -4,7 +4,8 @@
     llmcls evaluate runs/linear/predictions.jsonl --json     # the metrics object alone on stdout
 
 The label space is `--labels` (a labels.json or one label a line), else the labels.json beside the file, else the
-labels seen in the file (gold and predicted, most frequent first).
+labels the records' scores name (a run's whole space), else the labels seen in the file (gold and predicted, most
+frequent first); the last two are said in a note, since macro-averages and ranking metrics depend on the space.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from llmcls.runs import predictions_from_records, read_predictions, scored_recor
 class EvaluateArguments:
     labels: str | None = field(default=None, metadata={
         "help": "The label space: a labels.json or a file with one label a line. Default: the labels.json beside the "
-                "predictions file, else the labels seen in the file (gold and predicted)."})
+                "predictions file, else the labels the records' scores name, else the labels seen in the file (gold "
+                "and predicted)."})
     json: bool = field(default=False, metadata={"help": "Print the metrics object alone on stdout."})
 
 
@@ -88,4 +90,13 @@ def label_space_for(path: Path, records: list[dict], labels_file: str | None) ->
             return LabelSpace.load(candidate)
         except ValueError as err:
             raise LlmclsError(str(err)) from None
-    return LabelSpace.from_label_lists([r["labels"] + r["predicted"] for r in records])
+    if all(isinstance(r.get("scores"), dict) and r["scores"] for r in records):  # scores name the run's space
+        space = LabelSpace(list(dict.fromkeys(label for r in records for label in r["scores"])))
+        origin = f"the {len(space)} labels its scores name"
+    else:
+        space = LabelSpace.from_label_lists([r["labels"] + r["predicted"] for r in records])
+        origin = f"the {len(space)} labels seen in the file (gold and predicted)"
+    console.print(f"note: no labels.json beside {path}: the label space is {origin}; macro-averages and ranking "
+                  "metrics depend on it, so pass the run's labels.json with --labels for the run's own numbers",
+                  soft_wrap=True, markup=False)
+    return space
