@@ -96,7 +96,8 @@ def label_space_for(path: Path, records: list[dict], labels_file: str | None) ->
     else:
         space = LabelSpace.from_label_lists([r["labels"] + r["predicted"] for r in records])
         origin = f"the {len(space)} labels seen in the file (gold and predicted)"
-    console.print(f"note: no labels.json beside {path}: the label space is {origin}; macro-averages and ranking "
-                  "metrics depend on it, so pass the run's labels.json with --labels for the run's own numbers",
-                  soft_wrap=True, markup=False)
+    if len(space):  # none: main's error says so
+        console.print(f"note: no labels.json beside {path}: the label space is {origin}; macro-averages and ranking "
+                      "metrics depend on it, so pass the run's labels.json with --labels for the run's own numbers",
+                      soft_wrap=True, markup=False)
     return space
