@@ -126,8 +126,9 @@ def scored_apart(runs: list[Run]) -> list[str]:
     splits = _grouped(runs, lambda run: run.value("split"))
     if len(splits) > 1:
         notes.append(f"the runs differ in the evaluated split ({_which(splits)}): their rows are not scored alike")
-    files = _grouped(runs, lambda run: run.value(f"config.{run.value('split') or 'test'}"))
-    if len({_file_content(name) for name in files}) > 1:  # one file's rows copied to two benchmarks' data/ is one
+    sources = {run.name: _evaluated_source(run) for run in runs}
+    files = _grouped(runs, lambda run: sources[run.name] and sources[run.name][0])
+    if len({key for _, key in filter(None, sources.values())}) > 1:  # one file's rows copied to two benchmarks' data/
         notes.append(f"the runs differ in the evaluated file ({_which(files)}): their rows are not scored alike")
     sizes = _grouped(runs, lambda run: run.value("metrics.n_examples"))
     if len(sizes) > 1:
@@ -143,6 +144,22 @@ def scored_apart(runs: list[Run]) -> list[str]:
         notes.append("the runs scored different examples (their predictions' ids differ): their rows are not scored "
                      "alike")
     return notes
+
+
+def _evaluated_source(run: Run) -> tuple[str, tuple] | None:
+    """Where a run's evaluated rows came from, as (what a note shows, what tells sources apart): the file given for
+    the split, or, for a split carved by --split_ratios, the training file with the ratios and seed that carved it.
+    None when the run recorded neither."""
+    split = run.value("split") or "test"
+    given = run.value(f"config.{split}")
+    if given is not None:
+        return str(given), (_file_content(str(given)),)
+    ratios, train = run.value("config.split_ratios"), run.value("config.train")
+    if not ratios or train is None:
+        return None
+    seed = run.value("config.split_seed")
+    return (f"{train}, its {split} split by --split_ratios {ratios} --split_seed {seed}",
+            (_file_content(str(train)), str(ratios), str(seed), split))
 
 
 def _file_content(name: str) -> str:

@@ -158,3 +158,23 @@ def test_copies_of_one_file_in_two_benchmark_folders_are_one_evaluated_file(tmp_
     assert "evaluated file" not in notes_of(paths, capsys)
     paths = sized_runs(tmp_path / "other", [("a", 20), ("b", 20)], tests=[str(first), str(other)])
     assert f"the runs differ in the evaluated file (a: {first}; b: {other})" in notes_of(paths, capsys)
+
+
+def test_splits_carved_from_other_training_files_are_other_evaluated_files(tmp_path, capsys):
+    """Runs whose test rows --split_ratios carved from two different --train files recorded no test file, and compare
+    said nothing of it (only, at times, other numbers of examples)."""
+    space, gold = LabelSpace(LABELS), gold_matrix(np.random.default_rng(0))
+
+    def carved(name, train, seed=42, ratios="0.8,0.1,0.1"):
+        config = {**CONFIG, "train": train, "validation": None, "test": None, "split_ratios": ratios,
+                  "split_seed": seed}
+        return write_run(tmp_path / name, space, gold[:20], gold[:20], system="s", model="m", timing={},
+                         config=config)
+
+    snapshot, abstracts = carved("snap", "aapd-train"), carved("abs", "aapd-validation")
+    said = notes_of([snapshot, abstracts], capsys)
+    assert ("the runs differ in the evaluated file (snap: aapd-train, its test split by --split_ratios 0.8,0.1,0.1 "
+            "--split_seed 42; abs: aapd-validation, its test split by --split_ratios 0.8,0.1,0.1 --split_seed 42)"
+            ) in said, said
+    assert "evaluated file" not in notes_of([snapshot, carved("again", "aapd-train")], capsys)
+    assert "evaluated file" in notes_of([snapshot, carved("seed", "aapd-train", seed=1)], capsys)
