@@ -4,7 +4,9 @@ The algorithm hands out the examples of the rarest remaining label first, each t
 most of that label (ties: the subset that wants most examples overall, then a seeded coin). It keeps label
 proportions close to the requested ratios, but cannot by itself promise that a rare label lands in train; a
 repair pass then moves one example into train for every label that has at least `min_train_count` examples in
-all and none in train. Deterministic for a seed. Pure numpy; no torch, no datasets.
+all and none in train. With `groups` (rows sharing a text, say) a group is never split: each example goes where its
+group's first example went, and the repair moves whole groups. Deterministic for a seed. Pure numpy; no torch, no
+datasets.
 """
 
 from __future__ import annotations
@@ -26,9 +28,17 @@ def parse_ratios(text: str) -> list[float]:
 
 
 def iterative_stratification(label_lists: Sequence[Sequence[int]], n_labels: int, ratios: Sequence[float],
-                             seed: int = 42, min_train_count: int = 3) -> list[np.ndarray]:
-    """Split example indices into len(ratios) subsets (the first is train); returns sorted index arrays."""
+                             seed: int = 42, min_train_count: int = 3,
+                             groups: np.ndarray | None = None) -> list[np.ndarray]:
+    """Split example indices into len(ratios) subsets (the first is train); returns sorted index arrays.
+
+    `groups`: one index per example, that of its group's first example (`groups[i] <= i`, `groups[groups] ==
+    groups`): every member then goes to the subset its first example was given (the ratios hold approximately)."""
     n = len(label_lists)
+    if groups is not None:
+        groups = np.asarray(groups, dtype=np.int64)
+        if groups.shape != (n,) or (groups > np.arange(n)).any() or (groups[groups] != groups).any():
+            raise ValueError("groups: expected, for each example, the index of its group's first example")
     rng = np.random.default_rng(seed)
     ratios_arr = np.asarray(ratios, dtype=float)
     counts = np.zeros(n_labels, dtype=np.int64)
@@ -59,7 +69,9 @@ def iterative_stratification(label_lists: Sequence[Sequence[int]], n_labels: int
         subset = int(np.argmax(wanted_examples))
         assignment[i] = subset
         wanted_examples[subset] -= 1
-    _repair(assignment, by_label, counts, min_train_count)
+    if groups is not None:
+        assignment = assignment[groups]
+    _repair(assignment, by_label, counts, min_train_count, groups)
     return [np.flatnonzero(assignment == s) for s in range(len(ratios))]
 
 
@@ -71,10 +83,15 @@ def _choose(wanted_for_label: np.ndarray, wanted_examples: np.ndarray, rng: np.r
     return int(best[0] if len(best) == 1 else rng.choice(best))
 
 
-def _repair(assignment: np.ndarray, by_label: list[list[int]], counts: np.ndarray, min_train_count: int) -> None:
-    """Move one example into train (subset 0) for each label with enough examples but none in train."""
+def _repair(assignment: np.ndarray, by_label: list[list[int]], counts: np.ndarray, min_train_count: int,
+            groups: np.ndarray | None = None) -> None:
+    """Move one example (with its group) into train (subset 0) for each label with enough examples but none in
+    train."""
     for label in np.argsort(counts, kind="stable"):
         members = np.asarray(by_label[label], dtype=np.int64)
         if counts[label] < min_train_count or (assignment[members] == 0).any():
             continue
-        assignment[members[0]] = 0  # the lowest index: deterministic
+        if groups is None:
+            assignment[members[0]] = 0  # the lowest index: deterministic
+        else:
+            assignment[groups == groups[members[0]]] = 0

@@ -60,6 +60,56 @@ def test_repair_moves_a_rare_label_into_train():
     assert any(1 in lists[i] for i in parts[0])
 
 
+def test_groups_are_never_split_and_the_repair_moves_whole_groups():
+    lists = _random_label_lists(600, 40, 3)
+    rng = np.random.default_rng(0)
+    groups = np.arange(600)
+    for i in np.sort(rng.choice(np.arange(1, 600), size=150, replace=False)):  # a quarter repeat an earlier row
+        groups[i] = groups[rng.integers(0, i)]
+    parts = iterative_stratification(lists, 40, [0.8, 0.1, 0.1], seed=1, groups=groups)
+    subset = np.empty(600, dtype=int)
+    for s, part in enumerate(parts):
+        subset[part] = s
+    assert (subset == subset[groups]).all()  # every row where its group's first row went
+    assert abs(len(parts[0]) - 480) <= 40
+    again = iterative_stratification(lists, 40, [0.8, 0.1, 0.1], seed=1, groups=groups)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    # the rare label's 3 examples are one group (one text): the repair moves the whole group into train
+    rare = [[0]] * 30 + [[1]] * 3
+    parts = iterative_stratification(rare, 2, [0.1, 0.45, 0.45], seed=0, groups=list(range(31)) + [30, 30])
+    assert {30, 31, 32} <= set(parts[0].tolist())
+
+
+def _text(row: dict) -> str:
+    return " ".join(row["abstract"].split()).lower()
+
+
+def test_split_ratios_keep_rows_with_the_same_abstract_in_one_split(aapd_rows, tmp_path):
+    """Rows repeating another's abstract (a copy without its id, upper-cased or re-wrapped; another paper with the
+    same abstract under another title) went to train and to validation/test alike: inflated scores, silently."""
+    rows = [dict(r, title=f"title {i}") for i, r in enumerate(aapd_rows[:300])]
+    copies = [{"title": r["title"], "abstract": "  " + r["abstract"].upper().replace(" ", " \n  "),
+               "labels": r["labels"]} for r in rows[:30]]  # no id: numbered by its row
+    copies += [dict(r, id=f"other-{i}", title="another title") for i, r in enumerate(rows[30:40])]
+    path = write_jsonl(tmp_path / "all.jsonl", rows + copies)
+    args = DataArguments(train=str(path), split_ratios="0.8,0.1,0.1", split_seed=42)
+    corpus = load_corpus(args)
+    texts = {name: {_text(r) for r in corpus.get(name)} for name in ("train", "validation", "test")}
+    assert not texts["train"] & texts["validation"] and not texts["train"] & texts["test"]
+    assert not texts["validation"] & texts["test"]
+    assert ("--split_ratios kept 80 rows that share an abstract with another row (40 abstracts, compared after "
+            "whitespace normalisation and lower-casing) together, each group in the split of its first row"
+            in corpus.notes)
+    sizes = corpus.sizes()
+    assert sum(sizes.values()) == 340 and abs(sizes["train"] - 272) <= 12  # the ratios still hold, roughly
+    counts = Counter(lab for r in rows + copies for lab in r["labels"])
+    assert {lab for lab, c in counts.items() if c >= 3} <= {lab for r in corpus.get("train") for lab in r["labels"]}
+    assert load_corpus(args).get("test")["id"] == corpus.get("test")["id"]  # deterministic for a seed
+    unique = write_jsonl(tmp_path / "unique.jsonl", rows)
+    assert not any("share an abstract" in note for note in load_corpus(
+        DataArguments(train=str(unique), split_ratios="0.8,0.1,0.1")).notes)
+
+
 def test_split_ratios_through_load_corpus(aapd_rows, tmp_path):
     path = write_jsonl(tmp_path / "all.jsonl", aapd_rows)
     corpus = load_corpus(DataArguments(train=str(path), split_ratios="0.8,0.1,0.1", split_seed=5))
