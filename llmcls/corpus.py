@@ -160,16 +160,18 @@ def _require_rows(ds, why: str) -> None:
 
 def _shared_rows(read: dict) -> list[str]:
     """Notes for a validation or test file that shares examples with train (or test with validation): its scores
-    are then no held-out estimates. Compared by ids (cheap: no texts); files without an id field (row numbers) only
-    when they are the same file. Rows whose id was missing are numbered by their row: those numbers are left out
-    (the first rows of two files without ids would share "0")."""
+    are then no held-out estimates. Compared by ids; files without an id field (row numbers) only when they are the
+    same file. Rows whose id was missing are numbered by their row: those numbers are left out (the first rows of two
+    files without ids would share "0"). And by their abstracts (`text_keys`: a hash a row), which also finds a
+    training paper repeated without its id or under another."""
     import pyarrow.compute as pc
 
     def given_ids(result):
         ids = arrow_rows(result.dataset, ["id"]).column("id")
         return ids if result.numbered is None else ids.filter(pc.invert(result.numbered))
 
-    notes = []
+    notes: list[str] = []
+    keys: dict[str, np.ndarray] = {}
     for name, other in (("validation", "train"), ("test", "train"), ("test", "validation")):
         if name not in read or other not in read:
             continue
@@ -182,7 +184,34 @@ def _shared_rows(read: dict) -> list[str]:
                              "held-out estimates")
         elif Path(mine.path).resolve() == Path(theirs.path).resolve():
             notes.append(f"{name} is the same file as {other}: its scores are not held-out estimates")
+        if Path(mine.path).resolve() != Path(theirs.path).resolve():  # the same file: said above
+            notes.extend(_shared_texts(name, mine, other, theirs, keys))
     return notes
+
+
+def _shared_texts(name: str, mine, other: str, theirs, keys: dict) -> list[str]:
+    """A note for rows of `mine` whose abstract (`text_keys`) a row of `theirs` has: another copy of a training
+    paper (without its id, or under another id or title) is no held-out example either. `keys` caches the hashes
+    by split."""
+    for split, result in ((name, mine), (other, theirs)):
+        if split not in keys:
+            keys[split] = text_keys(result.dataset)
+    own, known = keys[name], keys[other]
+    repeats = np.flatnonzero(np.isin(own, known))
+    if not len(repeats):
+        return []
+    first = int(repeats[0])
+    match = int(np.flatnonzero(known == own[first])[0])
+    return [f"{name} repeats the abstract of a {other} row in {len(repeats)} of its {len(own)} rows (e.g. {name} "
+            f"{_row_name(mine, first)} = {other} {_row_name(theirs, match)}; {TEXT_KEY}): its scores are not "
+            "held-out estimates"]
+
+
+def _row_name(result, i: int) -> str:
+    """`id X`, or `row N (no id)` for a row numbered for want of one."""
+    row_id = result.dataset.select_columns(["id"])[i]["id"]
+    numbered = result.id_field is None or (result.numbered is not None and result.numbered[i].as_py())
+    return f"row {row_id} (no id)" if numbered else f"id {row_id}"
 
 
 def _map_labels(ds, args: DataArguments, notes: list[str], name: str, keep_unlabelled: bool = False):
