@@ -81,15 +81,16 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
         notes.extend(f"{name}: {note}" for note in result.notes)
         if result.n_skipped:
             notes.append(f"{name}: skipped {result.n_skipped} bad rows in {result.path}")
-        if result.n_filtered_by_date:
-            notes.append(f"{name}: {result.n_filtered_by_date} rows outside --since/--until")
+        dates = _date_counts(result, args.date_field)
+        notes.extend(f"{name}: {count}" for count in dates)
         _require_rows(result.dataset, f"{result.path}: " + (
-            "no row dated within --since/--until" if result.n_filtered_by_date
+            f"no row dated within --since/--until: {'; '.join(dates)}" if result.n_filtered_by_date
             else f"all {result.n_skipped} rows skipped as bad (--skip_bad_rows)" if result.n_skipped
             else "has no rows"))
         splits[name] = _map_labels(result.dataset, args, notes, name, keep_unlabelled=name in unlabelled)
-        kept = (f" among the {len(result.dataset)} rows --since/--until kept ({result.n_filtered_by_date} outside)"
-                if result.n_filtered_by_date else "")
+        dropped = [f"{n} {why}" for n, why in ((result.n_filtered_by_date - result.n_undated, "outside"), (
+            result.n_undated, f"without a readable {args.date_field} date")) if n]
+        kept = f" among the {len(result.dataset)} rows --since/--until kept ({', '.join(dropped)})" if dropped else ""
         _require_rows(splits[name], f"{result.path}: no row has a label in --categories {args.categories}{kept}")
     notes.extend(_shared_rows(read))
     if args.split_ratios:
@@ -121,6 +122,18 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
     for note in notes:  # skipped rows, dropped rows, the split: the user sees them, config.yaml keeps them
         console.print(f"note: {note}", soft_wrap=True, markup=False)  # paths stay copyable; labels may hold [...]
     return Corpus(space, splits, notes)
+
+
+def _date_counts(result, date_field: str) -> list[str]:
+    """What --since/--until dropped, rows dated outside the window apart from rows without a date to compare (missing,
+    or not YYYY-MM-DD: `2008/11/26` is no date before 2000)."""
+    counts = []
+    outside = result.n_filtered_by_date - result.n_undated
+    if outside:
+        counts.append(f"{outside} rows dated outside --since/--until")
+    if result.n_undated:
+        counts.append(f"{result.n_undated} rows without a readable {date_field} date (e.g. {result.undated_example})")
+    return counts
 
 
 def _step(message: str, splits: dict, shown_from: int = 100_000):

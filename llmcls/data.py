@@ -90,7 +90,9 @@ class ReadResult:
     path: str
     format: str  # "arxiv-snapshot", "aapd-text", "json", "csv", "parquet"
     n_skipped: int = 0
-    n_filtered_by_date: int = 0
+    n_filtered_by_date: int = 0  # rows --since/--until dropped: dated outside the window, or with no readable date
+    n_undated: int = 0  # those of them with no readable date (missing, or not YYYY-MM-DD)
+    undated_example: str | None = None  # the first of those: "line 3: '2008/11/26'"
     id_field: str | None = None  # None: ids are row numbers (the file has no id field)
     notes: list[str] = dataclasses.field(default_factory=list)  # hints about the file, for the user
     # pyarrow booleans, one per row of `dataset`: the rows of a file with an id field whose id was missing, numbered
@@ -370,8 +372,12 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
         n_skipped = len(bad)
         normalised = normalised.select(np.setdiff1d(np.arange(len(normalised)), bad))
     n_before = len(normalised)
+    n_undated, undated_example = 0, None
     if dated:
-        normalised = _filter_dates(normalised, options)
+        before, (normalised, undated) = normalised, _filter_dates(normalised, options)
+        n_undated = len(undated)
+        if n_undated:
+            undated_example = _undated_example(path, loader, raw, before, undated, options)
     if options.unique_ids:
         _check_unique_ids(path, loader, normalised)
     numbered = None  # without an id field every row is numbered: ReadResult.numbered stays None
@@ -383,8 +389,8 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
         normalised = normalised.flatten_indices()  # (without a selection this would copy the whole file again)
     fmt = "arxiv-snapshot" if fields.snapshot else loader
     joined = _joined_labels_note(normalised.data.column("labels")) if fields.labels and not options.label_sep else None
-    return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised), fields.id,
-                      [joined] if joined else [], numbered)
+    return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised), n_undated, undated_example,
+                      fields.id, [joined] if joined else [], numbered)
 
 
 def _check_unique_ids(path: Path, loader: str, dataset) -> None:
@@ -535,8 +541,8 @@ def _dates(batch, options: ReadOptions):
 
 
 def _filter_dates(dataset, options: ReadOptions):
-    """Keep rows whose date lies in [since, until] (ISO strings compare in date order); undated rows (no date, or
-    one that is not YYYY-MM-DD) go."""
+    """(The rows whose date lies in [since, until] (ISO strings compare in date order), the positions of the undated
+    rows among `dataset`'s: no date, or one that is not YYYY-MM-DD; they go too, and are counted apart)."""
     import numpy as np
     import pyarrow.compute as pc
 
@@ -549,4 +555,26 @@ def _filter_dates(dataset, options: ReadOptions):
     if options.until:
         mask = pc.and_(mask, pc.less_equal(dates, options.until))
     keep = np.flatnonzero(pc.fill_null(mask, False).to_numpy(zero_copy_only=False))
-    return dataset.select(keep)
+    undated = np.flatnonzero(pc.is_null(dates).to_numpy(zero_copy_only=False))
+    return dataset.select(keep), undated
+
+
+def _undated_example(path: Path, loader: str, raw, dataset, undated, options: ReadOptions) -> str:
+    """`line 8: '2008/11/26'`: where the first undated row (`undated`: positions among `dataset`, the rows before the
+    date filter) with a date cell written is in the file, and that cell; the first undated row's `no value` when no
+    such row has one."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    column = "versions" if options.date_field == "first_version" else options.date_field
+    file_rows = arrow_rows(dataset, ["_row"]).column("_row").take(undated)  # rows of `raw`
+    written = np.flatnonzero(pc.is_valid(arrow_rows(raw, [column]).column(column).take(file_rows)).to_numpy(
+        zero_copy_only=False))
+    index = int(undated[written[0]] if len(written) else undated[0])
+    row = dataset.select_columns(["_line", "_row"])[index]
+    line, where = (row["_line"], "line") if row["_line"] is not None else record_position(path, loader, row["_row"])
+    value = cell_values(raw.with_format("arrow")[row["_row"]:row["_row"] + 1].column(column))[0]
+    if options.date_field == "first_version" and isinstance(value, list) and value and isinstance(value[0], dict):
+        value = value[0].get("created")
+    shown = "no value" if value is None else repr(value)
+    return f"{where} {line}: {shown if len(shown) <= 60 else shown[:57] + '...'}"

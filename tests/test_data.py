@@ -376,7 +376,42 @@ def test_rows_whose_date_does_not_parse_are_undated(tmp_path):
     rows = [{"id": str(i), "abstract": "t", "labels": ["cs.LG"], "update_date": d} for i, d in enumerate(dates)]
     result = read_file(str(write_jsonl(tmp_path / "dated.jsonl", rows)), ReadOptions(since="2008-06-01"))
     assert result.dataset["id"] == ["0", "7"]
-    assert result.n_filtered_by_date == 6
+    assert result.n_filtered_by_date == result.n_undated == 6
+    assert result.undated_example == "line 2: 'not a date'"
+
+
+def test_undated_rows_are_counted_apart_from_rows_dated_outside_the_window(snapshot_rows, tmp_path):
+    """Rows without a readable date were "rows outside --since/--until" (none is dated before 2000), and a file
+    whose every date is YYYY/MM/DD had "no row dated within --since/--until", as if its dates were all too old."""
+    from llmcls.corpus import load_corpus
+
+    rows = [dict(r) for r in snapshot_rows[:10]]
+    rows[1]["update_date"] = None
+    del rows[2]["update_date"]
+    rows[3]["update_date"], rows[4]["update_date"] = "2008/11/26", "26-11-2008"
+    path = write_jsonl(tmp_path / "snap.jsonl", rows)
+    result = read_file(str(path), ReadOptions(since="2000-01-01"))
+    assert (len(result.dataset), result.n_filtered_by_date, result.n_undated) == (6, 4, 4)
+    assert result.undated_example == "line 4: '2008/11/26'"  # the first with a date written, not a missing one
+    corpus = load_corpus(DataArguments(train=str(path), since="2000-01-01"))
+    assert [note for note in corpus.notes if "readable" in note or "outside" in note] == [
+        "train: 4 rows without a readable update_date date (e.g. line 4: '2008/11/26')"]
+    # a malformed line to skip: read line by line (other cell types), the lines counted as in the file
+    skipped = tmp_path / "skipped.jsonl"
+    skipped.write_text("{oops\n" + path.read_text())
+    late = load_corpus(DataArguments(train=str(skipped), since="2008-01-01", skip_bad_rows=True))
+    outside = sum(r.get("update_date") is not None and "-" in r["update_date"][4:5] and r["update_date"] < "2008"
+                  for r in rows)
+    assert outside and [note for note in late.notes if "readable" in note or "outside" in note] == [
+        f"train: {outside} rows dated outside --since/--until",
+        "train: 4 rows without a readable update_date date (e.g. line 5: '2008/11/26')"]
+    for row in rows:
+        row["update_date"] = "2008/11/26"
+    slashes = write_jsonl(tmp_path / "slashes.jsonl", rows)
+    with pytest.raises(LlmclsError) as info:
+        load_corpus(DataArguments(train=str(slashes), since="2000-01-01"))
+    assert str(info.value) == (f"{slashes}: no row dated within --since/--until: 10 rows without a readable "
+                               "update_date date (e.g. line 1: '2008/11/26')")
 
 
 def test_first_version_that_is_not_a_list_is_undated(snapshot_rows, tmp_path):
