@@ -256,8 +256,11 @@ def _map_labels(ds, args: DataArguments, notes: list[str], name: str, keep_unlab
     ds = ds.remove_columns("labels").add_column("labels", labels, feature=feature)
     if keep_unlabelled:
         return ds
-    return ds.filter(lambda batch: [bool(labels) for labels in batch], input_columns="labels", batched=True,
+    kept = ds.filter(lambda batch: [bool(labels) for labels in batch], input_columns="labels", batched=True,
                      desc="Keeping --categories")
+    if len(kept) < len(ds):  # said as --top_labels says its dropped rows
+        notes.append(f"{name}: {len(ds) - len(kept)} rows with no label in --categories {args.categories} dropped")
+    return kept
 
 
 def _split(splits: dict, args: DataArguments, notes: list[str]) -> dict:

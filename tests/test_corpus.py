@@ -158,6 +158,9 @@ def test_label_filters(snapshot_rows, tmp_path):
     expected = sum(any(lab == "hep-th" or lab.startswith("math.") for lab in r["categories"].split())
                    for r in snapshot_rows)
     assert len(math.get("train")) == expected
+    # the rows dropped are said, as --top_labels says its own (1,999 -> 83 rows was silent)
+    dropped = len(snapshot_rows) - expected
+    assert f"train: {dropped} rows with no label in --categories math,hep-th dropped" in math.notes
     folded = load_corpus(DataArguments(train=str(path), categories="MATH,Hep-Th,cs.XX"))  # any case; a typo noted
     assert folded.label_space == math.label_space and len(folded.get("train")) == expected
     assert "train: --categories cs.xx matched no label of the file" in folded.notes
