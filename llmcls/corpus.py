@@ -295,7 +295,7 @@ def text_keys(ds, batch_size: int = 100_000) -> np.ndarray:
     Hashed batch by batch from Arrow (no copy of the texts, one hash call a row: seconds for millions of rows)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import xxhash  # a dependency of datasets
+    import xxhash
 
     keys = np.empty(len(ds), dtype=np.uint64)
     start = 0
