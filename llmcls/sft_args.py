@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from llmcls.task import PromptArguments
+
 
 @dataclass
 class SFTScriptArguments:
@@ -41,3 +43,9 @@ class SFTScriptArguments:
                 "and eval_gen_well_formed_rate (score mode: eval_gen_map, eval_gen_p_at_1); with "
                 "--metric_for_best_model eval_gen_micro_f1 --load_best_model_at_end the kept checkpoint is the best "
                 "by what the model writes, not by loss. 0: off."})
+
+    def prompt_arguments(self, output_dir: str, seed: int) -> PromptArguments:
+        """The generative path's options for this run's prompt (its template, layout and chat template options):
+        the model is evaluated, after training and at --generate_at_eval, as it was trained."""
+        return PromptArguments(output_dir=output_dir, prompt=self.prompt, chat=self.chat,
+                               chat_template_kwargs=self.chat_template_kwargs, seed=seed)

@@ -81,8 +81,8 @@ def trained_backend(trainer, tokenizer, gen_args):
     loads on this device (`pick_dtype`): a full fine-tuning's float32 master weights are cast, as loading them in
     that dtype does (a LoRA trained in another dtype is evaluated from its saved adapter: `lora_in_other_dtype`). A
     4-bit or 8-bit model keeps its adapter unmerged and its dtypes (QLoRA: compute in --dtype)."""
-    from llmcls.backends.hf import HFBackend
     from llmcls.backends.loading import pick_dtype
+    from llmcls.sft_trainer import generation_backend
 
     model = trainer.model
     if hasattr(model, "merge_and_unload") and not quantized(model):
@@ -91,11 +91,7 @@ def trained_backend(trainer, tokenizer, gen_args):
         dtype = pick_dtype("auto", str(model.device))
         if model.dtype != dtype:
             model = model.to(dtype)
-    model.eval()
-    if getattr(model.config, "use_cache", None) is False:
-        model.config.use_cache = True  # gradient checkpointing turned the cache off for training
-    tokenizer.padding_side = "left"
-    return HFBackend(model, tokenizer, batch_size=gen_args.batch_size)
+    return generation_backend(model, tokenizer, gen_args.batch_size)
 
 
 def release_training_model(trainer) -> None:
@@ -169,10 +165,8 @@ def evaluate(backend, corpus, run, script_args, gen_args, training_args, model_a
     """Predict validation/test with the trained model through the generative path (same prompts, same parser).
     `load_s`: the time the model took to load afresh (None: the model trained in this process)."""
     from llmcls.generative_run import run_splits
-    from llmcls.task import PromptArguments
 
-    prompt_args = PromptArguments(output_dir=str(run.path), prompt=script_args.prompt, chat=script_args.chat,
-                                  chat_template_kwargs=script_args.chat_template_kwargs, seed=training_args.seed)
+    prompt_args = script_args.prompt_arguments(str(run.path), training_args.seed)
     peft = f" + LoRA r={model_args.lora_r}" if model_args.use_peft else " (full fine-tuning)"
     run_splits(corpus, backend, run, prompt_args, gen_args, system="sft",
                model=f"{model_args.model_name_or_path}{peft}", load_s=load_s,

@@ -143,19 +143,13 @@ class GenerationCheck:
         return result[0]
 
     def measure(self, model) -> dict[str, float]:
-        from llmcls.backends.hf import HFBackend
-        from llmcls.task import PromptArguments, Task, quick_metrics
+        from llmcls.task import Task, quick_metrics
 
         training, side, cache = model.training, self.tokenizer.padding_side, model.config.use_cache
-        model.eval()
-        model.config.use_cache = True  # gradient checkpointing turns the cache off for training
-        self.tokenizer.padding_side = "left"
         backend = None
         try:
-            backend = HFBackend(model, self.tokenizer, batch_size=self.gen_args.batch_size)
-            prompt_args = PromptArguments(output_dir="", prompt=self.script_args.prompt, chat=self.script_args.chat,
-                                          chat_template_kwargs=self.script_args.chat_template_kwargs, seed=self.seed)
-            task = Task.build(self.corpus, backend, prompt_args, self.gen_args)
+            backend = generation_backend(model, self.tokenizer, self.gen_args.batch_size)
+            task = Task.build(self.corpus, backend, self.script_args.prompt_arguments("", self.seed), self.gen_args)
             return quick_metrics(task, self.corpus.get("validation"), self.script_args.generate_at_eval)
         finally:
             if backend is not None:  # training goes on with the attention it had (FlashAttention: sdpa meanwhile)
@@ -163,6 +157,18 @@ class GenerationCheck:
             model.train(training)
             model.config.use_cache = cache
             self.tokenizer.padding_side = side
+
+
+def generation_backend(model, tokenizer, batch_size: int):
+    """`model` as a generation backend: in evaluation mode, with the KV cache that gradient checkpointing turned off
+    for training back on, and `tokenizer` padding on the left (training pads on the right)."""
+    from llmcls.backends.hf import HFBackend
+
+    model.eval()
+    if getattr(model.config, "use_cache", None) is False:
+        model.config.use_cache = True
+    tokenizer.padding_side = "left"
+    return HFBackend(model, tokenizer, batch_size=batch_size)
 
 
 def resolve_dtype(model_args, training_args) -> str:
