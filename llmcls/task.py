@@ -20,6 +20,7 @@ from llmcls.corpus import Corpus
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics
+from llmcls.runs import predictions_from_records
 
 # answers hold at most this many labels when no train/validation split shows the real maximum (AAPD's is 7)
 DEFAULT_MAX_LABELS = 8
@@ -277,13 +278,10 @@ def quick_metrics(task: Task, ds, limit: int) -> dict[str, float]:
 
 
 def record_matrices(space: LabelSpace, records: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Gold and predicted multi-hot matrices of records, and their scores (score mode) or None."""
-    gold = space.to_multi_hot([r["labels"] for r in records], unknown="ignore")
-    predicted = space.to_multi_hot([r["predicted"] for r in records], unknown="ignore")
-    scores = None
-    if records and all("scores" in r for r in records):
-        scores = np.stack([r["scores"] for r in records])  # label-space rows (Task.predict, PredictionWriter)
-    return gold, predicted, scores
+    """Gold and predicted multi-hot matrices of records, and their scores (score mode: label-space rows, from
+    Task.predict or PredictionWriter) or None: `runs.predictions_from_records`'s, as a tuple."""
+    predictions = predictions_from_records(records, space)
+    return predictions.gold, predictions.predicted, predictions.scores
 
 
 def generation_stats(task: Task, records: list[dict]) -> dict[str, Any]:
