@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any
 
@@ -252,6 +253,28 @@ def to_dict(*objs: Any) -> dict[str, Any]:
     for obj in objs:
         merged.update(asdict(obj) if is_dataclass(obj) else vars(obj))
     return merged
+
+
+# the old value of an option that the earlier run did not record (`changed_options`)
+NOT_RECORDED = object()
+
+
+def changed_options(old: dict[str, Any], new: dict[str, Any],
+                    ignore: Iterable[str] = ()) -> list[tuple[str, Any, Any]]:
+    """The options of `new` (in its order, less `ignore`) whose value differs from the one `old` recorded, as (name,
+    old value, new value): what an interrupted run was made with against what would resume it. An option `old` lacks
+    (an earlier llmcls did not have it yet) is no change while it is unset (None) now; otherwise its old value is
+    `NOT_RECORDED`."""
+    ignored = set(ignore)
+    return [(name, old.get(name, NOT_RECORDED), value) for name, value in new.items()
+            if name not in ignored and old.get(name, None if value is None else NOT_RECORDED) != value]
+
+
+def describe_changes(changes: list[tuple[str, Any, Any]], absent: str = "(not recorded)", shown: int = 3) -> str:
+    """`changed_options`' changes as `name: old -> new`, the first `shown` of them, then how many more."""
+    details = ", ".join(f"{name}: {absent if before is NOT_RECORDED else repr(before)} -> {after!r}"
+                        for name, before, after in changes[:shown])
+    return details + (f", and {len(changes) - shown} more" if len(changes) > shown else "")
 
 
 def check_date_option(name: str, value) -> str | None:

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from llmcls.backends import ModelArguments, load_backend
-from llmcls.config import DataArguments, build_parser, parse, to_dict
+from llmcls.config import DataArguments, build_parser, changed_options, describe_changes, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.generative_run import is_finished, run_splits
@@ -250,19 +250,15 @@ def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> N
                else "the same labels in another order")
         raise LlmclsError(f"{run.path} holds predictions over another label space ({how}); resume with the same "
                           "labels, or use a new --output_dir")
-    old = run.read_config()
-    missing = object()
     # an option of another mode changes nothing (an earlier llmcls took one that is now refused: left out now, it
     # must not read as a change)
     idle = {name for name, applies, _ in MODE_OPTIONS if not applies(SimpleNamespace(**config))}
     idle |= {"selection"} if not config.get("k") else set()
-    # an option the earlier run's version did not have yet, left unset now, changes nothing
-    changed = sorted(key for key in config if key not in RESUMABLE_CHANGES | idle
-                     and old.get(key, None if config[key] is None else missing) != config[key])
+    changed = sorted(changed_options(run.read_config(), config, ignore=RESUMABLE_CHANGES | idle))
     if changed:
-        details = ", ".join(f"{key}: {old.get(key, '(not set)')!r} -> {config[key]!r}" for key in changed[:3])
-        raise LlmclsError(f"{run.path} holds predictions made with other options ({details}); resume with the same "
-                          "options, or use a new --output_dir")
+        raise LlmclsError(f"{run.path} holds predictions made with other options "
+                          f"({describe_changes(changed, absent='(not set)')}); resume with the same options, or use "
+                          "a new --output_dir")
 
 
 if __name__ == "__main__":

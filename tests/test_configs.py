@@ -48,3 +48,16 @@ def test_accelerate_config_loads(path):
     config = load_config_from_file(str(path))
     assert config.num_machines >= 1 and config.mixed_precision == "bf16"
     assert "accelerate launch --config_file accelerate_configs/" in path.read_text()  # the header shows the launch
+
+
+def test_changed_options_name_what_a_resumed_run_would_change():
+    from llmcls.config import NOT_RECORDED, changed_options, describe_changes
+
+    old = {"model": "a", "k": 5, "batch_size": 8}
+    new = {"model": "b", "k": 5, "batch_size": 16, "seed": None, "mode": "score", "x": 1, "y": 2}
+    changed = changed_options(old, new, ignore={"batch_size"})
+    # seed: unknown to the earlier run and unset now, no change
+    assert changed == [("model", "a", "b"), ("mode", NOT_RECORDED, "score"), ("x", NOT_RECORDED, 1),
+                       ("y", NOT_RECORDED, 2)]
+    assert describe_changes(changed, absent="(not set)") == ("model: 'a' -> 'b', mode: (not set) -> 'score', x: (not "
+                                                             "set) -> 1, and 1 more")
