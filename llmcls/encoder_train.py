@@ -94,17 +94,16 @@ def make_collator(tokenizer) -> Collator:
 
 
 def build_trainer(model, tokenizer, train_split: EncodedSplit | None, eval_split: EncodedSplit | None,
-                  args: TrainingArguments, loss_fn=None, options: dict | None = None) -> EncoderTrainer:
+                  args: EncoderArguments, loss_fn=None, options: dict | None = None) -> EncoderTrainer:
     from transformers import EarlyStoppingCallback
 
     callbacks = []
-    if getattr(args, "early_stopping_patience", None):
+    if args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     if eval_split is None:
         compute = None
     else:
-        compute = functools.partial(epoch_metrics, min_labels=getattr(args, "min_labels", "0"),
-                                    per_label=getattr(args, "per_label_thresholds", False))
+        compute = functools.partial(epoch_metrics, min_labels=args.min_labels, per_label=args.per_label_thresholds)
     return EncoderTrainer(
         model=model, args=args, processing_class=tokenizer,
         data_collator=make_collator(tokenizer),

@@ -94,12 +94,11 @@ def build_sft_dataset(corpus: Corpus, split: str, tokenizer, script_args: SFTScr
     return datasets.Dataset.from_list(rows)
 
 
-def fit_prompt(encode, abstract: str, room: int, max_length: int, what: str | None = None) -> list[int]:
+def fit_prompt(encode, abstract: str, room: int, max_length: int, what: str) -> list[int]:
     """The token ids of the prompt (`encode(abstract)`) with the abstract shortened, from its end, until the prompt
     takes at most `room` tokens of `max_length` (`what`: --max_length or the model's positions)."""
     from llmcls.prompts import fit_abstract
 
-    what = what or f"--max_length {max_length}"
     advice = ("raise --max_length or " if what.startswith("--") else "") + ("use a shorter prompt (--prompt compact "
                                                                             "leaves out the label list)")
     return encode(fit_abstract(abstract, lambda text: len(encode(text)), room, limit=what,

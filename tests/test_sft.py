@@ -75,16 +75,16 @@ def test_fit_prompt_cuts_the_abstract_and_keeps_the_rest():
         return f"Labels: a b c d . Abstract: {abstract} . Answer :".split()
 
     abstract = " ".join(f"w{i}" for i in range(40))
-    ids = fit_prompt(encode, abstract, 20, 30)
+    ids = fit_prompt(encode, abstract, 20, 30, "--max_length 30")
     assert len(ids) <= 20 and ids[:7] == ["Labels:", "a", "b", "c", "d", ".", "Abstract:"]
     assert ids[-3:] == [".", "Answer", ":"] and ids[7] == "w0"  # the abstract's start kept, the template's end too
     with pytest.raises(LlmclsError, match="the prompt without its abstract takes 10 tokens"):
-        fit_prompt(encode, abstract, 9, 19)
+        fit_prompt(encode, abstract, 9, 19, "--max_length 19")
 
     def encode_long_words(abstract: str) -> list[str]:  # three tokens a word: the cut must still fill the room
         return ["head", *(piece for word in abstract.split() for piece in (word, "#", "#")), "tail"]
 
-    ids = fit_prompt(encode_long_words, abstract, 50, 60)
+    ids = fit_prompt(encode_long_words, abstract, 50, 60, "--max_length 60")
     assert len(ids) == 50 and ids.count("#") == 2 * 16  # 16 words (50 tokens) fit, a 17th would not
 
 
