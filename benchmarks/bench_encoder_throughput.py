@@ -151,7 +151,7 @@ def flops_per_sample(model, config, length: int) -> tuple[float, int]:
 
 
 def training_args(out: Path, args, bf16_full_eval: bool = False):
-    from llmcls.encoder import EncoderArguments
+    from llmcls.encoder_args import EncoderArguments
 
     return EncoderArguments(
         output_dir=str(out), model="random-bert", per_device_train_batch_size=args.train_batch,
@@ -166,8 +166,8 @@ def measure(args, table: Table) -> None:
     """Train, then predict, through the command's code; each row goes to `table` as soon as it is measured."""
     import torch
 
-    from llmcls.encoder import build_trainer, predict_scores
     from llmcls.encoder_model import load_for_training, load_tokenizer
+    from llmcls.encoder_train import build_trainer, predict_scores
     from llmcls.labels import LabelSpace
 
     with tempfile.TemporaryDirectory() as tmp:

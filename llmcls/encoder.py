@@ -35,8 +35,7 @@ from llmcls.corpus import Corpus, load_corpus
 from llmcls.encoder_args import TWO_WAY_TN, TWO_WAY_TP, EncoderArguments
 from llmcls.encoder_data import EncodedSplit, effective_max_length, encode_corpus
 from llmcls.encoder_model import count_trainable, load_config, load_for_training, load_tokenizer, save_trained
-from llmcls.encoder_resume import (  # OPTIONS_FILE: still read as encoder.OPTIONS_FILE
-    OPTIONS_FILE,  # noqa: F401
+from llmcls.encoder_resume import (
     check_resume,
     check_resume_options,
     resume_checkpoint,

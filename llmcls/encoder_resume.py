@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from llmcls.config import DataArguments
+from llmcls.config import DataArguments, changed_options, describe_changes
 from llmcls.corpus import Corpus
+from llmcls.encoder_args import EncoderArguments
 from llmcls.encoder_model import config_mismatch, load_config
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace
 from llmcls.progress import console
 from llmcls.runs import RunDir, checkpoint_step, read_json, wants_last_checkpoint
-
-if TYPE_CHECKING:
-    from llmcls.encoder import EncoderArguments
 
 
 def resume_option(args: EncoderArguments) -> str | None:
@@ -117,16 +114,12 @@ def check_resume_options(args: EncoderArguments, checkpoint: str | None, options
     recorded = read_json(path)
     if not isinstance(recorded, dict):
         raise LlmclsError(f"{path}: not a record of training options (a JSON {type(recorded).__name__})")
-    old, missing = normalised(recorded), object()
-    # an option the checkpoint's llmcls did not record yet, left unset now, changes nothing
-    changed = [key for key in options if key not in LENGTH_OPTIONS
-               and old.get(key, None if options[key] is None else missing) != options[key]]
+    old = normalised(recorded)
+    changed = changed_options(old, options, ignore=LENGTH_OPTIONS)
     if changed:
-        details = ", ".join(f"{key}: {repr(old[key]) if key in old else '(not recorded)'} -> {options[key]!r}"
-                            for key in changed[:3])
-        more = f", and {len(changed) - 3} more" if len(changed) > 3 else ""
-        raise LlmclsError(f"{resume_option(args)}: {checkpoint} was trained with other options ({details}{more}); "
-                          "resume with the same options, or train afresh in another --output_dir")
+        raise LlmclsError(f"{resume_option(args)}: {checkpoint} was trained with other options "
+                          f"({describe_changes(changed)}); resume with the same options, or train afresh in another "
+                          "--output_dir")
 
     def length(values: dict) -> str:
         return f"max_steps {values['max_steps']}" if values["max_steps"] > 0 else \

@@ -24,7 +24,7 @@ from llmcls.encoder_resume import OPTIONS_FILE
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
 from llmcls.progress import console
-from llmcls.runs import Predictions, RunDir, split_summary
+from llmcls.runs import Predictions, RunDir, atomic_write, split_summary
 from llmcls.sampling import SeededLengthGrouping
 
 EVAL_KEYS = ("micro_f1", "macro_f1", "samples_f1", "p_at_1", "lrap")  # logged after each epoch
@@ -57,7 +57,7 @@ class EncoderTrainer(SeededLengthGrouping, Trainer):
         if self.args.should_save and is_mean_pooling(model):
             model.config.save_pretrained(output_dir)
         if self.args.should_save and self.options is not None:
-            (Path(output_dir) / OPTIONS_FILE).write_text(json.dumps(self.options, indent=2) + "\n", encoding="utf-8")
+            atomic_write(Path(output_dir) / OPTIONS_FILE, json.dumps(self.options, indent=2) + "\n")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         targets = inputs.pop("labels")

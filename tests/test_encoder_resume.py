@@ -15,6 +15,7 @@ from tiny_encoders import save_tiny_bert, train_tokenizer
 from llmcls import encoder
 from llmcls.cli import main
 from llmcls.config import parse
+from llmcls.encoder_resume import OPTIONS_FILE
 from llmcls.runs import RunDir
 
 SPLITS = ["--train", "aapd-train", "--validation", "aapd-validation"]  # the option checks read no data
@@ -28,10 +29,12 @@ def tiny_bert(tmp_path_factory, aapd_rows):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory, aapd_rows):
-    """16 training rows; validation: 8 of them under other ids (its labels all in the space): a run with no notes,
-    so that a refusal is the only line on stderr."""
+    """16 training rows; validation: 8 other rows whose labels are all in the space: a run with no notes, so that a
+    refusal is the only line on stderr."""
     root = tmp_path_factory.mktemp("data")
-    validation = [row | {"id": f"v{row['id']}"} for row in aapd_rows[:8]]
+    space = {label for row in aapd_rows[:16] for label in row["labels"]}
+    validation = [row for row in aapd_rows[16:] if set(row["labels"]) <= space][:8]
+    assert len(validation) == 8
     return {"train": write_jsonl(root / "train.jsonl", aapd_rows[:16]),
             "validation": write_jsonl(root / "validation.jsonl", validation)}
 
@@ -74,7 +77,7 @@ def files(out) -> dict[str, bytes]:
 
 
 def test_each_checkpoint_records_the_options_it_was_trained_with(trained):
-    options = json.loads((trained / "checkpoint-4" / encoder.OPTIONS_FILE).read_text())
+    options = json.loads((trained / "checkpoint-4" / OPTIONS_FILE).read_text())
     assert options["loss"] == "twoway" and options["learning_rate"] == 1e-3 and options["max_length"] == 32
     assert options["max_steps"] == 4 and options["train_rows"].startswith("16 rows, ")
     assert "per_device_eval_batch_size" not in options and "output_dir" not in options
@@ -138,18 +141,18 @@ def test_resume_may_train_longer_and_change_what_does_not_shape_training(tiny_be
 def test_a_checkpoint_without_recorded_options_resumes_as_before_with_a_note(tiny_bert, data, interrupted, capsys):
     """Checkpoints of an older llmcls hold no llmcls_options.json: they resume unchecked, and the run says so."""
     out = interrupted
-    (out / "checkpoint-4" / encoder.OPTIONS_FILE).unlink()
+    (out / "checkpoint-4" / OPTIONS_FILE).unlink()
     capsys.readouterr()
     assert main([*argv(tiny_bert, data, out), "--resume", "true", "--loss", "bce"]) == 0  # step 4 of 4: no training
     said = " ".join(capsys.readouterr().err.split())
-    assert (f"note: {out / 'checkpoint-4'} has no {encoder.OPTIONS_FILE} (saved by an older llmcls): the options it "
+    assert (f"note: {out / 'checkpoint-4'} has no {OPTIONS_FILE} (saved by an older llmcls): the options it "
             "was trained with could not be compared with this run's") in said
 
 
 @pytest.mark.parametrize("content", ['{"loss": "twoway", "learning_rate', "[]"], ids=["cut short", "a list"])
 def test_a_broken_options_file_is_one_line_naming_it(tiny_bert, data, interrupted, capsys, content):
     """The file was read with a bare json.loads: a JSONDecodeError traceback (an AttributeError for a list)."""
-    recorded = interrupted / "checkpoint-4" / encoder.OPTIONS_FILE
+    recorded = interrupted / "checkpoint-4" / OPTIONS_FILE
     recorded.write_text(content)
     err = one_line_error([*argv(tiny_bert, data, interrupted), "--resume", "true"], capsys)
     assert err.startswith(f"{recorded}: "), err
@@ -160,7 +163,7 @@ def test_options_recorded_as_given_by_an_earlier_llmcls_compare_by_their_meaning
     """The first llmcls to record options wrote them as given (a relative model path, spaces in --text_fields, an
     eval_ metric): only this run's side was normalised, so the same spelling was refused as a change."""
     monkeypatch.chdir(tiny_bert.parent)
-    recorded = interrupted / "checkpoint-4" / encoder.OPTIONS_FILE
+    recorded = interrupted / "checkpoint-4" / OPTIONS_FILE
     options = json.loads(recorded.read_text())
     recorded.write_text(json.dumps(options | {"model": tiny_bert.name, "text_fields": "title, abstract",
                                               "metric_for_best_model": "eval_micro_f1"}))
