@@ -171,7 +171,10 @@ def test_evaluate_prints_its_table_on_stdout_and_notes_on_stderr(tmp_path, capsy
     assert main(["evaluate", str(path)]) == 0
     captured = capsys.readouterr()
     assert "micro" in captured.out and "2 examples, 2 labels" in " ".join(captured.out.split())
-    assert captured.err.strip() == "note: 1 of 3 records have no gold labels: not scored"
+    notes = captured.err.strip().splitlines()
+    assert notes[0] == "note: 1 of 3 records have no gold labels: not scored"
+    assert " ".join(" ".join(notes[1:]).split()).startswith(f"note: no labels.json beside {path}: the label space is "
+                                                           "the 2 labels seen in the file (gold and predicted)")
 
 
 def test_evaluate_help_says_where_the_labels_come_from(capsys):
@@ -179,7 +182,8 @@ def test_evaluate_help_says_where_the_labels_come_from(capsys):
         main(["evaluate", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert ("--labels LABELS The label space: a labels.json or a file with one label a line. Default: the labels.json "
-            "beside the predictions file, else the labels seen in the file (gold and predicted).") in out
+            "beside the predictions file, else the labels the records' scores name, else the labels seen in the file "
+            "(gold and predicted).") in out
     assert "(default: None)" not in out
 
 
