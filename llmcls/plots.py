@@ -189,7 +189,10 @@ def data_stats(label_counts: Sequence[int], length_edges: Sequence[float], lengt
     holds one more value than `length_counts`; both empty for an empty file)."""
     fig, axes = _figure(12.0, 4.5, 1, 2)
     freq, length = axes[0, 0], axes[0, 1]
-    freq.bar(range(len(label_counts)), label_counts, width=1.0)
+    from matplotlib.ticker import MaxNLocator
+
+    freq.bar(range(1, len(label_counts) + 1), label_counts, width=1.0)  # rank 1: the most frequent label
+    freq.xaxis.set_major_locator(MaxNLocator(integer=True))  # a rank has no fractions (5 labels showed 0.5, 1.5, ...)
     freq.set_yscale("log")
     freq.set_xlabel(f"label rank ({len(label_counts)} labels)")
     freq.set_ylabel("examples (log)")

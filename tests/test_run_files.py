@@ -131,6 +131,20 @@ def test_data_stats_plot_is_a_png_of_the_figure(tmp_path, capsys):
     assert sorted(p.name for p in plot.parent.iterdir()) == ["stats.png"]
 
 
+def test_data_stats_plot_ranks_labels_from_one_in_whole_numbers(monkeypatch):
+    """Five labels had ticks at 0.5, 1.5, ... and the most frequent label at rank 0."""
+    from llmcls import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"")
+    plots.data_stats([9, 5, 3, 2, 1], [0, 100, 200], [3, 4], 120.0)
+    axis = figures[0].axes[0]
+    axis.figure.canvas.draw()
+    ticks = [t for t in axis.get_xticks() if axis.get_xlim()[0] <= t <= axis.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    assert [round(bar.get_x() + bar.get_width() / 2) for bar in axis.patches] == [1, 2, 3, 4, 5]
+
+
 def test_data_stats_plot_that_cannot_be_written_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a folder")
