@@ -349,8 +349,9 @@ def _restrict(ds, space: LabelSpace, name: str, notes: list[str], keep_unlabelle
     outside = {label: n for label, n in counts.items() if label not in known}
     shown = ", ".join(f"{label} ({n})" for label, n in sorted(outside.items(), key=lambda kv: -kv[1])[:5])
     # gold labels the space lacks are not scored: the metrics of this split are over the space's labels only
-    notes.append(f"{name}: {sum(outside.values())} gold labels of {len(outside)} labels outside the label space "
-                 f"were dropped ({shown}{', ...' if len(outside) > 5 else ''})")
+    total, kinds = sum(outside.values()), len(outside)
+    notes.append(f"{name}: {total} gold label{'s' * (total != 1)} of {kinds} label{'s' * (kinds != 1)} outside the "
+                 f"label space {'were' if total != 1 else 'was'} dropped ({shown}{', ...' if kinds > 5 else ''})")
     ds = ds.map(lambda batch: {"labels": [[lab for lab in labels if lab in known] for labels in batch]},
                 input_columns="labels", batched=True, desc=f"Label space ({name})")
     if keep_unlabelled:

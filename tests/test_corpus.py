@@ -139,7 +139,7 @@ def test_label_space_comes_from_train_and_restricts_other_splits(tmp_path):
     assert corpus.get("test")["labels"] == [["cs.LG"]]
     assert any("dropped 1 rows" in note for note in corpus.notes)
     # the row that keeps cs.LG lost a gold label too: said, since the test metrics no longer see it
-    assert "test: 2 gold labels of 1 labels outside the label space were dropped (cs.CV (2))" in corpus.notes
+    assert "test: 2 gold labels of 1 label outside the label space were dropped (cs.CV (2))" in corpus.notes
 
 
 def test_label_filters(snapshot_rows, tmp_path):
