@@ -284,7 +284,8 @@ def _split(splits: dict, args: DataArguments, notes: list[str]) -> dict:
     if repeats.any():
         n_texts = len(np.unique(groups[repeats]))
         notes.append(f"--split_ratios kept {int(repeats.sum()) + n_texts} rows that share an abstract with another "
-                     f"row ({n_texts} abstracts, {TEXT_KEY}) together, each group in the split of its first row")
+                     f"row ({n_texts} abstracts, {TEXT_KEY}) together, each group in the split most of its rows were "
+                     "given")
     return {name: train.select(part) for name, part in zip(names, parts, strict=True)}
 
 

@@ -4,8 +4,10 @@ The algorithm hands out the examples of the rarest remaining label first, each t
 most of that label (ties: the subset that wants most examples overall, then a seeded coin). It keeps label
 proportions close to the requested ratios, but cannot by itself promise that a rare label lands in train; a
 repair pass then moves one example into train for every label that has at least `min_train_count` examples in
-all and none in train. With `groups` (rows sharing a text, say) a group is never split: each example goes where its
-group's first example went, and the repair moves whole groups. Deterministic for a seed. Pure numpy; no torch, no
+all and none in train. With `groups` (rows sharing a text, say) a group is never split: its examples are handed out
+as above, then the whole group goes to the subset that most of them were given (ties: the subset of its earliest
+member among those tied, its first example's when that one is tied), so a large group lands where the ratios put most
+of it; the repair moves whole groups. Deterministic for a seed. Pure numpy; no torch, no
 datasets.
 """
 
@@ -33,7 +35,8 @@ def iterative_stratification(label_lists: Sequence[Sequence[int]], n_labels: int
     """Split example indices into len(ratios) subsets (the first is train); returns sorted index arrays.
 
     `groups`: one index per example, that of its group's first example (`groups[i] <= i`, `groups[groups] ==
-    groups`): every member then goes to the subset its first example was given (the ratios hold approximately)."""
+    groups`): every member then goes to the subset most of its members were given (the ratios hold approximately:
+    a group of g examples moves about g * (1 - ratio) of them away from the ratios)."""
     n = len(label_lists)
     if groups is not None:
         groups = np.asarray(groups, dtype=np.int64)
@@ -70,9 +73,23 @@ def iterative_stratification(label_lists: Sequence[Sequence[int]], n_labels: int
         assignment[i] = subset
         wanted_examples[subset] -= 1
     if groups is not None:
-        assignment = assignment[groups]
+        assignment = _by_majority(assignment, groups, len(ratios))
     _repair(assignment, by_label, counts, min_train_count, groups)
     return [np.flatnonzero(assignment == s) for s in range(len(ratios))]
+
+
+def _by_majority(assignment: np.ndarray, groups: np.ndarray, n_subsets: int) -> np.ndarray:
+    """Each example's subset as that of its group: the subset most of the group's examples were given; among tied
+    subsets, the one its earliest member was given (a group's first example is its earliest: a group of two goes
+    where its first example went)."""
+    n = len(assignment)
+    votes = np.zeros((n, n_subsets), dtype=np.int64)  # rows of groups' first examples only are used
+    np.add.at(votes, (groups, assignment), 1)
+    earliest = np.full((n, n_subsets), n, dtype=np.int64)
+    np.minimum.at(earliest, (groups, assignment), np.arange(n))
+    best = votes == votes.max(axis=1, keepdims=True)
+    chosen = np.where(best, earliest, n).argmin(axis=1)
+    return chosen[groups]
 
 
 def _choose(wanted_for_label: np.ndarray, wanted_examples: np.ndarray, rng: np.random.Generator) -> int:
