@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     data_args, script_args, gen_args, training_args, model_args = parse(make_parser(), argv)
     check_distributed(training_args.world_size)
     check_values((data_args, script_args, gen_args, training_args, model_args))
-    check_paths(training_args, model_args, script_args)
+    check_here(training_args, model_args, script_args)
     RunDir(training_args.output_dir).check_overwrite("sft")
     if training_args.resume_from_checkpoint is None:
         RunDir(training_args.output_dir).check_fresh_start("--resume_from_checkpoint true")
@@ -171,7 +171,6 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
             raise LlmclsError(f"--model_name_or_path {model_args.model_name_or_path} lies in --output_dir's "
                               f"{replaced}/, which this run replaces with its own: copy the model elsewhere, or "
                               "choose another --output_dir")
-    check_quantization(model_args)
     sharded = sharding(training_args)
     if sharded and model_args.load_in_8bit and not script_args.skip_eval:
         raise LlmclsError(f"--load_in_8bit under {sharded}: the evaluation after training loads the "
@@ -202,8 +201,11 @@ def check_options(training_args, model_args, script_args: SFTScriptArguments) ->
                           "loss; leave lm_head out (use --lora_modules_to_save lm_head to train the head fully)")
 
 
-def check_paths(training_args, model_args, script_args: SFTScriptArguments) -> None:
-    """The checkpoint to resume from and the prompt template, found on disk (after `check_values`)."""
+def check_here(training_args, model_args, script_args: SFTScriptArguments) -> None:
+    """What this machine and its disk must hold (after `check_values`, which `llmcls benchmark` runs for every system,
+    selected or not, wherever it plans): QLoRA's GPU and bitsandbytes, the checkpoint to resume from, the prompt
+    template."""
+    check_quantization(model_args)
     resume = training_args.resume_from_checkpoint
     if wants_last_checkpoint(resume):  # the last checkpoint in --output_dir
         resume = training_args.resume_from_checkpoint = RunDir(training_args.output_dir).required_last_checkpoint(

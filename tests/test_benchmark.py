@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import RESOURCES, read_jsonl
 from tiny_encoders import save_tiny_bert, train_tokenizer
@@ -140,6 +141,18 @@ def test_an_interrupted_system_reruns_and_finished_ones_are_skipped(tmp_path, mo
     assert calls == ["b", "c"]
     assert "interrupted last time" in capsys.readouterr().err
     assert all(record(out / n)["status"] == "complete" for n in "abc")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is of a machine without a CUDA GPU")
+def test_a_qlora_system_does_not_stop_the_others_on_a_machine_without_a_gpu(tmp_path, calls):
+    """What the machine lacks (QLoRA's GPU) is said when the system's turn comes, not when the YAML is checked: a
+    QLoRA system left out by --only, or planned by --dry_run, made the whole benchmark fail up front."""
+    qlora = {"name": "q", "command": "sft", "options": {"model_name_or_path": "m", "use_peft": True,
+                                                         "load_in_4bit": True}}
+    config = write_benchmark(tmp_path / "bench.yaml", [linear("a"), qlora], **SMALL)
+    assert run(config, tmp_path / "out", "--dry_run") == 0
+    assert run(config, tmp_path / "out", "--only", "a") == 0
+    assert calls == ["a"]
 
 
 def test_only_skip_and_changed_options(tmp_path, calls, capsys):
