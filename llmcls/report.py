@@ -54,6 +54,7 @@ from llmcls.report_tables import (
     shared_summary,
 )
 from llmcls.runs import atomic_write
+from llmcls.splits import parse_ratios
 
 __all__ = ["find_runs", "main", "make_parser"]
 
@@ -158,8 +159,12 @@ def _evaluated_source(run: Run) -> tuple[str, tuple] | None:
     if not ratios or train is None:
         return None
     seed = run.value("config.split_seed")
+    try:  # 0.8,0.1,0.1 and .8,.1,.1 carve the same rows
+        carving = tuple(parse_ratios(str(ratios)))
+    except ValueError:
+        carving = str(ratios)
     return (f"{train}, its {split} split by --split_ratios {ratios} --split_seed {seed}",
-            (_file_content(str(train)), str(ratios), str(seed), split))
+            (_file_content(str(train)), carving, str(seed), split))
 
 
 def _file_content(name: str) -> str:

@@ -177,4 +177,5 @@ def test_splits_carved_from_other_training_files_are_other_evaluated_files(tmp_p
             "--split_seed 42; abs: aapd-validation, its test split by --split_ratios 0.8,0.1,0.1 --split_seed 42)"
             ) in said, said
     assert "evaluated file" not in notes_of([snapshot, carved("again", "aapd-train")], capsys)
+    assert "evaluated file" not in notes_of([snapshot, carved("spelt", "aapd-train", ratios=".8,.1,.1")], capsys)
     assert "evaluated file" in notes_of([snapshot, carved("seed", "aapd-train", seed=1)], capsys)
