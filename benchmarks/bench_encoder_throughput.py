@@ -6,9 +6,9 @@
 The model is a randomly initialised BERT-base-shaped encoder (12 layers, hidden 768, 12 heads, 30,522-token vocab)
 built from a config and saved to a folder, then loaded by `encoder_model.load_for_training` with a 54-label head:
 speed does not depend on the weights. Inputs are random token ids, every row exactly `--length` tokens (256), so no
-padding is computed and the FLOP count is exact. Training runs `encoder.build_trainer(...).train()` (the command's
-Trainer subclass and Two-Way loss, bf16 autocast where the GPU has it, fused AdamW); inference runs
-`encoder.predict_scores` (the command's prediction path), once under autocast and once with pure bf16 weights
+padding is computed and the FLOP count is exact. Training runs `encoder_train.build_trainer(...).train()` (the
+command's Trainer subclass and Two-Way loss, bf16 autocast where the GPU has it, fused AdamW); inference runs
+`encoder_train.predict_scores` (the command's prediction path), once under autocast and once with pure bf16 weights
 (`--bf16_full_eval`) on GPUs. Timing starts after `--warmup` steps (CUDA synchronised).
 
 Model FLOPs per sample (s tokens, L layers, d hidden, N weights of the matrix multiplies, i.e. every nn.Linear,
