@@ -70,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"note: {len(records) - len(in_space)} of {len(records)} records have no gold label in the "
                       "label space: not scored (the data readers drop such rows)")
         records = in_space
+    with_scores = sum(isinstance(r.get("scores"), dict) for r in records)
+    if 0 < with_scores < len(records):  # ranking metrics need a score for every row
+        console.print(f"note: {with_scores} of {len(records)} records have scores: the ranking metrics (P@k, nDCG@k, "
+                      "mAP) are left out", soft_wrap=True, markup=False)
     predictions = predictions_from_records(records, space)
     metrics = compute_metrics(predictions.gold, predictions.predicted, predictions.scores)
     if args.json:

@@ -272,6 +272,15 @@ def test_evaluate_of_a_file_moved_from_its_run_takes_the_space_its_scores_name(l
     unscored = tmp_path / "unscored.jsonl"  # no scores: the labels seen, said too
     unscored.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "scores"}) + "\n"
                                 for line in moved.read_text().splitlines()))
+    lines = moved.read_text().splitlines()
+    mixed = tmp_path / "mixed.jsonl"  # every other record without scores: no ranking metrics, and a note says so
+    mixed.write_text("".join((line if i % 2 else unscored.read_text().splitlines()[i]) + "\n"
+                             for i, line in enumerate(lines)))
+    assert main(["evaluate", str(mixed), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "map" not in json.loads(out)
+    assert (f"note: {len(lines) // 2} of {len(lines)} records have scores: the ranking metrics (P@k, nDCG@k, mAP) "
+            "are left out") in " ".join(err.split())
     assert main(["evaluate", str(unscored)]) == 0
     said = " ".join(capsys.readouterr().err.split())
     assert f"note: no labels.json beside {unscored}: the label space is the " in said, said
