@@ -279,6 +279,12 @@ def _split(splits: dict, args: DataArguments, notes: list[str]) -> dict:
     parts = iterative_stratification(encoded, len(index), ratios, seed=args.split_seed,
                                      groups=groups if repeats.any() else None)
     names = SPLITS if len(ratios) == 3 else ("train", "validation")
+    empty = [name for name, part in zip(names, parts, strict=True) if not len(part)]
+    if empty:  # said here: the error further on ("--validation: no row has a label ...") named an option not given
+        kept = (f"; {int(repeats.sum()) + len(np.unique(groups[repeats]))} that share an abstract are kept together"
+                if repeats.any() else "")
+        raise LlmclsError(f"--split_ratios {args.split_ratios} leaves {' and '.join(empty)} without a row "
+                          f"({len(train)} training rows{kept}): give more rows or other ratios")
     notes.append("split --train by " + ", ".join(f"{n}={len(p)}" for n, p in zip(names, parts, strict=True))
                  + f" (iterative stratification, seed {args.split_seed})")
     if repeats.any():

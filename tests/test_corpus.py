@@ -259,6 +259,26 @@ def test_a_split_emptied_by_a_filter_is_a_one_line_error(tmp_path):
             load_corpus(DataArguments(train=str(train), **{option: 0}))
 
 
+def test_split_ratios_that_leave_a_part_empty_say_so(tmp_path):
+    """A part left without a row failed further on as '--validation: no row has a label in the label space' (an
+    option the user had not given), before the split's notes were printed."""
+    same = write_jsonl(tmp_path / "same.jsonl", [{"id": str(i), "abstract": "One abstract for all.",
+                                                  "labels": ["cs.LG", "cs.AI"]} for i in range(10)])
+    with pytest.raises(LlmclsError) as err:
+        load_corpus(DataArguments(train=str(same), split_ratios="0.8,0.1,0.1"))
+    assert str(err.value) == ("--split_ratios 0.8,0.1,0.1 leaves validation and test without a row (10 training rows; "
+                              "10 that share an abstract are kept together): give more rows or other ratios")
+    rows = [{"id": str(i), "abstract": "Shared." if i < 6 else f"Own {i}.", "labels": ["cs.LG"]} for i in range(8)]
+    with pytest.raises(LlmclsError, match=r"leaves (validation|test|validation and test) without a row \(8 training "
+                                          r"rows; 6 that share an abstract are kept together\)"):
+        load_corpus(DataArguments(train=str(write_jsonl(tmp_path / "six.jsonl", rows)), split_ratios="0.8,0.1,0.1"))
+    tiny = write_jsonl(tmp_path / "tiny.jsonl", [{"id": "1", "abstract": "a", "labels": ["cs.LG"]},
+                                                 {"id": "2", "abstract": "b", "labels": ["cs.LG"]}])
+    with pytest.raises(LlmclsError, match=r"^--split_ratios 0.8,0.1,0.1 leaves validation and test without a row "
+                                          r"\(2 training rows\): give more rows or other ratios$"):
+        load_corpus(DataArguments(train=str(tiny), split_ratios="0.8,0.1,0.1"))
+
+
 def test_repeated_ids_are_refused(tmp_path):
     path = write_jsonl(tmp_path / "dup.jsonl", [{"id": "same", "abstract": f"t{i}", "labels": ["cs.LG"]}
                                                 for i in range(3)])
