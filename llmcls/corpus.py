@@ -189,34 +189,41 @@ def _shared_rows(read: dict) -> list[str]:
         if name not in read or other not in read:
             continue
         mine, theirs = read[name], read[other]
+        shared_rows = np.zeros(len(mine.dataset), dtype=bool)  # rows of `mine` whose id `theirs` has
         if mine.id_field is not None and theirs.id_field is not None:
             ids = given_ids(mine)
             shared = pc.sum(pc.is_in(ids, value_set=given_ids(theirs))).as_py() or 0
             if shared:
                 notes.append(f"{name} shares {shared} of its {len(ids)} ids with {other}: its scores are not "
                              "held-out estimates")
+                found = pc.is_in(arrow_rows(mine.dataset, ["id"]).column("id"), value_set=given_ids(theirs))
+                if mine.numbered is not None:
+                    found = pc.and_(found, pc.invert(mine.numbered))
+                shared_rows = found.to_numpy(zero_copy_only=False)
         elif Path(mine.path).resolve() == Path(theirs.path).resolve():
             notes.append(f"{name} is the same file as {other}: its scores are not held-out estimates")
         if Path(mine.path).resolve() != Path(theirs.path).resolve():  # the same file: said above
-            notes.extend(_shared_texts(name, mine, other, theirs, keys))
+            notes.extend(_shared_texts(name, mine, other, theirs, keys, shared_rows))
     return notes
 
 
-def _shared_texts(name: str, mine, other: str, theirs, keys: dict) -> list[str]:
+def _shared_texts(name: str, mine, other: str, theirs, keys: dict, shared_rows: np.ndarray) -> list[str]:
     """A note for rows of `mine` whose abstract (`text_keys`) a row of `theirs` has: another copy of a training
     paper (without its id, or under another id or title) is no held-out example either. `keys` caches the hashes
-    by split."""
+    by split. Rows in `shared_rows` (their id is one of `theirs`: the note on shared ids counts them) are left out:
+    a copy of the training file under another path had both notes for the same rows."""
     for split, result in ((name, mine), (other, theirs)):
         if split not in keys:
             keys[split] = text_keys(result.dataset)
     own, known = keys[name], keys[other]
-    repeats = np.flatnonzero(np.isin(own, known))
+    repeats = np.flatnonzero(np.isin(own, known) & ~shared_rows)
     if not len(repeats):
         return []
     first = int(repeats[0])
     match = int(np.flatnonzero(known == own[first])[0])
-    return [f"{name} repeats the abstract of a {other} row in {len(repeats)} of its {len(own)} rows (e.g. {name} "
-            f"{_row_name(mine, first)} = {other} {_row_name(theirs, match)}; {TEXT_KEY}): its scores are not "
+    besides = f" besides the {int(shared_rows.sum())} with a shared id" if shared_rows.any() else ""
+    return [f"{name} repeats the abstract of a {other} row in {len(repeats)} of its {len(own)} rows{besides} (e.g. "
+            f"{name} {_row_name(mine, first)} = {other} {_row_name(theirs, match)}; {TEXT_KEY}): its scores are not "
             "held-out estimates"]
 
 

@@ -184,6 +184,23 @@ def test_splits_repeating_a_training_abstract_are_noted(good, tmp_path):
         DataArguments(train=str(train), test=str(write_jsonl(tmp_path / "new.jsonl", good[15:])))).notes)
 
 
+def test_rows_sharing_an_id_are_not_counted_again_as_repeated_abstracts(good, tmp_path):
+    """A copy of the training file under another path had two notes for the same rows: 'shares 20 of its 20 ids'
+    and 'repeats the abstract ... in 20 of its 20 rows'."""
+    train = write_jsonl(tmp_path / "train.jsonl", good)
+    copy = load_corpus(DataArguments(train=str(train), validation=str(write_jsonl(tmp_path / "copy.jsonl", good))))
+    assert [note for note in copy.notes if "held-out" in note] == [
+        f"validation shares {len(good)} of its {len(good)} ids with train: its scores are not held-out estimates"]
+    # rows with a shared id and another copy of a training paper under a new id: the abstract note counts the copy
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", [*good[:3], dict(good[5], id="copy")])
+    corpus = load_corpus(DataArguments(train=str(write_jsonl(tmp_path / "t.jsonl", good[:10])), test=str(mixed)))
+    assert [note for note in corpus.notes if "held-out" in note] == [
+        "test shares 3 of its 4 ids with train: its scores are not held-out estimates",
+        f"test repeats the abstract of a train row in 1 of its 4 rows besides the 3 with a shared id (e.g. test id "
+        f"copy = train id {good[5]['id']}; compared after whitespace normalisation and lower-casing): its scores are "
+        "not held-out estimates"]
+
+
 # ------------------------------------------------------------------------------------------------ wording
 
 
