@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from llmcls.config import DataArguments
-from llmcls.data import ReadOptions, arrow_rows, quiet_datasets, read_file
+from llmcls.data import ReadOptions, arrow_rows, numbered_row_position, quiet_datasets, read_file
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace, archive_of
 from llmcls.progress import console, status
@@ -228,10 +228,14 @@ def _shared_texts(name: str, mine, other: str, theirs, keys: dict, shared_rows: 
 
 
 def _row_name(result, i: int) -> str:
-    """`id X`, or `row N (no id)` for a row numbered for want of one."""
+    """`id X`, or `row numbered N (no id; line L)` for a row numbered for want of an id: N is its 0-based row of
+    the file (its id in predictions.jsonl), L the 1-based line it is on, as other messages name lines."""
     row_id = result.dataset.select_columns(["id"])[i]["id"]
     numbered = result.id_field is None or (result.numbered is not None and result.numbered[i].as_py())
-    return f"row {row_id} (no id)" if numbered else f"id {row_id}"
+    if not numbered:
+        return f"id {row_id}"
+    where = numbered_row_position(result, int(row_id))
+    return f"row numbered {row_id} (no id; {where})" if where else f"row numbered {row_id} (no id)"
 
 
 def _map_labels(ds, args: DataArguments, notes: list[str], name: str, keep_unlabelled: bool = False):

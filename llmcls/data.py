@@ -100,6 +100,21 @@ class ReadResult:
     numbered: object = None
 
 
+def numbered_row_position(result: ReadResult, number: int) -> str | None:
+    """Where the row numbered `number` for want of an id (its 0-based row of the file, the id predictions.jsonl gives
+    it) is in the file: `line 4` (`row 4` for Parquet, `record 4, line 7` for a JSON array); None when the file
+    cannot be read again."""
+    path = Path(result.path)
+    try:
+        loader = "aapd-text" if result.format == "aapd-text" else _loader_for(path)
+        if loader == "aapd-text":  # one row a line
+            return f"line {number + 1}"
+        line, where = record_position(path, loader, number)
+    except (OSError, ValueError, DataError):
+        return None
+    return f"{where} {line}"
+
+
 def bundled_samples() -> dict[str, Path]:
     """Bundled sample name -> file."""
     return {name: SAMPLES_DIR / f"{name}.jsonl" for name in SAMPLE_DESCRIPTIONS}

@@ -177,9 +177,9 @@ def test_splits_repeating_a_training_abstract_are_noted(good, tmp_path):
         dict(good[5], id="copy"), *good[15:]])
     corpus = load_corpus(DataArguments(train=str(train), test=str(test)))
     assert [note for note in corpus.notes if "abstract" in note] == [
-        f"test repeats the abstract of a train row in 2 of its {len(good) - 13} rows (e.g. test row 0 (no id) = train "
-        f"id {good[3]['id']}; compared after whitespace normalisation and lower-casing): its scores are not held-out "
-        "estimates"]
+        f"test repeats the abstract of a train row in 2 of its {len(good) - 13} rows (e.g. test row numbered 0 (no "
+        f"id; line 1) = train id {good[3]['id']}; compared after whitespace normalisation and lower-casing): its "
+        "scores are not held-out estimates"]
     assert not any("held-out" in note for note in load_corpus(
         DataArguments(train=str(train), test=str(write_jsonl(tmp_path / "new.jsonl", good[15:])))).notes)
 
@@ -199,6 +199,19 @@ def test_rows_sharing_an_id_are_not_counted_again_as_repeated_abstracts(good, tm
         f"test repeats the abstract of a train row in 1 of its 4 rows besides the 3 with a shared id (e.g. test id "
         f"copy = train id {good[5]['id']}; compared after whitespace normalisation and lower-casing): its scores are "
         "not held-out estimates"]
+
+
+def test_a_row_without_an_id_is_named_by_its_number_and_line(good, tmp_path):
+    """A file's 4th row without an id was 'row 3 (no id)': its number (its id in predictions.jsonl) read as a
+    1-based row, and no line to find it by, while other messages name 1-based lines."""
+    train = write_jsonl(tmp_path / "train.jsonl", good[:10])
+    rows = [*good[10:13], dict(good[4], id="")]
+    for path, line in ((write_jsonl(tmp_path / "test.jsonl", rows), 4), (_write_csv(tmp_path / "test.csv", rows), 5)):
+        corpus = load_corpus(DataArguments(train=str(train), test=str(path)))
+        assert [note for note in corpus.notes if "abstract" in note] == [
+            f"test repeats the abstract of a train row in 1 of its 4 rows (e.g. test row numbered 3 (no id; line "
+            f"{line}) = train id {good[4]['id']}; compared after whitespace normalisation and lower-casing): its "
+            "scores are not held-out estimates"]
 
 
 # ------------------------------------------------------------------------------------------------ wording
