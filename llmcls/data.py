@@ -582,14 +582,19 @@ def _undated_example(path: Path, loader: str, raw, dataset, undated, options: Re
     import pyarrow.compute as pc
 
     column = "versions" if options.date_field == "first_version" else options.date_field
+    import pyarrow as pa
+
     file_rows = arrow_rows(dataset, ["_row"]).column("_row").take(undated)  # rows of `raw`
-    written = np.flatnonzero(pc.is_valid(arrow_rows(raw, [column]).column(column).take(file_rows)).to_numpy(
-        zero_copy_only=False))
+    cells = arrow_rows(raw, [column]).column(column).take(file_rows)
+    present = pc.is_valid(cells)
+    if pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type):  # an empty cell is no date written
+        present = pc.and_(present, pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(cells)), 0))
+    written = np.flatnonzero(pc.fill_null(present, False).to_numpy(zero_copy_only=False))
     index = int(undated[written[0]] if len(written) else undated[0])
     row = dataset.select_columns(["_line", "_row"])[index]
     line, where = (row["_line"], "line") if row["_line"] is not None else record_position(path, loader, row["_row"])
     value = cell_values(raw.with_format("arrow")[row["_row"]:row["_row"] + 1].column(column))[0]
     if options.date_field == "first_version" and isinstance(value, list) and value and isinstance(value[0], dict):
         value = value[0].get("created")
-    shown = "no value" if value is None else repr(value)
+    shown = "no value" if value is None or (isinstance(value, str) and not value.strip()) else repr(value)
     return f"{where} {line}: {shown if len(shown) <= 60 else shown[:57] + '...'}"

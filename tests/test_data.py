@@ -414,6 +414,24 @@ def test_undated_rows_are_counted_apart_from_rows_dated_outside_the_window(snaps
                                "update_date date (e.g. line 1: '2008/11/26')")
 
 
+def test_an_empty_date_cell_is_no_date_written(snapshot_rows, tmp_path):
+    """A CSV's empty update_date cell before a 2008/11/26 one was the note's example: "(e.g. line 3: '')"."""
+    path = tmp_path / "dated.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "abstract", "categories", "update_date"])
+        for i, date in enumerate(["2009-01-05", "", "  ", "2008/11/26", "2010-02-03"]):
+            row = snapshot_rows[i]
+            writer.writerow([f"p{i}", " ".join(row["abstract"].split()), row["categories"], date])  # one line each
+    result = read_file(str(path), ReadOptions(since="2000-01-01"))
+    assert (result.n_undated, result.undated_example) == (3, "line 5: '2008/11/26'")
+    from llmcls.corpus import load_corpus
+
+    rows = [{"id": str(i), "abstract": "t", "labels": ["cs.LG"], "update_date": d} for i, d in enumerate(["", " "])]
+    with pytest.raises(LlmclsError, match=r"\(e.g. line 1: no value\)"):
+        load_corpus(DataArguments(train=str(write_jsonl(tmp_path / "blank.jsonl", rows)), since="2000-01-01"))
+
+
 def test_first_version_that_is_not_a_list_is_undated(snapshot_rows, tmp_path):
     rows = [{**row, "versions": "v1"} for row in snapshot_rows[:5]]
     result = read_file(str(write_jsonl(tmp_path / "snap.jsonl", rows)),
