@@ -354,8 +354,14 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     import pyarrow.compute as pc
 
     dated = options.since is not None or options.until is not None
-    if dated and not fields.snapshot and options.date_field not in raw.column_names:
-        raise DataError(path, "--since/--until need dates: this file has no update_date or versions field")
+    date_column = "versions" if options.date_field == "first_version" else options.date_field
+    if dated and date_column not in raw.column_names:  # a snapshot-like file too: datasets' traceback followed
+        other = next((c for c in ("update_date", "versions") if c != date_column and c in raw.column_names), None)
+        if other is None:
+            raise DataError(path, "--since/--until need dates: this file has no update_date or versions field")
+        option = "first_version" if other == "versions" else "update_date"
+        raise DataError(path, f"--since/--until need dates: this file has no {date_column} field (--date_field "
+                              f"{options.date_field}); --date_field {option} reads its {other} field")
     keep = [c for c in (fields.text, fields.title, fields.labels, fields.id, "_line", "_malformed")
             if c in raw.column_names]
     if dated:

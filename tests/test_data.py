@@ -361,6 +361,23 @@ def test_date_filter_needs_dates(aapd_rows, tmp_path):
         read_file(str(path), ReadOptions(since="2020-01-01"))
 
 
+def test_date_filter_on_a_snapshot_without_the_date_field(snapshot_rows, tmp_path):
+    """A snapshot-like file (categories, abstract, versions) without update_date crashed under --since with
+    datasets' traceback: "ValueError: Column name ['update_date'] not in the dataset"."""
+    path = write_jsonl(tmp_path / "snap.jsonl", [{k: v for k, v in r.items() if k != "update_date"}
+                                                 for r in snapshot_rows[:5]])
+    with pytest.raises(DataError) as info:
+        read_file(str(path), ReadOptions(since="2008-01-01"))
+    assert str(info.value) == (f"{path}: --since/--until need dates: this file has no update_date field "
+                               "(--date_field update_date); --date_field first_version reads its versions field")
+    assert len(read_file(str(path), ReadOptions(since="2000-01-01", date_field="first_version")).dataset) == 5
+    path = write_jsonl(tmp_path / "dated.jsonl", [{k: v for k, v in r.items() if k != "versions"}
+                                                  for r in snapshot_rows[:5]])
+    with pytest.raises(DataError, match=r"no versions field \(--date_field first_version\); --date_field "
+                                        "update_date reads its update_date field"):
+        read_file(str(path), ReadOptions(since="2008-01-01", date_field="first_version"))
+
+
 def test_date_options_are_validated():
     for bad in ("2008-6-1", "garbage", "2008-02-30", "2008-06-01T00:00"):
         with pytest.raises(LlmclsError) as info:
