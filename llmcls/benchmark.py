@@ -105,10 +105,12 @@ def write_slice(piece: RowSlice) -> None:
     except UnicodeDecodeError as err:
         line = path.read_bytes()[:err.start].count(b"\n") + 1
         raise LlmclsError(f"{path}:{line}: not UTF-8 text ({err.reason})") from None
-    lines = [line for line in text.splitlines() if line.strip()]
+    # rows are line numbers; lines end at "\n" only (str.splitlines also breaks at U+2028, U+0085, ..., which a JSON
+    # string may hold raw); blank lines keep their number but hold no row
+    lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
     if piece.last > len(lines):
-        raise LlmclsError(f"{path}: rows {piece.first}-{piece.last} asked for, the file has {len(lines)}")
-    text = "".join(line + "\n" for line in lines[piece.first - 1:piece.last])
+        raise LlmclsError(f"{path}: rows {piece.first}-{piece.last} asked for, the file has {len(lines)} lines")
+    text = "".join(line.rstrip("\r") + "\n" for line in lines[piece.first - 1:piece.last] if line.strip())
     if not piece.path.exists() or piece.path.read_text(encoding="utf-8") != text:
         atomic_write(piece.path, text)
     console.print(f"data: {piece.path} = rows {piece.first}-{piece.last} of {path}", soft_wrap=True)

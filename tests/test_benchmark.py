@@ -536,6 +536,26 @@ def test_a_missing_shared_data_file_fails_before_anything_runs(tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
+def test_row_ranges_are_line_numbers_and_lines_end_at_newlines_only(tmp_path):
+    """A raw U+2028 inside a JSON string (valid JSON) split its row in two, and blank lines were not counted, so the
+    rows after either were shifted by a line."""
+    from llmcls.benchmark import write_slice
+    from llmcls.benchmark_plan import RowSlice
+
+    rows = [{"id": str(i), "abstract": f"text {i}", "labels": ["cs.IT"]} for i in range(1, 6)]
+    rows[0]["abstract"] = "a line\u2028separator and a next\u0085line"
+    lines = [json.dumps(row, ensure_ascii=False) for row in rows]
+    lines.insert(2, "")  # line 3 is blank: the rows of lines 4-6 keep their numbers
+    source = tmp_path / "rows.jsonl"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    piece = RowSlice(str(source), 1, 4, tmp_path / "slice.jsonl")
+    write_slice(piece)
+    written = [json.loads(line) for line in piece.path.read_text(encoding="utf-8").split("\n") if line]
+    assert [row["id"] for row in written] == ["1", "2", "3"] and written[0] == rows[0]
+    with pytest.raises(LlmclsError, match="rows 1-7 asked for, the file has 6 lines"):
+        write_slice(RowSlice(str(source), 1, 7, tmp_path / "slice.jsonl"))
+
+
 def test_row_ranges_of_a_file_with_a_bad_byte_name_its_line(tmp_path, capsys):
     """The slice reader decoded the whole file at once and caught only OSError: a UnicodeDecodeError traceback."""
     rows = read_jsonl(RESOURCES / "aapd-train.jsonl")[:3]
