@@ -44,6 +44,8 @@ from llmcls.errors import LlmclsError
 SYSTEM_KEYS = ("name", "command", "config", "options")
 SPLITS = ("train", "validation", "test")
 ROWS_FIELDS = tuple(f"{split}_rows" for split in SPLITS)
+# data options of a system's recipe that only the benchmark's data (or the system's own options) may set
+RECIPE_DATA = (*SPLITS, "split_ratios", "labels")
 PACKAGE = "package:"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 
@@ -241,6 +243,11 @@ def make_system(entry: Any, index: int, shared_flags: dict[str, Any], shared_dec
     if dropped:
         raise LlmclsError(f"{where}: option {dropped[0]!r} is set by its config {recipe}; null cannot unset it "
                           "(give another value, or 'none' to unset an llmcls option whose default is unset)")
+    for key in RECIPE_DATA:  # a recipe's own data file would slip in where the benchmark's data says nothing
+        if recipe_options.get(key) is not None and shared_flags.get(key) is None and key not in own:
+            raise LlmclsError(f"{where}: its config {recipe} sets {key}: {recipe_options[key]}, which the benchmark's "
+                              "data leaves unset, so this system alone would read it: set it in the benchmark's data "
+                              f"(or this system's options), or put '{key}: none' in its options to leave it unset")
     flags = {k: v for k, v in (shared_flags | own).items() if v is not None}
     # a split the system sets itself replaces the shared file: the shared rows of that file do not apply to it
     shared_declared = {k: v for k, v in shared_declared.items()

@@ -523,6 +523,22 @@ def test_bad_systems_fail_in_one_line_before_anything_runs(tmp_path, capsys, sys
     assert not out.exists()
 
 
+def test_a_recipe_cannot_bring_its_own_data_where_the_benchmark_has_none(tmp_path, capsys, calls):
+    """linear_aapd.yaml sets validation: aapd-validation; with no shared validation the system tuned on AAPD while
+    the others read the benchmark's data (and under shared split_ratios it failed only at its turn)."""
+    recipe = {"name": "lin", "command": "train-linear", "config": "configs/linear_aapd.yaml"}
+    shared = {"train": "aapd-train", "test": "aapd-test"}
+    for top in (shared, {"train": "aapd-train", "split_ratios": "0.8,0.1,0.1"}):
+        config = write_benchmark(tmp_path / "bench.yaml", [linear("a"), recipe], **top)
+        assert cli_main(["benchmark", "--config", str(config), "--output_dir", str(tmp_path / "out")]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert ("system 'lin': its config configs/linear_aapd.yaml sets validation: aapd-validation, which the "
+                "benchmark's data leaves unset, so this system alone would read it") in err, err
+        assert calls == [] and not (tmp_path / "out").exists()
+    config = write_benchmark(tmp_path / "bench.yaml", [recipe | {"options": {"validation": "none"}}], **shared)
+    assert run(config, tmp_path / "out", "--dry_run") == 0  # said so: the recipe's validation is dropped
+
+
 def test_a_missing_shared_data_file_fails_before_anything_runs(tmp_path, capsys, monkeypatch):
     """Every system failed at its turn ("tr.jsonl: no such file"), --dry_run passed, and nothing said that a relative
     path is read from the folder the benchmark runs in."""
