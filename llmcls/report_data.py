@@ -202,6 +202,12 @@ def load_run(path: Path, name: str, split: str | None = None) -> Run:
     run_dir = RunDir(path)
     record, predictions_file = _metrics_record(run_dir, split)
     run = Run(path, name, record, run_dir.read_config(), run_dir.label_space())
+    # train-encoder records it in timing, sft beside it
+    resumed = next((v for v in (run.value("timing.resumed_from_step"), run.value("resumed_from_step"))
+                    if v is not None), None)
+    if resumed is not None and run.value("timing.train_s") is not None:
+        run.notes.append(f"{name}: resumed from step {resumed}: its train time counts only the training after the "
+                         "resume")
     if predictions_file.exists():
         # rows with gold labels, as metrics.json; scores read as rows over the run's labels (when it has labels.json)
         records = scored_records(read_predictions(predictions_file, run.space))
