@@ -363,6 +363,24 @@ def test_gguf_cache_is_keyed_by_the_file_contents(tmp_path, monkeypatch):
         gguf_folder(tmp_path / "missing.gguf")
 
 
+def test_a_gguf_file_is_hashed_once_per_process_while_unchanged(tmp_path, monkeypatch):
+    """One benchmark or sft run resolves the same .gguf several times (0.17 s each for SmolLM2's 98 MB, seconds for a
+    7B model's): hashed again only when its size or modification time changes."""
+    import hashlib
+    import os
+
+    hashed = []
+    real = hashlib.blake2b
+    monkeypatch.setattr(hashlib, "blake2b", lambda **kwargs: hashed.append(1) or real(**kwargs))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"weights v1")
+    first = file_digest(gguf)
+    assert file_digest(gguf) == first and len(hashed) == 1
+    gguf.write_bytes(b"weights v2")
+    os.utime(gguf, ns=(1, 1))
+    assert file_digest(gguf) != first and len(hashed) == 2
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The HF backend
 
