@@ -166,7 +166,26 @@ def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
             value = getattr(options, name, None)
             if isinstance(value, int) and not isinstance(value, bool) and value < 1:
                 raise LlmclsError(f"--{name} must be at least 1, got {value}")
+        _check_choices(options, config if config is not None else "", given)
     return tuple(parsed)
+
+
+def _check_choices(options: Any, config: str, given: set[str]) -> None:
+    """The choices of llmcls's own options, for values a --config file set: argparse checks only the command line's
+    (`chat: off` came as False, a KeyError deep in the run; `label_level: Archive` read as category)."""
+    if not is_dataclass(options):
+        return
+    own = {name for cls in type(options).__mro__ if cls.__module__.startswith("llmcls.")
+           for name in vars(cls).get("__annotations__", {})}
+    for spec in fields(options):
+        choices = spec.metadata.get("choices")
+        value = getattr(options, spec.name, None)
+        if spec.name not in own or not choices or value is None or value in choices:
+            continue
+        where = f"{config}: field {spec.name!r}" if f"--{spec.name}" not in given and config else f"--{spec.name}"
+        hint = (" (YAML reads unquoted on/off/yes/no as true/false: quote the value)"
+                if isinstance(value, bool) else "")
+        raise LlmclsError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}{hint}")
 
 
 # sizes that must be positive, wherever a command has them (Trainer options included)

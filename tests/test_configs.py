@@ -61,3 +61,30 @@ def test_changed_options_name_what_a_resumed_run_would_change():
                        ("y", NOT_RECORDED, 2)]
     assert describe_changes(changed, absent="(not set)") == ("model: 'a' -> 'b', mode: (not set) -> 'score', x: (not "
                                                              "set) -> 1, and 1 more")
+
+
+@pytest.mark.parametrize(("command", "yaml_text", "message"), [
+    # YAML reads an unquoted off as false: a KeyError traceback deep in the run, after config.yaml was written
+    ("zeroshot", "chat: off\n", "field 'chat': False is not one of auto, on, off (YAML reads unquoted on/off/yes/no "
+                                "as true/false: quote the value)"),
+    ("zeroshot", "selection: nearest\n", "field 'selection': 'nearest' is not one of knn, random, balanced"),
+    ("data", "label_level: Archive\n", "field 'label_level': 'Archive' is not one of category, archive"),  # was read
+    ("train-encoder", "loss: twoway2\n", "field 'loss': 'twoway2' is not one of twoway, bce"),     # as category
+])
+def test_a_config_file_value_outside_an_options_choices_is_one_line(tmp_path, capsys, command, yaml_text, message):
+    from llmcls.cli import main
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(yaml_text)
+    argv = {"zeroshot": ["zeroshot", "--model", "m", "--test", "aapd-test"],
+            "data": ["data", "stats", "aapd-test"],
+            "train-encoder": ["train-encoder", "--model", "m", "--train", "aapd-train"]}[command]
+    output = [] if command == "data" else ["--output_dir", str(tmp_path / "run")]
+    assert main([*argv, "--config", str(config), *output]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"error: {config}: {message}") and "\n" not in err, err
+    assert not (tmp_path / "run").exists()
+    if command == "zeroshot" and "off" in yaml_text:  # quoted, the same value is taken
+        config.write_text('chat: "off"\n')
+        parsed = parse(command_module("zeroshot").make_parser(), ["--config", str(config), "--model", "m"])
+        assert parsed[2].chat == "off"
