@@ -20,13 +20,14 @@ unknown_label_rate, any_label_rate (null in score mode, where nothing is generat
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from llmcls.backends import ModelArguments, load_backend
-from llmcls.config import DataArguments, build_parser, changed_options, describe_changes, parse, to_dict
+from llmcls.config import NOT_RECORDED, DataArguments, build_parser, changed_options, describe_changes, parse, to_dict
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.generative_run import is_finished, run_splits
@@ -229,6 +230,29 @@ def file_fingerprints(model_args: ModelArguments, prompt_args: PromptArguments) 
             "prompt": files_fingerprint(template)}
 
 
+FILE_OPTIONS = ("train", "validation", "test", "labels")
+
+
+def comparable_options(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with the options that one value can be spelt several ways as that value: --chat_template_kwargs as
+    the mapping it parses to (YAML or JSON, any spacing), the data files and --prompt as the absolute path of the file
+    they name (a relative path, a bundled sample or template name), where there is one; otherwise as given."""
+    from llmcls.data import resolve_path
+    from llmcls.prompts import parse_template_kwargs, template_path
+
+    def path(find):
+        return lambda spec: str(Path(find(spec)).resolve())
+
+    out = dict(config)
+    readers = {"chat_template_kwargs": parse_template_kwargs, "prompt": path(template_path)}
+    readers |= dict.fromkeys(FILE_OPTIONS, path(resolve_path))
+    for name, read in readers.items():  # a YAML recipe may give chat_template_kwargs as a mapping; files as text
+        if isinstance(out.get(name), str) or (name == "chat_template_kwargs" and isinstance(out.get(name), dict)):
+            with contextlib.suppress(LlmclsError, OSError):
+                out[name] = read(out[name])
+    return out
+
+
 def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> None:
     """Refuse to append to predictions made with other options (they would be mixed into one set of metrics), by
     another system (a finished linear or encoder run would be relabelled), over another label space (a --labels
@@ -254,7 +278,9 @@ def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> N
     # must not read as a change)
     idle = {name for name, applies, _ in MODE_OPTIONS if not applies(SimpleNamespace(**config))}
     idle |= {"selection"} if not config.get("k") else set()
-    changed = sorted(changed_options(run.read_config(), config, ignore=RESUMABLE_CHANGES | idle))
+    recorded = run.read_config()
+    changed = sorted((name, recorded.get(name, NOT_RECORDED), config[name]) for name, _, _ in changed_options(
+        comparable_options(recorded), comparable_options(config), ignore=RESUMABLE_CHANGES | idle))
     if changed:
         raise LlmclsError(f"{run.path} holds predictions made with other options "
                           f"({describe_changes(changed, absent='(not set)')}); resume with the same options, or use "

@@ -347,6 +347,41 @@ def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys):
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
 
 
+def test_the_same_options_spelt_otherwise_resume(tiny, data, tmp_path, monkeypatch, capsys):
+    """Options are compared by what they mean: --chat_template_kwargs as a YAML mapping or JSON text in any spacing,
+    a file by the file it names (absolute or relative path, bundled sample or template name)."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    shutil.copy(data["labels"], folder / "labels.txt")
+    (folder / "t.jinja").write_text(Path(load_template("zeroshot").filename).read_text())
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({"chat_template_kwargs": {"enable_thinking": False}}))
+    run = tmp_path / "run"
+    args = ["--model", str(tiny), "--test", "aapd-test", "--max_eval_examples", "4", "--batch_size", "4",
+            "--output_dir", str(run), "--constrained"]
+    assert main(["zeroshot", "--config", str(recipe), *args, "--labels", str(folder / "labels.txt"),
+                 "--prompt", str(folder / "t.jinja")]) == 0
+    monkeypatch.chdir(folder)
+    bundled = str(Path(__file__).parents[1] / "llmcls" / "resources" / "data" / "aapd-test.jsonl")
+    same = [*args, "--labels", "./labels.txt", "--prompt", "./t.jinja"]
+    assert main(["zeroshot", *same, "--chat_template_kwargs", '{"enable_thinking": false}']) == 0
+    assert main(["zeroshot", *same, "--chat_template_kwargs", '{"enable_thinking":false}']) == 0
+    assert main(["zeroshot", *[bundled if a == "aapd-test" else a for a in same], "--chat_template_kwargs",
+                 '{ "enable_thinking" : false }']) == 0
+    assert "other options" not in capsys.readouterr().err
+    # other values are still refused, said as given
+    assert main(["zeroshot", *same, "--chat_template_kwargs", '{"enable_thinking": true}']) == 2
+    assert "(chat_template_kwargs: {'enable_thinking': False} -> '{\"enable_thinking\": true}')" in \
+        " ".join(capsys.readouterr().err.split())
+    (folder / "other.txt").write_text((folder / "labels.txt").read_text())
+    assert main(["zeroshot", *args, "--labels", "other.txt", "--prompt", "./t.jinja", "--chat_template_kwargs",
+                 '{"enable_thinking": false}']) == 2
+    assert "other options (labels: " in " ".join(capsys.readouterr().err.split())
+    assert main(["zeroshot", *args, "--labels", "./labels.txt", "--prompt", "zeroshot", "--chat_template_kwargs",
+                 '{"enable_thinking": false}']) == 2
+    assert "other options (" in (err := " ".join(capsys.readouterr().err.split())) and "prompt: " in err
+
+
 def test_a_run_of_another_system_or_without_config_is_not_resumed(tiny, data, tmp_path, capsys):
     linear = tmp_path / "linear"
     assert main(["train-linear", "--train", data["train"], "--test", data["test"], "--labels", data["labels"],
