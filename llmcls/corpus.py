@@ -105,8 +105,10 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
     with _step(f"Keeping the {len(space)} labels of the label space", splits):
         for name, ds in list(splits.items()):
             splits[name] = _restrict(ds, space, name, notes, keep_unlabelled=name in unlabelled)
-            _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
-                          + (f" from {args.labels})" if args.labels else " from the training rows)"))
+            if len(splits[name]) == 0:  # the notes are not printed yet: the case hint goes into the error
+                _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
+                              + (f" from {args.labels})" if args.labels else " from the training rows)")
+                              + _other_case(dict.fromkeys(label_counts(ds), 0), set(space.labels)))
     for names, limit in ((("train",), args.max_train_examples), (("validation", "test"), args.max_eval_examples)):
         for name in names:
             if limit is not None and splits.get(name) is not None:
@@ -358,6 +360,18 @@ def label_counts(ds) -> dict[str, int]:
     return {item["values"].as_py(): item["counts"].as_py() for item in counts}
 
 
+def _other_case(outside: dict[str, int], known: set[str]) -> str:
+    """A hint when dropped labels are the space's labels in another case (AAPD's own files write cs.it, a labels
+    file cs.IT): labels are compared as spelt, so nearly every row can go."""
+    by_case = {label.casefold(): label for label in known}
+    pairs = [(label, by_case[label.casefold()]) for label in outside if label.casefold() in by_case]
+    if not pairs:
+        return ""
+    return (f"; {len(pairs)} dropped label{'s' * (len(pairs) != 1)} {'is' if len(pairs) == 1 else 'are'} the label "
+            f"space's in another case (e.g. the data's {pairs[0][0]}, the space's {pairs[0][1]}): labels are compared "
+            "as spelt, so spell them alike in the data and the labels file (--categories alone ignores case)")
+
+
 def _restrict(ds, space: LabelSpace, name: str, notes: list[str], keep_unlabelled: bool = False):
     """Drop labels outside the space, then rows left with none (counted in the notes; rows to predict stay)."""
     known = set(space.labels)
@@ -369,7 +383,8 @@ def _restrict(ds, space: LabelSpace, name: str, notes: list[str], keep_unlabelle
     # gold labels the space lacks are not scored: the metrics of this split are over the space's labels only
     total, kinds = sum(outside.values()), len(outside)
     notes.append(f"{name}: {total} gold label{'s' * (total != 1)} of {kinds} label{'s' * (kinds != 1)} outside the "
-                 f"label space {'were' if total != 1 else 'was'} dropped ({shown}{', ...' if kinds > 5 else ''})")
+                 f"label space {'were' if total != 1 else 'was'} dropped ({shown}{', ...' if kinds > 5 else ''})"
+                 + _other_case(outside, known))
     ds = ds.map(lambda batch: {"labels": [[lab for lab in labels if lab in known] for labels in batch]},
                 input_columns="labels", batched=True, desc=f"Label space ({name})")
     if keep_unlabelled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import numpy as np
@@ -295,3 +296,19 @@ def test_long_steps_after_reading_show_progress(capsys):
     with _step("Splitting --train", {"train": list(range(2))}, shown_from=3):
         pass
     assert capsys.readouterr().err.count("Splitting --train (5 rows): done in") == 1
+
+
+def test_labels_dropped_for_their_case_get_a_hint(tmp_path):
+    """AAPD's own files write cs.it; a labels file cs.IT: 19 of 20 rows went, said only as labels outside the space."""
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"id": "1", "abstract": "a", "labels": ["cs.it", "math.it"]},
+                                                 {"id": "2", "abstract": "b", "labels": ["cs.LG"]}])
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cs.IT\nmath.IT\n")
+    hint = ("2 dropped labels are the label space's in another case (e.g. the data's cs.it, the space's cs.IT): "
+            "labels are compared as spelt")
+    with pytest.raises(LlmclsError, match=re.escape(f"no row has a label in the label space (2 labels from {labels})"
+                                                    f"; {hint}")):
+        load_corpus(DataArguments(train=str(rows), labels=str(labels)))
+    labels.write_text("cs.IT\nmath.IT\ncs.LG\n")
+    corpus = load_corpus(DataArguments(train=str(rows), labels=str(labels)))
+    assert any(hint in note for note in corpus.notes), corpus.notes
