@@ -91,7 +91,13 @@ def load_template(name_or_path: str) -> jinja2.Template:
         raise LlmclsError(f"prompt template {exc.filename or path}:{exc.lineno}: {_one_line(exc.message)}") from None
     except jinja2.TemplateNotFound as exc:
         raise LlmclsError(f"prompt template {path}: includes {exc.name}, which is not in {path.parent}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:  # the template or a file it includes: the decoded bytes say where
+        where = str(path) if exc.object == path.read_bytes() else f"{path} (a file it includes)"
+        line = exc.object[:exc.start].count(b"\n") + 1
+        column = exc.start - (exc.object.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise LlmclsError(f"prompt template {where}:{line}: not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at "
+                          f"column {column}; save the file as UTF-8)") from None
+    except OSError as exc:
         raise LlmclsError(f"cannot read prompt template {path}: {_one_line(exc)}") from None
     _check_fields(path, used)
     return template

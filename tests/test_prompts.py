@@ -177,6 +177,17 @@ def test_user_template_with_a_missing_field_is_a_one_line_error(tmp_path):
     assert "'keywords'" in message and str(path) in message and "\n" not in message
 
 
+def test_a_template_that_is_not_utf8_names_its_line_and_column(tmp_path):
+    """The error gave the decoder's byte offset ("position 18"), while data files name line and column."""
+    import re
+
+    path = tmp_path / "latin1.jinja"
+    path.write_bytes("Abstract: {{ abstract }}\nCatégories:\n".encode("latin-1"))
+    with pytest.raises(LlmclsError, match=re.escape(f"prompt template {path}:2: not valid UTF-8 (byte 0xe9 at column "
+                                                    "4; save the file as UTF-8)")):
+        load_template(str(path))
+
+
 def test_user_template_that_never_shows_the_abstract_is_an_error(tmp_path):
     path = tmp_path / "no_abstract.jinja"
     path.write_text("Title: {{ title }}\n", encoding="utf-8")
