@@ -343,9 +343,10 @@ def _label_space(splits: dict, args: DataArguments) -> LabelSpace:
     for ds in source:
         for label, count in label_counts(ds).items():
             counts[label] = counts.get(label, 0) + count
-    if args.min_label_count < 1 or (args.top_labels is not None and args.top_labels < 0):
-        raise LlmclsError(f"--min_label_count must be at least 1 and --top_labels at least 0, got "
-                          f"{args.min_label_count} and {args.top_labels}")
+    if args.min_label_count < 1:
+        raise LlmclsError(f"--min_label_count must be at least 1, got {args.min_label_count}")
+    if args.top_labels is not None and args.top_labels < 1:
+        raise LlmclsError(f"--top_labels must be at least 1, got {args.top_labels}")
     space = LabelSpace.from_counts(counts, min_count=args.min_label_count, top_k=args.top_labels)
     if len(space) == 0:
         raise LlmclsError("the label space is empty after --min_label_count/--top_labels/--categories")

@@ -115,8 +115,9 @@ def linear_run(tmp_path_factory):
     (["--text_fields", "labels"], "--text_fields: field 'labels' holds list<item: string>, not text"),
     (["--min_labels", "x"], "--min_labels must be integers separated by commas"),
     (["--min_df", "0"], "--min_df must be at least 1"),
-    (["--min_label_count", "0"], "--min_label_count must be at least 1"),
-    (["--top_labels", "-1"], "--top_labels at least 0"),
+    (["--min_label_count", "0"], "--min_label_count must be at least 1, got 0"),  # it added "... got 0 and None"
+    (["--top_labels", "-1"], "--top_labels must be at least 1, got -1"),
+    (["--top_labels", "0"], "--top_labels must be at least 1, got 0"),  # was "the label space is empty"
     (["--max_train_examples", "-5"], "--max_train_examples must be at least 1"),
 ])
 def test_train_linear_options_fail_in_one_line(tmp_path, capsys, options, message):
