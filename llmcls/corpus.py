@@ -8,6 +8,7 @@ without a label -> `--max_train_examples` / `--max_eval_examples`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
             if len(splits[name]) == 0:  # the notes are not printed yet: the case hint goes into the error
                 _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
                               + (f" from {args.labels})" if args.labels else " from the training rows)")
-                              + _other_case(dict.fromkeys(label_counts(ds), 0), set(space.labels)))
+                              + _other_case(label_counts(ds), set(space.labels)))
     for names, limit in ((("train",), args.max_train_examples), (("validation", "test"), args.max_eval_examples)):
         for name in names:
             if limit is not None and splits.get(name) is not None:
@@ -191,17 +192,15 @@ def _shared_rows(read: dict) -> list[str]:
         if name not in read or other not in read:
             continue
         mine, theirs = read[name], read[other]
-        shared_rows = np.zeros(len(mine.dataset), dtype=bool)  # rows of `mine` whose id `theirs` has
+        shared_rows = np.zeros(len(mine.dataset), dtype=bool)  # rows of `mine` whose given id `theirs` has
         if mine.id_field is not None and theirs.id_field is not None:
-            ids = given_ids(mine)
-            shared = pc.sum(pc.is_in(ids, value_set=given_ids(theirs))).as_py() or 0
-            if shared:
-                notes.append(f"{name} shares {shared} of its {len(ids)} ids with {other}: its scores are not "
-                             "held-out estimates")
-                found = pc.is_in(arrow_rows(mine.dataset, ["id"]).column("id"), value_set=given_ids(theirs))
-                if mine.numbered is not None:
-                    found = pc.and_(found, pc.invert(mine.numbered))
-                shared_rows = found.to_numpy(zero_copy_only=False)
+            found = pc.is_in(arrow_rows(mine.dataset, ["id"]).column("id"), value_set=given_ids(theirs))
+            if mine.numbered is not None:
+                found = pc.and_(found, pc.invert(mine.numbered))
+            shared_rows = found.to_numpy(zero_copy_only=False)
+            if shared_rows.any():
+                notes.append(f"{name} shares {int(shared_rows.sum())} of its {len(given_ids(mine))} ids with {other}: "
+                             "its scores are not held-out estimates")
         elif Path(mine.path).resolve() == Path(theirs.path).resolve():
             notes.append(f"{name} is the same file as {other}: its scores are not held-out estimates")
         if Path(mine.path).resolve() != Path(theirs.path).resolve():  # the same file: said above
@@ -292,17 +291,17 @@ def _split(splits: dict, args: DataArguments, notes: list[str]) -> dict:
     parts = iterative_stratification(encoded, len(index), ratios, seed=args.split_seed,
                                      groups=groups if repeats.any() else None)
     names = SPLITS if len(ratios) == 3 else ("train", "validation")
+    n_texts = len(np.unique(groups[repeats]))  # abstracts that more than one row has, and those rows
+    n_grouped = int(repeats.sum()) + n_texts
     empty = [name for name, part in zip(names, parts, strict=True) if not len(part)]
     if empty:  # said here: the error further on ("--validation: no row has a label ...") named an option not given
-        kept = (f"; {int(repeats.sum()) + len(np.unique(groups[repeats]))} that share an abstract are kept together"
-                if repeats.any() else "")
+        kept = f"; {n_grouped} that share an abstract are kept together" if n_grouped else ""
         raise LlmclsError(f"--split_ratios {args.split_ratios} leaves {' and '.join(empty)} without a row "
                           f"({len(train)} training rows{kept}): give more rows or other ratios")
     notes.append("split --train by " + ", ".join(f"{n}={len(p)}" for n, p in zip(names, parts, strict=True))
                  + f" (iterative stratification, seed {args.split_seed})")
-    if repeats.any():
-        n_texts = len(np.unique(groups[repeats]))
-        notes.append(f"--split_ratios kept {int(repeats.sum()) + n_texts} rows that share an abstract with another "
+    if n_grouped:
+        notes.append(f"--split_ratios kept {n_grouped} rows that share an abstract with another "
                      f"row ({n_texts} abstracts, {TEXT_KEY}) together, each group in the split most of its rows were "
                      "given")
     return {name: train.select(part) for name, part in zip(names, parts, strict=True)}
@@ -361,7 +360,7 @@ def label_counts(ds) -> dict[str, int]:
     return {item["values"].as_py(): item["counts"].as_py() for item in counts}
 
 
-def _other_case(outside: dict[str, int], known: set[str]) -> str:
+def _other_case(outside: Iterable[str], known: set[str]) -> str:
     """A hint when dropped labels are the space's labels in another case (AAPD's own files write cs.it, a labels
     file cs.IT): labels are compared as spelt, so nearly every row can go."""
     by_case = {label.casefold(): label for label in known}
