@@ -83,6 +83,11 @@ class ReadOptions:
         self.since = check_date_option("since", self.since)
         self.until = check_date_option("until", self.until)
 
+    @property
+    def date_column(self) -> str:
+        """The column --date_field reads: `versions` (its first entry's date) for first_version."""
+        return "versions" if self.date_field == "first_version" else self.date_field
+
 
 @dataclass
 class ReadResult:
@@ -264,7 +269,7 @@ def _refuse_repeated_columns(path: Path, header: CsvHeader, fields: _Fields, opt
     dated = options.since is not None or options.until is not None
     read = {fields.text, fields.title, fields.labels, fields.id}
     if dated:
-        read.add("versions" if options.date_field == "first_version" else options.date_field)
+        read.add(options.date_column)
     repeated = next((name for name in header.repeated if name in read), None)
     if repeated is not None:
         raise DataError(path, f"the header names column {repeated!r} twice", line=header.line)
@@ -354,7 +359,7 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     import pyarrow.compute as pc
 
     dated = options.since is not None or options.until is not None
-    date_column = "versions" if options.date_field == "first_version" else options.date_field
+    date_column = options.date_column
     if dated and date_column not in raw.column_names:  # a snapshot-like file too: datasets' traceback followed
         other = next((c for c in ("update_date", "versions") if c != date_column and c in raw.column_names), None)
         if other is None:
@@ -365,7 +370,7 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     keep = [c for c in (fields.text, fields.title, fields.labels, fields.id, "_line", "_malformed")
             if c in raw.column_names]
     if dated:
-        keep.append("versions" if options.date_field == "first_version" else options.date_field)
+        keep.append(date_column)
     raw = raw.select_columns(sorted(set(keep), key=keep.index))
     # the dates' window is applied after this map, which only reads the dates: keyed without it, the normalised file
     # in the cache serves every --since/--until (each window had re-read and re-written the whole file)
@@ -585,11 +590,10 @@ def _undated_example(path: Path, loader: str, raw, dataset, undated, options: Re
     date filter) with a date cell written is in the file, and that cell; the first undated row's `no value` when no
     such row has one."""
     import numpy as np
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = "versions" if options.date_field == "first_version" else options.date_field
-    import pyarrow as pa
-
+    column = options.date_column
     file_rows = arrow_rows(dataset, ["_row"]).column("_row").take(undated)  # rows of `raw`
     cells = arrow_rows(raw, [column]).column(column).take(file_rows)
     present = pc.is_valid(cells)
