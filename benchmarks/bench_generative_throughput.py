@@ -12,16 +12,19 @@ generation runs to its token budget (the slowest case); constrained decoding wri
 (default 3, AAPD averages 2.4), since the early stop when a model leaves the format is off here (a random model
 leaves it at once, which would flatter the speed).
 
-Rows: `model.generate` at one batch (stock transformers, no constraint: the anchor), one forward pass over the
+Rows: `tokenize` (not in the default rows) times `encode_prompts` over all the prompts, the host work every llmcls
+mode does before its first batch reaches the model (the floor tokenises batch by batch instead, while the GPU runs
+the batch before; the header names TOKENIZERS_PARALLELISM, which makes it single-threaded when false);
+`model.generate` at one batch (stock transformers, no constraint: the anchor), one forward pass over the
 prompts (the compute floor of any mode), and the backend's free, constrained and score modes at `--batch_size`;
 `static-*` rows are free and constrained generation with `--static_cache` (a static KV cache, whose decoding steps
 transformers compiles with CUDA graphs on a GPU; the compilation happens in the warm-up, and its time is printed);
 `floor-compiled` (not in the default rows) is the floor through `torch.compile`, which says how far fused kernels
 would move the prompt pass that every mode pays (on an H100 the eager floor is 781 examples/s, below the 1,000
 target of score and constrained modes); `score-regional` and `constrained-regional` (not in the default rows either)
-run the backend on a copy of the model whose layers' MLPs and norms are compiled (`module.compile()`, regional
-compilation, shapes dynamic after the first; the modules that do not touch the KV cache, so one compilation serves
-every layer), the form an option of the backend could take. Two more rows take score mode apart: `score-prompt`
+run the backend with `--compile_layers` on a copy of the model (its layers' MLPs and norms compiled with
+`module.compile()`, regional compilation, shapes dynamic after the first; the modules that do not touch the KV
+cache, so one compilation serves every layer). Two more rows take score mode apart: `score-prompt`
 stops it after the prompt pass (so score minus score-prompt is the label pass), `score-noprefix` encodes every prompt
 whole instead of reusing the shared prefix's KV cache (whose [prefix | padding | rest] layout could pick a slower
 attention kernel than plain left padding). Compilation fuses memory-bound element-wise kernels
@@ -109,19 +112,14 @@ def without_shared_prefix(backend):
 
 
 def with_regional_compilation(backend):
-    """A backend on a copy of the model whose decoder layers' MLPs and norms are compiled (regional compilation)."""
+    """The backend's `--compile_layers` on a copy of the model: its decoder layers' MLPs and norms compiled (regional
+    compilation; the attention, which indexes the KV cache by its layer number, stays eager)."""
     import copy
 
     from llmcls.backends.hf import HFBackend
 
-    model = copy.deepcopy(backend.model)
-    for layer in model.model.layers:
-        # the modules that do not touch the KV cache: one compilation serves every layer. A whole layer indexes the
-        # cache by its layer number, a constant of its graph, so it would compile once per layer and per call
-        # variant (prefix, prompt, label pass, decoding step), past dynamo's recompilation limit
-        for module in (layer.input_layernorm, layer.post_attention_layernorm, layer.mlp):
-            module.compile()
-    return HFBackend(model, backend.tokenizer, batch_size=backend.batch_size)
+    return HFBackend(copy.deepcopy(backend.model), backend.tokenizer, batch_size=backend.batch_size,
+                     compile_layers=True)
 
 
 def make_prompts(tokenizer, rows: list[dict], n: int, target_tokens: int) -> list[str]:
@@ -160,9 +158,9 @@ def main() -> None:
     parser.add_argument("--prompt_tokens", type=int, default=320)
     parser.add_argument("--max_labels", type=int, default=3, help="Labels per constrained answer (AAPD: 2.4 avg).")
     parser.add_argument("--modes", default="stock,floor,free,constrained,score,static-constrained,static-free",
-                        help="Rows to measure, comma-separated (stock, floor, floor-compiled, free, constrained, "
-                             "score, static-constrained, static-free, score-prompt, score-noprefix, score-regional, "
-                             "constrained-regional).")
+                        help="Rows to measure, comma-separated (tokenize, stock, floor, floor-compiled, free, "
+                             "constrained, score, static-constrained, static-free, score-prompt, score-noprefix, "
+                             "score-regional, constrained-regional).")
     parser.add_argument("--profile", action="store_true",
                         help="Also profile one batch of the floor, score and constrained modes (GPU-busy "
                              "fraction and top operators; on a CPU, CPU operators only).")
@@ -172,7 +170,7 @@ def main() -> None:
 
     import torch
 
-    from llmcls.backends import LabelConstraint
+    from llmcls.backends import LabelConstraint, encode_prompts
     from llmcls.parsing import ANSWER_SEPARATOR, format_labels
 
     rows = [json.loads(line) for line in args.aapd.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -209,7 +207,11 @@ def main() -> None:
     # one shape compiles): how far a compiled prompt pass would move every mode's floor
     compiled = torch.compile(model, dynamic=False) if "floor-compiled" in args.modes.split(",") else None
 
+    def tokenize():  # what every llmcls mode does with all its prompts before the first batch reaches the model
+        encode_prompts(tokenizer, prompts)
+
     cases = {
+        "tokenize": ("tokenising the prompts alone (encode_prompts, all at once; no model)", tokenize),
         "stock": (f"stock model.generate, batch {args.batch_size}, {budget} new tokens (anchor)", stock_generate),
         "floor": ("one forward pass over the prompts (compute floor)", forward_floor),
         "floor-compiled": ("the same forward pass, torch.compile (prompts padded to a multiple of 64)",
@@ -227,9 +229,9 @@ def main() -> None:
                          lambda: prompt_only.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "score-noprefix": (f"llmcls score (all {len(labels)} labels), no shared-prefix cache",
                            lambda: whole.score(prompts, labels, separator=ANSWER_SEPARATOR)),
-        "score-regional": (f"llmcls score (all {len(labels)} labels), MLPs and norms compiled",
+        "score-regional": (f"llmcls score (all {len(labels)} labels), --compile_layers",
                            lambda: regional.score(prompts, labels, separator=ANSWER_SEPARATOR)),
-        "constrained-regional": ("llmcls constrained, MLPs and norms compiled",
+        "constrained-regional": ("llmcls constrained, --compile_layers",
                                  lambda: regional.generate(prompts, max_new_tokens=budget, constraint=constraint)),
     }
     warm = prompts[: args.batch_size]
@@ -258,7 +260,7 @@ def main() -> None:
                                        compile_floor),
                     "static-": ("static cache warm-up (compilation on a GPU), free and constrained, one batch each",
                                 compile_static),
-                    "-regional": ("compiled MLPs and norms, warm-up (the regional modes asked for, two batch shapes)",
+                    "-regional": ("--compile_layers warm-up (the regional modes asked for, two batch shapes)",
                                   compile_regional)}
     print(run_line())
     print(f"# bench_generative_throughput: {'tiny 2-layer model' if args.tiny else 'Qwen2.5-0.5B shape'}, random "
@@ -266,7 +268,7 @@ def main() -> None:
     print(f"# {len(prompts)} prompts, {min(lengths)}-{max(lengths)} tokens (mean {sum(lengths) / len(lengths):.0f}),"
           f" batch {args.batch_size}, {len(labels)} labels, answer budget {budget} tokens, max_labels "
           f"{args.max_labels}; torch {torch.__version__}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} CPU cores")
+          f"{os.cpu_count()} CPU cores; TOKENIZERS_PARALLELISM={os.environ.get('TOKENIZERS_PARALLELISM', '(unset)')}")
     print()
     print("| mode | examples/s |")
     print("|---|---:|")

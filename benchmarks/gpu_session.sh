@@ -59,7 +59,9 @@ if compgen -G "$wheels/*.whl" >/dev/null; then
 elif [ -f /tmp/site/.llmcls-wheels ]; then  # a later call on the warm machine: .whl/ was not carried again
     export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$here" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# TOKENIZERS_PARALLELISM stays as a user's run has it (unset: tokenizers use every core); set to false until session
+# 14, it made every llmcls generative mode tokenise its prompts on one core before the first batch
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$here" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 PY=${PYTHON:-python3}
 stash=${STASH:-/tmp/llmcls-carry}  # what .gpu*/ brought, kept for the later calls on the same warm machine
 mkdir -p "$stash"
@@ -120,31 +122,24 @@ if [ "${PLAN:-tables}" = profile ]; then
         --train-batch 128 "${tiny[@]}"
     exit 0
 fi
-# Most important first. Baselines measured on one H100 (session 5, README): encoder inference 6,580 samples/s (target
-# 8,000), generative floor 781 / score 496 / constrained 195, with --static_cache 350 examples/s (target 1,000), LoRA
-# SFT 27,950 tokens/s (target 90,000). Each step reruns its baseline in the same call (rows are compared only within
-# one machine), then the untried levers, cheap ones before those that compile (a compilation can eat a step's cap):
-# encoder: which SDPA kernel the prediction should ask for; generative: how far a compiled prompt pass moves the
-# floor, and score mode with its MLPs and norms compiled, then one profiled batch of the floor, score and
-# constrained modes (score runs at ~0.6 of the floor where its extra label tokens predict ~0.85: where does the rest
-# go? score-prompt and score-noprefix split it into prompt pass, label pass and the shared-prefix layout; rows that
-# compile come last, each compiled just before its row, and every row prints as it is measured); SFT: the default step, then with TRL's per-step metric read-backs (the sync session 10 deferred), a larger batch without the dropout module, then torch.compile (regional since session 6: one decoder
-# layer compiled and reused, a quarter of the whole model's compilation at the same step speed on a CPU, where
-# dropout 0 made compiled LoRA steps 1.5x faster); last, compiled encoder training.
-sdpa=flash,efficient,cudnn; [ "${TINY:-0}" = 1 ] && sdpa=flash,math
-step encoder-throughput 110 $PY benchmarks/bench_encoder_throughput.py --sdpa-backends $sdpa "${tiny[@]}"
-step generative-throughput 230 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
-    --modes floor,score,score-prompt,score-noprefix,constrained,static-constrained,floor-compiled,score-regional \
-    --profile "${tiny[@]}"
-step sft-throughput-lora 190 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
-    $PY benchmarks/bench_sft_throughput.py --trl_metrics ${tiny[*]} ${short[*]};
-    $PY benchmarks/bench_sft_throughput.py --batch_size 64 --extra='--lora_dropout 0.0' ${tiny[*]} ${short[*]};
-    $PY benchmarks/bench_sft_throughput.py --batch_size 32 --extra='--torch_compile true --lora_dropout 0.0' \
-        ${tiny[*]} ${short[*]};
-    $PY benchmarks/bench_sft_throughput.py --batch_size 64 --extra='--torch_compile true --lora_dropout 0.0' \
+# Most important first. Session 14 on one H200 (README): encoder inference 8,918 samples/s pure bf16 (target 8,000
+# met), training 1,183 eager / 1,749 compiled at batch 128 (target 2,000; 1,608 / 2,222 on the H200 of sessions
+# 2-3); generative floor 1,039, compiled floor 1,212, score 540, score with compiled MLPs and norms 701, constrained
+# 245, with --static_cache 458 (target 1,000); LoRA SFT 31,130 tokens/s with the defaults, 155,860 at batch 64
+# compiled without dropout (target 90,000 met). Each step reruns its baseline in the same call (rows are compared
+# only within one machine). Now: where the encoder's training step lost a quarter (a profiled window of eager
+# training, then the compiled run profiled too); whether tokenisation, now on every core, was the score prompt
+# pass's gap to the floor (the tokenize row times it alone) and how far score mode gets with it gone and its MLPs
+# and norms compiled; SFT at batch 16 compiled (the recipes' batch) and at 128.
+step encoder-throughput 110 $PY benchmarks/bench_encoder_throughput.py --profile 3 "${tiny[@]}"
+step generative-throughput 200 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
+    --modes tokenize,floor,score-prompt,score,score-regional,constrained,static-constrained "${tiny[@]}"
+step sft-throughput-lora 150 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
+    $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true --lora_dropout 0.0' ${tiny[*]} ${short[*]};
+    $PY benchmarks/bench_sft_throughput.py --batch_size 128 --extra='--torch_compile true --lora_dropout 0.0' \
         ${tiny[*]} ${short[*]}"
 step encoder-throughput-compiled 170 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
-    "${tiny[@]}"
+    --profile 3 "${tiny[@]}"
 if [ "${TINY:-0}" = 1 ]; then quality=(--epochs 0.03 --losses twoway); else quality=(--config research); fi
 [ -n "${TEST:-}" ] && quality+=(--test "$TEST")
 [ -n "$minilm" ] && step encoder-quality 200 $PY benchmarks/bench_encoder_aapd.py --aapd "$aapd" --model "$minilm" \

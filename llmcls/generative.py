@@ -15,7 +15,8 @@ Score mode gives a score for every label, so ranking metrics (P@k, nDCG, mAP) ex
 are predicted. Predictions are appended to predictions.jsonl batch by batch: rerunning the same command in the same
 `--output_dir` skips the finished ids (an interrupt loses at most one batch); at the end the file is rewritten in
 data order with the final predictions. metrics.json carries `"generation"`: mode, constrained, well_formed_rate,
-unknown_label_rate, any_label_rate (null in score mode, where nothing is generated).
+unknown_label_rate, ambiguous_label_rate (names two labels of the space share), any_label_rate (null in score mode,
+where nothing is generated).
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ FEWSHOT_NEEDS_K = ("fewshot needs --k N, the examples per prompt (drawn from --t
 
 # config keys that may change between an interrupted run and its resumption without mixing incompatible predictions;
 # the notes follow from the data and the options, compared themselves (a note a newer llmcls adds must not block
-# resuming a run an older one began)
-RESUMABLE_CHANGES = {"batch_size", "device", "gpu_memory_utilization", "output_dir", "notes"}
+# resuming a run an older one began); --compile_layers changes how the same computation runs, as --batch_size does
+RESUMABLE_CHANGES = {"batch_size", "compile_layers", "device", "gpu_memory_utilization", "output_dir", "notes"}
 
 
 def make_parser(command: str = "zeroshot"):
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
     if command == "fewshot" and not prompt_args.k:
         raise LlmclsError(FEWSHOT_NEEDS_K)
     check_options(model_args, prompt_args, gen_args)
-    adopt_training_prompt(model_args, prompt_args, data_args, gen_args)
+    fine_tuned = adopt_training_prompt(model_args, prompt_args, data_args, gen_args) or bool(model_args.adapter)
     system = "fewshot" if prompt_args.k > 0 else "zeroshot"
     corpus = load_corpus(data_args, required=("train",) if prompt_args.k > 0 else ())
     evaluated = [s for s in ("validation", "test") if corpus.get(s) is not None]
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None, command: str = "zeroshot") -> int:
                 "(an earlier run's labels.json, say) for the full space")
         corpus.notes.append(note)
         console.print(f"note: {note}", soft_wrap=True, markup=False)
-    check_prompt(prompt_args, gen_args, corpus)
+    check_prompt(prompt_args, gen_args, corpus, fine_tuned=fine_tuned)
     run = RunDir(prompt_args.output_dir).create()
     config = to_dict(data_args, model_args, prompt_args, gen_args) | {
         "system": system, "data_sizes": corpus.sizes(), "data_fingerprints": corpus.fingerprints(),
@@ -126,9 +127,13 @@ def check_options(model_args: ModelArguments, prompt_args: PromptArguments, gen_
 def check_values(parsed: tuple) -> None:
     """The values and pairs of options refused without looking at any file (`llmcls benchmark` checks every
     system's this way before the first one runs)."""
-    _, _, prompt_args, gen_args = parsed
+    _, model_args, prompt_args, gen_args = parsed
     if prompt_args.k is None:  # fewshot's parser has no default for it
         raise LlmclsError(FEWSHOT_NEEDS_K)
+    hf_only = [f"--{name}" for name in ("static_cache", "compile_layers") if getattr(model_args, name)]
+    if model_args.backend != "hf" and hf_only:
+        raise LlmclsError(f"{' and '.join(hf_only)} {'apply' if len(hf_only) > 1 else 'applies'} to the HF backend; "
+                          "vLLM compiles the model and captures its CUDA graphs itself")
     gen_args.check()
     if prompt_args.k < 0:
         raise LlmclsError(f"--k must be >= 0, got {prompt_args.k}")
@@ -150,9 +155,11 @@ def check_adapter(adapter: str) -> None:
         raise LlmclsError(f"--adapter {adapter}: no such adapter folder")
 
 
-def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, corpus: Corpus) -> None:
+def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, corpus: Corpus,
+                 fine_tuned: bool = False) -> None:
     """What the template, the examples and the label space must allow, checked before the model loads (a GGUF
-    conversion or a 7B model takes a while to load)."""
+    conversion or a 7B model takes a while to load); a note when a template that lists no labels prompts a model
+    that no `--adapter` or `llmcls sft` run has taught them."""
     from llmcls.parsing import ANSWER_SEPARATOR
     from llmcls.prompts import load_template, render_user_message, template_fields
 
@@ -169,6 +176,13 @@ def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, co
     first = rows_of(next(corpus.get(s) for s in ("test", "validation") if corpus.get(s) is not None).select([0]))[0]
     render_user_message(template, title=first.get("title"), abstract=first["abstract"],
                         label_space=corpus.label_space, examples=examples)  # a failing expression shows here
+    if not fine_tuned and not template_fields(template) & {"labels", "label_list"}:
+        how = ("constrained decoding keeps its answers inside the label space" if gen_args.constrained else
+               "score mode ranks the labels all the same" if gen_args.mode == "score" else
+               "its free answers are read against labels it was never shown")
+        console.print(f"note: the prompt template {name} lists no labels, and the model was not fine-tuned on them "
+                      f"(no --adapter, no llmcls sft run): it is not told which categories exist ({how}); the "
+                      "template is meant for models that llmcls sft trained with it", soft_wrap=True, markup=False)
     if gen_args.mode == "generate":  # answers are parsed: a label with the separator in it would be cut in two
         split = next((lab for lab in corpus.label_space.labels if ANSWER_SEPARATOR.strip() in lab), None)
         if split is not None:
@@ -177,21 +191,21 @@ def check_prompt(prompt_args: PromptArguments, gen_args: GenerationArguments, co
 
 
 def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArguments, data_args: DataArguments,
-                          gen_args: GenerationArguments) -> None:
+                          gen_args: GenerationArguments) -> bool:
     """A zero-shot run of a model that `llmcls sft` trained (`--adapter RUN_DIR/adapter`, or `--model` RUN_DIR/merged
     or the RUN_DIR/adapter of full fine-tuning) takes that run's prompt template, layout, label space, label level
     and answer cap unless --prompt / --chat / --labels / --label_level / --max_labels say otherwise: the model is then
     prompted exactly as it was trained, over the labels it learnt, and answers as the run's own evaluation let it
-    (greedy predictions equal the run's)."""
+    (greedy predictions equal the run's). Returns whether the model is such a run's."""
     source = model_args.adapter or model_args.model
     if not source or prompt_args.k > 0 or not Path(source).expanduser().is_dir():
-        return
+        return False
     config = Path(source).expanduser().parent / "config.yaml"
     if not config.exists():
-        return
+        return False
     trained = RunDir(config.parent).read_config()
     if trained.get("system") != "sft":
-        return
+        return False
     taken = []
     if prompt_args.prompt is None and trained.get("prompt"):
         prompt_args.prompt = trained["prompt"]
@@ -218,6 +232,7 @@ def adopt_training_prompt(model_args: ModelArguments, prompt_args: PromptArgumen
     if trained.get("load_in_4bit") and not model_args.load_in_4bit:
         console.print(f"note: {config.parent} trained on a 4-bit base model and evaluated it so; add --load_in_4bit "
                       "true to predict as it did")
+    return True
 
 
 def file_fingerprints(model_args: ModelArguments, prompt_args: PromptArguments) -> dict[str, str | None]:

@@ -494,6 +494,38 @@ def test_static_cache_generation_equals_the_dynamic_cache(tiny_dir, backend, pro
     assert all(kind == "static" and width % 64 == 0 and cache is None for kind, width, cache in seen)
 
 
+def test_compile_layers_compiles_each_layers_mlp_and_norms_and_changes_no_output(tiny_dir, backend, prompts,
+                                                                                 monkeypatch):
+    """--compile_layers compiles every decoder layer's MLP and norms, never its attention (dynamo's eager backend
+    here: the same tracing, no code generated), and scores and answers stay those of the eager model."""
+    import llmcls.backends.hf as hf
+
+    monkeypatch.setattr(hf, "COMPILE_BACKEND", "eager")
+    compiled = load_backend(ModelArguments(model=str(tiny_dir), device="cpu", compile_layers=True), batch_size=3)
+    layers = compiled.model.model.layers
+    for layer in layers:
+        for part in (layer.mlp, layer.input_layernorm, layer.post_attention_layernorm):
+            assert part._compiled_call_impl is not None
+        assert layer.self_attn._compiled_call_impl is None
+    assert all(layer.mlp._compiled_call_impl is None for layer in backend.model.model.layers)  # its own model
+    np.testing.assert_allclose(compiled.score(prompts, LABELS, separator=", "),
+                               backend.score(prompts, LABELS, separator=", "), rtol=1e-5, atol=1e-5)
+    constraint = LabelConstraint(LABELS, ", ", max_labels=3)
+    assert compiled.generate(prompts, max_new_tokens=12, constraint=constraint) == backend.generate(
+        prompts, max_new_tokens=12, constraint=constraint)
+
+
+def test_compile_layers_without_decoder_layers_is_one_line(tiny_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmcls.backends.hf import HFBackend
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    model._no_split_modules = None  # a model class that names no decoder layers
+    with pytest.raises(LlmclsError, match="--compile_layers: no decoder layer .* LlamaForCausalLM"):
+        HFBackend(model, AutoTokenizer.from_pretrained(tiny_dir), compile_layers=True)
+
+
 def test_an_adapter_of_another_base_model_is_one_line(tiny_dir, tmp_path):
     """PEFT's 60-line size-mismatch traceback for an adapter trained on another model becomes one line naming the
     adapter's own base."""

@@ -110,6 +110,22 @@ def test_help(command, capsys):
     assert "--constrained" in out and "--mode" in out and "--k" in out
 
 
+def test_generation_stats_count_names_two_labels_share_apart_from_unknown_labels():
+    """A name two labels share ("Machine Learning": cs.LG and stat.ML) was counted as an unknown label."""
+    from types import SimpleNamespace
+
+    from llmcls.task import generation_stats
+
+    task = SimpleNamespace(args=SimpleNamespace(mode="generate", constrained=False), answer_prefix="",
+                           prompt_args=SimpleNamespace(k=0, selection="knn"), template=SimpleNamespace(filename="t"),
+                           max_new_tokens=8, max_labels=None)
+    records = [{"predicted": ["cs.AI"], "unknown": ["foo.bar"], "ambiguous": ["Machine Learning"], "well_formed": False},
+               {"predicted": ["cs.LG", "cs.AI"], "unknown": [], "well_formed": True}]
+    stats = generation_stats(task, records)  # 5 labels written: 3 of the space, 1 unknown, 1 ambiguous
+    assert (stats["unknown_label_rate"], stats["ambiguous_label_rate"]) == (0.2, 0.2)
+    assert stats["well_formed_rate"] == 0.5 and stats["any_label_rate"] == 1.0
+
+
 def test_constrained_zeroshot_writes_a_run_and_every_output_parses(tiny, data, tmp_path):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
@@ -326,15 +342,32 @@ def test_prompts_longer_than_the_models_positions_lose_the_end_of_their_abstract
     assert f"more than the model's {bare + 5} positions" in " ".join(capsys.readouterr().err.split())
 
 
-def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys):
+@pytest.mark.parametrize(("mode", "how"), [([], "free answers are read against labels it was never shown"),
+                                           (["--constrained"], "constrained decoding keeps its answers inside")])
+def test_a_prompt_without_the_label_list_for_a_model_never_trained_on_them_gets_a_note(tiny, data, tmp_path, capsys,
+                                                                                       mode, how):
+    """`--prompt compact` is for models that llmcls sft trained on the labels: a zero-shot model is told none."""
+    assert main(["zeroshot", *_args(tiny, data, tmp_path / "run", "--prompt", "compact", "--max_new_tokens", "4",
+                                    *mode)]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "note: the prompt template compact lists no labels, and the model was not fine-tuned on them" in said
+    assert how in said
+    assert main(["zeroshot", *_args(tiny, data, tmp_path / "listed", "--max_new_tokens", "4", *mode)]) == 0
+    assert "lists no labels" not in capsys.readouterr().err
+
+
+def test_resuming_with_other_options_is_refused(tiny, data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
     assert main(["zeroshot", *_args(tiny, data, run, "--mode", "score")]) == 2
     assert "other options" in capsys.readouterr().err
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained", "--batch_size", "2")]) == 0  # batch size may
-    # a run of an earlier version, which had no --chat_template_kwargs yet, resumes when the option is left unset
+    monkeypatch.setattr("llmcls.backends.hf.COMPILE_BACKEND", "eager")  # tracing only: no code generated
+    assert main(["zeroshot", *_args(tiny, data, run, "--constrained", "--compile_layers", "true")]) == 0  # so may this
+    # a run of an earlier version, which had no --chat_template_kwargs nor --compile_layers yet, resumes when they
+    # are left as they were
     config = yaml.safe_load((run / "config.yaml").read_text())
-    del config["chat_template_kwargs"]
+    del config["chat_template_kwargs"], config["compile_layers"]
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained")]) == 0
     assert main(["zeroshot", *_args(tiny, data, run, "--constrained", "--chat_template_kwargs", "{}")]) == 2

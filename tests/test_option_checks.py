@@ -59,6 +59,9 @@ def test_generation_options_that_contradict_each_other_are_refused_by_zeroshot_a
     (["--selection", "balanced"], "--selection balanced applies to few-shot prompts (--k > 0)"),
     (["--mode", "score", "--temperature", "0.7"], "--temperature applies to --mode generate (score mode samples"),
     (["--top_p", "0.9"], "--top_p applies to sampling (--temperature > 0) only"),
+    (["--backend", "vllm", "--compile_layers", "true"], "--compile_layers applies to the HF backend; vLLM compiles"),
+    (["--backend", "vllm", "--static_cache", "true", "--compile_layers", "true"],
+     "--static_cache and --compile_layers apply to the HF backend"),
 ])
 def test_an_option_of_another_mode_is_refused_not_ignored(options, message, capsys, tmp_path):
     """--min_labels in generate mode, --selection without --k, ... changed nothing and said nothing."""

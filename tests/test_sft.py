@@ -279,10 +279,11 @@ def test_the_script_entry_point_gives_one_line_errors():
     assert result.stderr.strip().splitlines()[-1].startswith("llmcls sft: error: --model_name_or_path is required")
 
 
-def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_path):
+def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_path, capsys):
     out = tmp_path / "run"
     assert cli_main(["sft", *_args(tiny_llama, out, "--max_steps", "1"), "--prompt", "compact", "--chat", "off",
                      "--skip_eval", "true", "--merge", "true"]) == 0
+    capsys.readouterr()
     common = ["zeroshot", "--model", str(tiny_llama), "--adapter", str(out / "adapter"), "--test", "aapd-test",
               "--max_eval_examples", "2", "--max_new_tokens", "4"]
     assert cli_main([*common, "--output_dir", str(tmp_path / "reuse")]) == 0
@@ -295,6 +296,7 @@ def test_zeroshot_with_an_sft_adapter_takes_its_training_prompt(tiny_llama, tmp_
               "--max_new_tokens", "4", "--output_dir", str(tmp_path / "merged")]
     assert cli_main(merged) == 0  # the merged model is the run's model too
     assert RunDir(tmp_path / "merged").read_config()["prompt"] == "compact"
+    assert "lists no labels" not in capsys.readouterr().err  # the model learnt them: no note for the compact prompt
 
 
 def test_zeroshot_with_an_sft_adapter_finds_its_template_file_from_anywhere(tiny_llama, tmp_path, monkeypatch):

@@ -41,6 +41,12 @@ class ModelArguments:
                 "prompts' shared prefix is encoded with every batch. For long runs on a GPU (one H100, batch 256, "
                 "Qwen2.5-0.5B's shape: 195 -> 350 examples/s constrained after 34 s of compilation, so it pays "
                 "from about 15,000 prompts); score mode is unaffected."})
+    compile_layers: bool = field(default=False, metadata={
+        "help": "HF backend: compile each decoder layer's MLP and norms with torch.compile (the parts that do not "
+                "touch the KV cache, so one compilation serves every layer; recompiled once for varying shapes). "
+                "For GPUs, where it fuses the element-wise kernels around the matrix products: one H200, batch "
+                "256, Qwen2.5-0.5B's shape, score mode 540 -> 701 examples/s after 3.4 s of compilation; "
+                "generation not measured. On a CPU it only adds compilation time."})
     tensor_parallel_size: int = field(default=1, metadata={
         "help": "vLLM: GPUs to split the model over (for models larger than one GPU)."})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "vLLM: share of GPU memory it may use."})

@@ -52,7 +52,7 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model, tokenizer, *, batch_size: int = 16, score_chunk_bytes: int | None = None,
-                 share_prefix: bool = True, static_cache: bool = False):
+                 share_prefix: bool = True, static_cache: bool = False, compile_layers: bool = False):
         self.model, self.tokenizer = model, tokenizer
         # score mode's masks and the shared-prefix layout need an attention that takes any mask; SFT may have loaded
         # FlashAttention (padding-free training): `restore_attention()` gives the model back as it came
@@ -71,6 +71,8 @@ class HFBackend:
         self._prefix: tuple[tuple[int, ...], list] | None = None  # (token ids, per-layer keys and values)
         # generation with a fixed-size cache that transformers compiles (CUDA graphs) for the decoding steps
         self.static_cache = static_cache
+        if compile_layers:
+            compile_layer_parts(self._core())
         self.end_ids = end_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.end_ids[0]
         self._grammars: dict = {}
@@ -95,7 +97,8 @@ class HFBackend:
             if check_tokenizer is not None:
                 check_tokenizer(tokenizer)
             model = load_model(path, args, device, dtype, quantization)
-        return cls(model, tokenizer, batch_size=batch_size, static_cache=args.static_cache)
+        return cls(model, tokenizer, batch_size=batch_size, static_cache=args.static_cache,
+                   compile_layers=args.compile_layers)
 
     def _core(self):
         """The transformers model under a PEFT wrapper, if any."""
@@ -330,6 +333,29 @@ class HFBackend:
                             position_ids=positions, use_cache=True, **{self._cache_kw: cache}).logits.float()
         picked = logits[:, t["inner_slots"], t["inner_tokens"]]
         return picked - torch.logsumexp(logits, dim=-1)[:, t["inner_slots"]]
+
+
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for --compile_layers (tests trace with "eager": no code made)
+
+
+def compile_layer_parts(model) -> int:
+    """Compile, in place, the MLP and the norms of every decoder layer of `model` (the classes its
+    `_no_split_modules` names): the modules that never touch the KV cache. The attention is left eager, since it
+    indexes the cache by its layer number, a constant of its graph: one compilation per layer and per kind of pass.
+    Returns how many modules were compiled; a model whose decoder layers cannot be found is an error."""
+    layer_classes = set(getattr(model, "_no_split_modules", None) or ())
+    compiled = 0
+    for module in model.modules():
+        if type(module).__name__ not in layer_classes:
+            continue
+        for name, child in module.named_children():
+            if name == "mlp" or "norm" in name.lower():
+                child.compile(backend=COMPILE_BACKEND)
+                compiled += 1
+    if not compiled:
+        raise LlmclsError(f"--compile_layers: no decoder layer with an `mlp` or norm module found in "
+                          f"{type(model).__name__}; leave the option off for this model")
+    return compiled
 
 
 MASKED_ATTENTION = ("eager", "sdpa")  # attention implementations that apply any 4D (additive float) mask
