@@ -60,14 +60,19 @@ def read_options(args: DataArguments, labels_required: bool = True) -> ReadOptio
                        labels_required=labels_required, unique_ids=True)
 
 
-def load_corpus(args: DataArguments, required: tuple[str, ...] = (), unlabelled: tuple[str, ...] = ()) -> Corpus:
+def load_corpus(args: DataArguments, required: tuple[str, ...] = (), unlabelled: tuple[str, ...] = (),
+                called: dict[str, str] | None = None) -> Corpus:
     """Read, filter and split the data named by `args`; `required` names splits that must exist, `unlabelled`
-    splits to predict whose rows may have no labels (kept, with an empty label list, and not scored)."""
+    splits to predict whose rows may have no labels (kept, with an empty label list, and not scored). `called`
+    names a split otherwise in the notes and errors (`llmcls data stats FILE` reads FILE as --train: the notes
+    name FILE)."""
     with quiet_datasets(show_progress=False):  # the readers show progress for big files themselves
-        return _load_corpus(args, required, unlabelled)
+        return _load_corpus(args, required, unlabelled, called or {})
 
 
-def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tuple[str, ...] = ()) -> Corpus:
+def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tuple[str, ...] = (),
+                 called: dict[str, str] | None = None) -> Corpus:
+    called = called or {}
     notes: list[str] = []
     splits = {}
     read = {}
@@ -107,7 +112,8 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
         for name, ds in list(splits.items()):
             splits[name] = _restrict(ds, space, name, notes, keep_unlabelled=name in unlabelled)
             if len(splits[name]) == 0:  # the notes are not printed yet: the case hint goes into the error
-                _require_rows(splits[name], f"--{name}: no row has a label in the label space ({len(space)} labels"
+                _require_rows(splits[name], f"{called.get(name, '--' + name)}: no row has a label in the label "
+                              f"space ({len(space)} labels"
                               + (f" from {args.labels})" if args.labels else " from the training rows)")
                               + _other_case(label_counts(ds), set(space.labels)))
     for names, limit in ((("train",), args.max_train_examples), (("validation", "test"), args.max_eval_examples)):
@@ -122,9 +128,16 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
             notes.append(f"train: {len(unseen)} labels of the space have no row among the first "
                          f"{len(splits['train'])} training rows ({shown}); --max_train_examples keeps the file's "
                          "first rows, not a sample")
+    notes = [_called(note, called) for note in notes]
     for note in notes:  # skipped rows, dropped rows, the split: the user sees them, config.yaml keeps them
         console.print(f"note: {note}", soft_wrap=True, markup=False)  # paths stay copyable; labels may hold [...]
     return Corpus(space, splits, notes)
+
+
+def _called(note: str, called: dict[str, str]) -> str:
+    """A note that begins with a split's name (`train: ...`), with the split named as `called` says."""
+    head, sep, rest = note.partition(": ")
+    return f"{called[head]}{sep}{rest}" if sep and head in called else note
 
 
 def _date_counts(result, date_field: str) -> list[str]:

@@ -77,7 +77,7 @@ def stats_main(argv: list[str]) -> int:
         raise LlmclsError(f"--{given[0]}: data stats describes the one file given as PATH (llmcls data stats FILE) "
                           "and takes no split options; run it once per file")
     data_args.train = extra.path
-    corpus = load_corpus(data_args, required=("train",))
+    corpus = load_corpus(data_args, required=("train",), called={"train": extra.path})
     stats = compute_stats(corpus.get("train"), args)
     stats["notes"] = corpus.notes
     if args.json:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from llmcls.labels import ARCHIVE_NAMES, GROUPS, CategoryInfo, LabelSpace, taxonomy
@@ -78,12 +78,15 @@ class ParseResult:
     ``labels``: labels of the space in order of first appearance, without duplicates, spelled as in the space.
     ``unknown``: strings of the answer that looked like labels but are not in the space (as written, deduplicated
     ignoring case). ``well_formed``: the output, once debris is stripped, was exactly canonical (see
-    `parse_labels`).
+    `parse_labels`). ``ambiguous``: names of the answer that the space gives to two or more labels (arXiv calls both
+    cs.LG and stat.ML "Machine Learning"), as written and deduplicated ignoring case: read as neither label, and
+    not unknown either.
     """
 
     labels: list[str]
     unknown: list[str]
     well_formed: bool
+    ambiguous: list[str] = field(default_factory=list)
 
 
 def parse_labels(text: str, label_space: LabelSpace | Sequence[str]) -> ParseResult:
@@ -98,15 +101,16 @@ def parse_labels(text: str, label_space: LabelSpace | Sequence[str]) -> ParseRes
     answer = _strip_debris(text if isinstance(text, str) else "" if text is None else str(text))
     labels: list[str] = []
     unknown: list[str] = []
-    seen_unknown: set[str] = set()
+    ambiguous: list[str] = []
+    seen: set[str] = set()  # lower-cased unknown and ambiguous strings
     for cand in _answer_run(answer, index):
         if cand.label is not None:
             if cand.label not in labels:
                 labels.append(cand.label)
-        elif cand.text.lower() not in seen_unknown:
-            seen_unknown.add(cand.text.lower())
-            unknown.append(cand.text)
-    return ParseResult(labels=labels, unknown=unknown, well_formed=_is_canonical(answer, index))
+        elif cand.text.lower() not in seen:
+            seen.add(cand.text.lower())
+            (ambiguous if not cand.strong and cand.text.lower() in index.shared else unknown).append(cand.text)
+    return ParseResult(labels=labels, unknown=unknown, well_formed=_is_canonical(answer, index), ambiguous=ambiguous)
 
 
 def arxiv_name(code: str) -> str | None:
@@ -125,6 +129,7 @@ class _Index(NamedTuple):
     exact: frozenset[str]  # the labels as spelled in the space
     codes: dict[str, str | None]  # lower-cased code -> label; None: an arXiv code outside the space, or ambiguous
     names: dict[str, str | None]  # lower-cased name -> label; None: not the name of exactly one label of the space
+    shared: frozenset[str]  # lower-cased names that two or more labels of the space share
     pattern: re.Pattern[str]  # finds every candidate: group "lit" a code or name, group "shape" a code-like string
 
 
@@ -167,17 +172,17 @@ def _index(labels: tuple[str, ...]) -> _Index:
         codes[label.lower()] = None if label.lower() in codes else label
     for code in taxonomy():
         codes.setdefault(code.lower(), None)
-    names = _name_table(labels)
+    names, shared = _name_table(labels)
     literals = sorted({*labels, *codes, *names}, key=lambda s: (-len(s), s))
     lit = "|".join(re.escape(s) for s in literals)
     pattern = re.compile(f"{_BEFORE}(?:(?P<lit>{lit})|(?P<shape>{_CODE_SHAPE})){_AFTER}", re.IGNORECASE)
-    return _Index(frozenset(labels), codes, names, pattern)
+    return _Index(frozenset(labels), codes, names, shared, pattern)
 
 
-def _name_table(labels: tuple[str, ...]) -> dict[str, str | None]:
-    """Lower-cased arXiv name (and short form) -> the one label of the space it names, else None. A label's full
-    name wins over another's short form ("Quantum Algebra" is math.QA, not q-alg's "Quantum Algebra and
-    Topology")."""
+def _name_table(labels: tuple[str, ...]) -> tuple[dict[str, str | None], frozenset[str]]:
+    """Lower-cased arXiv name (and short form) -> the one label of the space it names, else None; and the names
+    that two or more labels of the space share. A label's full name wins over another's short form ("Quantum
+    Algebra" is math.QA, not q-alg's "Quantum Algebra and Topology")."""
     full: dict[str, set[str]] = {}
     short: dict[str, set[str]] = {}
     for label in labels:
@@ -187,6 +192,7 @@ def _name_table(labels: tuple[str, ...]) -> dict[str, str | None]:
     table = {form: next(iter(found)) if len(found) == 1 else None for form, found in full.items()}
     for form, found in short.items():
         table.setdefault(form, next(iter(found)) if len(found) == 1 else None)
+    shared = frozenset(form for form, label in table.items() if label is None)
     # Names of arXiv categories outside the space still look like labels: report them as unknown; so do the groups'
     # names, which head a category's name in arXiv's subject lines ("Statistics - Machine Learning").
     for info in taxonomy().values():
@@ -194,7 +200,7 @@ def _name_table(labels: tuple[str, ...]) -> dict[str, str | None]:
             table.setdefault(form, None)
     for group in GROUPS:
         table.setdefault(group.lower(), None)
-    return table
+    return table, shared
 
 
 def _name_forms(name: str) -> list[str]:

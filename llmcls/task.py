@@ -229,6 +229,7 @@ class Task:
                                       top_p=self.args.top_p)
         parsed = [parse_labels(text, self.space) for text in texts]
         return [record | {"predicted": p.labels, "raw": text, "well_formed": p.well_formed, "unknown": p.unknown}
+                | ({"ambiguous": p.ambiguous} if p.ambiguous else {})  # names two labels share: read as neither
                 for record, text, p in zip(base, texts, parsed, strict=True)]
 
     def fallback_thresholds(self) -> Thresholds:
@@ -293,10 +294,14 @@ def generation_stats(task: Task, records: list[dict]) -> dict[str, Any]:
                              "max_new_tokens": task.max_new_tokens, "max_labels": task.max_labels,
                              "abstracts_cut": sum(bool(r.get("abstract_cut")) for r in records)}
     if task.args.mode == "score":
-        return stats | {"well_formed_rate": None, "unknown_label_rate": None, "any_label_rate": None}
+        return stats | {"well_formed_rate": None, "unknown_label_rate": None, "ambiguous_label_rate": None,
+                        "any_label_rate": None}
     n = max(len(records), 1)
     known = sum(len(r["predicted"]) for r in records)
     unknown = sum(len(r.get("unknown", [])) for r in records)
+    ambiguous = sum(len(r.get("ambiguous", [])) for r in records)
+    written = max(known + unknown + ambiguous, 1)
     return stats | {"well_formed_rate": sum(bool(r.get("well_formed")) for r in records) / n,
-                    "unknown_label_rate": unknown / max(known + unknown, 1),  # share of the labels written
+                    "unknown_label_rate": unknown / written,  # shares of the labels written
+                    "ambiguous_label_rate": ambiguous / written,
                     "any_label_rate": sum(bool(r["predicted"]) for r in records) / n}

@@ -100,6 +100,17 @@ def test_data_stats_describe_the_rows_a_filter_keeps(capsys):
     assert stats["label_cardinality"] == pytest.approx(total / n)
 
 
+def test_data_stats_notes_and_errors_name_the_file_not_a_split(tmp_path, capsys):
+    """`data stats FILE` reads FILE as --train: its notes said `train: ...` and its errors `--train: ...`."""
+    assert main(["data", "stats", "aapd-test", "--min_label_count", "3", "--json"]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "note: aapd-test: 28 gold labels of 20 labels outside the label space were dropped" in said
+    assert "note: aapd-test: dropped 1 rows with no label in the label space" in said and "train:" not in said
+    (tmp_path / "labels.txt").write_text("zz.yy\n")
+    assert main(["data", "stats", "aapd-test", "--labels", str(tmp_path / "labels.txt")]) == 2
+    assert "error: aapd-test: no row has a label in the label space" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def linear_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "linear"
