@@ -414,7 +414,7 @@ def _normalise(path: Path, loader: str, raw, fields: _Fields, options: ReadOptio
     if getattr(normalised, "_indices", None) is not None:  # rows skipped or filtered: write the kept rows once
         normalised = normalised.flatten_indices()  # (without a selection this would copy the whole file again)
     fmt = "arxiv-snapshot" if fields.snapshot else loader
-    joined = _joined_labels_note(normalised.data.column("labels")) if fields.labels and not options.label_sep else None
+    joined = _joined_labels_note(normalised.data.column("labels"), options.label_sep) if fields.labels else None
     return ReadResult(normalised, str(path), fmt, n_skipped, n_before - len(normalised), n_undated, undated_example,
                       fields.id, [joined] if joined else [], numbered)
 
@@ -445,22 +445,31 @@ def _check_unique_ids(path: Path, loader: str, dataset) -> None:
                           "unique field with --id_field, or drop the id field to number rows")
 
 
-def _joined_labels_note(labels) -> str | None:
-    """A hint when at least half the labelled rows have a label holding '|', ';' or ',': likely several labels
-    joined by a separator the reader does not split on (a string splits on whitespace, commas and semicolons; a
-    list's items not at all). Rows with a single label hold no separator, hence half, not all."""
+def _joined_labels_note(labels, label_sep: str | None = None) -> str | None:
+    """A hint when at least half the labelled rows have a label holding '|', ';' or ',' (or, with a --label_sep,
+    also a space between code-like pieces: `--label_sep ';'` over `cs.IT math.IT`): likely several labels joined
+    by a separator the reader does not split on (a string splits on whitespace, commas and semicolons unless
+    --label_sep says otherwise; a list's items not at all). Rows with a single label hold no separator, hence half,
+    not all."""
     import pyarrow.compute as pc
 
     labels = labels.combine_chunks()  # parent indices count from each chunk's start
     n_rows = pc.sum(pc.greater(pc.list_value_length(labels), 0)).as_py() or 0
     flat, parents = pc.list_flatten(labels), pc.list_parent_indices(labels)
-    for sep in "|;,":
-        holds = pc.match_substring(flat, sep)
+    for sep in "|;," + (" " if label_sep else ""):
+        if label_sep and sep in label_sep:
+            continue
+        # a space only between code-like pieces ("cs.IT math.IT"): labels such as "Machine Learning" hold one as well
+        holds = pc.match_substring_regex(flat, r"^\S+\.\S+(?:\s+\S+\.\S+)+$") if sep == " " else (
+            pc.match_substring(flat, sep))
         n_holding = pc.count_distinct(pc.filter(parents, holds)).as_py()
         if n_holding and 2 * n_holding >= n_rows:
             example = pc.filter(flat, holds)[0].as_py()
-            return (f"{n_holding} of {n_rows} rows have a label holding {sep!r} (e.g. {example!r}): if {sep!r} joins "
-                    f"several labels, pass --label_sep {sep!r}")
+            told = (f", which --label_sep {label_sep!r} does not split" if label_sep else "")
+            return (f"{n_holding} of {n_rows} rows have a label holding {sep!r} (e.g. {example!r}){told}: if {sep!r} "
+                    f"joins several labels, pass --label_sep {sep!r}"
+                    + (" (or leave --label_sep out: whitespace, commas and semicolons split then)"
+                       if label_sep and sep in " ,;" else ""))
     return None
 
 

@@ -152,6 +152,21 @@ def test_labels_joined_by_another_separator_get_a_note(good, tmp_path):
     assert any(note.startswith("train: 20 of 20 rows have a label holding '|'") for note in corpus.notes)
 
 
+def test_a_label_sep_that_misses_the_files_separator_gets_a_note(good, tmp_path):
+    """`--label_sep ';'` over space-joined codes read every row's codes as one label, without a word."""
+    space = _write_csv(tmp_path / "space.csv", good)
+    first = " ".join(good[0]["labels"])
+    assert read_file(str(space), ReadOptions(label_sep=";")).notes == [
+        f"20 of 20 rows have a label holding ' ' (e.g. {first!r}), which --label_sep ';' does not split: if ' ' "
+        "joins several labels, pass --label_sep ' ' (or leave --label_sep out: whitespace, commas and semicolons "
+        "split then)"]
+    assert read_file(str(space), ReadOptions(label_sep=" ")).notes == []
+    assert read_file(str(_write_csv(tmp_path / "comma.csv", good, sep=",")), ReadOptions(label_sep="|")).notes[0] \
+        .startswith("20 of 20 rows have a label holding ',' (e.g.")
+    named = [row | {"labels": ["Machine Learning", "Computer Vision"]} for row in good]  # words, not joined codes
+    assert read_file(str(_write_csv(tmp_path / "named.csv", named, sep=";")), ReadOptions(label_sep=";")).notes == []
+
+
 def test_splits_sharing_ids_with_train_are_noted(good, tmp_path, aapd_rows):
     same = load_corpus(DataArguments(train="aapd-train", validation="aapd-train"))
     assert "validation shares 400 of its 400 ids with train: its scores are not held-out estimates" in same.notes

@@ -119,8 +119,8 @@ def test_generation_stats_count_names_two_labels_share_apart_from_unknown_labels
     task = SimpleNamespace(args=SimpleNamespace(mode="generate", constrained=False), answer_prefix="",
                            prompt_args=SimpleNamespace(k=0, selection="knn"), template=SimpleNamespace(filename="t"),
                            max_new_tokens=8, max_labels=None)
-    records = [{"predicted": ["cs.AI"], "unknown": ["foo.bar"], "ambiguous": ["Machine Learning"], "well_formed": False},
-               {"predicted": ["cs.LG", "cs.AI"], "unknown": [], "well_formed": True}]
+    records = [{"predicted": ["cs.AI"], "unknown": ["foo.bar"], "ambiguous": ["Machine Learning"],
+                "well_formed": False}, {"predicted": ["cs.LG", "cs.AI"], "unknown": [], "well_formed": True}]
     stats = generation_stats(task, records)  # 5 labels written: 3 of the space, 1 unknown, 1 ambiguous
     assert (stats["unknown_label_rate"], stats["ambiguous_label_rate"]) == (0.2, 0.2)
     assert stats["well_formed_rate"] == 0.5 and stats["any_label_rate"] == 1.0
