@@ -129,11 +129,12 @@ fi
 # compiled without dropout (target 90,000 met). Each step reruns its baseline in the same call (rows are compared
 # only within one machine). Now: where the encoder's training step lost a quarter (a profiled window of eager
 # training, then the compiled run profiled too); whether tokenisation, now on every core, was the score prompt
-# pass's gap to the floor (the tokenize row times it alone) and how far score mode gets with it gone and its MLPs
-# and norms compiled; SFT at batch 16 compiled (the recipes' batch) and at 128.
+# pass's gap to the floor (the tokenize row times it alone) and how far score mode gets with it gone and
+# --compile_layers (constrained decoding with it too); SFT at batch 16 compiled (the recipes' batch) and at 128.
 step encoder-throughput 110 $PY benchmarks/bench_encoder_throughput.py --profile 3 "${tiny[@]}"
 step generative-throughput 200 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
-    --modes tokenize,floor,score-prompt,score,score-regional,constrained,static-constrained "${tiny[@]}"
+    --modes tokenize,floor,score-prompt,score,score-regional,constrained,static-constrained,constrained-regional \
+    "${tiny[@]}"
 step sft-throughput-lora 150 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
     $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true --lora_dropout 0.0' ${tiny[*]} ${short[*]};
     $PY benchmarks/bench_sft_throughput.py --batch_size 128 --extra='--torch_compile true --lora_dropout 0.0' \
