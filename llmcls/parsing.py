@@ -12,7 +12,8 @@ How an output is read:
    first one), a leading role header (``assistant``), a line holding only a role word (a new turn).
 2. Candidates are found left to right: codes of the space (any case; each code maps only to itself, aliases are
    never merged), other arXiv codes and code-shaped strings (``xx.YY``, reported as unknown), and arXiv names
-   (``Information Theory``), resolved to a code only when exactly one code of the space has that name. A code
+   (``Information Theory``), resolved to a code only when exactly one code of the space has that name (a name two
+   codes of the space share is reported as ambiguous, a name outside the space as unknown). A code
    followed by its name (``cs.IT (Information Theory)``) or a name followed by its code counts once, and so does a
    name with a note (``Computer Vision (CV)``); an archive's or group's name heading a name of it (arXiv's subject
    line ``Computer Science - Machine Learning``) is not a label.
