@@ -21,6 +21,7 @@ from llmcls.encoder_data import EncodedSplit
 from llmcls.encoder_infer import forward_logits, without_full_mask
 from llmcls.encoder_model import is_mean_pooling
 from llmcls.encoder_resume import OPTIONS_FILE
+from llmcls.flops import CountedFlops
 from llmcls.labels import LabelSpace
 from llmcls.metrics import Thresholds, apply_thresholds, compute_metrics, tune_best_thresholds
 from llmcls.progress import console
@@ -35,10 +36,10 @@ def parse_min_labels(text: str) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------- training
-class EncoderTrainer(SeededLengthGrouping, Trainer):
-    """A `Trainer` whose loss comes from `losses.py` (the model never sees the labels) and whose batches grouped by
+class EncoderTrainer(SeededLengthGrouping, CountedFlops, Trainer):
+    """A `Trainer` whose loss comes from `losses.py` (the model never sees the labels), whose batches grouped by
     length come in an order set by the seed and the epoch (`llmcls.sampling`: a resumed run trains on the
-    uninterrupted run's batches)."""
+    uninterrupted run's batches) and whose FLOPs log counts the parameters once (`llmcls.flops`)."""
 
     # Our losses are per-batch means: the Trainer must divide them by the gradient-accumulation steps itself.
     loss_is_scaled_for_ga = False
