@@ -54,6 +54,9 @@ class Corpus:
 
 
 def read_options(args: DataArguments, labels_required: bool = True) -> ReadOptions:
+    if args.label_sep == "":  # str.split("") raises deep in the reader
+        raise LlmclsError("--label_sep is empty; leave it out to split label strings on whitespace, commas and "
+                          "semicolons, or give the separator (e.g. --label_sep '|')")
     return ReadOptions(text_field=args.text_field, title_field=args.title_field, label_field=args.label_field,
                        id_field=args.id_field, label_sep=args.label_sep, skip_bad_rows=args.skip_bad_rows,
                        since=args.since, until=args.until, date_field=args.date_field,
