@@ -82,6 +82,11 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
     for option in ("max_train_examples", "max_eval_examples"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             raise LlmclsError(f"--{option} must be at least 1, got {getattr(args, option)}")
+    for option in ("labels", "categories"):  # an empty value (an unset shell variable) read as no option at all
+        if getattr(args, option) is not None and not str(getattr(args, option)).strip():
+            raise LlmclsError(f"--{option} is empty; leave it out, or give " + (
+                "a labels file or an earlier run's labels.json" if option == "labels" else
+                "archives or categories, comma-separated (e.g. 'cs,stat.ML')"))
     for name in SPLITS:
         spec = getattr(args, name)
         if spec is None:

@@ -131,6 +131,8 @@ def linear_run(tmp_path_factory):
     (["--top_labels", "0"], "--top_labels must be at least 1, got 0"),  # was "the label space is empty"
     (["--max_train_examples", "-5"], "--max_train_examples must be at least 1"),
     (["--label_sep", ""], "--label_sep is empty; leave it out to split label strings on whitespace"),  # a traceback
+    (["--categories", " "], "--categories is empty; leave it out, or give archives or categories"),  # no filter
+    (["--labels", ""], "--labels is empty; leave it out, or give a labels file"),  # the training rows' labels
 ])
 def test_train_linear_options_fail_in_one_line(tmp_path, capsys, options, message):
     assert main(["train-linear", *AAPD, "--output_dir", str(tmp_path / "run"), *options]) == 2
