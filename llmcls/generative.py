@@ -272,6 +272,7 @@ def check_resumable(run: RunDir, config: dict[str, Any], space: LabelSpace) -> N
     """Refuse to append to predictions made with other options (they would be mixed into one set of metrics), by
     another system (a finished linear or encoder run would be relabelled), over another label space (a --labels
     file edited in place), or by options no config.yaml records."""
+    run.check_foreign("zeroshot")  # a config.yaml no run wrote
     if not any(run.path.glob("predictions*.jsonl")):
         return
     if not (run.path / "config.yaml").exists():

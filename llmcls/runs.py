@@ -144,9 +144,18 @@ class RunDir:
             return "predict-encoder"
         return command_of_system(str(self.read_metrics().get("system", "")))
 
+    def check_foreign(self, command: str) -> None:
+        """Refuse to write over a config.yaml that no run wrote (a recipe, a project's own file): every run writes
+        labels.json beside its config.yaml."""
+        if (self.path / "config.yaml").is_file() and not (self.path / "labels.json").exists():
+            raise LlmclsError(f"{self.path / 'config.yaml'} is no llmcls run's (no labels.json beside it), and "
+                              f"`llmcls {command}` would write its own config.yaml there; choose another --output_dir")
+
     def check_overwrite(self, command: str) -> None:
-        """Refuse to write over a finished run that another command made (a typo in --output_dir would lose it);
-        a rerun of the same command replaces its earlier results (see `clear_results`)."""
+        """Refuse to write over a finished run that another command made (a typo in --output_dir would lose it), or
+        over a config.yaml no run wrote (`check_foreign`); a rerun of the same command replaces its earlier results
+        (see `clear_results`)."""
+        self.check_foreign(command)
         earlier = self.command()
         if earlier is not None and earlier != command:
             raise LlmclsError(f"{self.path} holds a finished `llmcls {earlier}` run, which `llmcls {command}` would "

@@ -51,6 +51,22 @@ def test_a_benchmark_refuses_to_replace_a_finished_run_it_did_not_make(tmp_path,
         run(config, out, "--dry_run")
 
 
+@pytest.mark.parametrize("argv", [
+    ["train-linear", "--train", "aapd-train", "--test", "aapd-test"],
+    ["zeroshot", "--model", "no/model", "--test", "aapd-test"],
+    ["train-encoder", "--model", "no/model", "--train", "aapd-train", "--test", "aapd-test"],
+    ["sft", "--model_name_or_path", "no/model", "--train", "aapd-train", "--test", "aapd-test"],
+])
+def test_a_config_yaml_no_run_wrote_is_never_replaced(tmp_path, capsys, argv):
+    """--output_dir . in a folder holding a recipe (or any config.yaml of a project) wrote the run's config over it."""
+    (tmp_path / "config.yaml").write_text("# my recipe\ntrain: aapd-train\n")
+    assert cli_main([*argv, "--output_dir", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'config.yaml'} is no llmcls run's (no labels.json beside it), and `llmcls {argv[0]}` " \
+        "would write its own config.yaml there" in " ".join(capsys.readouterr().err.split())
+    assert (tmp_path / "config.yaml").read_text() == "# my recipe\ntrain: aapd-train\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
+
+
 def test_a_foreign_run_left_out_of_the_report_says_what_to_do(tmp_path, capsys):
     """Not selected, it is only left out of the report; the note must not say `run the system again`, which the
     benchmark would refuse."""
