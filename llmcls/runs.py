@@ -146,10 +146,12 @@ class RunDir:
 
     def check_foreign(self, command: str) -> None:
         """Refuse to write over a config.yaml that no run wrote (a recipe, a project's own file): every run writes
-        labels.json beside its config.yaml."""
-        if (self.path / "config.yaml").is_file() and not (self.path / "labels.json").exists():
-            raise LlmclsError(f"{self.path / 'config.yaml'} is no llmcls run's (no labels.json beside it), and "
-                              f"`llmcls {command}` would write its own config.yaml there; choose another --output_dir")
+        labels.json beside its config.yaml, and predictions and metrics after it."""
+        run_files = ("labels.json", "predictions*.jsonl", "metrics*.json")
+        if (self.path / "config.yaml").is_file() and not any(any(self.path.glob(name)) for name in run_files):
+            raise LlmclsError(f"{self.path / 'config.yaml'} is no llmcls run's (no labels.json, predictions or "
+                              f"metrics beside it), and `llmcls {command}` would write its own config.yaml there; "
+                              "choose another --output_dir")
 
     def check_overwrite(self, command: str) -> None:
         """Refuse to write over a finished run that another command made (a typo in --output_dir would lose it), or

@@ -61,8 +61,8 @@ def test_a_config_yaml_no_run_wrote_is_never_replaced(tmp_path, capsys, argv):
     """--output_dir . in a folder holding a recipe (or any config.yaml of a project) wrote the run's config over it."""
     (tmp_path / "config.yaml").write_text("# my recipe\ntrain: aapd-train\n")
     assert cli_main([*argv, "--output_dir", str(tmp_path)]) == 2
-    assert f"{tmp_path / 'config.yaml'} is no llmcls run's (no labels.json beside it), and `llmcls {argv[0]}` " \
-        "would write its own config.yaml there" in " ".join(capsys.readouterr().err.split())
+    assert f"{tmp_path / 'config.yaml'} is no llmcls run's (no labels.json, predictions or metrics beside it), and " \
+        f"`llmcls {argv[0]}` would write its own config.yaml there" in " ".join(capsys.readouterr().err.split())
     assert (tmp_path / "config.yaml").read_text() == "# my recipe\ntrain: aapd-train\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
 
