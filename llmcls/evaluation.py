@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(extra.predictions)
     from llmcls.errors import LlmclsError
 
+    if args.labels is not None and not args.labels.strip():  # an unset shell variable: not the default space
+        raise LlmclsError("--labels is empty; leave it out (the labels.json beside the file, else the labels the "
+                          "file names), or give a labels file")
     every = read_predictions(path)
     if not every:
         raise LlmclsError(f"{path}: no predictions in the file")

@@ -381,12 +381,19 @@ def read_predictions(path: str | Path, space: LabelSpace | None = None) -> list[
     as `predictions_from_records` reads them), so a large file is never held as dictionaries of floats."""
     path = Path(path)
     records = []
+    lines: dict[str, int] = {}  # id -> its line: an example predicted twice would be scored twice (and paired wrong)
     try:
         with open(path, "rb") as handle:  # bytes, decoded a line at a time: a bad byte is named by its line
             for number, raw in enumerate(handle, start=1):
                 line = _decoded(raw, path, number)
                 if line.strip():
                     record = _prediction_record(line, path, number)
+                    if "id" in record:
+                        first = lines.setdefault(str(record["id"]), number)
+                        if first != number:
+                            raise LlmclsError(f"{path}:{number}: id {str(record['id'])!r} was predicted on line "
+                                              f"{first} already: ids are unique in a predictions file (two runs "
+                                              "appended to one file?)")
                     if space is not None and isinstance(record.get("scores"), dict):
                         record["scores"] = _scores_over(record["scores"], space)
                     records.append(record)

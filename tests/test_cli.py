@@ -334,6 +334,10 @@ def test_evaluate_rejects_a_broken_predictions_file(tmp_path, capsys):
                                                      "labels.json beside the file (pass --labels)"),
     ('{"id": "1", "labels": null, "predicted": ["a"]}\n', 'no record has gold labels ("labels": null in all 1): '
                                                           "predictions only, nothing to score"),
+    ('{"id": "1", "labels": ["a"], "predicted": ["a"]}\n{"id": "2", "labels": ["a"], "predicted": []}\n'
+     '{"id": 1, "labels": ["b"], "predicted": ["a"]}\n',  # was scored twice, silently
+     ":3: id '1' was predicted on line 1 already: ids are unique in a predictions file (two runs appended to one "
+     "file?)"),
 ])
 def test_evaluate_names_what_is_wrong_in_a_damaged_file(tmp_path, capsys, lines, message):
     path = tmp_path / "predictions.jsonl"
@@ -341,6 +345,16 @@ def test_evaluate_names_what_is_wrong_in_a_damaged_file(tmp_path, capsys, lines,
     assert main(["evaluate", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(message) and str(path) in err and "\n" not in err
+
+
+def test_evaluate_refuses_an_empty_labels_option(tmp_path, capsys):
+    """`--labels ""` (an unset shell variable) was read as no option: the file's own labels, silently."""
+    path = tmp_path / "predictions.jsonl"
+    path.write_text('{"id": "1", "labels": ["a"], "predicted": ["a"]}\n')
+    assert main(["evaluate", str(path), "--labels", ""]) == 2
+    assert capsys.readouterr().err.strip() == ("llmcls evaluate: error: --labels is empty; leave it out (the "
+                                               "labels.json beside the file, else the labels the file names), or "
+                                               "give a labels file")
 
 
 def test_compare_says_in_the_terminal_when_runs_are_not_alike(linear_run, tmp_path, capsys):
