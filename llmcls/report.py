@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None, notes: list[str] | tuple[str, ...] = (),
     every file named like the report's under `--out` is the caller's (the benchmark's OUTPUT_DIR/report*), so an
     earlier report's file that this one does not write is removed; else it is named in a note and kept."""
     args, extra = parse(make_parser(), argv)
-    prefix = check_out(args.out) if args.out else None  # before the work: a bad --out must not cost the tables
+    # before the work: a bad --out must not cost the tables; an empty one (an unset shell variable) is no --out
+    prefix = check_out(args.out) if args.out is not None else None
     left_out: list[str] = []
     runs = load_runs(find_runs(extra.runs, args.split, left_out), args.split)
     notes = [*notes, *(f"left out: {note}" for note in left_out)]
@@ -257,6 +258,9 @@ def check_out(out: str) -> Path:
     --out."""
     import tempfile
 
+    if not out.strip():
+        raise LlmclsError("--out is empty; give a file name prefix such as runs/comparison (the files are PREFIX.md, "
+                          "PREFIX.csv, ...), or leave --out out for the terminal table alone")
     prefix = Path(out)
     if out.endswith(("/", os.sep)) or prefix.name in ("", ".", ".."):
         raise LlmclsError(f"--out {out}: expected a file name prefix such as runs/comparison (the files are "

@@ -359,3 +359,10 @@ def test_predictions_read_over_a_space_hold_score_rows_and_give_the_same_matrix(
     np.testing.assert_array_equal(predictions_from_records(as_rows, space).scores,
                                   predictions_from_records(read_predictions(path), space).scores)
     np.testing.assert_array_equal(as_rows[2]["scores"], [-np.inf, -2.0, -np.inf])
+
+
+def test_an_empty_out_is_one_line_not_the_terminal_table_alone(report, capsys):
+    """`--out ""` (an unset shell variable) printed the table and wrote no report, with exit 0."""
+    capsys.readouterr()
+    assert cli_main(["compare", str(report["runs"]["bare"]), "--out", ""]) == 2
+    assert capsys.readouterr().err.strip().startswith("llmcls compare: error: --out is empty; give a file name prefix")
