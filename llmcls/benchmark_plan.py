@@ -128,6 +128,8 @@ class Plan:
 
 def make_plan(data_args: DataArguments, args: BenchmarkArguments, source: str) -> Plan:
     """Check the whole benchmark (every system's options parse with its command's parser) and select systems."""
+    if not str(args.output_dir).strip():  # Path("") is the working directory
+        raise LlmclsError("--output_dir is empty; give the benchmark's folder (e.g. runs/benchmark)")
     out_dir = Path(args.output_dir)
     notes: list[str] = []
     rows = {name: getattr(args, name) for name in ROWS_FIELDS}

@@ -126,6 +126,8 @@ class RunDir:
     """Writer and reader of one run directory."""
 
     def __init__(self, path: str | Path):
+        if isinstance(path, str) and not path.strip():  # Path("") is the working directory
+            raise LlmclsError("--output_dir is empty; give the run's folder (e.g. runs/linear)")
         self.path = Path(path)
 
     def create(self) -> RunDir:

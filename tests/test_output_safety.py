@@ -67,6 +67,24 @@ def test_a_config_yaml_no_run_wrote_is_never_replaced(tmp_path, capsys, argv):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml"]
 
 
+@pytest.mark.parametrize("argv", [
+    ["train-linear", "--train", "aapd-train", "--test", "aapd-test"],
+    ["zeroshot", "--model", "no/model", "--test", "aapd-test"],
+    ["train-encoder", "--model", "no/model", "--train", "aapd-train", "--test", "aapd-test"],
+    ["sft", "--model_name_or_path", "no/model", "--train", "aapd-train", "--test", "aapd-test"],
+    ["benchmark"],
+])
+def test_an_empty_output_dir_is_refused_not_the_working_directory(tmp_path, capsys, monkeypatch, argv):
+    """`--output_dir ""` (an unset shell variable) wrote the run into the working directory."""
+    if argv == ["benchmark"]:
+        argv = ["benchmark", "--config", str(write_benchmark(tmp_path / "bench.yaml", [linear("lin")], **SMALL))]
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert cli_main([*argv, "--output_dir", ""]) == 2
+    assert "error: --output_dir is empty; give the" in capsys.readouterr().err
+    assert not list((tmp_path / "cwd").iterdir())
+
+
 def test_a_foreign_run_left_out_of_the_report_says_what_to_do(tmp_path, capsys):
     """Not selected, it is only left out of the report; the note must not say `run the system again`, which the
     benchmark would refuse."""
