@@ -60,6 +60,9 @@ def test_generation_options_that_contradict_each_other_are_refused_by_zeroshot_a
     (["--mode", "score", "--temperature", "0.7"], "--temperature applies to --mode generate (score mode samples"),
     (["--top_p", "0.9"], "--top_p applies to sampling (--temperature > 0) only"),
     (["--backend", "vllm", "--compile_layers", "true"], "--compile_layers applies to the HF backend; vLLM compiles"),
+    (["--adapter", ""], "--adapter is empty; leave it out for its default, or give a value"),  # ran without one
+    (["--prompt", " "], "--prompt is empty; leave it out for its default"),  # ran the default template
+    (["--chat_template_kwargs", ""], "--chat_template_kwargs is empty"),
     (["--backend", "vllm", "--static_cache", "true", "--compile_layers", "true"],
      "--static_cache and --compile_layers apply to the HF backend"),
 ])
