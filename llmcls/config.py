@@ -296,6 +296,16 @@ def describe_changes(changes: list[tuple[str, Any, Any]], absent: str = "(not re
     return details + (f", and {len(changes) - shown} more" if len(changes) > shown else "")
 
 
+def refuse_empty(*options: Any) -> None:
+    """A one-line error for the first string option given as "" (an unset shell variable): read as unset, it would
+    run with the default instead (`--adapter ""` without the adapter), silently."""
+    for obj in options:
+        empty = next((f.name for f in fields(obj) if isinstance(getattr(obj, f.name), str)
+                      and not getattr(obj, f.name).strip()), None)
+        if empty is not None:
+            raise LlmclsError(f"--{empty} is empty; leave it out for its default, or give a value")
+
+
 def check_date_option(name: str, value) -> str | None:
     """`--since` / `--until` as an ISO date string (a YAML config gives a `datetime.date`), or a one-line error."""
     import datetime

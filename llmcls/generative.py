@@ -23,13 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from llmcls.backends import ModelArguments, load_backend
-from llmcls.config import NOT_RECORDED, DataArguments, build_parser, changed_options, describe_changes, parse, to_dict
+from llmcls.config import (
+    NOT_RECORDED,
+    DataArguments,
+    build_parser,
+    changed_options,
+    describe_changes,
+    parse,
+    refuse_empty,
+    to_dict,
+)
 from llmcls.corpus import Corpus, load_corpus
 from llmcls.errors import LlmclsError
 from llmcls.generative_run import is_finished, run_splits
@@ -131,11 +139,7 @@ def check_values(parsed: tuple) -> None:
     _, model_args, prompt_args, gen_args = parsed
     if prompt_args.k is None:  # fewshot's parser has no default for it
         raise LlmclsError(FEWSHOT_NEEDS_K)
-    for options in (model_args, prompt_args, gen_args):  # an unset shell variable: `--adapter ""` ran without one
-        empty = next((f.name for f in fields(options) if isinstance(getattr(options, f.name), str)
-                      and not getattr(options, f.name).strip()), None)
-        if empty is not None:
-            raise LlmclsError(f"--{empty} is empty; leave it out for its default, or give a value")
+    refuse_empty(model_args, prompt_args, gen_args)
     hf_only = [f"--{name}" for name in ("static_cache", "compile_layers") if getattr(model_args, name)]
     if model_args.backend != "hf" and hf_only:
         raise LlmclsError(f"{' and '.join(hf_only)} {'apply' if len(hf_only) > 1 else 'applies'} to the HF backend; "

@@ -28,7 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-from llmcls.config import SAMPLER_HELP, DataArguments, bf16_gpu, build_parser, check_distributed, parse
+from llmcls.config import (
+    SAMPLER_HELP,
+    DataArguments,
+    bf16_gpu,
+    build_parser,
+    check_distributed,
+    parse,
+    refuse_empty,
+)
 from llmcls.corpus import load_corpus
 from llmcls.errors import LlmclsError, missing_extra
 from llmcls.progress import console
@@ -156,6 +164,7 @@ def check_values(parsed: tuple) -> None:
     """The values and pairs of options refused before any file is read (`llmcls benchmark` checks every sft system's
     this way before the first system runs): training's, then the evaluation's, as zeroshot checks them."""
     data_args, script_args, gen_args, training_args, model_args = parsed
+    refuse_empty(script_args, gen_args)  # llmcls's own options (TRL's and transformers' take their own checks)
     check_options(training_args, model_args, script_args)
     gen_args.check()
     check_evaluation(data_args, training_args, script_args)

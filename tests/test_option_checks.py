@@ -48,6 +48,9 @@ def test_generation_options_that_contradict_each_other_are_refused_by_zeroshot_a
     assert "--constrained applies to --mode generate" in err
     err = _one_line_error([*command, "--per_label_thresholds", "true", *out], capsys)
     assert "--per_label_thresholds applies to --mode score" in err
+    # an empty value (an unset shell variable) ran with the option's default: sft's --chat_template_kwargs ""
+    err = _one_line_error([*command, "--chat_template_kwargs", "", *out], capsys)
+    assert err.endswith("--chat_template_kwargs is empty; leave it out for its default, or give a value")
 
 
 @pytest.mark.parametrize(("options", "message"), [
