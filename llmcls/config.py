@@ -134,6 +134,8 @@ def parse(parser, argv: list[str] | None) -> tuple[Any, ...]:
     if argv[-1:] == ["--config"]:
         raise LlmclsError("argument --config: expected one argument")
     config = next((argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--config"), None)
+    if config is not None and not config.strip():
+        raise LlmclsError("--config is empty; give a YAML file (see configs/), or leave --config out")
     given = {arg.split("=", 1)[0] for arg in argv if arg.startswith("-")}
 
     def error(message: str):  # argparse would print its usage and exit

@@ -133,6 +133,7 @@ def linear_run(tmp_path_factory):
     (["--label_sep", ""], "--label_sep is empty; leave it out to split label strings on whitespace"),  # a traceback
     (["--categories", " "], "--categories is empty; leave it out, or give archives or categories"),  # no filter
     (["--labels", ""], "--labels is empty; leave it out, or give a labels file"),  # the training rows' labels
+    (["--config", ""], "--config is empty; give a YAML file (see configs/)"),  # was "[Errno 2] No such file ...: ''"
 ])
 def test_train_linear_options_fail_in_one_line(tmp_path, capsys, options, message):
     assert main(["train-linear", *AAPD, "--output_dir", str(tmp_path / "run"), *options]) == 2
