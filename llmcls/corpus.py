@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llmcls.config import DataArguments
+from llmcls.config import DataArguments, refuse_empty
 from llmcls.data import ReadOptions, arrow_rows, numbered_row_position, quiet_datasets, read_file
 from llmcls.errors import LlmclsError
 from llmcls.labels import LabelSpace, archive_of
@@ -54,9 +54,6 @@ class Corpus:
 
 
 def read_options(args: DataArguments, labels_required: bool = True) -> ReadOptions:
-    if args.label_sep == "":  # str.split("") raises deep in the reader
-        raise LlmclsError("--label_sep is empty; leave it out to split label strings on whitespace, commas and "
-                          "semicolons, or give the separator (e.g. --label_sep '|')")
     return ReadOptions(text_field=args.text_field, title_field=args.title_field, label_field=args.label_field,
                        id_field=args.id_field, label_sep=args.label_sep, skip_bad_rows=args.skip_bad_rows,
                        since=args.since, until=args.until, date_field=args.date_field,
@@ -82,11 +79,8 @@ def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tup
     for option in ("max_train_examples", "max_eval_examples"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             raise LlmclsError(f"--{option} must be at least 1, got {getattr(args, option)}")
-    for option in ("labels", "categories"):  # an empty value (an unset shell variable) read as no option at all
-        if getattr(args, option) is not None and not str(getattr(args, option)).strip():
-            raise LlmclsError(f"--{option} is empty; leave it out, or give " + (
-                "a labels file or an earlier run's labels.json" if option == "labels" else
-                "archives or categories, comma-separated (e.g. 'cs,stat.ML')"))
+    # an unset shell variable: `--labels ""` read as no option, `--label_sep ""` a ValueError in the reader
+    refuse_empty(args)
     for name in SPLITS:
         spec = getattr(args, name)
         if spec is None:

@@ -76,6 +76,8 @@ def stats_main(argv: list[str]) -> int:
     if given:  # the statistics describe PATH alone: these were read (or split off) and then described nowhere
         raise LlmclsError(f"--{given[0]}: data stats describes the one file given as PATH (llmcls data stats FILE) "
                           "and takes no split options; run it once per file")
+    if not extra.path.strip():
+        raise LlmclsError("data stats needs a data file or bundled sample name as PATH, got an empty one")
     data_args.train = extra.path
     corpus = load_corpus(data_args, required=("train",), called={"train": extra.path})
     stats = compute_stats(corpus.get("train"), args)

@@ -100,6 +100,12 @@ def test_data_stats_describe_the_rows_a_filter_keeps(capsys):
     assert stats["label_cardinality"] == pytest.approx(total / n)
 
 
+def test_data_stats_of_an_empty_path_is_one_line(capsys):
+    assert main(["data", "stats", ""]) == 2  # it described "." as "is a directory"
+    assert capsys.readouterr().err.strip() == ("llmcls data stats: error: data stats needs a data file or bundled "
+                                               "sample name as PATH, got an empty one")
+
+
 def test_data_stats_notes_and_errors_name_the_file_not_a_split(tmp_path, capsys):
     """`data stats FILE` reads FILE as --train: its notes said `train: ...` and its errors `--train: ...`."""
     assert main(["data", "stats", "aapd-test", "--min_label_count", "3", "--json"]) == 0
@@ -130,9 +136,9 @@ def linear_run(tmp_path_factory):
     (["--top_labels", "-1"], "--top_labels must be at least 1, got -1"),
     (["--top_labels", "0"], "--top_labels must be at least 1, got 0"),  # was "the label space is empty"
     (["--max_train_examples", "-5"], "--max_train_examples must be at least 1"),
-    (["--label_sep", ""], "--label_sep is empty; leave it out to split label strings on whitespace"),  # a traceback
-    (["--categories", " "], "--categories is empty; leave it out, or give archives or categories"),  # no filter
-    (["--labels", ""], "--labels is empty; leave it out, or give a labels file"),  # the training rows' labels
+    (["--label_sep", ""], "--label_sep is empty; leave it out for its default, or give a value"),  # a traceback
+    (["--categories", " "], "--categories is empty; leave it out for its default"),  # was no filter, silently
+    (["--labels", ""], "--labels is empty; leave it out for its default"),  # was the training rows' labels
     (["--config", ""], "--config is empty; give a YAML file (see configs/)"),  # was "[Errno 2] No such file ...: ''"
 ])
 def test_train_linear_options_fail_in_one_line(tmp_path, capsys, options, message):
