@@ -70,9 +70,8 @@ def load_corpus(args: DataArguments, required: tuple[str, ...] = (), unlabelled:
         return _load_corpus(args, required, unlabelled, called or {})
 
 
-def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tuple[str, ...] = (),
-                 called: dict[str, str] | None = None) -> Corpus:
-    called = called or {}
+def _load_corpus(args: DataArguments, required: tuple[str, ...], unlabelled: tuple[str, ...],
+                 called: dict[str, str]) -> Corpus:
     notes: list[str] = []
     splits = {}
     read = {}
