@@ -53,6 +53,10 @@ def parse_args(argv=None):
     parser.add_argument("--profile", type=int, default=0,
                         help="Also profile this many training steps after the timed ones, and one prediction of "
                              "--eval-rows / 4 rows (GPU only; GPU-busy fraction and top operators).")
+    parser.add_argument("--plain-loop", action="store_true",
+                        help="Also train the same model with a plain PyTorch loop (same loss, fused AdamW, "
+                             "clipping at 1.0, bf16 autocast where the Trainer uses it; batches already on the "
+                             "device): the Trainer's own cost on this machine, against the issue's anchor.")
     parser.add_argument("--sdpa-backends", default="",
                         help="Comma-separated SDPA kernels (flash, efficient, cudnn, math) to also time the last "
                              "inference row with, one at a time (torch.nn.attention.sdpa_kernel): which attention "
@@ -195,6 +199,10 @@ def measure(args, table: Table) -> None:
             trainer.train()
         per_s = args.steps * args.train_batch / (timer.end - timer.start)
         table.row("train", trainer_args.bf16, args.train_batch, per_s, 3 * forward)
+        if args.plain_loop:
+            per_s = plain_loop(load_for_training(str(folder), space).to(model.device), train, args,
+                               trainer_args.bf16)
+            table.row("train, plain PyTorch loop", trainer_args.bf16, args.train_batch, per_s, 3 * forward)
         modes = [False, True] if torch.cuda.is_available() else [False]
         for pure_bf16 in modes:  # pure bf16 last: it casts the weights in place
             trainer.args.bf16_full_eval = pure_bf16
@@ -224,6 +232,34 @@ def measure(args, table: Table) -> None:
                 continue
             name, bf16, batch = last
             table.row(f"{name}, SDPA {backend} only", bf16, batch, args.eval_rows / scored.wall_s, forward)
+
+
+def plain_loop(model, train, args, bf16: bool) -> float:
+    """Samples/s of a plain training loop over the same rows: Two-Way loss, fused AdamW (lr 2e-5), clipping at 1.0,
+    bf16 autocast when `bf16`; every batch on the device before the timed steps (no data loading)."""
+    import torch
+
+    from llmcls.losses import two_way_loss
+
+    device = model.device
+    data = train.dataset.with_format("torch")
+    batches = [(data[i * args.train_batch:(i + 1) * args.train_batch]) for i in range(args.warmup + args.steps)]
+    batches = [(b["input_ids"].to(device), b["attention_mask"].to(device), b["labels"].to(device)) for b in batches]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5, fused=device.type == "cuda")
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model.train()
+    for i, (ids, mask, labels) in enumerate(batches):
+        if i == args.warmup:
+            sync()
+            started = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        two_way_loss(logits.float(), labels).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    sync()
+    return args.steps * args.train_batch / (time.perf_counter() - started)
 
 
 class Table:

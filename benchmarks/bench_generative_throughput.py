@@ -27,9 +27,11 @@ run the backend with `--compile_layers` on a copy of the model (its layers' MLPs
 cache, so one compilation serves every layer). Two more rows take score mode apart: `score-prompt`
 stops it after the prompt pass (so score minus score-prompt is the label pass), `score-noprefix` encodes every prompt
 whole instead of reusing the shared prefix's KV cache (whose [prefix | padding | rest] layout could pick a slower
-attention kernel than plain left padding). Compilation fuses memory-bound element-wise kernels
-(norms, activations), where a GPU's eager forward spends much of its time; a CPU is bound by the matrix products
-(session 6's note has a one-off CPU comparison with SmolLM2, which found no gain there).
+attention kernel than plain left padding), `score-blocking` copies each batch to the GPU the plain way (a copy
+that waits for the kernels queued before it) instead of from pinned memory without blocking. Compilation fuses
+memory-bound element-wise kernels (norms, activations), where a GPU's eager forward spends much of its time; a CPU
+is bound by the matrix products (session 6's note has a one-off CPU comparison with SmolLM2, which found no gain
+there).
 Numbers are measured on the device the script runs on; warm-up batches are not timed.
 """
 
@@ -104,6 +106,16 @@ def without_label_pass(backend):
     return prompt_only
 
 
+def with_blocking_uploads(backend):
+    """The same model and settings, each batch's token ids copied to the GPU the plain way (the copy waits for every
+    kernel queued before it) instead of from pinned memory without blocking: what the non-blocking copy is worth."""
+    from llmcls.backends.hf import HFBackend
+
+    blocking = HFBackend(backend.model, backend.tokenizer, batch_size=backend.batch_size)
+    blocking._upload = lambda tensor: tensor.to(backend.model.device)
+    return blocking
+
+
 def without_shared_prefix(backend):
     """The same model and settings, every prompt encoded whole (no shared-prefix KV cache, plain left padding)."""
     from llmcls.backends.hf import HFBackend
@@ -160,10 +172,11 @@ def main() -> None:
     parser.add_argument("--modes", default="stock,floor,free,constrained,score,static-constrained,static-free",
                         help="Rows to measure, comma-separated (tokenize, stock, floor, floor-compiled, free, "
                              "constrained, score, static-constrained, static-free, score-prompt, score-noprefix, "
-                             "score-regional, constrained-regional).")
+                             "score-blocking, score-regional, constrained-regional).")
     parser.add_argument("--profile", action="store_true",
                         help="Also profile one batch of the floor, score and constrained modes (GPU-busy "
-                             "fraction and top operators; on a CPU, CPU operators only).")
+                             "fraction, top operators and, on a GPU, the lines where the host waited for it; on "
+                             "a CPU, CPU operators only).")
     args = parser.parse_args()
     args.n = args.n or (32 if args.tiny else 2048)
     args.batch_size = args.batch_size or (8 if args.tiny else 256)
@@ -189,6 +202,7 @@ def main() -> None:
     regional = with_regional_compilation(backend) if any(mode.endswith("-regional") for mode in modes) else None
     prompt_only = without_label_pass(backend) if "score-prompt" in modes else None
     whole = without_shared_prefix(backend) if "score-noprefix" in modes else None
+    blocking = with_blocking_uploads(backend) if "score-blocking" in modes else None
 
     def stock_generate():
         for start in range(0, len(prompts), args.batch_size):
@@ -229,6 +243,8 @@ def main() -> None:
                          lambda: prompt_only.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "score-noprefix": (f"llmcls score (all {len(labels)} labels), no shared-prefix cache",
                            lambda: whole.score(prompts, labels, separator=ANSWER_SEPARATOR)),
+        "score-blocking": (f"llmcls score (all {len(labels)} labels), blocking host-to-GPU copies",
+                           lambda: blocking.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "score-regional": (f"llmcls score (all {len(labels)} labels), --compile_layers",
                            lambda: regional.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "constrained-regional": ("llmcls constrained, --compile_layers",
@@ -236,7 +252,8 @@ def main() -> None:
     }
     warm = prompts[: args.batch_size]
     backend.generate(warm, max_new_tokens=budget, constraint=constraint)  # kernels, allocator, grammar
-    for scorer in (backend, prompt_only, whole):  # the score plan (label trie) and the prefix cache are built once
+    # the score plan (label trie) and the prefix cache are built once
+    for scorer in (backend, prompt_only, whole, blocking):
         if scorer is not None:
             scorer.score(warm, labels, separator=ANSWER_SEPARATOR)
 

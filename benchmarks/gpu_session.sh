@@ -127,20 +127,19 @@ fi
 # 2-3); generative floor 1,039, compiled floor 1,212, score 540, score with compiled MLPs and norms 701, constrained
 # 245, with --static_cache 458 (target 1,000); LoRA SFT 31,130 tokens/s with the defaults, 155,860 at batch 64
 # compiled without dropout (target 90,000 met). Each step reruns its baseline in the same call (rows are compared
-# only within one machine). Now: where the encoder's training step lost a quarter (a profiled window of eager
-# training, then the compiled run profiled too); whether tokenisation, now on every core, was the score prompt
-# pass's gap to the floor (the tokenize row times it alone) and how far score mode gets with it gone and
-# --compile_layers (constrained decoding with it too); SFT at batch 16 compiled (the recipes' batch) and at 128.
-step encoder-throughput 110 $PY benchmarks/bench_encoder_throughput.py --profile 3 "${tiny[@]}"
-step generative-throughput 200 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
-    --modes tokenize,floor,score-prompt,score,score-regional,constrained,static-constrained,constrained-regional \
-    "${tiny[@]}"
-step sft-throughput-lora 150 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
-    $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true --lora_dropout 0.0' ${tiny[*]} ${short[*]};
-    $PY benchmarks/bench_sft_throughput.py --batch_size 128 --extra='--torch_compile true --lora_dropout 0.0' \
-        ${tiny[*]} ${short[*]}"
-step encoder-throughput-compiled 170 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
+# only within one machine). Now: whether the encoder's Trainer or the machine costs the training target (a plain
+# loop beside it; profiled windows list where the host waited for the GPU); whether tokenisation, now on every core,
+# and batches copied to the GPU without blocking (score-blocking: the old copy) close the score prompt pass's gap
+# to the floor, and how far score mode gets with --compile_layers (constrained decoding with it too); the sync sites
+# of one score and one constrained batch; SFT at batch 16 compiled (the recipes' batch).
+step encoder-throughput 120 $PY benchmarks/bench_encoder_throughput.py --profile 3 --plain-loop "${tiny[@]}"
+step generative-throughput 210 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
+    --modes tokenize,floor,score-prompt,score,score-blocking,score-regional,constrained,constrained-regional \
+    --profile "${tiny[@]}"
+step encoder-throughput-compiled 150 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
     --profile 3 "${tiny[@]}"
+step sft-throughput-lora 100 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
+    $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true --lora_dropout 0.0' ${tiny[*]} ${short[*]}"
 if [ "${TINY:-0}" = 1 ]; then quality=(--epochs 0.03 --losses twoway); else quality=(--config research); fi
 [ -n "${TEST:-}" ] && quality+=(--test "$TEST")
 [ -n "$minilm" ] && step encoder-quality 200 $PY benchmarks/bench_encoder_aapd.py --aapd "$aapd" --model "$minilm" \

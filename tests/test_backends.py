@@ -341,6 +341,32 @@ def test_helpers(backend):
     assert cut_at_stop("cs.IT\n\nBecause", ["\n\n"]) == "cs.IT" and cut_at_stop("cs.IT", []) == "cs.IT"
 
 
+def test_batches_go_to_a_gpu_from_pinned_memory_without_waiting(backend, monkeypatch):
+    """A plain host-to-GPU copy waits for every queued kernel, so the host could not prepare batch i+1 while the GPU
+    runs batch i. No GPU here: a stand-in model device and tensor record how the copy is asked for."""
+    import types
+
+    calls = []
+
+    class HostTensor:
+        def pin_memory(self):
+            calls.append("pin_memory")
+            return self
+
+        def to(self, device, non_blocking=False):
+            calls.append(("to", device, non_blocking))
+            return self
+
+    cuda = types.SimpleNamespace(device=types.SimpleNamespace(type="cuda"))
+    monkeypatch.setattr(backend, "_core", lambda: cuda)
+    backend._upload(HostTensor())
+    assert calls == ["pin_memory", ("to", cuda.device, True)]
+    monkeypatch.undo()
+    calls.clear()
+    backend._upload(HostTensor())  # a CPU model: a plain move (pinning needs an accelerator)
+    assert [(name, str(device), blocking) for name, device, blocking in calls] == [("to", "cpu", False)]
+
+
 def test_gguf_cache_is_keyed_by_the_file_contents(tmp_path, monkeypatch):
     import os
 

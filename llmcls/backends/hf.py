@@ -123,8 +123,16 @@ class HFBackend:
         for i, row in enumerate(rows):
             ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
             mask[i, width - len(row):] = 1
+        return self._upload(ids), self._upload(mask)
+
+    def _upload(self, tensor):
+        """A host tensor on the model's device. To a GPU it goes from pinned memory without blocking: a plain copy
+        first waits for every kernel queued before it, so the host could not prepare the next batch meanwhile (and
+        score mode queues all its batches before it reads a result back)."""
         device = self._core().device
-        return ids.to(device), mask.to(device)
+        if device.type != "cuda":
+            return tensor.to(device)
+        return tensor.pin_memory().to(device, non_blocking=True)
 
     def _inputs(self, rows: list[list[int]]):
         """Token ids and attention mask of a batch, and a KV cache already holding their shared prefix (or None).
@@ -140,7 +148,7 @@ class HFBackend:
         prefix_kv = self._prefix_kv(tuple(rows[0][:shared]))
         rest, rest_mask = self._pad([row[shared:] for row in rows])
         n = len(rows)
-        head = torch.tensor(rows[0][:shared], dtype=torch.long, device=rest.device)[None].expand(n, shared)
+        head = self._upload(torch.tensor(rows[0][:shared], dtype=torch.long))[None].expand(n, shared)
         ids = torch.cat([head, rest], dim=1)
         mask = torch.cat([torch.ones((n, shared), dtype=rest_mask.dtype, device=rest.device), rest_mask], dim=1)
         return ids, mask, _cache_of([(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)) for k, v in prefix_kv])
@@ -163,7 +171,7 @@ class HFBackend:
 
         if self._prefix is None or self._prefix[0] != prefix:
             cache = DynamicCache(config=self._core().config)
-            ids = torch.tensor([prefix], dtype=torch.long, device=self._core().device)
+            ids = self._upload(torch.tensor([prefix], dtype=torch.long))
             with torch.inference_mode():
                 self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
             self._prefix = (prefix, [(layer[0], layer[1]) for layer in cache])
