@@ -57,6 +57,9 @@ def parse_args(argv=None):
                         help="Also train the same model with a plain PyTorch loop (same loss, fused AdamW, "
                              "clipping at 1.0, bf16 autocast where the Trainer uses it; batches already on the "
                              "device): the Trainer's own cost on this machine, against the issue's anchor.")
+    parser.add_argument("--blocking-batches", action="store_true",
+                        help="Copy each training batch to the GPU the blocking way (accelerate's non_blocking off), "
+                             "as train-encoder did before session 15: what the non-blocking default is worth.")
     parser.add_argument("--sdpa-backends", default="",
                         help="Comma-separated SDPA kernels (flash, efficient, cudnn, math) to also time the last "
                              "inference row with, one at a time (torch.nn.attention.sdpa_kernel): which attention "
@@ -163,7 +166,8 @@ def training_args(out: Path, args, bf16_full_eval: bool = False):
         learning_rate=2.0e-5, dataloader_num_workers=args.workers,
         warmup_steps=0, eval_strategy="no", save_strategy="no", load_best_model_at_end=False,
         logging_strategy="no", disable_tqdm=True, report_to="none", torch_compile=args.torch_compile,
-        train_sampling_strategy="random", bf16_full_eval=bf16_full_eval, seed=0)
+        train_sampling_strategy="random", bf16_full_eval=bf16_full_eval, seed=0,
+        accelerator_config={"non_blocking": False} if args.blocking_batches else None)
 
 
 def measure(args, table: Table) -> None:

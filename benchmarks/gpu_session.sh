@@ -38,6 +38,7 @@
 # the device tool returns 8), their stderr in $LOGS (default /tmp/llmcls-gpu-logs).
 # TEST=FILE passes --test FILE to the quality runs (sft-quality, encoder-quality): AAPD's test split for the final
 # check; without it they give the development estimate (rows 801-1000 of the validation file), never the target.
+# STEPS=NAME,NAME runs only the steps named (of the plan chosen), in the plan's order.
 # TINY=1 runs every script's CPU smoke mode instead (checks this script, measures nothing; on this machine:
 # TINY=1 WHEELS=none PYTHON=.venv/bin/python). PLAN=profile runs the profiling plan below instead of the tables.
 set -u
@@ -80,6 +81,7 @@ peft.__version__, '| datasets', datasets.__version__, '| accelerate', accelerate
 
 step() {  # step NAME CAP_SECONDS COMMAND...: run within min(CAP, time left), output to the terminal and NAME.txt
     local name=$1 cap=$2; shift 2
+    [ -n "${STEPS:-}" ] && [[ ",$STEPS," != *",$name,"* ]] && return  # STEPS=a,b: only the steps named
     local left=$(( deadline - $(date +%s) - 5 ))
     (( left < cap )) && cap=$left
     if (( cap < 20 )); then echo "== $name: skipped, no time left" | tee "$results/$name.txt"; return; fi
@@ -138,6 +140,8 @@ step generative-throughput 210 $PY benchmarks/bench_generative_throughput.py --a
     --profile "${tiny[@]}"
 step encoder-throughput-compiled 150 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
     --profile 3 "${tiny[@]}"
+step encoder-compiled-blocking 130 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
+    --blocking-batches "${tiny[@]}"
 step sft-throughput-lora 100 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
     $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true --lora_dropout 0.0' ${tiny[*]} ${short[*]}"
 if [ "${TINY:-0}" = 1 ]; then quality=(--epochs 0.03 --losses twoway); else quality=(--config research); fi

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from llmcls.config import SAMPLER_HELP, bf16_gpu
+from llmcls.config import NON_BLOCKING_BATCHES, SAMPLER_HELP, bf16_gpu
 from llmcls.errors import LlmclsError
 
 TWO_WAY_TP, TWO_WAY_TN = 4.0, 1.0  # the paper's temperatures
@@ -91,6 +91,8 @@ class EncoderArguments(TrainingArguments):
             self.dataloader_num_workers = min(4, os.cpu_count() or 1) if torch.cuda.is_available() else 0
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns on every loader otherwise
+        elif self.accelerator_config is None:
+            self.accelerator_config = dict(NON_BLOCKING_BATCHES)
         if self.eval_strategy == "no":  # a string, or a strategy enum (which equals its value)
             self.load_best_model_at_end = False  # nothing to select on; transformers would refuse the combination
         elif self.save_strategy == "no":

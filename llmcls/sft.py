@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from llmcls.config import (
+    NON_BLOCKING_BATCHES,
     SAMPLER_HELP,
     DataArguments,
     bf16_gpu,
@@ -95,6 +96,8 @@ def make_parser():
 
     if not torch.cuda.is_available():  # pinning needs an accelerator; torch warns on every loader otherwise
         parser.set_defaults(dataloader_pin_memory=False)
+    else:
+        parser.set_defaults(accelerator_config=dict(NON_BLOCKING_BATCHES))
     for action in parser._actions:
         action.help = HELP.get(action.dest, action.help)
     return parser

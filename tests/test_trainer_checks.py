@@ -159,3 +159,27 @@ def test_sft_accepts_what_trains(extra, tmp_path):
         *BASE, "--output_dir", str(tmp_path / "run"), *extra])
     sft.check_options(training_args, model_args, script_args)
     sft.check_evaluation(data_args, training_args, script_args)
+
+
+def test_on_a_gpu_both_trainers_copy_pinned_batches_without_blocking(tmp_path, monkeypatch):
+    """A blocking copy of each batch waits for the previous step's kernels, so the host cannot queue the next step
+    meanwhile (the one wait per step of train-encoder's H200 profile). No GPU here: torch is told there is one, and
+    the Trainer's own set-up (which would open the device) is left out."""
+    from transformers import TrainingArguments
+
+    from llmcls.encoder_args import EncoderArguments
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(TrainingArguments, "__post_init__", lambda self: None)
+    monkeypatch.setattr(sft, "bf16_gpu", lambda: False)
+    encoder = EncoderArguments(output_dir=str(tmp_path), model="m", bf16=False)
+    assert encoder.accelerator_config == {"non_blocking": True} and encoder.dataloader_pin_memory
+    chosen = EncoderArguments(output_dir=str(tmp_path), model="m", bf16=False,
+                              accelerator_config={"split_batches": True})
+    assert chosen.accelerator_config == {"split_batches": True}  # a user's own choice stands
+    parser = sft.make_parser()
+    assert parser.get_default("accelerator_config") == {"non_blocking": True}
+    assert parser.get_default("dataloader_pin_memory") is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # no GPU: nothing to pin, nothing asked
+    assert EncoderArguments(output_dir=str(tmp_path), model="m", bf16=False).accelerator_config is None
+    assert sft.make_parser().get_default("accelerator_config") is None
