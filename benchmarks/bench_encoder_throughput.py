@@ -57,6 +57,10 @@ def parse_args(argv=None):
                         help="Also train the same model with a plain PyTorch loop (same loss, fused AdamW, "
                              "clipping at 1.0, bf16 autocast where the Trainer uses it; batches already on the "
                              "device): the Trainer's own cost on this machine, against the issue's anchor.")
+    parser.add_argument("--attention-dropout", type=float, default=None,
+                        help="The model's attention dropout (BERT-base: 0.1). Compiled, BERT's attention with "
+                             "dropout and a mask ran as unfused softmax kernels on an H200 (session 15); 0 says "
+                             "what that path costs.")
     parser.add_argument("--blocking-batches", action="store_true",
                         help="Copy each training batch to the GPU the blocking way (accelerate's non_blocking off), "
                              "as train-encoder did before session 15: what the non-blocking default is worth.")
@@ -99,12 +103,14 @@ def placeholder_tokenizer(folder: Path, vocab_size: int):
     return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
 
 
-def save_random_model(folder: Path, tiny: bool, tokenizer: str | None) -> Path:
+def save_random_model(folder: Path, tiny: bool, tokenizer: str | None, attention_dropout: float | None = None) -> Path:
     import torch
     from transformers import AutoTokenizer, BertModel
 
     torch.manual_seed(0)
     config = model_config(tiny)
+    if attention_dropout is not None:
+        config.attention_probs_dropout_prob = attention_dropout
     BertModel(config).save_pretrained(folder)
     loaded = (AutoTokenizer.from_pretrained(tokenizer) if tokenizer
               else placeholder_tokenizer(folder.parent / "vocab", config.vocab_size))
@@ -179,7 +185,7 @@ def measure(args, table: Table) -> None:
     from llmcls.labels import LabelSpace
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = save_random_model(Path(tmp) / "model", args.tiny, args.tokenizer)
+        folder = save_random_model(Path(tmp) / "model", args.tiny, args.tokenizer, args.attention_dropout)
         space = LabelSpace([f"label{i}" for i in range(N_LABELS)])
         model, tokenizer = load_for_training(str(folder), space), load_tokenizer(str(folder))
         config = model.config
@@ -283,7 +289,8 @@ class Table:
         print(f"# device: {device}; torch {torch.__version__}, transformers {transformers.__version__}, "
               f"Python {platform.python_version()}")
         print(f"# model: random BERT ({config.num_hidden_layers} layers, hidden {config.hidden_size}, "
-              f"{config.num_attention_heads} heads), {N_LABELS} labels; every row {args.length} tokens; "
+              f"{config.num_attention_heads} heads, attention dropout {config.attention_probs_dropout_prob:g}), "
+              f"{N_LABELS} labels; every row {args.length} tokens; "
               f"torch_compile={args.torch_compile}; dataloader workers {workers}; training: {args.warmup} "
               f"untimed + {args.steps} timed steps; inference: {args.eval_rows:,} rows")
         print(f"# FLOPs/sample: forward 2*N*s + 4*L*d*s^2 = {forward / 1e9:.2f} GFLOP (N = {n_matmul:,} "

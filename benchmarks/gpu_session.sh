@@ -32,7 +32,9 @@
 # Two calls: run(command="bash benchmarks/gpu_session.sh $OUT 540", carry=[".whl", ".gpu"]), then at once
 # run(command="PLAN=sft-quality bash benchmarks/gpu_session.sh $OUT 300", carry=[".gpu2"]). In session 5 (one H100,
 # 900 s of device time) the start and transfers of the first call cost ~30 s, and a warm machine went back after
-# 30 s idle, so the second call has to follow the first at once.
+# 30 s idle, so the second call has to follow the first at once. A second call may rerun chosen steps of the plan
+# (STEPS=, below; carry .whl again if the machine had gone back): session 15 measured a change to the code that way
+# (its first call took 441 s of a 575 s total, start ~45 s).
 # Each benchmark runs under its own time limit inside TOTAL_SECONDS (default 540), most important first, so one
 # failure or overrun does not cost the others; each one's table lands in RESULTS_DIR/<name>.txt (at most 7 files:
 # the device tool returns 8), their stderr in $LOGS (default /tmp/llmcls-gpu-logs).
@@ -124,24 +126,23 @@ if [ "${PLAN:-tables}" = profile ]; then
         --train-batch 128 "${tiny[@]}"
     exit 0
 fi
-# Most important first. Session 14 on one H200 (README): encoder inference 8,918 samples/s pure bf16 (target 8,000
-# met), training 1,183 eager / 1,749 compiled at batch 128 (target 2,000; 1,608 / 2,222 on the H200 of sessions
-# 2-3); generative floor 1,039, compiled floor 1,212, score 540, score with compiled MLPs and norms 701, constrained
-# 245, with --static_cache 458 (target 1,000); LoRA SFT 31,130 tokens/s with the defaults, 155,860 at batch 64
-# compiled without dropout (target 90,000 met). Each step reruns its baseline in the same call (rows are compared
-# only within one machine). Now: whether the encoder's Trainer or the machine costs the training target (a plain
-# loop beside it; profiled windows list where the host waited for the GPU); whether tokenisation, now on every core,
-# and batches copied to the GPU without blocking (score-blocking: the old copy) close the score prompt pass's gap
-# to the floor, and how far score mode gets with --compile_layers (constrained decoding with it too); the sync sites
-# of one score and one constrained batch; SFT at batch 16 compiled (the recipes' batch).
-step encoder-throughput 120 $PY benchmarks/bench_encoder_throughput.py --profile 3 --plain-loop "${tiny[@]}"
-step generative-throughput 210 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
-    --modes tokenize,floor,score-prompt,score,score-blocking,score-regional,constrained,constrained-regional \
-    --profile "${tiny[@]}"
+# Most important first. Session 15 on one H200 (README): encoder training 991 samples/s eager at batch 64 (a plain
+# PyTorch loop 957: the Trainer is not the cost; the eager step is host-bound, GPU busy 31%), compiled at batch 128
+# 1,858 with batches copied without blocking (1,775 blocking, same machine), 1,940 at batch 256 (target 2,000);
+# inference 9,048 pure bf16 (target met); generative score 894, with --compile_layers 1,065 (target 1,000 met),
+# constrained 238 (265 with --compile_layers; host-bound, GPU busy 19%); LoRA SFT 42,283 tokens/s with the defaults.
+# Each step reruns its baseline in the same call (rows are compared only within one machine). Now: what BERT's
+# attention with dropout costs compiled (its softmax ran unfused: a 0-dropout run beside the baseline, both
+# profiled), score mode's --compile_layers margin again, constrained decoding with --static_cache and with
+# --compile_layers; the eager encoder rows and SFT last.
 step encoder-throughput-compiled 150 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
     --profile 3 "${tiny[@]}"
-step encoder-compiled-blocking 130 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
-    --blocking-batches "${tiny[@]}"
+step encoder-compiled-nodropout 110 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
+    --attention-dropout 0 --profile 3 "${tiny[@]}"
+step generative-throughput 200 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
+    --modes tokenize,floor,score,score-regional,constrained,static-constrained,constrained-regional \
+    --profile "${tiny[@]}"
+step encoder-throughput 100 $PY benchmarks/bench_encoder_throughput.py --plain-loop "${tiny[@]}"
 step sft-throughput-lora 100 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
     $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true --lora_dropout 0.0' ${tiny[*]} ${short[*]}"
 if [ "${TINY:-0}" = 1 ]; then quality=(--epochs 0.03 --losses twoway); else quality=(--config research); fi
