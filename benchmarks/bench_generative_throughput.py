@@ -13,8 +13,8 @@ generation runs to its token budget (the slowest case); constrained decoding wri
 leaves it at once, which would flatter the speed).
 
 Rows: `tokenize` (not in the default rows) times `encode_prompts` over all the prompts, the host work every llmcls
-mode does before its first batch reaches the model (the floor tokenises batch by batch instead, while the GPU runs
-the batch before; the header names TOKENIZERS_PARALLELISM, which makes it single-threaded when false);
+mode does (batch by batch, each batch just before it runs, as the floor does; until session 15 all at once before
+the first batch; the header names TOKENIZERS_PARALLELISM, which makes it single-threaded when false);
 `model.generate` at one batch (stock transformers, no constraint: the anchor), one forward pass over the
 prompts (the compute floor of any mode), and the backend's free, constrained and score modes at `--batch_size`;
 `static-*` rows are free and constrained generation with `--static_cache` (a static KV cache, whose decoding steps
@@ -28,7 +28,10 @@ cache, so one compilation serves every layer). Two more rows take score mode apa
 stops it after the prompt pass (so score minus score-prompt is the label pass), `score-noprefix` encodes every prompt
 whole instead of reusing the shared prefix's KV cache (whose [prefix | padding | rest] layout could pick a slower
 attention kernel than plain left padding), `score-blocking` copies each batch to the GPU the plain way (a copy
-that waits for the kernels queued before it) instead of from pinned memory without blocking. Compilation fuses
+that waits for the kernels queued before it) instead of from pinned memory without blocking. `score-calls` and
+`score-stream` hand the backend one batch at a time, as the CLI does: a `score` call a batch, each read back before
+the next (the CLI until session 15), against `score_batches`, which queues the next batch before handing back one
+(the CLI now, which writes a batch's records meanwhile; no records are made here). Compilation fuses
 memory-bound element-wise kernels (norms, activations), where a GPU's eager forward spends much of its time; a CPU
 is bound by the matrix products (session 6's note has a one-off CPU comparison with SmolLM2, which found no gain
 there).
@@ -172,7 +175,7 @@ def main() -> None:
     parser.add_argument("--modes", default="stock,floor,free,constrained,score,static-constrained,static-free",
                         help="Rows to measure, comma-separated (tokenize, stock, floor, floor-compiled, free, "
                              "constrained, score, static-constrained, static-free, score-prompt, score-noprefix, "
-                             "score-blocking, score-regional, constrained-regional).")
+                             "score-blocking, score-calls, score-stream, score-regional, constrained-regional).")
     parser.add_argument("--profile", action="store_true",
                         help="Also profile one batch of the floor, score and constrained modes (GPU-busy "
                              "fraction, top operators and, on a GPU, the lines where the host waited for it; on "
@@ -221,7 +224,10 @@ def main() -> None:
     # one shape compiles): how far a compiled prompt pass would move every mode's floor
     compiled = torch.compile(model, dynamic=False) if "floor-compiled" in args.modes.split(",") else None
 
-    def tokenize():  # what every llmcls mode does with all its prompts before the first batch reaches the model
+    # the CLI's batches: it hands the backend one batch at a time (the prompts are about equally long here)
+    batches = [prompts[start:start + args.batch_size] for start in range(0, len(prompts), args.batch_size)]
+
+    def tokenize():  # the tokenisation every llmcls mode does, here all at once
         encode_prompts(tokenizer, prompts)
 
     cases = {
@@ -243,6 +249,10 @@ def main() -> None:
                          lambda: prompt_only.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "score-noprefix": (f"llmcls score (all {len(labels)} labels), no shared-prefix cache",
                            lambda: whole.score(prompts, labels, separator=ANSWER_SEPARATOR)),
+        "score-calls": (f"llmcls score (all {len(labels)} labels), one call a batch, read back before the next",
+                        lambda: [backend.score(batch, labels, separator=ANSWER_SEPARATOR) for batch in batches]),
+        "score-stream": (f"llmcls score (all {len(labels)} labels), `score_batches` (the CLI's loop)",
+                         lambda: list(backend.score_batches(batches, labels, separator=ANSWER_SEPARATOR))),
         "score-blocking": (f"llmcls score (all {len(labels)} labels), blocking host-to-GPU copies",
                            lambda: blocking.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "score-regional": (f"llmcls score (all {len(labels)} labels), --compile_layers",

@@ -13,7 +13,8 @@ scores every label by its log-probability as the answer -> `metrics.py` scores t
 Score mode gives a score for every label, so ranking metrics (P@k, nDCG, mAP) exist and thresholds (and "at least
 `--min_labels`") are tuned on `--validation` like the encoders'; without validation the top `--min_labels` labels
 are predicted. Predictions are appended to predictions.jsonl batch by batch: rerunning the same command in the same
-`--output_dir` skips the finished ids (an interrupt loses at most one batch); at the end the file is rewritten in
+`--output_dir` skips the finished ids (an interrupt loses at most the batches in flight: one, or in score mode
+two, the next being queued on the GPU while a batch's records are written); at the end the file is rewritten in
 data order with the final predictions. metrics.json carries `"generation"`: mode, constrained, well_formed_rate,
 unknown_label_rate, ambiguous_label_rate (names two labels of the space share), any_label_rate (null in score mode,
 where nothing is generated).

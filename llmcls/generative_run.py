@@ -93,8 +93,9 @@ def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
                           "positions (their ends dropped; `abstract_cut` in predictions.jsonl)")
         with _progress() as progress:
             bar = progress.add_task(f"{split} ({task.args.mode})", total=len(pending))
-            for batch in length_batches(lengths, task.args.batch_size):
-                records = task.predict([todo[j] for j in batch], [prompts[j] for j in batch])
+            batches = length_batches(lengths, task.args.batch_size)
+            work = [([todo[j] for j in batch], [prompts[j] for j in batch]) for batch in batches]
+            for batch, records in zip(batches, task.predict_batches(work), strict=True):
                 writer.append(records)
                 done.update((str(record["id"]), record) for record in records)  # as read back: no second read
                 progress.advance(bar, len(batch))

@@ -470,7 +470,7 @@ def _scores_over(scores: dict[str, float] | np.ndarray, space: LabelSpace) -> np
 
 class PredictionWriter:
     """Appends prediction records to a JSON-lines file as they are made, so an interrupted run loses at most the
-    batch in flight and a rerun skips the finished ids.
+    batches in flight and a rerun skips the finished ids.
 
     `read()` returns the finished records by id; a last line cut short by a kill (no newline) is dropped from the
     file first, so appended lines never join it. `append()` writes, flushes and fsyncs one batch. `rewrite()`

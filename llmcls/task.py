@@ -9,6 +9,7 @@ generate or score, answers parsed into records) and `quick_metrics`, the in-memo
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -211,15 +212,32 @@ class Task:
 
     def predict(self, rows: list[dict], prompts: list[str]) -> list[dict[str, Any]]:
         """Prediction records of one batch (score mode: provisional `predicted`, final ones need thresholds)."""
-        base = [{"id": r["id"], "labels": list(r["labels"])} | ({"abstract_cut": True} if str(r["id"]) in
-                self.shortened else {}) for r in rows]
+        return next(self.predict_batches([(rows, prompts)]))
+
+    def predict_batches(self, batches: Sequence[tuple[list[dict], list[str]]]) -> Iterator[list[dict[str, Any]]]:
+        """`predict` of each (rows, prompts) batch in turn. In score mode the backend may start the next batch
+        before this one's records are handed back (`Backend.score_batches`): the GPU computes it while the caller
+        writes them."""
         if self.args.mode == "score":
-            scores = self.backend.score(prompts, [self.answer_prefix + lab for lab in self.space.labels],
-                                        separator=self._separator(), ends=self.args.score_ends)
-            predicted = self.space.from_multi_hot(apply_thresholds(scores, self.fallback_thresholds()))
-            # scores as an array row in label-space order (PredictionWriter writes it as {label: score})
-            return [record | {"predicted": pred, "scores": row}
-                    for record, pred, row in zip(base, predicted, np.asarray(scores, dtype=np.float64), strict=True)]
+            every = self.backend.score_batches((prompts for _, prompts in batches),
+                                               [self.answer_prefix + lab for lab in self.space.labels],
+                                               separator=self._separator(), ends=self.args.score_ends)
+            for (rows, _), scores in zip(batches, every, strict=True):
+                predicted = self.space.from_multi_hot(apply_thresholds(scores, self.fallback_thresholds()))
+                # scores as an array row in label-space order (PredictionWriter writes it as {label: score})
+                yield [record | {"predicted": pred, "scores": row} for record, pred, row in
+                       zip(self._records(rows), predicted, np.asarray(scores, dtype=np.float64), strict=True)]
+            return
+        for rows, prompts in batches:
+            yield self._generated(rows, prompts)
+
+    def _records(self, rows: list[dict]) -> list[dict[str, Any]]:
+        """The fields every prediction record starts with."""
+        return [{"id": r["id"], "labels": list(r["labels"])} | ({"abstract_cut": True} if str(r["id"]) in
+                self.shortened else {}) for r in rows]
+
+    def _generated(self, rows: list[dict], prompts: list[str]) -> list[dict[str, Any]]:
+        """Prediction records of one batch in a generation mode: the answers, parsed."""
         from llmcls.parsing import answer_stop_strings, parse_labels
 
         constraint = (LabelConstraint(self.space.labels, self._separator(), self.max_labels, self.answer_prefix,
@@ -230,7 +248,7 @@ class Task:
         parsed = [parse_labels(text, self.space) for text in texts]
         return [record | {"predicted": p.labels, "raw": text, "well_formed": p.well_formed, "unknown": p.unknown}
                 | ({"ambiguous": p.ambiguous} if p.ambiguous else {})  # names two labels share: read as neither
-                for record, text, p in zip(base, texts, parsed, strict=True)]
+                for record, text, p in zip(self._records(rows), texts, parsed, strict=True)]
 
     def fallback_thresholds(self) -> Thresholds:
         """Without validation scores: the top `--min_labels` labels (its first value, at least 1)."""
@@ -266,8 +284,10 @@ def quick_metrics(task: Task, ds, limit: int) -> dict[str, float]:
     rows = rows_of(ds.select(range(min(limit, len(ds)))))
     prompts, lengths = task.prompts(rows)
     records: list[dict] = [{}] * len(rows)
-    for batch in length_batches(lengths, task.args.batch_size):
-        for j, record in zip(batch, task.predict([rows[j] for j in batch], [prompts[j] for j in batch]), strict=True):
+    batches = length_batches(lengths, task.args.batch_size)
+    work = [([rows[j] for j in batch], [prompts[j] for j in batch]) for batch in batches]
+    for batch, predicted in zip(batches, task.predict_batches(work), strict=True):
+        for j, record in zip(batch, predicted, strict=True):
             records[j] = record
     gold, predicted, scores = record_matrices(task.space, records)
     metrics = compute_metrics(gold, predicted, scores)

@@ -444,6 +444,48 @@ def test_shared_prefix_scoring_equals_naive_scoring(backend, prompts):
     np.testing.assert_allclose(prefixes[:, others], naive[:, others], atol=1e-4)
 
 
+def test_each_batch_is_tokenised_when_its_turn_comes(backend, prompts, monkeypatch):
+    """Score mode queues a batch's GPU work without waiting for it, so tokenising the next batch then overlaps the
+    GPU's work; tokenising every prompt before the first batch kept the GPU idle meanwhile. Generation too."""
+    from llmcls.backends import hf
+
+    events = []
+    real = hf.encode_prompts
+    monkeypatch.setattr(hf, "encode_prompts", lambda tokenizer, texts: events.append(len(texts)) or real(tokenizer,
+                                                                                                        texts))
+    hook = backend.model.register_forward_pre_hook(lambda *args: events.append("forward"))
+    try:
+        for run in (lambda: backend.score(prompts, LABELS, separator=", "),
+                    lambda: backend.generate(prompts, max_new_tokens=2)):
+            events.clear()
+            run()
+            # 7 prompts in batches of 3: a batch is tokenised, its forward passes run, then the next is tokenised
+            starts = [i for i, e in enumerate(events) if e != "forward"]
+            assert [events[i] for i in starts] == [3, 3, 1] and starts[0] == 0
+            assert all(events[i + 1] == "forward" for i in starts)
+    finally:
+        hook.remove()
+
+
+def test_score_batches_queues_the_next_batch_before_handing_back_this_one(backend, prompts):
+    """The CLI writes a batch's records while the GPU computes the next: `score_batches` has queued batch i+1 when
+    it hands back batch i's scores, which equal `score`'s of that batch alone."""
+    events = []
+    batches = [prompts[:2], prompts[2:5], prompts[5:]]
+    backend.score(batches[0], LABELS, separator=", ")  # the shared prefix's keys and values, computed once
+    hook = backend.model.register_forward_pre_hook(lambda *args: events.append("forward"))
+    try:
+        handed = []
+        for scores in backend.score_batches(batches, LABELS, separator=", "):
+            handed.append((scores, events.count("forward")))
+    finally:
+        hook.remove()
+    per_batch = events.count("forward") // len(batches)  # the prompt pass and the label pass
+    assert [seen for _, seen in handed] == [2 * per_batch, 3 * per_batch, 3 * per_batch]
+    for (scores, _), batch in zip(handed, batches, strict=True):
+        np.testing.assert_allclose(scores, backend.score(batch, LABELS, separator=", "), atol=1e-6)
+
+
 def test_scoring_in_row_chunks_and_without_prefix_sharing_matches(backend, prompts):
     whole = backend.score(prompts, LABELS, separator=", ", ends="all")
     small = type(backend)(backend.model, backend.tokenizer, batch_size=7, score_chunk_bytes=1)  # one row a chunk

@@ -10,7 +10,7 @@ backends see the same token ids. Backends import torch, transformers or vllm onl
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -85,6 +85,11 @@ class Backend(Protocol):
         With `separator`, a continuation's score also counts the probability that it ends there (the next token
         starts the separator or ends the answer): for every continuation (`ends="all"`) or only for those that are
         a token prefix of another (`ends="prefixes"`, the default; see `constrained.ScorePlan`)."""
+
+    def score_batches(self, batches: Iterable[Sequence[str]], continuations: Sequence[str], *,
+                      separator: str | None = None, ends: str = "prefixes") -> Iterator[np.ndarray]:
+        """`score` of each batch in turn; a backend may start on the next batch before the caller has taken this
+        one's scores (the HF backend queues it on the GPU, which then runs while the caller writes)."""
 
 
 def load_backend(args: ModelArguments, *, seed: int = 42, batch_size: int = 16,

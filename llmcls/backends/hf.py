@@ -11,7 +11,7 @@ Finding and loading the model (device, dtype, 4-bit, adapter, `.gguf` files) is 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -108,10 +108,15 @@ class HFBackend:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return count_tokens(self.tokenizer, texts)
 
-    def _batches(self, encoded: list[list[int]]) -> list[list[int]]:
-        """Indices in batches of similar length, longest first (an out-of-memory error shows up at once)."""
-        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-        return [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+    def _batches(self, prompts: Sequence[str]) -> Iterator[tuple[list[int], list[list[int]]]]:
+        """Indices in batches of similar length, longest first (an out-of-memory error shows up at once), and each
+        batch's token ids. Lengths are counted in characters, so that each batch is tokenised only when its turn
+        comes: in score mode, while the GPU still runs the batch before (tokenising every prompt first kept the GPU
+        idle meanwhile: 0.57 s for 2,048 prompts on 16 cores, a quarter of score mode's time on an H200)."""
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            yield batch, encode_prompts(self.tokenizer, [prompts[i] for i in batch])
 
     def _pad(self, rows: list[list[int]], multiple: int = 1):
         """Left-padded token ids and attention mask, `multiple` dividing the width."""
@@ -180,13 +185,11 @@ class HFBackend:
     # ---------------------------------------------------------------- generation
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, constraint: LabelConstraint | None = None,
                  stop: Sequence[str] = (), temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
-        encoded = encode_prompts(self.tokenizer, prompts)
         grammar = self._grammar(constraint, prompts) if constraint is not None else None
         stop = () if grammar is not None else tuple(stop)  # the grammar ends answers itself
         outputs = [""] * len(prompts)
-        for batch in self._batches(encoded):
-            texts = self._generate_batch([encoded[i] for i in batch], max_new_tokens, grammar, stop, temperature,
-                                         top_p)
+        for batch, rows in self._batches(prompts):
+            texts = self._generate_batch(rows, max_new_tokens, grammar, stop, temperature, top_p)
             for i, text in zip(batch, texts, strict=True):
                 outputs[i] = text if constraint is None else complete_items(text, constraint.labels,
                                                                             constraint.separator)
@@ -225,12 +228,35 @@ class HFBackend:
     # ---------------------------------------------------------------- scoring
     def score(self, prompts: Sequence[str], continuations: Sequence[str], *, separator: str | None = None,
               ends: str = "prefixes") -> np.ndarray:
-        encoded = encode_prompts(self.tokenizer, prompts)
+        return self._collect(*self._queue(prompts, continuations, separator, ends))
+
+    def score_batches(self, batches: Iterable[Sequence[str]], continuations: Sequence[str], *,
+                      separator: str | None = None, ends: str = "prefixes") -> Iterator[np.ndarray]:
+        """`score` of each batch of prompts in turn, the next batch queued on the device before this one's scores
+        are read back: the GPU runs it while the caller handles this batch (its records, its writes) and the host
+        tokenises the batch after."""
+        pending = None
+        for prompts in batches:
+            queued = self._queue(prompts, continuations, separator, ends)
+            if pending is not None:
+                yield self._collect(*pending)
+            pending = queued
+        if pending is not None:
+            yield self._collect(*pending)
+
+    def _queue(self, prompts: Sequence[str], continuations: Sequence[str], separator: str | None, ends: str):
+        """`prompts` queued for scoring in batches: the plan, each batch's positions and its results (on the device,
+        maybe not computed yet), and the number of prompts."""
         plan, tensors = self._plan(tuple(continuations), separator, ends, common_suffix(prompts))
         # results stay on the device until every batch is queued: a copy back per batch would make the CPU wait for
         # the GPU each time, and the GPU then idles while the CPU prepares the next batch
-        queued = [(batch, self._score_batch([encoded[i] for i in batch], tensors)) for batch in self._batches(encoded)]
-        values = np.empty((len(prompts), len(plan.pairs)))
+        queued = [(batch, self._score_batch(rows, tensors)) for batch, rows in self._batches(prompts)]
+        return plan, queued, len(prompts)
+
+    @staticmethod
+    def _collect(plan: ScorePlan, queued: list, n_prompts: int) -> np.ndarray:
+        """The scores of what `_queue` queued, read back (waiting for the device to finish them)."""
+        values = np.empty((n_prompts, len(plan.pairs)))
         for batch, result in queued:
             values[batch] = result.double().cpu().numpy()
         return plan.combine(values)

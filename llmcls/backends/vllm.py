@@ -22,7 +22,7 @@ than one GPU (`--tensor_parallel_size`). vLLM is imported here only, when this b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +172,11 @@ class VLLMBackend:
             return [_whole_labels(out.text, constraint) if out.finish_reason == "length" else out.text
                     for out in outputs]
         return [cut_at_stop(out.text, stop) for out in outputs]
+
+    def score_batches(self, batches: Iterable[Sequence[str]], continuations: Sequence[str], *,
+                      separator: str | None = None, ends: str = "prefixes") -> Iterator[np.ndarray]:
+        for prompts in batches:  # vLLM schedules each call's requests itself
+            yield self.score(prompts, continuations, separator=separator, ends=ends)
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str], *, separator: str | None = None,
               ends: str = "prefixes") -> np.ndarray:
