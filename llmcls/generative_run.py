@@ -22,7 +22,6 @@ from llmcls.task import (
     PromptArguments,
     Task,
     generation_stats,
-    length_batches,
     record_matrices,
     rows_of,
 )
@@ -85,20 +84,16 @@ def predict_split(task: Task, ds, split: str, path) -> SplitOutcome:
         console.print(f"{split}: resuming, {len(rows) - len(pending)} of {len(rows)} examples already predicted")
     started = time.perf_counter()
     if pending:
-        todo = [rows[i] for i in pending]
-        prompts, lengths = task.prompts(todo)
+        with _progress() as progress:
+            bar = progress.add_task(f"{split} ({task.args.mode})", total=len(pending))
+            for records in task.predict_batches(task.batches([rows[i] for i in pending])):
+                writer.append(records)
+                done.update((str(record["id"]), record) for record in records)  # as read back: no second read
+                progress.advance(bar, len(records))
         cut = sum(ids[i] in task.shortened for i in pending)
         if cut:
             console.print(f"note: {split}: {cut} abstracts cut to fit the model's {task.backend.max_positions} "
                           "positions (their ends dropped; `abstract_cut` in predictions.jsonl)")
-        with _progress() as progress:
-            bar = progress.add_task(f"{split} ({task.args.mode})", total=len(pending))
-            batches = length_batches(lengths, task.args.batch_size)
-            work = [([todo[j] for j in batch], [prompts[j] for j in batch]) for batch in batches]
-            for batch, records in zip(batches, task.predict_batches(work), strict=True):
-                writer.append(records)
-                done.update((str(record["id"]), record) for record in records)  # as read back: no second read
-                progress.advance(bar, len(batch))
     wall = time.perf_counter() - started
     return SplitOutcome([done[example_id] for example_id in ids], wall, len(pending))
 

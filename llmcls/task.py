@@ -9,7 +9,8 @@ generate or score, answers parsed into records) and `quick_metrics`, the in-memo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -171,10 +172,13 @@ class Task:
                                       examples=examples)
         return build_prompt(self.backend.tokenizer, message, chat=self.chat, template_kwargs=self.template_kwargs)
 
-    def prompts(self, rows: list[dict]) -> tuple[list[str], list[int]]:
-        """The prompts of `rows` and their lengths in tokens, each fitted to the model's positions. A row's
-        few-shot examples depend on that row alone (and the seed), so a resumed run that prompts only the rows
-        left shows each one the examples an uninterrupted run would have."""
+    def batches(self, rows: list[dict]) -> Iterator[tuple[list[dict], list[str]]]:
+        """`rows` in batches of `--batch_size` with their prompts, longest prompts first (similar lengths share a
+        batch; counted in characters). A batch's prompts are fitted to the model's positions, which takes counting
+        their tokens, only when the batch is asked for: in score mode that is while the GPU runs the batch before
+        (`predict_batches`), so the count costs the GPU no time. A row's few-shot examples depend on that row alone
+        (and the seed), so a resumed run that prompts only the rows left shows each one the examples an
+        uninterrupted run would have."""
         examples: list[list[dict]] = [[] for _ in rows]
         if self.pool:
             from llmcls.fewshot import select_examples
@@ -187,14 +191,18 @@ class Task:
             examples = [[self.pool[i] for i in pick] for pick in picks]
         prompts = [self.render_one(row.get("title"), row["abstract"], shown) for row, shown in zip(rows, examples,
                                                                                                    strict=True)]
-        lengths = self.backend.count_tokens(prompts)
+        for batch in length_batches([len(prompt) for prompt in prompts], self.args.batch_size):
+            yield [rows[j] for j in batch], self._fitted([rows[j] for j in batch], [prompts[j] for j in batch],
+                                                         [examples[j] for j in batch])
+
+    def _fitted(self, rows: list[dict], prompts: list[str], examples: list[list[dict]]) -> list[str]:
+        """`prompts`, those too long for the model's positions with the answer's budget refitted (`_fit`)."""
         limit = getattr(self.backend, "max_positions", None)
-        room = None if not limit else limit - self.max_new_tokens
-        for j, length in enumerate(lengths):
-            if room is not None and length > room:
-                prompts[j] = self._fit(rows[j], examples[j], room, limit)
-                lengths[j] = self.backend.count_tokens([prompts[j]])[0]
-        return prompts, lengths
+        if not limit:
+            return prompts
+        room = limit - self.max_new_tokens
+        return [self._fit(row, shown, room, limit) if length > room else prompt for row, prompt, shown, length
+                in zip(rows, prompts, examples, self.backend.count_tokens(prompts), strict=True)]
 
     def _fit(self, row: dict, examples: list[dict], room: int, limit: int) -> str:
         """The prompt of `row` with its abstract cut to fit the model's positions with the answer's budget."""
@@ -210,19 +218,23 @@ class Task:
         self.shortened.add(str(row["id"]))
         return render(kept)
 
-    def predict(self, rows: list[dict], prompts: list[str]) -> list[dict[str, Any]]:
-        """Prediction records of one batch (score mode: provisional `predicted`, final ones need thresholds)."""
-        return next(self.predict_batches([(rows, prompts)]))
-
-    def predict_batches(self, batches: Sequence[tuple[list[dict], list[str]]]) -> Iterator[list[dict[str, Any]]]:
-        """`predict` of each (rows, prompts) batch in turn. In score mode the backend may start the next batch
-        before this one's records are handed back (`Backend.score_batches`): the GPU computes it while the caller
-        writes them."""
+    def predict_batches(self, batches: Iterable[tuple[list[dict], list[str]]]) -> Iterator[list[dict[str, Any]]]:
+        """The prediction records of each (rows, prompts) batch in turn (`batches` may be `Task.batches`, read as it
+        goes; score mode: provisional `predicted`, final ones need thresholds). In score mode the backend takes the
+        next batch before this one's records are handed back (`Backend.score_batches`): the GPU computes it while
+        the caller writes them."""
         if self.args.mode == "score":
-            every = self.backend.score_batches((prompts for _, prompts in batches),
-                                               [self.answer_prefix + lab for lab in self.space.labels],
+            waiting: deque[list[dict]] = deque()  # the rows of the batches handed to the backend, in order
+
+            def prompts_of():
+                for rows, prompts in batches:
+                    waiting.append(rows)
+                    yield prompts
+
+            every = self.backend.score_batches(prompts_of(), [self.answer_prefix + lab for lab in self.space.labels],
                                                separator=self._separator(), ends=self.args.score_ends)
-            for (rows, _), scores in zip(batches, every, strict=True):
+            for scores in every:
+                rows = waiting.popleft()
                 predicted = self.space.from_multi_hot(apply_thresholds(scores, self.fallback_thresholds()))
                 # scores as an array row in label-space order (PredictionWriter writes it as {label: score})
                 yield [record | {"predicted": pred, "scores": row} for record, pred, row in
@@ -282,13 +294,8 @@ def quick_metrics(task: Task, ds, limit: int) -> dict[str, float]:
     tuned: score mode keeps the top `--min_labels` labels): the check `llmcls sft --generate_at_eval` runs at every
     evaluation. Keys: micro_f1, macro_f1, samples_f1, and well_formed_rate (generation) or map and p_at_1 (score)."""
     rows = rows_of(ds.select(range(min(limit, len(ds)))))
-    prompts, lengths = task.prompts(rows)
-    records: list[dict] = [{}] * len(rows)
-    batches = length_batches(lengths, task.args.batch_size)
-    work = [([rows[j] for j in batch], [prompts[j] for j in batch]) for batch in batches]
-    for batch, predicted in zip(batches, task.predict_batches(work), strict=True):
-        for j, record in zip(batch, predicted, strict=True):
-            records[j] = record
+    made = {str(record["id"]): record for records in task.predict_batches(task.batches(rows)) for record in records}
+    records = [made[str(row["id"])] for row in rows]
     gold, predicted, scores = record_matrices(task.space, records)
     metrics = compute_metrics(gold, predicted, scores)
     keys = ("micro_f1", "macro_f1", "samples_f1") + (("map", "p_at_1") if scores is not None else ())
@@ -300,7 +307,7 @@ def quick_metrics(task: Task, ds, limit: int) -> dict[str, float]:
 
 def record_matrices(space: LabelSpace, records: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gold and predicted multi-hot matrices of records, and their scores (score mode: label-space rows, from
-    Task.predict or PredictionWriter) or None: `runs.predictions_from_records`'s, as a tuple."""
+    Task.predict_batches or PredictionWriter) or None: `runs.predictions_from_records`'s, as a tuple."""
     predictions = predictions_from_records(records, space)
     return predictions.gold, predictions.predicted, predictions.scores
 

@@ -316,6 +316,25 @@ def test_a_resumed_fewshot_run_shows_the_same_examples(tiny, data, tmp_path, mon
     assert set(prompts["resumed"]) <= set(prompts["whole"])
 
 
+def test_score_mode_prepares_and_queues_the_next_batch_before_writing_one(tiny, data, tmp_path, monkeypatch):
+    """The GPU computes batch i+1 while the CLI writes batch i's records, and each batch's prompts are counted (for
+    the model's positions) only when the batch is taken, not all before the first: so on a GPU neither the writes
+    nor the counting leave it idle. No GPU here: the order of the host's steps says it."""
+    from llmcls.runs import PredictionWriter
+
+    events = []
+    count, queue, append = HFBackend.count_tokens, HFBackend._queue, PredictionWriter.append
+    monkeypatch.setattr(HFBackend, "count_tokens", lambda self, texts: events.append(f"count {len(texts)}")
+                        or count(self, texts))
+    monkeypatch.setattr(HFBackend, "_queue", lambda self, prompts, *rest: events.append("queue") or queue(
+        self, prompts, *rest))
+    monkeypatch.setattr(PredictionWriter, "append", lambda self, records: events.append("write") or append(
+        self, records))
+    assert main(["zeroshot", *_args(tiny, data, tmp_path / "run", "--mode", "score")]) == 0
+    assert events == ["count 4", "queue", "count 4", "queue", "write", "count 2", "queue", "write", "write"]
+    assert len(_records(tmp_path / "run" / "predictions.jsonl")) == data["n_test"] == 10
+
+
 def test_prompts_longer_than_the_models_positions_lose_the_end_of_their_abstract(tiny, data, tmp_path, capsys):
     from llmcls.backends import encode_prompts
     from llmcls.backends.loading import load_tokenizer
