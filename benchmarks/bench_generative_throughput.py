@@ -31,7 +31,10 @@ attention kernel than plain left padding), `score-blocking` copies each batch to
 that waits for the kernels queued before it) instead of from pinned memory without blocking. `score-calls` and
 `score-stream` hand the backend one batch at a time, as the CLI does: a `score` call a batch, each read back before
 the next (the CLI until session 15), against `score_batches`, which queues the next batch before handing back one
-(the CLI now, which writes a batch's records meanwhile; no records are made here). Compilation fuses
+(the CLI now, which writes a batch's records meanwhile; no records are made here); `cli-score` and
+`cli-constrained` run the CLI's own loop over as many AAPD rows (`generative_run.predict_split` with the compact
+prompt, whose length the table's header does not give: AAPD abstracts uncut, so prompts differ from the other rows'
+~320 tokens; records parsed, written and fsynced batch by batch). Compilation fuses
 memory-bound element-wise kernels (norms, activations), where a GPU's eager forward spends much of its time; a CPU
 is bound by the matrix products (session 6's note has a one-off CPU comparison with SmolLM2, which found no gain
 there).
@@ -45,6 +48,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,6 +141,31 @@ def with_regional_compilation(backend):
                      compile_layers=True)
 
 
+def cli_split(backend, rows: list[dict], labels: tuple[str, ...], n: int, folder: Path, mode: str):
+    """A function that predicts `n` AAPD rows the way `llmcls zeroshot` does (`generative_run.predict_split`: its
+    prompts from the compact template, batches fitted as taken, records written and fsynced batch by batch), into
+    a fresh predictions file in `folder` at each call, and the prompt lengths in tokens."""
+    from llmcls.config import DataArguments
+    from llmcls.corpus import load_corpus
+    from llmcls.generative_run import predict_split
+    from llmcls.task import GenerationArguments, PromptArguments, Task
+
+    folder.mkdir(parents=True, exist_ok=True)
+    test, names = folder / "test.jsonl", folder / "labels.txt"
+    test.write_text("".join(json.dumps({"id": f"r{i}", "abstract": rows[i % len(rows)]["abstract"],
+                                        "labels": rows[i % len(rows)]["labels"]}) + "\n" for i in range(n)))
+    names.write_text("".join(label + "\n" for label in labels))
+    corpus = load_corpus(DataArguments(test=str(test), labels=str(names)), required=("test",))
+    task = Task.build(corpus, backend, PromptArguments(output_dir="", prompt="compact"),
+                      GenerationArguments(mode=mode, constrained=mode != "score", batch_size=backend.batch_size))
+    calls = iter(range(1 << 30))
+
+    def run():
+        predict_split(task, corpus.get("test"), "test", folder / f"predictions-{next(calls)}.jsonl")
+
+    return run
+
+
 def make_prompts(tokenizer, rows: list[dict], n: int, target_tokens: int) -> list[str]:
     """ChatML prompts of about `target_tokens` tokens: an instruction and an abstract cut or repeated to fit."""
     head = "Classify the abstract into arXiv categories. Answer with the category codes only, separated by commas.\n"
@@ -175,7 +204,8 @@ def main() -> None:
     parser.add_argument("--modes", default="stock,floor,free,constrained,score,static-constrained,static-free",
                         help="Rows to measure, comma-separated (tokenize, stock, floor, floor-compiled, free, "
                              "constrained, score, static-constrained, static-free, score-prompt, score-noprefix, "
-                             "score-blocking, score-calls, score-stream, score-regional, constrained-regional).")
+                             "score-blocking, score-calls, score-stream, cli-score, cli-constrained, "
+                             "score-regional, constrained-regional).")
     parser.add_argument("--profile", action="store_true",
                         help="Also profile one batch of the floor, score and constrained modes (GPU-busy "
                              "fraction, top operators and, on a GPU, the lines where the host waited for it; on "
@@ -206,6 +236,9 @@ def main() -> None:
     prompt_only = without_label_pass(backend) if "score-prompt" in modes else None
     whole = without_shared_prefix(backend) if "score-noprefix" in modes else None
     blocking = with_blocking_uploads(backend) if "score-blocking" in modes else None
+    scratch = Path(tempfile.mkdtemp(prefix="bench-cli-"))  # the cli-* rows' data and predictions files
+    cli = {mode: cli_split(backend, rows, labels, args.n, scratch / mode, mode) for mode in ("score", "generate")
+           if f"cli-{'score' if mode == 'score' else 'constrained'}" in modes}
 
     def stock_generate():
         for start in range(0, len(prompts), args.batch_size):
@@ -253,6 +286,10 @@ def main() -> None:
                         lambda: [backend.score(batch, labels, separator=ANSWER_SEPARATOR) for batch in batches]),
         "score-stream": (f"llmcls score (all {len(labels)} labels), `score_batches` (the CLI's loop)",
                          lambda: list(backend.score_batches(batches, labels, separator=ANSWER_SEPARATOR))),
+        "cli-score": ("the CLI's split loop, score mode (compact prompt; records written batch by batch)",
+                      lambda: cli["score"]()),
+        "cli-constrained": ("the CLI's split loop, constrained (compact prompt; records written batch by batch)",
+                            lambda: cli["generate"]()),
         "score-blocking": (f"llmcls score (all {len(labels)} labels), blocking host-to-GPU copies",
                            lambda: blocking.score(prompts, labels, separator=ANSWER_SEPARATOR)),
         "score-regional": (f"llmcls score (all {len(labels)} labels), --compile_layers",

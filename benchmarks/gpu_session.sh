@@ -135,14 +135,15 @@ fi
 # attention with dropout costs compiled (its softmax ran unfused: a 0-dropout run beside the baseline, both
 # profiled), score mode's --compile_layers margin again and the CLI's batch-at-a-time loop (score-calls, as it
 # was, against score-stream, queueing the next batch while one is handed back; every batch is now tokenised just
-# before it runs), constrained decoding with --static_cache and with --compile_layers; eager encoder and SFT last.
+# before it runs) and the CLI's whole split loop (cli-score, cli-constrained: records and writes included; no GPU
+# number for it yet), constrained decoding with --static_cache and with --compile_layers; eager encoder, SFT last.
 step encoder-throughput-compiled 150 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
     --profile 3 "${tiny[@]}"
 step encoder-compiled-nodropout 110 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
     --attention-dropout 0 --profile 3 "${tiny[@]}"
 step generative-throughput 200 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
-    --modes tokenize,floor,score,score-calls,score-stream,score-regional,constrained,static-constrained,\
-constrained-regional --profile "${tiny[@]}"
+    --modes tokenize,floor,score,score-calls,score-stream,cli-score,score-regional,constrained,cli-constrained,\
+static-constrained,constrained-regional --profile "${tiny[@]}"
 step encoder-throughput 100 $PY benchmarks/bench_encoder_throughput.py --plain-loop "${tiny[@]}"
 step sft-throughput-lora 100 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
     $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true --lora_dropout 0.0' ${tiny[*]} ${short[*]}"

@@ -467,6 +467,25 @@ def test_each_batch_is_tokenised_when_its_turn_comes(backend, prompts, monkeypat
         hook.remove()
 
 
+def test_a_batch_counted_before_it_runs_is_tokenised_once(backend, prompts, monkeypatch):
+    """The CLI counts a batch's tokens (to fit it to the model's positions), then hands it over: the backend keeps
+    the ids it counted instead of tokenising the same prompts again."""
+    from llmcls.backends import hf
+
+    batch = prompts[:3]
+    expected = backend.score(batch, LABELS, separator=", ")
+    lengths = backend.count_tokens(batch)
+    tokenised = []
+    real = hf.encode_prompts
+    monkeypatch.setattr(hf, "encode_prompts", lambda tokenizer, texts: tokenised.extend(texts) or real(tokenizer,
+                                                                                                       texts))
+    np.testing.assert_allclose(backend.score(batch, LABELS, separator=", "), expected, atol=1e-6)
+    assert tokenised == []
+    backend.score(prompts[3:5], LABELS, separator=", ")  # not counted: tokenised here
+    assert sorted(tokenised) == sorted(prompts[3:5])
+    assert lengths == [len(ids) for ids in real(backend.tokenizer, batch)]
+
+
 def test_score_batches_queues_the_next_batch_before_handing_back_this_one(backend, prompts):
     """The CLI writes a batch's records while the GPU computes the next: `score_batches` has queued batch i+1 when
     it hands back batch i's scores, which equal `score`'s of that batch alone."""
