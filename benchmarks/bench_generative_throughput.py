@@ -141,10 +141,11 @@ def with_regional_compilation(backend):
                      compile_layers=True)
 
 
-def cli_split(backend, rows: list[dict], labels: tuple[str, ...], n: int, folder: Path, mode: str):
+def cli_split(backend, rows: list[dict], labels: tuple[str, ...], n: int, folder: Path, mode: str, max_labels: int):
     """A function that predicts `n` AAPD rows the way `llmcls zeroshot` does (`generative_run.predict_split`: its
     prompts from the compact template, batches fitted as taken, records written and fsynced batch by batch), into
-    a fresh predictions file in `folder` at each call, and the prompt lengths in tokens."""
+    a fresh predictions file in `folder` at each call. Constrained answers run to `max_labels` labels, as the
+    `constrained` row's do (the early stop off: a random model would leave the format at once)."""
     from llmcls.config import DataArguments
     from llmcls.corpus import load_corpus
     from llmcls.generative_run import predict_split
@@ -157,7 +158,8 @@ def cli_split(backend, rows: list[dict], labels: tuple[str, ...], n: int, folder
     names.write_text("".join(label + "\n" for label in labels))
     corpus = load_corpus(DataArguments(test=str(test), labels=str(names)), required=("test",))
     task = Task.build(corpus, backend, PromptArguments(output_dir="", prompt="compact"),
-                      GenerationArguments(mode=mode, constrained=mode != "score", batch_size=backend.batch_size))
+                      GenerationArguments(mode=mode, constrained=mode != "score", batch_size=backend.batch_size,
+                                          max_labels=max_labels, stop_off_format=False))
     calls = iter(range(1 << 30))
 
     def run():
@@ -236,9 +238,9 @@ def main() -> None:
     prompt_only = without_label_pass(backend) if "score-prompt" in modes else None
     whole = without_shared_prefix(backend) if "score-noprefix" in modes else None
     blocking = with_blocking_uploads(backend) if "score-blocking" in modes else None
-    scratch = Path(tempfile.mkdtemp(prefix="bench-cli-"))  # the cli-* rows' data and predictions files
-    cli = {mode: cli_split(backend, rows, labels, args.n, scratch / mode, mode) for mode in ("score", "generate")
-           if f"cli-{'score' if mode == 'score' else 'constrained'}" in modes}
+    scratch = tempfile.TemporaryDirectory(prefix="bench-cli-")  # the cli-* rows' files; removed at exit
+    cli = {mode: cli_split(backend, rows, labels, args.n, Path(scratch.name) / mode, mode, args.max_labels)
+           for mode in ("score", "generate") if f"cli-{'score' if mode == 'score' else 'constrained'}" in modes}
 
     def stock_generate():
         for start in range(0, len(prompts), args.batch_size):
