@@ -13,8 +13,9 @@ generation runs to its token budget (the slowest case); constrained decoding wri
 leaves it at once, which would flatter the speed).
 
 Rows: `tokenize` (not in the default rows) times `encode_prompts` over all the prompts, the host work every llmcls
-mode does (batch by batch, each batch just before it runs, as the floor does; until session 15 all at once before
-the first batch; the header names TOKENIZERS_PARALLELISM, which makes it single-threaded when false);
+mode does before its first batch reaches the model (batches are formed by length in tokens; the floor tokenises
+batch by batch instead, while the GPU runs the batch before; the header names TOKENIZERS_PARALLELISM, which makes
+it single-threaded when false);
 `model.generate` at one batch (stock transformers, no constraint: the anchor), one forward pass over the
 prompts (the compute floor of any mode), and the backend's free, constrained and score modes at `--batch_size`;
 `static-*` rows are free and constrained generation with `--static_cache` (a static KV cache, whose decoding steps
@@ -262,7 +263,7 @@ def main() -> None:
     # the CLI's batches: it hands the backend one batch at a time (the prompts are about equally long here)
     batches = [prompts[start:start + args.batch_size] for start in range(0, len(prompts), args.batch_size)]
 
-    def tokenize():  # the tokenisation every llmcls mode does, here all at once
+    def tokenize():  # what every llmcls mode does with all its prompts before the first batch reaches the model
         encode_prompts(tokenizer, prompts)
 
     cases = {

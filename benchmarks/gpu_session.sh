@@ -134,9 +134,9 @@ fi
 # Each step reruns its baseline in the same call (rows are compared only within one machine). Now: what BERT's
 # attention with dropout costs compiled (its softmax ran unfused: a 0-dropout run beside the baseline, both
 # profiled), score mode's --compile_layers margin again and the CLI's batch-at-a-time loop (score-calls, as it
-# was, against score-stream, queueing the next batch while one is handed back; every batch is now tokenised just
-# before it runs) and the CLI's whole split loop (cli-score, cli-constrained: records and writes included; no GPU
-# number for it yet), constrained decoding with --static_cache and with --compile_layers; eager encoder, SFT last.
+# was, against score-stream, queueing the next batch while one is handed back) and the CLI's whole split loop
+# (cli-score, cli-constrained: records and writes included; no GPU number for it yet), constrained decoding with
+# --static_cache and with --compile_layers; eager encoder, SFT last.
 step encoder-throughput-compiled 150 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
     --profile 3 "${tiny[@]}"
 step encoder-compiled-nodropout 110 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \

@@ -173,12 +173,10 @@ class Task:
         return build_prompt(self.backend.tokenizer, message, chat=self.chat, template_kwargs=self.template_kwargs)
 
     def batches(self, rows: list[dict]) -> Iterator[tuple[list[dict], list[str]]]:
-        """`rows` in batches of `--batch_size` with their prompts, longest prompts first (similar lengths share a
-        batch; counted in characters). A batch's prompts are fitted to the model's positions, which takes counting
-        their tokens, only when the batch is asked for: in score mode that is while the GPU runs the batch before
-        (`predict_batches`), so the count costs the GPU no time. A row's few-shot examples depend on that row alone
-        (and the seed), so a resumed run that prompts only the rows left shows each one the examples an
-        uninterrupted run would have."""
+        """`rows` in batches of `--batch_size` with their prompts, each fitted to the model's positions, longest
+        prompts first (similar lengths in tokens share a batch: counted in characters instead, AAPD's batches held
+        10-14% more padded tokens). A row's few-shot examples depend on that row alone (and the seed), so a resumed
+        run that prompts only the rows left shows each one the examples an uninterrupted run would have."""
         examples: list[list[dict]] = [[] for _ in rows]
         if self.pool:
             from llmcls.fewshot import select_examples
@@ -191,18 +189,15 @@ class Task:
             examples = [[self.pool[i] for i in pick] for pick in picks]
         prompts = [self.render_one(row.get("title"), row["abstract"], shown) for row, shown in zip(rows, examples,
                                                                                                    strict=True)]
-        for batch in length_batches([len(prompt) for prompt in prompts], self.args.batch_size):
-            yield [rows[j] for j in batch], self._fitted([rows[j] for j in batch], [prompts[j] for j in batch],
-                                                         [examples[j] for j in batch])
-
-    def _fitted(self, rows: list[dict], prompts: list[str], examples: list[list[dict]]) -> list[str]:
-        """`prompts`, those too long for the model's positions with the answer's budget refitted (`_fit`)."""
+        lengths = self.backend.count_tokens(prompts)
         limit = getattr(self.backend, "max_positions", None)
-        if not limit:
-            return prompts
-        room = limit - self.max_new_tokens
-        return [self._fit(row, shown, room, limit) if length > room else prompt for row, prompt, shown, length
-                in zip(rows, prompts, examples, self.backend.count_tokens(prompts), strict=True)]
+        room = None if not limit else limit - self.max_new_tokens
+        for j, length in enumerate(lengths):
+            if room is not None and length > room:
+                prompts[j] = self._fit(rows[j], examples[j], room, limit)
+                lengths[j] = self.backend.count_tokens([prompts[j]])[0]
+        for batch in length_batches(lengths, self.args.batch_size):
+            yield [rows[j] for j in batch], [prompts[j] for j in batch]
 
     def _fit(self, row: dict, examples: list[dict], room: int, limit: int) -> str:
         """The prompt of `row` with its abstract cut to fit the model's positions with the answer's budget."""

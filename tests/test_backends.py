@@ -444,48 +444,6 @@ def test_shared_prefix_scoring_equals_naive_scoring(backend, prompts):
     np.testing.assert_allclose(prefixes[:, others], naive[:, others], atol=1e-4)
 
 
-def test_each_batch_is_tokenised_when_its_turn_comes(backend, prompts, monkeypatch):
-    """Score mode queues a batch's GPU work without waiting for it, so tokenising the next batch then overlaps the
-    GPU's work; tokenising every prompt before the first batch kept the GPU idle meanwhile. Generation too."""
-    from llmcls.backends import hf
-
-    events = []
-    real = hf.encode_prompts
-    monkeypatch.setattr(hf, "encode_prompts", lambda tokenizer, texts: events.append(len(texts)) or real(tokenizer,
-                                                                                                        texts))
-    hook = backend.model.register_forward_pre_hook(lambda *args: events.append("forward"))
-    try:
-        for run in (lambda: backend.score(prompts, LABELS, separator=", "),
-                    lambda: backend.generate(prompts, max_new_tokens=2)):
-            events.clear()
-            run()
-            # 7 prompts in batches of 3: a batch is tokenised, its forward passes run, then the next is tokenised
-            starts = [i for i, e in enumerate(events) if e != "forward"]
-            assert [events[i] for i in starts] == [3, 3, 1] and starts[0] == 0
-            assert all(events[i + 1] == "forward" for i in starts)
-    finally:
-        hook.remove()
-
-
-def test_a_batch_counted_before_it_runs_is_tokenised_once(backend, prompts, monkeypatch):
-    """The CLI counts a batch's tokens (to fit it to the model's positions), then hands it over: the backend keeps
-    the ids it counted instead of tokenising the same prompts again."""
-    from llmcls.backends import hf
-
-    batch = prompts[:3]
-    expected = backend.score(batch, LABELS, separator=", ")
-    lengths = backend.count_tokens(batch)
-    tokenised = []
-    real = hf.encode_prompts
-    monkeypatch.setattr(hf, "encode_prompts", lambda tokenizer, texts: tokenised.extend(texts) or real(tokenizer,
-                                                                                                       texts))
-    np.testing.assert_allclose(backend.score(batch, LABELS, separator=", "), expected, atol=1e-6)
-    assert tokenised == []
-    backend.score(prompts[3:5], LABELS, separator=", ")  # not counted: tokenised here
-    assert sorted(tokenised) == sorted(prompts[3:5])
-    assert lengths == [len(ids) for ids in real(backend.tokenizer, batch)]
-
-
 def test_score_batches_queues_the_next_batch_before_handing_back_this_one(backend, prompts):
     """The CLI writes a batch's records while the GPU computes the next: `score_batches` has queued batch i+1 when
     it hands back batch i's scores, which equal `score`'s of that batch alone."""

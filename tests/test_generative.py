@@ -316,10 +316,10 @@ def test_a_resumed_fewshot_run_shows_the_same_examples(tiny, data, tmp_path, mon
     assert set(prompts["resumed"]) <= set(prompts["whole"])
 
 
-def test_score_mode_prepares_and_queues_the_next_batch_before_writing_one(tiny, data, tmp_path, monkeypatch):
-    """The GPU computes batch i+1 while the CLI writes batch i's records, and each batch's prompts are counted (for
-    the model's positions) only when the batch is taken, not all before the first: so on a GPU neither the writes
-    nor the counting leave it idle. No GPU here: the order of the host's steps says it."""
+def test_score_mode_queues_the_next_batch_before_writing_one(tiny, data, tmp_path, monkeypatch):
+    """The GPU computes batch i+1 while the CLI writes batch i's records, so on a GPU the writes do not leave it
+    idle. No GPU here: the order of the host's steps says it (the prompts' tokens are counted once, all first:
+    batches of similar length in tokens need every length)."""
     from llmcls.runs import PredictionWriter
 
     events = []
@@ -331,7 +331,7 @@ def test_score_mode_prepares_and_queues_the_next_batch_before_writing_one(tiny, 
     monkeypatch.setattr(PredictionWriter, "append", lambda self, records: events.append("write") or append(
         self, records))
     assert main(["zeroshot", *_args(tiny, data, tmp_path / "run", "--mode", "score")]) == 0
-    assert events == ["count 4", "queue", "count 4", "queue", "write", "count 2", "queue", "write", "write"]
+    assert events == ["count 10", "queue", "queue", "write", "queue", "write", "write"]
     assert len(_records(tmp_path / "run" / "predictions.jsonl")) == data["n_test"] == 10
 
 
