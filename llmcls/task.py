@@ -174,9 +174,10 @@ class Task:
 
     def batches(self, rows: list[dict]) -> Iterator[tuple[list[dict], list[str]]]:
         """`rows` in batches of `--batch_size` with their prompts, each fitted to the model's positions, longest
-        prompts first (similar lengths in tokens share a batch: counted in characters instead, AAPD's batches held
-        10-14% more padded tokens). A row's few-shot examples depend on that row alone (and the seed), so a resumed
-        run that prompts only the rows left shows each one the examples an uninterrupted run would have."""
+        prompts first (similar lengths in tokens share a batch: counted in characters instead, AAPD's batches hold
+        6-25% more padded tokens, `benchmarks/bench_prompt_batching.py`). A row's few-shot examples depend on that
+        row alone (and the seed), so a resumed run that prompts only the rows left shows each one the examples an
+        uninterrupted run would have."""
         examples: list[list[dict]] = [[] for _ in rows]
         if self.pool:
             from llmcls.fewshot import select_examples

@@ -111,8 +111,8 @@ class HFBackend:
     def _batches(self, prompts: Sequence[str]) -> Iterator[tuple[list[int], list[list[int]]]]:
         """Indices in batches of similar length in tokens, longest first (an out-of-memory error shows up at once),
         with each batch's token ids. Every prompt is tokenised first: sorted by characters instead, so that each
-        batch could wait for its turn, batches of AAPD abstracts behind a 300-token head held 10% more padded tokens
-        at batch 256 and 14% at 64 (SmolLM2's tokenizer; README, session 15)."""
+        batch could wait for its turn, batches of AAPD's compact prompts hold 16% more padded tokens at batch 256 and
+        25% at 64 (`benchmarks/bench_prompt_batching.py`)."""
         encoded = encode_prompts(self.tokenizer, prompts)
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
         for start in range(0, len(order), self.batch_size):
