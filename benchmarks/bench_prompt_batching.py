@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aapd_protocol import DEFAULT_AAPD, read_rows, run_line, smollm2_gguf  # noqa: E402
+from aapd_protocol import DEFAULT_AAPD, read_rows, run_line, tokenizer_of  # noqa: E402
 
 KEYS = {"characters": len, "words and punctuation": lambda text: len(text.split()) + len(re.findall(r"[^\w\s]", text))}
 
@@ -38,11 +38,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from llmcls.backends import encode_prompts
-    from llmcls.backends.loading import load_tokenizer, resolve_model
     from llmcls.labels import LabelSpace
     from llmcls.prompts import build_prompt, load_template, render_user_message
 
-    tokenizer = load_tokenizer(args.tokenizer or resolve_model(str(smollm2_gguf())))
+    tokenizer = tokenizer_of(args.tokenizer)
     rows = read_rows(args.aapd)
     space = LabelSpace(sorted({label for row in rows for label in row["labels"]}))
     print(run_line())

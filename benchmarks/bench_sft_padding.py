@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from aapd_protocol import DEFAULT_AAPD, run_line, smollm2_gguf  # noqa: E402
+from aapd_protocol import DEFAULT_AAPD, run_line, tokenizer_of  # noqa: E402
 
 
 def example_lengths(aapd: Path, tokenizer, prompt: str) -> np.ndarray:
@@ -55,10 +55,7 @@ def main() -> None:
     import torch
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from llmcls.backends.loading import load_tokenizer, resolve_model
-
-    source = args.tokenizer or resolve_model(str(smollm2_gguf()))
-    tokenizer = load_tokenizer(source)
+    tokenizer = tokenizer_of(args.tokenizer)
     print(run_line())
     print(f"# bench_sft_padding: {args.aapd} (every row), tokenizer {args.tokenizer or 'SmolLM2-135M-Instruct'}; "
           "padding share = 1 - real tokens / (batches x longest example), mean of 5 seeds per sampler")
