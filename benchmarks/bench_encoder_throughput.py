@@ -61,6 +61,11 @@ def parse_args(argv=None):
                         help="The model's attention dropout (BERT-base: 0.1). Compiled, BERT's attention with "
                              "dropout and a mask ran as unfused softmax kernels on an H200 (session 15); 0 says "
                              "what that path costs.")
+    parser.add_argument("--attention", default="sdpa",
+                        help="Comma-separated attention kinds to train with, a fresh model each: sdpa (transformers' "
+                             "own call, the default) or one of encoder_attention.KINDS (flash, cudnn, efficient: "
+                             "the fused kernel's op called by name; island: SDPA left out of the compiled graph). "
+                             "Inference runs once, with the last.")
     parser.add_argument("--blocking-batches", action="store_true",
                         help="Copy each training batch to the GPU the blocking way (accelerate's non_blocking off), "
                              "as train-encoder did before session 15: what the non-blocking default is worth.")
@@ -180,6 +185,7 @@ def measure(args, table: Table) -> None:
     """Train, then predict, through the command's code; each row goes to `table` as soon as it is measured."""
     import torch
 
+    from llmcls.encoder_attention import use_fused_attention
     from llmcls.encoder_model import load_for_training, load_tokenizer
     from llmcls.encoder_train import build_trainer, predict_scores
     from llmcls.labels import LabelSpace
@@ -195,20 +201,33 @@ def measure(args, table: Table) -> None:
                                 config.vocab_size, 1)
         evaluation = synthetic_split(args.eval_rows, args.length, config.vocab_size, 2)
         trainer_args = training_args(Path(tmp) / "trainer", args)
-        trainer = build_trainer(model, tokenizer, train, None, trainer_args)
         table.header(config, device, trainer_args.dataloader_num_workers, forward, n_matmul)
-        timer = step_timer(args.warmup, args.warmup + args.steps)
-        trainer.add_callback(timer)
-        if args.profile:
-            from profiling import Profile, step_window
+        for i, kind in enumerate(args.attention.split(",")):
+            if i:  # a fresh model for each kind, compiled afresh
+                torch._dynamo.reset()
+                model = load_for_training(str(folder), space)
+            if kind != "sdpa" and not use_fused_attention(model, kind):
+                table.notes.append(f"--attention {kind}: this model does not attend through transformers' SDPA")
+            trainer = build_trainer(model, tokenizer, train, None, trainer_args)
+            timer = step_timer(args.warmup, args.warmup + args.steps)
+            trainer.add_callback(timer)
+            if args.profile:
+                from profiling import Profile, step_window
 
-            last = args.warmup + args.steps
-            trainer.add_callback(step_window(Profile(f"training, {args.profile} steps"), last, last + args.profile))
-        # the Trainer prints its summary, which would land inside the table (a profile, though, belongs there)
-        with contextlib.redirect_stdout(sys.stderr) if not args.profile else contextlib.nullcontext():
-            trainer.train()
-        per_s = args.steps * args.train_batch / (timer.end - timer.start)
-        table.row("train", trainer_args.bf16, args.train_batch, per_s, 3 * forward)
+                last = args.warmup + args.steps
+                trainer.add_callback(step_window(Profile(f"training ({kind}), {args.profile} steps"), last,
+                                                 last + args.profile))
+            # the Trainer prints its summary, which would land inside the table (a profile, though, belongs there)
+            try:
+                with contextlib.redirect_stdout(sys.stderr) if not args.profile else contextlib.nullcontext():
+                    trainer.train()
+            except Exception as error:  # noqa: BLE001 - a kernel that fails here is a result; the next kind runs
+                table.notes.append(f"--attention {kind}: failed: {str(error).strip().splitlines()[0][:200]}")
+                print(f"| train, attention {kind} | failed (see the notes) | | | | | |", flush=True)
+                continue
+            per_s = args.steps * args.train_batch / (timer.end - timer.start)
+            name = "train" if kind == "sdpa" else f"train, attention {kind}"
+            table.row(name, trainer_args.bf16, args.train_batch, per_s, 3 * forward)
         if args.plain_loop:
             per_s = plain_loop(load_for_training(str(folder), space).to(model.device), train, args,
                                trainer_args.bf16)

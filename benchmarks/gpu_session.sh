@@ -131,19 +131,20 @@ fi
 # 1,858 with batches copied without blocking (1,775 blocking, same machine), 1,940 at batch 256 (target 2,000);
 # inference 9,048 pure bf16 (target met); generative score 894, with --compile_layers 1,065 (target 1,000 met),
 # constrained 238 (265 with --compile_layers; host-bound, GPU busy 19%); LoRA SFT 42,283 tokens/s with the defaults.
-# Each step reruns its baseline in the same call (rows are compared only within one machine). Now: what BERT's
-# attention with dropout costs compiled (its softmax ran unfused: a 0-dropout run beside the baseline, both
-# profiled), score mode's --compile_layers margin again and the CLI's batch-at-a-time loop (score-calls, as it
-# was, against score-stream, queueing the next batch while one is handed back) and the CLI's whole split loop
-# (cli-score, cli-constrained: records and writes included; no GPU number for it yet), constrained decoding with
-# --static_cache and with --compile_layers; eager encoder, SFT last.
-step encoder-throughput-compiled 150 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
-    --profile 3 "${tiny[@]}"
-step encoder-compiled-nodropout 110 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
-    --attention-dropout 0 --profile 3 "${tiny[@]}"
-step generative-throughput 200 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
-    --modes tokenize,floor,score,score-calls,score-stream,cli-score,score-regional,constrained,cli-constrained,\
-static-constrained,constrained-regional --profile "${tiny[@]}"
+# Each step reruns its baseline in the same call (rows are compared only within one machine). Now: compiled, BERT's
+# attention with dropout ran SDPA's unfused math path (a third of the step's kernel time) where eager ran cuDNN's
+# fused kernel: which kernel each way of calling SDPA gets (attention-kernels), then the compiled step with each
+# fused kernel called by name (llmcls/encoder_attention.py) against transformers' SDPA call, the same without
+# attention dropout (the ceiling), and batch 256; then the generative CLI's score loop, eager encoder, SFT.
+step attention-kernels 150 $PY benchmarks/bench_attention_kernels.py "${tiny[@]}"
+step encoder-attention 260 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
+    --attention flash,cudnn,efficient,island,sdpa --profile 2 --eval-rows 8192 "${tiny[@]}"
+step encoder-compiled-nodropout 90 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
+    --attention-dropout 0 --eval-rows 4096 "${tiny[@]}"
+step encoder-compiled-b256 120 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 256 \
+    --steps 30 --attention cudnn,flash,sdpa --eval-rows 4096 "${tiny[@]}"
+step generative-throughput 150 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
+    --modes floor,score,score-calls,score-stream,cli-score "${tiny[@]}"
 step encoder-throughput 100 $PY benchmarks/bench_encoder_throughput.py --plain-loop "${tiny[@]}"
 step sft-throughput-lora 100 bash -c "$PY benchmarks/bench_sft_throughput.py ${tiny[*]} ${short[*]};
     $PY benchmarks/bench_sft_throughput.py --extra='--torch_compile true --lora_dropout 0.0' ${tiny[*]} ${short[*]}"

@@ -1,0 +1,188 @@
+"""Which attention kernel BERT-base's training step gets, eager and under torch.compile, and what each costs.
+
+    python benchmarks/bench_attention_kernels.py            # a CUDA GPU: BERT-base's attention, batch 128, length 256
+    python benchmarks/bench_attention_kernels.py --tiny     # any CPU: small shapes, to show it runs
+
+Why: compiled, `train-encoder`'s BERT step spent about 30% of its kernel time in attention computed unfused
+(`bmm`, then a softmax + dropout kernel: SDPA's math path) on an H200 (session 15), while the eager step ran cuDNN's
+fused attention. This times one attention forward + backward of BERT-base's shapes (q, k, v laid out as BERT makes
+them: a (batch, length, 768) projection viewed as heads and transposed) for each combination of
+
+- the mask: none (train-encoder's collator drops a mask that hides nothing), a boolean (batch, 1, length, length)
+  mask as transformers builds it for a padded batch (the last quarter of every other row's keys hidden);
+- attention dropout: 0 and 0.1 (BERT's);
+- how SDPA is called: `F.scaled_dot_product_attention` eager, the same under `torch.compile`, and under
+  torch.compile each fused kernel's own op called directly (`aten._scaled_dot_product_{flash,efficient,cudnn}_
+  attention`, with autograd formulas of their own), which leaves the choice of kernel to the caller;
+
+and names the kernels the profiler saw (`torch._fused_sdp_choice` for the eager call). Each row: the median of
+`--repeats` timed forward + backward passes after `--warmup`, CUDA synchronised around each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+
+from aapd_protocol import run_line  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="Small shapes on any device (smoke run).")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.batch, args.length, args.heads, args.head_dim, args.warmup, args.repeats = 2, 16, 2, 8, 1, 2
+    return args
+
+
+def inputs(args, device, dtype, masked: bool):
+    """q, k, v as BERT lays them out (views of a (batch, length, hidden) projection, heads transposed), requiring
+    grad, and the mask."""
+    import torch
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    shape = (args.batch, args.length, args.heads, args.head_dim)
+    qkv = [torch.randn(shape, generator=g).to(device, dtype).requires_grad_() for _ in range(3)]
+    mask = None
+    if masked:
+        mask = torch.ones(args.batch, 1, args.length, args.length, dtype=torch.bool)
+        mask[::2, :, :, args.length * 3 // 4:] = False
+        mask = mask.to(device)
+    return qkv, mask
+
+
+def attend(kind: str, dropout: float):
+    """A function (q, k, v, mask) -> output (batch, heads, length, head dim) that calls SDPA the way `kind` says."""
+    import torch
+    import torch.nn.functional as F
+
+    aten = torch.ops.aten
+
+    def sdpa(q, k, v, mask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+    def bias_of(q, mask):  # an additive bias in q's dtype, which the efficient and cuDNN kernels take
+        if mask is None:
+            return None
+        return torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+
+    def flash(q, k, v, mask):
+        if mask is not None:
+            raise RuntimeError("flash attention takes no mask")
+        return aten._scaled_dot_product_flash_attention(q, k, v, dropout)[0]
+
+    def efficient(q, k, v, mask):
+        bias = bias_of(q, mask)
+        if bias is not None:
+            bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        return aten._scaled_dot_product_efficient_attention(q, k, v, bias, True, dropout)[0]
+
+    def cudnn(q, k, v, mask):
+        bias = bias_of(q, mask)
+        if bias is not None:
+            bias = bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+        return aten._scaled_dot_product_cudnn_attention(q, k, v, bias, True, dropout)[0]
+
+    return {"sdpa": sdpa, "flash": flash, "efficient": efficient, "cudnn": cudnn}[kind]
+
+
+def step(fn, qkv, mask):
+    q, k, v = (t.transpose(1, 2) for t in qkv)  # (batch, heads, length, head dim) views, as BERT's
+    out = fn(q, k, v, mask)
+    out.float().square().mean().backward()
+
+
+def kernels_seen(fn, qkv, mask) -> str:
+    """The attention-related kernels one step ran (profiler names, shortened), most time first."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        step(fn, qkv, mask)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    keys = ("attention", "fmha", "flash", "softmax", "bmm", "cudnn", "dropout")
+    names = []
+    for event in sorted(prof.key_averages(), key=lambda e: -getattr(e, "device_time_total", 0.0)):
+        name = event.key.removeprefix("aten::")[:60]
+        if any(k in name.lower() for k in keys) and "::" not in name and name not in names:
+            names.append(name)
+    return ", ".join(names[:4]) or "-"
+
+
+def timed(fn, qkv, mask, warmup: int, repeats: int) -> float:
+    import torch
+
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        step(fn, qkv, mask)
+    sync()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step(fn, qkv, mask)
+        sync()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
+
+
+def chosen_backend(qkv, mask, dropout: float) -> str:
+    import torch
+    from torch.nn.attention import SDPBackend
+
+    q, k, v = (t.transpose(1, 2) for t in qkv)
+    return SDPBackend(torch._fused_sdp_choice(q, k, v, mask, dropout)).name.lower()
+
+
+def main(argv=None) -> None:
+    import torch
+
+    args = parse_args(argv)
+    cuda = torch.cuda.is_available()
+    device, dtype = ("cuda", torch.bfloat16) if cuda else ("cpu", torch.float32)
+    print(run_line())
+    print(f"# bench_attention_kernels: {' '.join(sys.argv)}")
+    print(f"# device: {torch.cuda.get_device_name() if cuda else 'CPU'}; torch {torch.__version__}; {dtype}; "
+          f"batch {args.batch}, {args.heads} heads x {args.head_dim}, length {args.length}; one forward + backward "
+          f"(median of {args.repeats} after {args.warmup} warm-up)")
+    print()
+    print("| call | mask | dropout | ms / step | kernels (profiler, most time first) |")
+    print("|---|---|---:|---:|---|", flush=True)
+    for masked in (False, True):
+        for dropout in (0.0, 0.1):
+            qkv, mask = inputs(args, device, dtype, masked)
+            mask_name = "bool, padded" if masked else "none"
+            rows = [("sdpa eager", attend("sdpa", dropout))]
+            rows += [(f"{kind}, compiled", torch.compile(attend(kind, dropout), dynamic=False))
+                     for kind in ("sdpa", "flash", "efficient", "cudnn")]
+            for name, fn in rows:
+                torch._dynamo.reset()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        ms = timed(fn, qkv, mask, args.warmup, args.repeats)
+                        seen = kernels_seen(fn, qkv, mask)
+                except Exception as error:  # noqa: BLE001 - a kernel that refuses these inputs is a result here
+                    print(f"| {name} | {mask_name} | {dropout:g} | - | not run: "
+                          f"{str(error).strip().splitlines()[0][:140]} |", flush=True)
+                    continue
+                if name == "sdpa eager" and cuda:
+                    seen = f"choice: {chosen_backend(qkv, mask, dropout)}; {seen}"
+                print(f"| {name} | {mask_name} | {dropout:g} | {ms:.3f} | {seen} |", flush=True)
+    if args.tiny:
+        print("\n(--tiny: a smoke run of the benchmark itself; its numbers say nothing)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Attention for compiled encoder training: SDPA's fused kernels called by name.
+
+Eager, `F.scaled_dot_product_attention` picks a fused kernel (cuDNN's on an H100 / H200) for BERT's training step,
+attention dropout included. Under torch.compile the same call with dropout ran SDPA's unfused math path on an H200
+(session 15: batched matmuls and a softmax + dropout kernel, about 30% of the compiled step's kernel time). Calling
+the fused kernels' own aten ops (`_scaled_dot_product_{flash,efficient,cudnn}_attention`, each with its autograd
+formula) leaves no choice to make at compile time. `use_fused_attention(model, kind)` registers such an attention
+function with transformers' `AttentionInterface` and sets it on the model; models that do not attend through that
+interface (DeBERTa-v2/v3) are left as they are.
+
+Kinds: `flash` and `cudnn` without a mask (train-encoder's collator drops a mask that hides nothing), the efficient
+kernel with a mask (an additive bias in the query's dtype); `efficient` always; `island`: transformers' own SDPA call
+left out of the compiled graph (`torch.compiler.disable`: eager SDPA picks its kernel; a graph break each layer).
+Off CUDA every kind is transformers' SDPA.
+"""
+
+from __future__ import annotations
+
+import torch
+
+KINDS = ("flash", "cudnn", "efficient", "island")
+# the names they are registered under: transformers reads any name with "flash" in it as a flash-attention package
+REGISTERED = {"flash": "llmcls_fused_fa", "cudnn": "llmcls_fused_cudnn", "efficient": "llmcls_fused_mem",
+              "island": "llmcls_sdpa_island"}
+
+
+def _bias(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A boolean keep-mask (True: attend) or an additive mask as a (batch, heads, q, kv) bias in the query's dtype."""
+    if mask.dtype == torch.bool:
+        mask = torch.zeros(mask.shape, dtype=query.dtype, device=query.device).masked_fill(~mask, float("-inf"))
+    return mask.to(query.dtype).expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
+
+
+def fused_attention(kind: str):
+    """An attention function with transformers' signature (module, query, key, value, attention_mask, dropout,
+    scaling, ...) -> (output (batch, length, heads, head dim), None) that calls the fused kernel `kind` names."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown attention kind {kind!r} (use one of {', '.join(KINDS)})")
+    if kind == "island":
+        return torch.compiler.disable(sdpa_attention_forward)
+    aten = torch.ops.aten
+
+    def forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+        if not query.is_cuda or getattr(module, "is_causal", False) or kwargs.get("position_bias") is not None:
+            return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                          scaling=scaling, **kwargs)
+        if attention_mask is None and kind == "flash":
+            out = aten._scaled_dot_product_flash_attention(query, key, value, dropout, scale=scaling)[0]
+        elif attention_mask is None and kind == "cudnn":
+            out = aten._scaled_dot_product_cudnn_attention(query, key, value, None, True, dropout,
+                                                           scale=scaling)[0]
+        else:
+            bias = None if attention_mask is None else _bias(query, key, attention_mask)
+            out = aten._scaled_dot_product_efficient_attention(query, key, value, bias, True, dropout,
+                                                               scale=scaling)[0]
+        return out.transpose(1, 2).contiguous(), None
+
+    return forward
+
+
+def use_fused_attention(model, kind: str) -> bool:
+    """Register `fused_attention(kind)` and set it on `model` (or on the encoder inside a mean-pooling head); False,
+    and the model unchanged, when the model does not attend through transformers' AttentionInterface with SDPA."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    target = getattr(model, "encoder", model) if not hasattr(model, "set_attn_implementation") else model
+    config = getattr(target, "config", None)
+    if (not getattr(target, "_supports_attention_backend", False)
+            or getattr(config, "_attn_implementation", None) != "sdpa"):
+        return False
+    name = REGISTERED[kind]
+    AttentionInterface.register(name, fused_attention(kind))
+    # and SDPA's masks for it: transformers builds no mask at all for an attention name it has no mask function for
+    AttentionMaskInterface.register(name, sdpa_mask)
+    target.set_attn_implementation(name)
+    return True
