@@ -22,6 +22,7 @@ and names the kernels the profiler saw (`torch._fused_sdp_choice` for the eager 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -39,6 +40,11 @@ def parse_args(argv=None):
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--no-kernels", action="store_true", help="Skip the table of kernels (with --from-trainer).")
+    parser.add_argument("--from-trainer", action="store_true",
+                        help="First report what train-encoder's own Trainer hands the attention function of a "
+                             "random BERT (these shapes, bf16 autocast on a GPU, 3 steps of synthetic rows that "
+                             "need no padding), eager and under --torch_compile: mask, dtypes, strides, dropout.")
     args = parser.parse_args(argv)
     if args.tiny:
         args.batch, args.length, args.heads, args.head_dim, args.warmup, args.repeats = 2, 16, 2, 8, 1, 2
@@ -145,6 +151,66 @@ def chosen_backend(qkv, mask, dropout: float) -> str:
     return SDPBackend(torch._fused_sdp_choice(q, k, v, mask, dropout)).name.lower()
 
 
+def trainer_inputs(args, compiled: bool) -> list[str]:
+    """What the attention function of train-encoder's BERT receives: the first call of each distinct kind, as text
+    (under torch.compile the tensors are the tracer's, so only their metadata)."""
+    import tempfile
+    from pathlib import Path
+
+    import bench_encoder_throughput as encoder_bench
+    import torch
+    from torch.nn.attention import SDPBackend
+    from transformers import AttentionInterface, BertConfig
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    from llmcls.encoder_model import load_for_training, load_tokenizer
+    from llmcls.encoder_train import build_trainer
+    from llmcls.labels import LabelSpace
+
+    seen: list[str] = []
+
+    def describe(t):
+        return "None" if t is None else f"{str(t.dtype).removeprefix('torch.')} {tuple(t.shape)} stride {t.stride()}"
+
+    def recording(module, query, key, value, attention_mask, **kwargs):
+        line = (f"q {describe(query)}; mask {describe(attention_mask)}; dropout {kwargs.get('dropout')}; "
+                f"training {module.training}")
+        if query.is_cuda and not torch.compiler.is_compiling():
+            choice = torch._fused_sdp_choice(query, key, value, attention_mask, kwargs.get("dropout", 0.0))
+            line += f"; SDPA's choice here: {SDPBackend(choice).name.lower()}"
+        if line not in seen:
+            seen.append(line)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("bench_recording", recording)
+    AttentionMaskInterface.register("bench_recording", sdpa_mask)
+    bench_args = encoder_bench.parse_args(["--train-batch", str(args.batch), "--length", str(args.length),
+                                           "--steps", "2", "--warmup", "1"] + (["--torch-compile"] if compiled
+                                                                              else []))
+    with tempfile.TemporaryDirectory() as tmp:
+        config = BertConfig(num_attention_heads=args.heads, hidden_size=args.heads * args.head_dim,
+                            intermediate_size=4 * args.heads * args.head_dim,
+                            num_hidden_layers=2 if args.tiny else 12)
+        folder = Path(tmp) / "model"
+        from transformers import BertModel
+
+        torch.manual_seed(0)
+        BertModel(config).save_pretrained(folder)
+        encoder_bench.placeholder_tokenizer(Path(tmp) / "vocab", config.vocab_size).save_pretrained(folder)
+        space = LabelSpace([f"label{i}" for i in range(encoder_bench.N_LABELS)])
+        model, tokenizer = load_for_training(str(folder), space), load_tokenizer(str(folder))
+        model.set_attn_implementation("bench_recording")
+        train = encoder_bench.synthetic_split(args.batch * 3, args.length, config.vocab_size, 1)
+        trainer = build_trainer(model, tokenizer, train, None,
+                                encoder_bench.training_args(Path(tmp) / "trainer", bench_args))
+        batch = next(iter(trainer.get_train_dataloader()))
+        seen.append(f"batch from the Trainer's loader: {', '.join(sorted(batch))}")
+        with contextlib.redirect_stdout(sys.stderr):
+            trainer.train()
+    return seen
+
+
 def main(argv=None) -> None:
     import torch
 
@@ -157,6 +223,14 @@ def main(argv=None) -> None:
           f"batch {args.batch}, {args.heads} heads x {args.head_dim}, length {args.length}; one forward + backward "
           f"(median of {args.repeats} after {args.warmup} warm-up)")
     print()
+    if args.from_trainer:
+        for compiled in (False, True):
+            torch._dynamo.reset()
+            for line in trainer_inputs(args, compiled):
+                print(f"- train-encoder's Trainer, {'compiled' if compiled else 'eager'}: {line}", flush=True)
+        print()
+    if args.no_kernels:
+        return
     print("| call | mask | dropout | ms / step | kernels (profiler, most time first) |")
     print("|---|---|---:|---:|---|", flush=True)
     for masked in (False, True):

@@ -61,11 +61,12 @@ def parse_args(argv=None):
                         help="The model's attention dropout (BERT-base: 0.1). Compiled, BERT's attention with "
                              "dropout and a mask ran as unfused softmax kernels on an H200 (session 15); 0 says "
                              "what that path costs.")
-    parser.add_argument("--attention", default="sdpa",
-                        help="Comma-separated attention kinds to train with, a fresh model each: sdpa (transformers' "
-                             "own call, the default) or one of encoder_attention.KINDS (flash, cudnn, efficient: "
-                             "the fused kernel's op called by name; island: SDPA left out of the compiled graph). "
-                             "Inference runs once, with the last.")
+    parser.add_argument("--attention", default="default",
+                        help="Comma-separated attention kinds to train with, a fresh model each: default (what "
+                             "train-encoder does: under --torch-compile on a GPU, encoder_attention's flash kind), "
+                             "sdpa (transformers' own SDPA call: --fused_attention false) or one of "
+                             "encoder_attention.KINDS (flash, cudnn, efficient: the fused kernel's op called by name; "
+                             "island: SDPA left out of the compiled graph). Inference runs once, with the last.")
     parser.add_argument("--blocking-batches", action="store_true",
                         help="Copy each training batch to the GPU the blocking way (accelerate's non_blocking off), "
                              "as train-encoder did before session 15: what the non-blocking default is worth.")
@@ -206,7 +207,8 @@ def measure(args, table: Table) -> None:
             if i:  # a fresh model for each kind, compiled afresh
                 torch._dynamo.reset()
                 model = load_for_training(str(folder), space)
-            if kind != "sdpa" and not use_fused_attention(model, kind):
+            trainer_args.fused_attention = kind == "default"  # build_trainer's own choice, as train-encoder's
+            if kind not in ("default", "sdpa") and not use_fused_attention(model, kind):
                 table.notes.append(f"--attention {kind}: this model does not attend through transformers' SDPA")
             trainer = build_trainer(model, tokenizer, train, None, trainer_args)
             timer = step_timer(args.warmup, args.warmup + args.steps)
@@ -226,7 +228,7 @@ def measure(args, table: Table) -> None:
                 print(f"| train, attention {kind} | failed (see the notes) | | | | | |", flush=True)
                 continue
             per_s = args.steps * args.train_batch / (timer.end - timer.start)
-            name = "train" if kind == "sdpa" else f"train, attention {kind}"
+            name = "train" if kind == "default" else f"train, attention {kind}"
             table.row(name, trainer_args.bf16, args.train_batch, per_s, 3 * forward)
         if args.plain_loop:
             per_s = plain_loop(load_for_training(str(folder), space).to(model.device), train, args,

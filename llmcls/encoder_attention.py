@@ -1,17 +1,19 @@
 """Attention for compiled encoder training: SDPA's fused kernels called by name.
 
-Eager, `F.scaled_dot_product_attention` picks a fused kernel (cuDNN's on an H100 / H200) for BERT's training step,
-attention dropout included. Under torch.compile the same call with dropout ran SDPA's unfused math path on an H200
-(session 15: batched matmuls and a softmax + dropout kernel, about 30% of the compiled step's kernel time). Calling
-the fused kernels' own aten ops (`_scaled_dot_product_{flash,efficient,cudnn}_attention`, each with its autograd
-formula) leaves no choice to make at compile time. `use_fused_attention(model, kind)` registers such an attention
-function with transformers' `AttentionInterface` and sets it on the model; models that do not attend through that
-interface (DeBERTa-v2/v3) are left as they are.
+Under torch.compile, BERT's attention with dropout ran unfused in train-encoder's step on an H200 (session 15: SDPA's
+math path, batched matmuls and a softmax + dropout kernel, about 30% of the step's kernel time), where the eager step
+ran cuDNN's fused kernel. Calling a fused kernel's aten op (`_scaled_dot_product_{flash,efficient,cudnn}_attention`,
+each with its autograd formula) leaves the compiled graph no kernel to choose. `use_fused_attention(model, kind)`
+registers such an attention function with transformers' `AttentionInterface` (and SDPA's masks for it) and sets it
+on the model; models that do not attend through that interface with SDPA (DeBERTa-v2/v3) are left as they are.
+`encoder_train.build_trainer` does so with `flash` under `--torch_compile` on a GPU (`--fused_attention`, on by
+default).
 
-Kinds: `flash` and `cudnn` without a mask (train-encoder's collator drops a mask that hides nothing), the efficient
-kernel with a mask (an additive bias in the query's dtype); `efficient` always; `island`: transformers' own SDPA call
-left out of the compiled graph (`torch.compiler.disable`: eager SDPA picks its kernel; a graph break each layer).
-Off CUDA every kind is transformers' SDPA.
+Kinds: `flash` and `cudnn` take batches without a mask (train-encoder's collator drops a mask that hides nothing), the
+memory-efficient kernel any with a mask (an additive bias in the query's dtype); `efficient`: always that kernel;
+`island`: transformers' own SDPA call left out of the compiled graph (`torch.compiler.disable`: eager SDPA picks its
+kernel; a graph break each layer). Outside a compiled graph and off CUDA every kind is transformers' SDPA call (eager,
+SDPA picks cuDNN's kernel itself).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def fused_attention(kind: str):
     aten = torch.ops.aten
 
     def forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-        if not query.is_cuda or getattr(module, "is_causal", False) or kwargs.get("position_bias") is not None:
+        if (not torch.compiler.is_compiling() or not query.is_cuda or getattr(module, "is_causal", False)
+                or kwargs.get("position_bias") is not None):
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, **kwargs)
         if attention_mask is None and kind == "flash":
