@@ -16,7 +16,9 @@ them: a (batch, length, 768) projection viewed as heads and transposed) for each
   attention`, with autograd formulas of their own), which leaves the choice of kernel to the caller;
 
 and names the kernels the profiler saw (`torch._fused_sdp_choice` for the eager call). Each row: the median of
-`--repeats` timed forward + backward passes after `--warmup`, CUDA synchronised around each.
+`--repeats` timed forward + backward passes after `--warmup`, CUDA synchronised around each; without dropout, also the
+largest difference of its output from SDPA's in float32 on the same inputs (every bf16 kernel differs somewhat; the
+eager SDPA row says by how much a kernel PyTorch picks itself does).
 """
 
 from __future__ import annotations
@@ -127,6 +129,18 @@ def kernels_seen(fn, qkv, mask) -> str:
     return ", ".join(names[:4]) or "-"
 
 
+def output_error(fn, qkv, mask) -> float:
+    """The largest difference of `fn`'s output (dropout 0) from SDPA's in float32 on the same inputs: whether a kernel
+    called by name, with the mask as a bias of -inf entries, computes what SDPA does."""
+    import torch
+    import torch.nn.functional as F
+
+    q, k, v = (t.detach().transpose(1, 2) for t in qkv)
+    with torch.no_grad():
+        reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
+        return float((fn(q, k, v, mask).float() - reference).abs().max())
+
+
 def timed(fn, qkv, mask, warmup: int, repeats: int) -> float:
     import torch
 
@@ -231,8 +245,8 @@ def main(argv=None) -> None:
         print()
     if args.no_kernels:
         return
-    print("| call | mask | dropout | ms / step | kernels (profiler, most time first) |")
-    print("|---|---|---:|---:|---|", flush=True)
+    print("| call | mask | dropout | ms / step | max error (dropout 0) | kernels (profiler, most time first) |")
+    print("|---|---|---:|---:|---:|---|", flush=True)
     for masked in (False, True):
         for dropout in (0.0, 0.1):
             qkv, mask = inputs(args, device, dtype, masked)
@@ -248,12 +262,13 @@ def main(argv=None) -> None:
                         ms = timed(fn, qkv, mask, args.warmup, args.repeats)
                         seen = kernels_seen(fn, qkv, mask)
                 except Exception as error:  # noqa: BLE001 - a kernel that refuses these inputs is a result here
-                    print(f"| {name} | {mask_name} | {dropout:g} | - | not run: "
+                    print(f"| {name} | {mask_name} | {dropout:g} | - | - | not run: "
                           f"{str(error).strip().splitlines()[0][:140]} |", flush=True)
                     continue
                 if name == "sdpa eager" and cuda:
                     seen = f"choice: {chosen_backend(qkv, mask, dropout)}; {seen}"
-                print(f"| {name} | {mask_name} | {dropout:g} | {ms:.3f} | {seen} |", flush=True)
+                error = f"{output_error(fn, qkv, mask):.2g}" if dropout == 0 else "-"
+                print(f"| {name} | {mask_name} | {dropout:g} | {ms:.3f} | {error} | {seen} |", flush=True)
     if args.tiny:
         print("\n(--tiny: a smoke run of the benchmark itself; its numbers say nothing)")
 

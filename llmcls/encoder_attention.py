@@ -10,20 +10,37 @@ on the model; models that do not attend through that interface with SDPA (DeBERT
 default).
 
 Kinds: `flash` and `cudnn` take batches without a mask (train-encoder's collator drops a mask that hides nothing), the
-memory-efficient kernel any with a mask (an additive bias in the query's dtype); `efficient`: always that kernel;
-`island`: transformers' own SDPA call left out of the compiled graph (`torch.compiler.disable`: eager SDPA picks its
-kernel; a graph break each layer). Outside a compiled graph and off CUDA every kind is transformers' SDPA call (eager,
-SDPA picks cuDNN's kernel itself).
+memory-efficient kernel any with a mask (an additive bias in the query's dtype); `unmasked`: `flash` with masks that
+stay absent for batches without `attention_mask` (`unmasked_sdpa_mask`: compiled with torch 2.11, transformers built
+one hiding nothing, so `flash` ran the memory-efficient kernel throughout; not yet measured in the whole step);
+`efficient`: always that kernel; `island`: transformers' own SDPA call left out of the compiled graph
+(`torch.compiler.disable`: eager SDPA picks its kernel; a graph break each layer). Outside a compiled graph and off
+CUDA every kind is transformers' SDPA call (eager, SDPA picks cuDNN's kernel itself).
 """
 
 from __future__ import annotations
 
 import torch
 
-KINDS = ("flash", "cudnn", "efficient", "island")
+KINDS = ("flash", "unmasked", "cudnn", "efficient", "island")
 # the names they are registered under: transformers reads any name with "flash" in it as a flash-attention package
-REGISTERED = {"flash": "llmcls_fused_fa", "cudnn": "llmcls_fused_cudnn", "efficient": "llmcls_fused_mem",
-              "island": "llmcls_sdpa_island"}
+REGISTERED = {"flash": "llmcls_fused_fa", "unmasked": "llmcls_fused_fa_unmasked", "cudnn": "llmcls_fused_cudnn",
+              "efficient": "llmcls_fused_mem", "island": "llmcls_sdpa_island"}
+
+
+def unmasked_sdpa_mask(*, attention_mask=None, allow_is_bidirectional_skip: bool = False, local_size=None,
+                       **kwargs):
+    """transformers' SDPA mask, except that a bidirectional mask over a batch that came without `attention_mask` is
+    no mask at all. Compiled with torch 2.11, transformers' own check materialised a (batch, 1, q, kv) mask hiding
+    nothing for such batches (session 16, H200), which sends attention to the memory-efficient kernel with a bias
+    where the flash kernel could run. train-encoder's collator leaves `attention_mask` out only when no row is
+    padded."""
+    from transformers.masking_utils import sdpa_mask
+
+    if attention_mask is None and allow_is_bidirectional_skip and local_size is None:
+        return None
+    return sdpa_mask(attention_mask=attention_mask, allow_is_bidirectional_skip=allow_is_bidirectional_skip,
+                     local_size=local_size, **kwargs)
 
 
 def _bias(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -42,6 +59,8 @@ def fused_attention(kind: str):
         raise ValueError(f"unknown attention kind {kind!r} (use one of {', '.join(KINDS)})")
     if kind == "island":
         return torch.compiler.disable(sdpa_attention_forward)
+    if kind == "unmasked":
+        kind = "flash"  # the same kernels; only its masks differ (`unmasked_sdpa_mask`)
     aten = torch.ops.aten
 
     def forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -77,6 +96,6 @@ def use_fused_attention(model, kind: str) -> bool:
     name = REGISTERED[kind]
     AttentionInterface.register(name, fused_attention(kind))
     # and SDPA's masks for it: transformers builds no mask at all for an attention name it has no mask function for
-    AttentionMaskInterface.register(name, sdpa_mask)
+    AttentionMaskInterface.register(name, unmasked_sdpa_mask if kind == "unmasked" else sdpa_mask)
     target.set_attn_implementation(name)
     return True
