@@ -47,10 +47,10 @@ class EncoderArguments(TrainingArguments):
         "help": "Continue from the last checkpoint in --output_dir (after a crash); --resume_from_checkpoint "
                 "names one explicitly."})
     fused_attention: bool = field(default=True, metadata={
-        "help": "With --torch_compile on a GPU, call SDPA's fused attention kernels by name (flash attention for "
-                "batches without padding, the memory-efficient kernel with a mask) in models that attend through "
-                "transformers' SDPA (BERT, RoBERTa, ModernBERT; DeBERTa has its own attention): compiled, SDPA's own "
-                "call ran BERT's attention with dropout unfused."})
+        "help": "With --torch_compile on a GPU (Ampere or later), call SDPA's fused attention kernels by name "
+                "(bf16/fp16; flash attention for batches without padding, the memory-efficient kernel with a mask) "
+                "in models that attend through transformers' SDPA (BERT, RoBERTa, ModernBERT; DeBERTa has its own "
+                "attention): compiled, SDPA's own call ran BERT's attention with dropout unfused."})
     keep_checkpoints: bool = field(default=False, metadata={
         "help": "Keep the checkpoint-* folders (optimizer state, for --resume) after a successful run: the last one "
                 "beside the best (--save_total_limit 1, the default, becomes 2, since transformers would delete "

@@ -50,6 +50,14 @@ def _bias(query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor) -> torch.T
     return mask.to(query.dtype).expand(query.shape[0], query.shape[1], query.shape[2], key.shape[2])
 
 
+def takes_fused(query: torch.Tensor) -> bool:
+    """Whether SDPA's fused kernels take queries like this one: half precision (flash and cuDNN have no float32) and
+    a head size that is a multiple of 8 up to 256 (the kernels' alignment and limit). Others keep transformers'
+    SDPA call, which picks a kernel itself."""
+    head = query.shape[-1]
+    return query.dtype in (torch.float16, torch.bfloat16) and head % 8 == 0 and head <= 256
+
+
 def fused_attention(kind: str):
     """An attention function with transformers' signature (module, query, key, value, attention_mask, dropout,
     scaling, ...) -> (output (batch, length, heads, head dim), None) that calls the fused kernel `kind` names."""
@@ -64,8 +72,8 @@ def fused_attention(kind: str):
     aten = torch.ops.aten
 
     def forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-        if (not torch.compiler.is_compiling() or not query.is_cuda or getattr(module, "is_causal", False)
-                or kwargs.get("position_bias") is not None):
+        if (not torch.compiler.is_compiling() or not query.is_cuda or not takes_fused(query)
+                or getattr(module, "is_causal", False) or kwargs.get("position_bias") is not None):
             return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                           scaling=scaling, **kwargs)
         if attention_mask is None and kind == "flash":
@@ -80,6 +88,13 @@ def fused_attention(kind: str):
         return out.transpose(1, 2).contiguous(), None
 
     return forward
+
+
+def fused_kernels_on(device) -> bool:
+    """Whether `device` runs SDPA's flash and memory-efficient kernels as `flash` calls them: a CUDA GPU of compute
+    capability 8.0 or later (Ampere on; flash attention needs it)."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def use_fused_attention(model, kind: str) -> bool:

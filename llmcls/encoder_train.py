@@ -17,7 +17,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from llmcls.config import number_list
 from llmcls.encoder_args import EncoderArguments
-from llmcls.encoder_attention import use_fused_attention
+from llmcls.encoder_attention import fused_kernels_on, use_fused_attention
 from llmcls.encoder_data import EncodedSplit
 from llmcls.encoder_infer import forward_logits, without_full_mask
 from llmcls.encoder_model import is_mean_pooling
@@ -106,7 +106,7 @@ def build_trainer(model, tokenizer, train_split: EncodedSplit | None, eval_split
         compute = None
     else:
         compute = functools.partial(epoch_metrics, min_labels=args.min_labels, per_label=args.per_label_thresholds)
-    if args.torch_compile and args.fused_attention and args.device.type == "cuda":
+    if args.torch_compile and args.fused_attention and fused_kernels_on(args.device):
         use_fused_attention(model, "flash")
     return EncoderTrainer(
         model=model, args=args, processing_class=tokenizer,

@@ -10,7 +10,15 @@ import pytest
 import torch
 from conftest import RESOURCES, read_jsonl
 
-from llmcls.encoder_attention import REGISTERED, _bias, fused_attention, unmasked_sdpa_mask, use_fused_attention
+from llmcls.encoder_attention import (
+    REGISTERED,
+    _bias,
+    fused_attention,
+    fused_kernels_on,
+    takes_fused,
+    unmasked_sdpa_mask,
+    use_fused_attention,
+)
 from llmcls.labels import LabelSpace
 
 SPACE = LabelSpace(["cs.IT", "cs.LG", "math.IT"])
@@ -106,6 +114,22 @@ def test_the_unmasked_kind_builds_no_mask_for_a_batch_without_one(monkeypatch):
                                masking.sdpa_mask(attention_mask=padding, **sizes))
     # only a bidirectional mask that may be skipped at all is left out
     assert unmasked_sdpa_mask(attention_mask=None, **(sizes | {"allow_is_bidirectional_skip": False})) is not None
+
+
+def test_only_half_precision_queries_with_aligned_heads_take_the_fused_kernels():
+    assert takes_fused(torch.zeros(2, 12, 16, 64, dtype=torch.bfloat16))
+    assert takes_fused(torch.zeros(2, 12, 16, 256, dtype=torch.float16))
+    assert not takes_fused(torch.zeros(2, 12, 16, 64))  # float32: flash attention has none
+    assert not takes_fused(torch.zeros(2, 12, 16, 36, dtype=torch.bfloat16))  # not a multiple of 8
+    assert not takes_fused(torch.zeros(2, 12, 16, 512, dtype=torch.bfloat16))  # above the kernels' 256
+
+
+def test_fused_kernels_need_a_recent_cuda_gpu(monkeypatch):
+    assert not fused_kernels_on("cpu")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))  # a T4
+    assert not fused_kernels_on("cuda:0")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))  # an H100 / H200
+    assert fused_kernels_on("cuda:0")
 
 
 def test_an_unknown_kind_is_refused():
