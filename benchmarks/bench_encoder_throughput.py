@@ -66,7 +66,8 @@ def parse_args(argv=None):
                              "train-encoder does: under --torch-compile on a GPU, encoder_attention's flash kind), "
                              "sdpa (transformers' own SDPA call: --fused_attention false) or one of "
                              "encoder_attention.KINDS (flash, cudnn, efficient: the fused kernel's op called by name; "
-                             "island: SDPA left out of the compiled graph). Inference runs once, with the last.")
+                             "unmasked: flash with no mask built for a batch that came without one; island: SDPA "
+                             "left out of the compiled graph). Inference runs once, with the last.")
     parser.add_argument("--blocking-batches", action="store_true",
                         help="Copy each training batch to the GPU the blocking way (accelerate's non_blocking off), "
                              "as train-encoder did before session 15: what the non-blocking default is worth.")
