@@ -19,6 +19,11 @@ and names the kernels the profiler saw (`torch._fused_sdp_choice` for the eager 
 `--repeats` timed forward + backward passes after `--warmup`, CUDA synchronised around each; without dropout, also the
 largest difference of its output from SDPA's in float32 on the same inputs (every bf16 kernel differs somewhat; the
 eager SDPA row says by how much a kernel PyTorch picks itself does).
+
+`--from-trainer` first prints what train-encoder's own Trainer hands BERT's attention, eager and compiled (session 16:
+compiled with torch 2.11, a mask hiding nothing for batches that came without one); `--agreement` first compares the
+whole encoder's last hidden states compiled with each kind of `llmcls/encoder_attention.py` against eager SDPA's,
+with padding and without; `--no-kernels` then skips the table.
 """
 
 from __future__ import annotations
@@ -42,7 +47,11 @@ def parse_args(argv=None):
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--no-kernels", action="store_true", help="Skip the table of kernels (with --from-trainer).")
+    parser.add_argument("--no-kernels", action="store_true",
+                        help="Skip the table of kernels (with --from-trainer or --agreement).")
+    parser.add_argument("--agreement", action="store_true",
+                        help="First compare the whole model's logits with each attention kind compiled against "
+                             "transformers' SDPA call eager (model_agreement).")
     parser.add_argument("--from-trainer", action="store_true",
                         help="First report what train-encoder's own Trainer hands the attention function of a "
                              "random BERT (these shapes, bf16 autocast on a GPU, 3 steps of synthetic rows that "
@@ -165,6 +174,73 @@ def chosen_backend(qkv, mask, dropout: float) -> str:
     return SDPBackend(torch._fused_sdp_choice(q, k, v, mask, dropout)).name.lower()
 
 
+def random_bert(args, root):
+    """A random BERT of these shapes (12 layers; 2 with --tiny) saved with a placeholder tokenizer under `root`."""
+    import bench_encoder_throughput as encoder_bench
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(num_attention_heads=args.heads, hidden_size=args.heads * args.head_dim,
+                        intermediate_size=4 * args.heads * args.head_dim, num_hidden_layers=2 if args.tiny else 12)
+    folder = root / "model"
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    encoder_bench.placeholder_tokenizer(root / "vocab", config.vocab_size).save_pretrained(folder)
+    return folder, config
+
+
+def model_agreement(args) -> list[str]:
+    """The largest difference of the last hidden states of train-encoder's BERT (random weights, the encoder under
+    its classification head, eval mode, bf16 autocast on a GPU, up to 16 rows) compiled with each attention kind from
+    transformers' SDPA call eager, on a batch with padding (every other row's last quarter) and on one without a
+    mask: whether the kernels called by name, the mask as a bias, compute in the whole model what SDPA does.
+    Compiled SDPA's own difference is the yardstick (bf16 rounding)."""
+    import tempfile
+    from pathlib import Path
+
+    import bench_encoder_throughput as encoder_bench
+    import torch
+
+    from llmcls.encoder_attention import use_fused_attention
+    from llmcls.encoder_model import load_for_training
+    from llmcls.labels import LabelSpace
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    space = LabelSpace([f"label{i}" for i in range(encoder_bench.N_LABELS)])
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, config = random_bert(args, Path(tmp))
+        g = torch.Generator().manual_seed(1)
+        ids = torch.randint(1000, config.vocab_size, (min(args.batch, 16), args.length), generator=g).to(device)
+        mask = torch.ones_like(ids)
+        mask[::2, args.length * 3 // 4:] = 0
+
+        def logits(model):  # the encoder's last hidden states: more telling than a random head's small logits
+            with torch.no_grad(), torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                return (model(input_ids=ids, attention_mask=mask).last_hidden_state.float(),
+                        model(input_ids=ids).last_hidden_state.float())
+
+        def load():  # the encoder under the classification head, as train-encoder loads it
+            return load_for_training(str(folder), space).base_model.to(device).eval()
+
+        reference = logits(load())
+        lines = []
+        for kind in ("sdpa", "flash", "unmasked", "cudnn", "efficient"):
+            torch._dynamo.reset()
+            model = load()
+            if kind != "sdpa":
+                use_fused_attention(model, kind)
+            try:
+                padded, full = logits(torch.compile(model))
+            except Exception as error:  # noqa: BLE001 - a kernel that refuses these inputs is a result here
+                lines.append(f"{kind}, compiled: not run: {str(error).strip().splitlines()[0][:140]}")
+                continue
+            lines.append(f"{kind}, compiled: largest difference of the last hidden states from eager SDPA's: "
+                         f"padded batch {float((padded - reference[0]).abs().max()):.3g}, unpadded "
+                         f"{float((full - reference[1]).abs().max()):.3g} (values up to "
+                         f"{float(reference[0].abs().max()):.3g})")
+    return lines
+
+
 def trainer_inputs(args, compiled: bool) -> list[str]:
     """What the attention function of train-encoder's BERT receives: the first call of each distinct kind, as text
     (under torch.compile the tensors are the tracer's, so only their metadata)."""
@@ -174,7 +250,7 @@ def trainer_inputs(args, compiled: bool) -> list[str]:
     import bench_encoder_throughput as encoder_bench
     import torch
     from torch.nn.attention import SDPBackend
-    from transformers import AttentionInterface, BertConfig
+    from transformers import AttentionInterface
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
@@ -203,15 +279,7 @@ def trainer_inputs(args, compiled: bool) -> list[str]:
                                            "--steps", "2", "--warmup", "1"] + (["--torch-compile"] if compiled
                                                                               else []))
     with tempfile.TemporaryDirectory() as tmp:
-        config = BertConfig(num_attention_heads=args.heads, hidden_size=args.heads * args.head_dim,
-                            intermediate_size=4 * args.heads * args.head_dim,
-                            num_hidden_layers=2 if args.tiny else 12)
-        folder = Path(tmp) / "model"
-        from transformers import BertModel
-
-        torch.manual_seed(0)
-        BertModel(config).save_pretrained(folder)
-        encoder_bench.placeholder_tokenizer(Path(tmp) / "vocab", config.vocab_size).save_pretrained(folder)
+        folder, config = random_bert(args, Path(tmp))
         space = LabelSpace([f"label{i}" for i in range(encoder_bench.N_LABELS)])
         model, tokenizer = load_for_training(str(folder), space), load_tokenizer(str(folder))
         model.set_attn_implementation("bench_recording")
@@ -242,6 +310,10 @@ def main(argv=None) -> None:
             torch._dynamo.reset()
             for line in trainer_inputs(args, compiled):
                 print(f"- train-encoder's Trainer, {'compiled' if compiled else 'eager'}: {line}", flush=True)
+        print()
+    if args.agreement:
+        for line in model_agreement(args):
+            print(f"- {line}", flush=True)
         print()
     if args.no_kernels:
         return

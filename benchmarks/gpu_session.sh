@@ -135,13 +135,14 @@ fi
 # default now; llmcls/encoder_attention.py) 2,075 samples/s at batch 128 against 1,858 with transformers' SDPA call
 # (math path), 2,165 at batch 256 (target met). Compiled with torch 2.11, transformers handed the attention a mask
 # hiding nothing, so the flash branch never ran (the memory-efficient kernel with a bias did). Each step reruns its
-# baseline in the same call (rows are compared only within one machine). Now: the `unmasked` kind (no mask built
-# for batches without one: the flash kernel) against the default and transformers' call, profiled; the kernels
-# alone with their output errors (cuDNN's kernel with a mask's bias: correct?); batch 256; then the generative
-# CLI's score loop, eager encoder, SFT.
+# baseline in the same call (rows are compared only within one machine). Now: first whether the kernels called by
+# name compute what SDPA does (the whole model's hidden states, compiled, against eager SDPA's; then each kernel
+# alone with its output error: cuDNN's kernel with a mask's bias among them), not yet compared on a GPU; then the
+# `unmasked` kind (no mask built for batches without one: the flash kernel) against the default and transformers'
+# call, profiled; batch 256; then the generative CLI's score loop, eager encoder, SFT.
+step attention-kernels 170 $PY benchmarks/bench_attention_kernels.py --agreement "${tiny[@]}"
 step encoder-unmasked 150 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 128 \
     --attention default,unmasked,sdpa --profile 2 --eval-rows 2048 "${tiny[@]}"
-step attention-kernels 150 $PY benchmarks/bench_attention_kernels.py "${tiny[@]}"
 step encoder-unmasked-b256 110 $PY benchmarks/bench_encoder_throughput.py --torch-compile --train-batch 256 \
     --steps 30 --attention default,unmasked --eval-rows 2048 "${tiny[@]}"
 step generative-throughput 150 $PY benchmarks/bench_generative_throughput.py --aapd "$aapd" \
