@@ -112,8 +112,12 @@ def test_the_unmasked_kind_builds_no_mask_for_a_batch_without_one(monkeypatch):
     padding = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
     torch.testing.assert_close(unmasked_sdpa_mask(attention_mask=padding, **sizes),
                                masking.sdpa_mask(attention_mask=padding, **sizes))
-    # only a bidirectional mask that may be skipped at all is left out
+    # only a bidirectional mask that may be skipped at all is left out, and never a sliding window's (ModernBERT)
     assert unmasked_sdpa_mask(attention_mask=None, **(sizes | {"allow_is_bidirectional_skip": False})) is not None
+    window = sizes | {"mask_function": masking.sliding_window_bidirectional_mask_function(2), "local_size": 2}
+    torch.testing.assert_close(unmasked_sdpa_mask(attention_mask=None, **window),
+                               masking.sdpa_mask(attention_mask=None, **window))
+    assert not unmasked_sdpa_mask(attention_mask=None, **window).all()
 
 
 def test_only_half_precision_queries_with_aligned_heads_take_the_fused_kernels():
