@@ -50,8 +50,8 @@ def parse_args(argv=None):
     parser.add_argument("--no-kernels", action="store_true",
                         help="Skip the table of kernels (with --from-trainer or --agreement).")
     parser.add_argument("--agreement", action="store_true",
-                        help="First compare the whole model's logits with each attention kind compiled against "
-                             "transformers' SDPA call eager (model_agreement).")
+                        help="First compare the encoder's last hidden states with each attention kind compiled "
+                             "against transformers' SDPA call eager, with padding and without (model_agreement).")
     parser.add_argument("--from-trainer", action="store_true",
                         help="First report what train-encoder's own Trainer hands the attention function of a "
                              "random BERT (these shapes, bf16 autocast on a GPU, 3 steps of synthetic rows that "
