@@ -175,18 +175,14 @@ def chosen_backend(qkv, mask, dropout: float) -> str:
 
 
 def random_bert(args, root):
-    """A random BERT of these shapes (12 layers; 2 with --tiny) saved with a placeholder tokenizer under `root`."""
+    """A random BERT of these shapes (12 layers; 2 with --tiny) saved with a placeholder tokenizer under `root`, as
+    bench_encoder_throughput saves its own."""
     import bench_encoder_throughput as encoder_bench
-    import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig
 
     config = BertConfig(num_attention_heads=args.heads, hidden_size=args.heads * args.head_dim,
                         intermediate_size=4 * args.heads * args.head_dim, num_hidden_layers=2 if args.tiny else 12)
-    folder = root / "model"
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    encoder_bench.placeholder_tokenizer(root / "vocab", config.vocab_size).save_pretrained(folder)
-    return folder, config
+    return encoder_bench.save_random_model(root / "model", args.tiny, None, config=config), config
 
 
 def model_agreement(args) -> list[str]:

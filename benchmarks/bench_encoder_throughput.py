@@ -110,12 +110,14 @@ def placeholder_tokenizer(folder: Path, vocab_size: int):
     return BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
 
 
-def save_random_model(folder: Path, tiny: bool, tokenizer: str | None, attention_dropout: float | None = None) -> Path:
+def save_random_model(folder: Path, tiny: bool, tokenizer: str | None, attention_dropout: float | None = None,
+                      config=None) -> Path:
+    """A random BERT (`config`, else `model_config(tiny)`; seed 0) saved to `folder` with a tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertModel
 
     torch.manual_seed(0)
-    config = model_config(tiny)
+    config = config if config is not None else model_config(tiny)
     if attention_dropout is not None:
         config.attention_probs_dropout_prob = attention_dropout
     BertModel(config).save_pretrained(folder)
