@@ -103,7 +103,7 @@ def use_fused_attention(model, kind: str) -> bool:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    target = getattr(model, "encoder", model) if not hasattr(model, "set_attn_implementation") else model
+    target = model if hasattr(model, "set_attn_implementation") else getattr(model, "encoder", model)
     config = getattr(target, "config", None)
     if (not getattr(target, "_supports_attention_backend", False)
             or getattr(config, "_attn_implementation", None) != "sdpa"):
